@@ -1,0 +1,76 @@
+"""Table tests for the image reference grammar wrapper: what the container runtime would pull."""
+
+import pytest
+
+from webhook.reference import ImageReference, InvalidImageReference, parse_image
+
+D64 = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("image", "registry", "repository", "tag", "digest"),
+    [
+        ("nginx", "docker.io", "library/nginx", None, None),
+        ("nginx:1.25", "docker.io", "library/nginx", "1.25", None),
+        ("library/nginx:1.25", "docker.io", "library/nginx", "1.25", None),
+        ("index.docker.io/nginx:1", "docker.io", "library/nginx", "1", None),
+        ("docker.io/bitnami/redis:7", "docker.io", "bitnami/redis", "7", None),
+        ("ghcr.io/org/app/sub:v1", "ghcr.io", "org/app/sub", "v1", None),
+        ("localhost/app:1", "localhost", "app", "1", None),
+        ("localhost:5000/app:1", "localhost:5000", "app", "1", None),
+        ("registry.example.com:5000/team/app", "registry.example.com:5000", "team/app", None, None),
+        ("[::1]:5000/app:1", "[::1]:5000", "app", "1", None),
+        (f"nginx@{D64}", "docker.io", "library/nginx", None, D64),
+        (f"nginx:1.25@{D64}", "docker.io", "library/nginx", "1.25", D64),
+        ("nginx:" + "t" * 128, "docker.io", "library/nginx", "t" * 128, None),
+        ("x:5000", "docker.io", "library/x", "5000", None),
+    ],
+)
+def test_parse_normalizes_like_the_runtime(image, registry, repository, tag, digest):
+    assert parse_image(image) == ImageReference(registry, repository, tag, digest)
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        ("", "empty"),
+        (" nginx", "white space"),
+        ("Nginx", "lowercase"),
+        ("registry.example.com:5000", "host:port with no repository"),
+        ("localhost:5000", "host:port with no repository"),
+        ("[::1]:5000", "host:port with no repository"),
+        ("nginx@sha256:abc", "invalid reference format"),
+        ("nginx@md5:" + "a" * 32, "unsupported digest algorithm"),
+        ("nginx:" + "t" * 129, "invalid reference format"),
+        ("a" * 256, "not be more than 255"),
+        ("a" * 64, "64-byte hexadecimal"),
+        ("http://registry/app", "invalid reference format"),
+        ("user:pass@registry/app", "invalid reference format"),
+    ],
+)
+def test_invalid_references_say_why(image, reason):
+    with pytest.raises(InvalidImageReference) as caught:
+        parse_image(image)
+    assert reason in str(caught.value)
+    assert caught.value.image == image
+
+
+@pytest.mark.parametrize(
+    ("image", "latest"),
+    [("nginx", True), ("nginx:latest", True), (f"nginx:latest@{D64}", True), ("nginx:1", False), (f"nginx@{D64}", False)],
+)
+def test_implies_latest(image, latest):
+    assert parse_image(image).implies_latest is latest
+
+
+def test_with_registry_places_repository_under_prefix_and_keeps_tag_and_digest():
+    ref = parse_image(f"nginx:1.25@{D64}").with_registry("ccr.local:5000", "docker.io")
+    assert str(ref) == f"ccr.local:5000/docker.io/library/nginx:1.25@{D64}"
+    assert str(parse_image("nginx:1").with_registry("ccr", "")) == "ccr/library/nginx:1"
+
+
+def test_with_digest_and_reference():
+    ref = parse_image("nginx:1.25")
+    assert ref.reference == "1.25"
+    assert ref.with_digest(D64).reference == D64
+    assert str(ref.with_digest(D64)) == f"docker.io/library/nginx:1.25@{D64}"

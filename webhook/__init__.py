@@ -1,0 +1,1 @@
+"""ccr-webhook: rewrite Pod images to a Cluster Container Registry, pin them to digests, warm the cache."""

@@ -1,0 +1,369 @@
+"""The one configuration object: a YAML file (a mounted ConfigMap in the cluster) plus environment overrides.
+
+Loaded once at start and passed in. Every error names the key at fault, so an operator can fix it
+without reading code. Environment overrides use `CCR_WEBHOOK_<SECTION>_<KEY>` with the camelCase key in
+SNAKE_CASE (`policy.onResolveError` is `CCR_WEBHOOK_POLICY_ON_RESOLVE_ERROR`); values are read as YAML,
+so `true`, `2.5` and `[a, b]` work.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "CCR_WEBHOOK_"
+_HOST_PORT = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_LEGACY_DOCKER_HUB = "index.docker.io"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is expected."""
+
+
+class SwapMode(str, enum.Enum):
+    """When an image is rewritten to the CCR."""
+
+    EXISTS = "exists"  # only when the CCR already holds the digest
+    ALWAYS = "always"  # always, trusting the warmer to fill the CCR before the pull
+
+
+class CopyMode(str, enum.Enum):
+    """How an image the CCR lacks gets there."""
+
+    DELAYED = "delayed"  # warm in the background; admission does not wait
+    FORCE = "force"  # admission waits for the warm within its deadline
+    NONE = "none"  # never copy
+
+
+class OnResolveError(str, enum.Enum):
+    """What admission does when a tag cannot be resolved to a digest in time."""
+
+    ALLOW = "allow"  # admit the image unpinned, with a warning
+    DENY = "deny"  # refuse the Pod
+
+
+@dataclass(frozen=True)
+class CCRConfig:
+    """The Cluster Container Registry: where nodes pull from, and how ccr-webhook reaches it."""
+
+    registry: str
+    endpoint: str
+    insecure: bool = False
+    credentials: str | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """A registry ccr-webhook may contact and mirror; no other registry is ever contacted."""
+
+    registry: str
+    endpoint: str
+    prefix: str
+    credentials: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What admission does with each image."""
+
+    reject_latest: bool = True
+    pin_digest: bool = True
+    swap: SwapMode = SwapMode.EXISTS
+    copy: CopyMode = CopyMode.DELAYED
+    exclude: tuple[str, ...] = ()
+    on_resolve_error: OnResolveError = OnResolveError.ALLOW
+
+
+@dataclass(frozen=True)
+class ResolverConfig:
+    """How long registry answers are trusted, and how hard the registries are asked."""
+
+    cache_seconds: float = 300.0
+    ccr_cache_seconds: float = 30.0
+    negative_cache_seconds: float = 5.0
+    connect_timeout_seconds: float = 1.0
+    read_timeout_seconds: float = 5.0
+    max_concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """The admission server."""
+
+    deadline_seconds: float = 2.0
+    listen: str = "0.0.0.0:8443"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    workers: int = 2
+    max_request_bytes: int = 3 * 1024 * 1024
+    warmer_url: str | None = "http://127.0.0.1:8081"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ccr-webhook is told, validated."""
+
+    ccr: CCRConfig
+    upstreams: tuple[UpstreamConfig, ...]
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    resolver: ResolverConfig = field(default_factory=ResolverConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+    def upstream_for(self, registry: str) -> UpstreamConfig | None:
+        """The configured upstream for a normalized registry host, or None if it is not one."""
+        for upstream in self.upstreams:
+            if upstream.registry == registry:
+                return upstream
+        return None
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file at `path` (None: start from nothing), apply environment overrides, validate."""
+    raw: Any = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except OSError as err:
+            raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("configuration: the top level must be a mapping of sections (ccr, upstreams, policy, ...)")
+    return parse_config(apply_env_overrides(raw, os.environ if environ is None else environ))
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return a copy of `raw` with every `CCR_WEBHOOK_SECTION_KEY` variable set into it."""
+    merged = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        words = name[len(ENV_PREFIX):].lower().split("_")
+        section, key = _split_env_name(words)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"environment {name}: not a valid YAML value: {text!r}") from None
+        if key is None:
+            merged[section] = value
+        else:
+            target = merged.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"environment {name}: section {section} is not a mapping")
+            target[key] = value
+    return merged
+
+
+def _split_env_name(words: list[str]) -> tuple[str, str | None]:
+    """Map ['policy', 'on', 'resolve', 'error'] to ('policy', 'onResolveError'); a lone word names a section."""
+    section, rest = words[0], words[1:]
+    if not rest:
+        return section, None
+    return section, rest[0] + "".join(word.capitalize() for word in rest[1:])
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a raw mapping (as read from YAML) into a Config, or raise ConfigError naming the key."""
+    top = _Reader(raw, "")
+    ccr = _parse_ccr(top.section("ccr", required=True))
+    upstreams = _parse_upstreams(top.list_of_mappings("upstreams"))
+    for upstream in upstreams:
+        if upstream.registry == ccr.registry:
+            raise ConfigError(f"upstreams: {upstream.registry} is the CCR itself; the CCR cannot be its own upstream")
+    config = Config(
+        ccr=ccr,
+        upstreams=upstreams,
+        policy=_parse_policy(top.section("policy")),
+        resolver=_parse_resolver(top.section("resolver")),
+        webhook=_parse_webhook(top.section("webhook")),
+    )
+    top.finish()
+    return config
+
+
+def _parse_ccr(reader: _Reader) -> CCRConfig:
+    registry = reader.host("registry", required=True)
+    insecure = reader.boolean("insecure", False)
+    endpoint = reader.endpoint("endpoint", registry, insecure)
+    credentials = reader.string("credentials", None)
+    reader.finish()
+    return CCRConfig(registry=registry, endpoint=endpoint, insecure=insecure, credentials=credentials)
+
+
+def _parse_upstreams(readers: list[_Reader]) -> tuple[UpstreamConfig, ...]:
+    upstreams: list[UpstreamConfig] = []
+    for reader in readers:
+        registry = reader.host("registry", required=True)
+        if registry == _LEGACY_DOCKER_HUB:
+            registry = "docker.io"
+        insecure = reader.boolean("insecure", False)
+        default_endpoint = "https://registry-1.docker.io" if registry == "docker.io" and not insecure else None
+        endpoint = reader.endpoint("endpoint", registry, insecure, default_endpoint)
+        prefix = reader.string("prefix", registry.replace(":", "-").strip("[]")).strip("/")
+        if not _PREFIX.match(prefix):
+            raise ConfigError(f"{reader.path}.prefix: {prefix!r} is not a valid repository path (lowercase, / separated)")
+        credentials = reader.string("credentials", None)
+        reader.finish()
+        for other in upstreams:
+            if other.registry == registry:
+                raise ConfigError(f"{reader.path}.registry: {registry} is listed twice")
+            if other.prefix == prefix or other.prefix.startswith(prefix + "/") or prefix.startswith(other.prefix + "/"):
+                raise ConfigError(f"{reader.path}.prefix: {prefix!r} overlaps the prefix of upstream {other.registry}")
+        upstreams.append(UpstreamConfig(registry, endpoint, prefix, credentials, insecure))
+    return tuple(upstreams)
+
+
+def _parse_policy(reader: _Reader) -> PolicyConfig:
+    policy = PolicyConfig(
+        reject_latest=reader.boolean("rejectLatest", True),
+        pin_digest=reader.boolean("pinDigest", True),
+        swap=reader.choice("swap", SwapMode, SwapMode.EXISTS),
+        copy=reader.choice("copy", CopyMode, CopyMode.DELAYED),
+        exclude=tuple(reader.strings("exclude")),
+        on_resolve_error=reader.choice("onResolveError", OnResolveError, OnResolveError.ALLOW),
+    )
+    reader.finish()
+    return policy
+
+
+def _parse_resolver(reader: _Reader) -> ResolverConfig:
+    defaults = ResolverConfig()
+    resolver = ResolverConfig(
+        cache_seconds=reader.number("cacheSeconds", defaults.cache_seconds, minimum=0),
+        ccr_cache_seconds=reader.number("ccrCacheSeconds", defaults.ccr_cache_seconds, minimum=0),
+        negative_cache_seconds=reader.number("negativeCacheSeconds", defaults.negative_cache_seconds, minimum=0),
+        connect_timeout_seconds=reader.number("connectTimeoutSeconds", defaults.connect_timeout_seconds, minimum=0.01),
+        read_timeout_seconds=reader.number("readTimeoutSeconds", defaults.read_timeout_seconds, minimum=0.01),
+        max_concurrency=int(reader.number("maxConcurrency", defaults.max_concurrency, minimum=1, integer=True)),
+    )
+    reader.finish()
+    return resolver
+
+
+def _parse_webhook(reader: _Reader) -> WebhookConfig:
+    defaults = WebhookConfig()
+    deadline = reader.number("deadlineSeconds", defaults.deadline_seconds, minimum=0.1)
+    if deadline > 29:
+        raise ConfigError(f"{reader.path}.deadlineSeconds: {deadline} must stay below the API server's 30 s webhook limit")
+    listen = reader.string("listen", defaults.listen)
+    if not re.match(r"^.+:[0-9]{1,5}$", listen):
+        raise ConfigError(f"{reader.path}.listen: {listen!r} must be host:port")
+    webhook = WebhookConfig(
+        deadline_seconds=deadline,
+        listen=listen,
+        tls_cert=reader.string("tlsCert", None),
+        tls_key=reader.string("tlsKey", None),
+        workers=int(reader.number("workers", defaults.workers, minimum=1, integer=True)),
+        max_request_bytes=int(reader.number("maxRequestBytes", defaults.max_request_bytes, minimum=1024, integer=True)),
+        warmer_url=reader.string("warmerUrl", defaults.warmer_url) or None,
+    )
+    if (webhook.tls_cert is None) != (webhook.tls_key is None):
+        raise ConfigError(f"{reader.path}: tlsCert and tlsKey go together; set both or neither")
+    reader.finish()
+    return webhook
+
+
+class _Reader:
+    """Reads typed keys out of one mapping, remembering the path for error messages and catching unknown keys."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path or 'configuration'}: must be a mapping, got {type(raw).__name__}")
+        self.raw: dict[str, Any] = raw
+        self.path = path
+        self.seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, required: bool = False) -> Any:
+        self.seen.add(key)
+        value = self.raw.get(key)
+        if value is None and required:
+            raise ConfigError(f"{self._key(key)}: is required")
+        return value
+
+    def section(self, key: str, required: bool = False) -> _Reader:
+        return _Reader(self._get(key, required), self._key(key))
+
+    def list_of_mappings(self, key: str) -> list[_Reader]:
+        value = self._get(key) or []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self._key(key)}: must be a list, got {type(value).__name__}")
+        return [_Reader(item, f"{self._key(key)}[{index}]") for index, item in enumerate(value)]
+
+    def string(self, key: str, default: str | None, required: bool = False) -> str | None:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(f"{self._key(key)}: must be a string, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> list[str]:
+        value = self._get(key) or []
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{self._key(key)}: must be a list of strings, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._key(key)}: must be true or false, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float, integer: bool = False) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            kind = "a whole number" if integer else "a number"
+            raise ConfigError(f"{self._key(key)}: must be {kind}, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{self._key(key)}: must be at least {minimum}, got {value!r}")
+        return value
+
+    def choice(self, key: str, kind: type[enum.Enum], default: Any) -> Any:
+        value = self._get(key)
+        if value is None:
+            return default
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(member.value for member in kind)
+            raise ConfigError(f"{self._key(key)}: must be one of {allowed}, got {value!r}") from None
+
+    def host(self, key: str, required: bool = False) -> str:
+        value = self.string(key, None, required=required) or ""
+        if not _HOST_PORT.match(value):
+            raise ConfigError(f"{self._key(key)}: {value!r} is not a registry host[:port] (no scheme, no path)")
+        return value.lower()
+
+    def endpoint(self, key: str, registry: str, insecure: bool, default: str | None = None) -> str:
+        value = self.string(key, None)
+        if value is None:
+            return default or f"{'http' if insecure else 'https'}://{registry}"
+        value = value.rstrip("/")
+        if not re.match(r"^https?://[^/?#@]+$", value):
+            raise ConfigError(f"{self._key(key)}: {value!r} must be http(s)://host[:port] with no path or credentials")
+        if value.startswith("http://") and not insecure:
+            raise ConfigError(f"{self._key(key)}: {value!r} is plain HTTP; set insecure: true to allow it (tests and demos only)")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.raw) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key (known here: {', '.join(sorted(self.seen))})")

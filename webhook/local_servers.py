@@ -1,0 +1,117 @@
+"""Local servers for the demo, the tests and the benchmarks: a real CNCF distribution registry on 127.0.0.1.
+
+Product code, not test code, because `ccr-webhook demo` runs the same registries the tests do."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
+    """Block until 127.0.0.1:`port` accepts connections; fail early if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate `process` and reap it, killing it if it does not stop in time."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+
+
+class RegistryServer:
+    """One distribution registry process with its own storage directory.
+
+    `auth` is None (open), or a dict placed as the registry's `auth:` section (htpasswd, token).
+    Restartable: stop() then start() keeps the storage and the port.
+    """
+
+    def __init__(self, auth: dict | None = None, root: Path | None = None) -> None:
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="ccr-registry-"))
+        self.root = root or self.workdir / "storage"
+        self.auth = auth
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.workdir / "registry.log"
+
+    @property
+    def host(self) -> str:
+        """host:port, as an image reference names it."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def _write_config(self) -> Path:
+        config = {
+            "version": 0.1,
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True}},
+            "http": {"addr": self.host, "secret": "ccr-webhook-tests"},
+        }
+        if self.auth:
+            config["auth"] = self.auth
+        path = self.workdir / "config.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self) -> "RegistryServer":
+        config = self._write_config()
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=log)
+        wait_for_port(self.port, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "RegistryServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
