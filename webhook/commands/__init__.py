@@ -1,0 +1,1 @@
+"""Subcommands of `ccr-webhook`, one module each, registered in webhook.cli.COMMAND_MODULES."""
