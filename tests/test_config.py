@@ -1,0 +1,80 @@
+"""Configuration: defaults, environment overrides, and errors that name the key at fault."""
+
+import pytest
+
+from webhook.config import ConfigError, CopyMode, OnResolveError, SwapMode, load_config, parse_config
+
+MINIMAL = {"ccr": {"registry": "ccr.ccr-system.svc:5000"}}
+
+
+def test_defaults_are_the_safe_documented_ones():
+    config = parse_config(dict(MINIMAL))
+    assert config.policy.reject_latest and config.policy.pin_digest
+    assert config.policy.swap is SwapMode.EXISTS
+    assert config.policy.copy is CopyMode.DELAYED
+    assert config.policy.on_resolve_error is OnResolveError.ALLOW
+    assert config.webhook.deadline_seconds == 2
+    assert config.ccr.endpoint == "https://ccr.ccr-system.svc:5000"
+    assert config.upstreams == ()
+
+
+def test_upstream_defaults():
+    config = parse_config({**MINIMAL, "upstreams": [{"registry": "index.docker.io"}, {"registry": "reg.local:5000"}]})
+    hub, local = config.upstreams
+    assert (hub.registry, hub.endpoint, hub.prefix) == ("docker.io", "https://registry-1.docker.io", "docker.io")
+    assert (local.endpoint, local.prefix) == ("https://reg.local:5000", "reg.local-5000")
+    assert config.upstream_for("reg.local:5000") is local and config.upstream_for("other.io") is None
+
+
+def test_load_config_reads_yaml_and_applies_environment(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("ccr:\n  registry: ccr:5000\npolicy:\n  swap: exists\n")
+    config = load_config(path, {"CCR_WEBHOOK_POLICY_SWAP": "always", "CCR_WEBHOOK_WEBHOOK_DEADLINE_SECONDS": "1.5",
+                                "CCR_WEBHOOK_POLICY_EXCLUDE": "[a/*, b]", "UNRELATED": "x"})
+    assert config.policy.swap is SwapMode.ALWAYS
+    assert config.webhook.deadline_seconds == 1.5
+    assert config.policy.exclude == ("a/*", "b")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({}, "ccr: is required"),
+        ({"ccr": {"registry": "https://ccr"}}, "ccr.registry: 'https://ccr' is not a registry host"),
+        ({**MINIMAL, "policy": {"swap": "sometimes"}}, "policy.swap: must be one of exists, always"),
+        ({**MINIMAL, "policy": {"rejectLatest": "yes"}}, "policy.rejectLatest: must be true or false"),
+        ({**MINIMAL, "policy": {"swapp": "always"}}, "policy.swapp: unknown key"),
+        ({**MINIMAL, "webhook": {"deadlineSeconds": 45}}, "webhook.deadlineSeconds: 45 must stay below"),
+        ({**MINIMAL, "webhook": {"tlsCert": "/c"}}, "tlsCert and tlsKey go together"),
+        ({**MINIMAL, "upstreams": [{"registry": "a.io", "endpoint": "http://a.io"}]}, "upstreams[0].endpoint: 'http://a.io' is plain HTTP"),
+        ({**MINIMAL, "upstreams": [{"registry": "a.io", "endpoint": "https://u:p@a.io"}]}, "no path or credentials"),
+        ({**MINIMAL, "upstreams": [{"registry": "a.io"}, {"registry": "a.io"}]}, "upstreams[1].registry: a.io is listed twice"),
+        ({**MINIMAL, "upstreams": [{"registry": "a.io", "prefix": "m"}, {"registry": "b.io", "prefix": "m/b"}]}, "overlaps"),
+        ({**MINIMAL, "upstreams": [{"registry": "a.io", "prefix": "Bad Prefix"}]}, "upstreams[0].prefix"),
+        ({**MINIMAL, "upstreams": [{"registry": "ccr.ccr-system.svc:5000"}]}, "the CCR itself"),
+        ({**MINIMAL, "upstreams": {"registry": "a.io"}}, "upstreams: must be a list"),
+        ({**MINIMAL, "resolver": {"maxConcurrency": 0}}, "resolver.maxConcurrency: must be at least 1"),
+        ({**MINIMAL, "bogus": {}}, "bogus: unknown key"),
+    ],
+)
+def test_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert message in str(caught.value)
+
+
+def test_unreadable_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read configuration file"):
+        load_config(tmp_path / "missing.yaml", {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ccr: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, {})
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad, {})
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(ConfigError, match="CCR_WEBHOOK_POLICY_SWAP"):
+        load_config(None, {"CCR_WEBHOOK_CCR_REGISTRY": "ccr", "CCR_WEBHOOK_POLICY_SWAP": "[unclosed"})
