@@ -9,6 +9,7 @@ import json
 import socket
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -428,6 +429,18 @@ def test_tokens_are_fetched_once_per_scope_and_reused(token_registry, issuer, tm
         client.resolve_digest("token/other", "v1")
     assert issuer.hits("repository:token/other:pull") == 1
     assert all(request.user == USER for request in issuer.requests if request.granted and request.user)
+
+
+def test_concurrent_requests_share_one_token_fetch(token_registry, issuer, tmp_path):
+    writer = make_client(token_registry.url, docker_config(tmp_path / "c.json", token_registry.host, **basic_entry()))
+    pushed = push_sample_image(writer, "token/busy", "v1", [100], seed=9)
+    reader = make_client(token_registry.url, docker_config(tmp_path / "c.json", token_registry.host, **basic_entry()),
+                         max_connections=8)
+    before = issuer.hits("repository:token/busy:pull")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        digests = list(pool.map(lambda _: reader.resolve_digest("token/busy", "v1"), range(32)))
+    assert digests == [pushed.digest] * 32
+    assert issuer.hits("repository:token/busy:pull") == before + 1
 
 
 def test_a_token_the_registry_refuses_is_fetched_again_once(token_registry, issuer, tmp_path):

@@ -111,7 +111,11 @@ class Manifest:
 
 
 class RegistryClient:
-    """A thread-safe client of one registry endpoint (https://host[:port]), authenticating as it asks."""
+    """A thread-safe client of one registry endpoint (https://host[:port]), authenticating as it asks.
+
+    `credentials` is the path of a docker config.json, read once here (an unusable one fails at once).
+    `insecure` lets redirects and token realms use plain http too; TLS, where used, is always verified.
+    """
 
     def __init__(self, endpoint: str, *, credentials: str | None = None, insecure: bool = False,
                  connect_timeout: float, read_timeout: float, max_connections: int) -> None:
