@@ -232,6 +232,13 @@ def upload_requests(proxy: RegistryProxy) -> list[str]:
     return [method for method, path, _ in proxy.requests if "/blobs/uploads/" in path]
 
 
+def cancelled_upload(proxy: RegistryProxy) -> list[str]:
+    """The upload requests, with the PUT and the DELETE in a fixed order: when the client breaks off a PUT
+    it sends the DELETE at once, and the proxy may record that before it has read the broken PUT."""
+    methods = upload_requests(proxy)
+    return methods[:1] + sorted(methods[1:], reverse=True)
+
+
 # distribution 2.8 cannot cancel a session once a PUT has written data into it (its purger reclaims it later),
 # so for those failures the tests check that the client asked to cancel, and that no blob appeared.
 
@@ -247,7 +254,7 @@ def test_an_upload_whose_source_breaks_is_cancelled_and_leaves_no_blob(proxy):
 
     with pytest.raises(OSError, match="upstream went away"):
         client.upload_blob("blobs/aborted", digest, len(data), breaking())
-    assert upload_requests(proxy) == ["POST", "PUT", "DELETE"]
+    assert cancelled_upload(proxy) == ["POST", "PUT", "DELETE"]
     assert client.blob_size("blobs/aborted", digest) is None
 
 
@@ -260,7 +267,7 @@ def test_an_upload_with_the_wrong_digest_or_length_is_refused_and_cancelled(prox
     client = make_client(proxy.url)
     with pytest.raises(error, match=message):
         client.upload_blob("blobs/wrong", declared, size, [b"hello"])
-    assert upload_requests(proxy) == ["POST", "PUT", "DELETE"]
+    assert cancelled_upload(proxy) == ["POST", "PUT", "DELETE"]
     assert client.blob_size("blobs/wrong", declared) is None
 
 
@@ -271,13 +278,12 @@ def test_a_refused_monolithic_put_falls_back_to_chunked_patches(proxy, monkeypat
     client = make_client(proxy.url)
     data = hashlib.sha256(b"seed").digest() * 3000  # 96,000 bytes: three PATCHes
     digest = upload_bytes(client, "blobs/chunked", data)
-    methods = [method for method, path, _ in proxy.requests if "/blobs/uploads/" in path]
-    assert methods == ["POST", "PUT", "DELETE", "POST", "PATCH", "PATCH", "PATCH", "PUT"]
+    assert upload_requests(proxy) == ["POST", "PUT", "DELETE", "POST", "PATCH", "PATCH", "PATCH", "PUT"]
     with client.open_blob("blobs/chunked", digest) as stream:
         assert b"".join(stream) == data
     proxy.requests.clear()
     upload_bytes(client, "blobs/chunked", b"second upload")  # remembered: straight to PATCH
-    assert [method for method, path, _ in proxy.requests if "/blobs/uploads/" in path] == ["POST", "PATCH", "PUT"]
+    assert upload_requests(proxy) == ["POST", "PATCH", "PUT"]
     assert open_uploads(open_registry, "blobs/chunked") == []
 
 
