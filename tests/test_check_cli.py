@@ -131,7 +131,7 @@ def test_json_output_has_stable_fields_and_a_summary(tmp_path, capsys, config_fi
         str(tmp_path / "two.yaml"), 1, "/spec/containers/0/image", "deny")
     assert report["summary"] == {
         "images": 2, "workloads": 2, "objects": 3, "documents": 3, "skipped_kinds": {"Secret": 1},
-        "actions": {"deny": 1, "leave": 1}, "undecided": 0, "offline": True,
+        "actions": {"deny": 1, "leave": 1}, "denied": 1, "undecided": 0, "offline": True,
     }
 
 
