@@ -35,10 +35,11 @@ class Verdict:
 def offline_verdicts(images: Sequence[str], config: Config) -> list[Verdict]:
     """Verdicts from the image strings and the configuration alone; what needs registry facts stays undecided."""
     plans = [plan_image(image, config) for image in images]
-    return [_from_decision(plan) if isinstance(plan, Decision) else _undecided(plan, config) for plan in plans]
+    return [verdict_of(plan) if isinstance(plan, Decision) else _undecided(plan, config) for plan in plans]
 
 
-def _from_decision(decision: Decision) -> Verdict:
+def verdict_of(decision: Decision) -> Verdict:
+    """The verdict for an image admission has decided."""
     return Verdict(decision.action.value, decision.reason, decision.new_image, decided=True)
 
 
@@ -71,15 +72,20 @@ def summarize(inventory: Inventory, results: Sequence[tuple[WorkloadImage, Verdi
 
 def summary_line(summary: dict[str, object]) -> str:
     """One line: `N images in W workloads (D documents; skipped: 1 Service): 1 deny, 2 rewrite`."""
-    read = f"{summary['documents']} documents"
+    read = _count(summary["documents"], "document")
     if summary["objects"] != summary["documents"]:
-        read += f" holding {summary['objects']} objects"
+        read += f" holding {_count(summary['objects'], 'object')}"
     skipped = ", ".join(f"{count} {kind}" for kind, count in summary["skipped_kinds"].items()) or "none"
     actions = ", ".join(f"{count} {action}" for action, count in summary["actions"].items()) or "nothing to do"
-    line = f"{summary['images']} images in {summary['workloads']} workloads ({read}; skipped: {skipped}): {actions}"
+    line = (f"{_count(summary['images'], 'image')} in {_count(summary['workloads'], 'workload')} "
+            f"({read}; skipped: {skipped}): {actions}")
     if summary["undecided"]:
         line += f" ({summary['undecided']} undecided: {OFFLINE_REASON})"
     return line
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # Column headers with the widest a cell may grow (None: as wide as it needs); longer cells are cut in the middle.

@@ -35,8 +35,6 @@ class ManifestError(ValueError):
     def __init__(self, source: str, message: str, line: int | None = None, column: int | None = None) -> None:
         where = source + "".join(f":{number}" for number in (line, column) if number is not None)
         super().__init__(f"{where}: {message}")
-        self.source = source
-        self.line = line
 
 
 @dataclass(frozen=True, slots=True)
