@@ -14,9 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from webhook.config import load_config
-from webhook.dry_run import Verdict, offline_verdicts, render_table, report_json, summarize, summary_line
+from webhook.config import Config, ConfigError, load_config
+from webhook.dry_run import Verdict, offline_verdicts, render_table, report_json, summarize, summary_line, verdict_of
+from webhook.evaluate import evaluate_images
 from webhook.manifests import Document, ManifestError, find_images, looks_like_json, parse_documents
+from webhook.registry import Registries
+from webhook.registry_errors import RegistryAuthError
+from webhook.resolver import RegistrySource, Resolver
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -33,8 +37,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), metavar="FILE",
                         help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)")
     parser.add_argument("--offline", action="store_true", help="never contact a registry; report what needs one as undecided")
+    parser.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                        help="how long registry lookups may take in all (default: 30); what is not known by then "
+                             "is handled as policy.onResolveError says")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, for argparse."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"ccr-webhook check: {err}", file=sys.stderr)
         return 2
     images = list(dict.fromkeys(found.image for found in inventory.images))
-    verdicts = dict(zip(images, offline_verdicts(images, config)))
-    results = [(found, verdicts[found.image]) for found in inventory.images]
+    if args.offline:
+        verdicts = offline_verdicts(images, config)
+    else:
+        verdicts = _ask_registries(images, config, args.timeout)
+    by_image = dict(zip(images, verdicts))
+    results = [(found, by_image[found.image]) for found in inventory.images]
     summary = summarize(inventory, results, args.offline)
     if args.output == "json":
         print(json.dumps(report_json(results, summary), indent=2))
@@ -58,6 +80,22 @@ def run(args: argparse.Namespace) -> int:
         print(render_table(results, shutil.get_terminal_size((120, 24)).columns))
         print(summary_line(summary))
     return 1 if summary["denied"] else 0
+
+
+def _ask_registries(images: Sequence[str], config: Config, timeout: float) -> list[Verdict]:
+    try:
+        registries = Registries(config)
+    except RegistryAuthError as err:  # an unreadable credentials file is a configuration error: exit 2
+        raise ConfigError(str(err)) from None
+    try:
+        return online_verdicts(images, config, registries, timeout)
+    finally:
+        registries.close()
+
+
+def online_verdicts(images: Sequence[str], config: Config, registries: RegistrySource, timeout: float) -> list[Verdict]:
+    """Verdicts as admission would give them, asking the configured registries (and no others) within `timeout`."""
+    return [verdict_of(decision) for decision in evaluate_images(images, config, Resolver(config, registries), timeout)]
 
 
 def read_documents(paths: Sequence[str], stdin: TextIO) -> list[Document]:
