@@ -3,14 +3,18 @@ validates strictly against the Kubernetes schemas, and the invariants the docs p
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import kubernetes_validate
 import pytest
 import yaml
@@ -300,8 +304,8 @@ def test_every_selector_selects_something(overlay):
 def test_every_config_map_and_secret_volume_refers_to_something_real_or_documented(overlay):
     objects = render(overlay)
     config_maps = {o["metadata"]["name"] for o in find(objects, "ConfigMap")}
-    # Secrets made at run time (by the certs sidecar or cert-manager) or by the operator (docs/install.md)
-    secrets = {"ccr-webhook-tls", "ccr-webhook-credentials", "ccr-registry-tls", "ccr-pull-htpasswd", "ccr-push-htpasswd", "ccr-registry", "ccr-s3"}
+    # Secrets made at run time (the certs sidecar, cert-manager) or by the operator (certs/make-production-secrets.sh)
+    secrets = {"ccr-webhook-tls", "ccr-webhook-credentials"} | set(production_secrets())
     for workload in [o for o in objects if o["kind"] in WORKLOADS]:
         for volume in pod_spec(workload)["volumes"]:
             if "configMap" in volume:
@@ -495,3 +499,46 @@ def test_links_between_docs_resolve():
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+
+
+# -- the production Secrets --------------------------------------------------------------------------
+
+
+@functools.cache
+def production_secrets() -> dict[str, dict[str, bytes]]:
+    # this interpreter first on PATH, so the script's python3 has the test dependencies
+    path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw"}
+    result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    secrets = {}
+    for doc in yaml.safe_load_all(result.stdout):
+        if doc:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+            secrets[doc["metadata"]["name"]] = {key: base64.b64decode(value) for key, value in doc["data"].items()}
+    return secrets
+
+
+@pytest.mark.integration
+def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses():
+    secrets = production_secrets()
+    for workload in [o for o in render("overlays/production") if o["kind"] in WORKLOADS]:
+        spec = pod_spec(workload)
+        for volume in spec["volumes"]:
+            if "secret" in volume and volume["secret"]["secretName"] not in ("ccr-webhook-tls",):
+                assert volume["secret"]["secretName"] in secrets
+                for item in volume["secret"].get("items", []):
+                    assert item["key"] in secrets[volume["secret"]["secretName"]]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets[ref["name"]], f"{workload['metadata']['name']}/{c['name']}: {ref}"
+    tls_secret = secrets["ccr-registry-tls"]
+    for host in ("ccr.ccr-system.svc", "ccr-push.ccr-system.svc"):
+        tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
+    assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
+    for name, user, password in (("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"), ("ccr-push-htpasswd", b"ccr-push", b"push-pw")):
+        line_user, hashed = secrets[name]["htpasswd"].strip().split(b":", 1)
+        assert line_user == user and bcrypt.checkpw(password, hashed)
+    assert secrets["ccr-webhook-credentials"]["ccr"] == b"ccr-push:push-pw"
