@@ -11,6 +11,7 @@ disk at the moment of each TLS handshake.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import logging
@@ -287,6 +288,8 @@ def _serving_problem(
     """Why the serving pair must be reissued, or None if it may stay."""
     try:
         info = describe_certificate(current.serving.cert_pem)
+        if info.not_after <= now:
+            return f"the serving certificate expired {info.not_after:%Y-%m-%d}"
         verify_serving_certificate(current.ca.cert_pem, current.serving.cert_pem, (dns_names or ip_addresses)[0], now)
     except CertificateError as err:
         return f"the serving certificate does not verify against the CA: {err}"
@@ -495,7 +498,7 @@ def bootstrap_certificates(api_client: Any, settings: BootstrapSettings, now: da
     published as it is, never changed. The caBundle is set before the files are written, so the API
     server trusts a new CA before any replica serves a certificate it signed.
     """
-    from kubernetes import client
+    from kubernetes import client  # here, not at the top: the server imports this module and needs no client
 
     core = client.CoreV1Api(api_client)
     action, reason, material = "unchanged", None, None
@@ -534,8 +537,6 @@ def _read_secret(core: Any, settings: BootstrapSettings) -> Any:
 
 def _material_from_secret(secret: Any, settings: BootstrapSettings, external: bool = False) -> TLSMaterial | None:
     """The material in a Secret; None if ours is incomplete (it is then made anew)."""
-    import base64
-
     data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
     ca_bundle, cert, key = data.get("ca.crt"), data.get("tls.crt"), data.get("tls.key")
     if external:
@@ -556,8 +557,6 @@ def _material_from_secret(secret: Any, settings: BootstrapSettings, external: bo
 
 def _write_secret(core: Any, settings: BootstrapSettings, existing: Any, material: TLSMaterial) -> bool:
     """Create or replace the Secret; False if another writer got there first (409)."""
-    import base64
-
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -598,8 +597,6 @@ def publish_ca_bundle(api_client: Any, settings: BootstrapSettings, ca_bundle: b
     alone. One JSON patch per configuration, guarded by `test` operations on the webhook names, so a
     configuration reordered meanwhile is not patched at the wrong index. Returns (patched, missing).
     """
-    import base64
-
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
