@@ -381,12 +381,14 @@ class ReloadingCertificate:
         return context
 
     def _file_stamp(self) -> object:
-        """Changes whenever either file is replaced or rewritten (follows symlinks, as Secret volumes use)."""
+        """What is in the two files now. Their content, not their mtime: a file rewritten in place
+        within one clock tick keeps its size and mtime, and reading two small files costs far less
+        than the handshake it precedes. Symlinks (Secret volumes swap one) are followed."""
         stamps = []
         for path in (self.cert_path, self.key_path):
             try:
-                st = os.stat(path)
-                stamps.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+                with open(path, "rb") as handle:
+                    stamps.append(handle.read())
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
@@ -416,7 +418,7 @@ class ReloadingCertificate:
 def reloading_ssl_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> ssl.SSLContext:
     """A server `ssl.SSLContext` (TLS 1.2 minimum) that serves the pair on disk at each handshake.
 
-    Every handshake stats the two files (cheap) and, when they changed, loads them into a new context
+    Every handshake reads the two files (small, cheap) and, when they changed, loads them into a new context
     that this and later handshakes use; connections already open keep theirs, so nothing is dropped. A
     pair that does not load (missing, or key and certificate disagree mid-update) is skipped: the last
     good pair is served until the files change again.
