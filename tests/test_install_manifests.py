@@ -563,11 +563,13 @@ def test_links_between_docs_resolve():
 def production_secrets() -> dict[str, dict[str, bytes]]:
     # this interpreter first on PATH, so the script's python3 has the test dependencies
     path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
-    upstream = Path(tempfile.mkdtemp(prefix="ccr-upstream-auths-")) / "config.json"
-    upstream.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"username": "hub-user", "password": "hub-pw"}}}))
-    env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw",
-           "UPSTREAM_DOCKER_CONFIG": str(upstream)}
-    result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env, check=False)
+    with tempfile.TemporaryDirectory(prefix="ccr-upstream-auths-") as scratch:
+        upstream = Path(scratch) / "config.json"  # upstream accounts the script merges into ccr-webhook-credentials
+        upstream.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"username": "hub-user", "password": "hub-pw"}}}))
+        env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw",
+               "UPSTREAM_DOCKER_CONFIG": str(upstream)}
+        result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env,
+                                check=False)
     assert result.returncode == 0, result.stderr
     secrets = {}
     for doc in yaml.safe_load_all(result.stdout):
