@@ -60,7 +60,7 @@ def test_retention_defaults_keep_everything_until_enabled_and_read_durations():
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("168h", 604800), ("7d", 604800),
-                                               ("1h30m", 5400), ("1.5h", 5400), ("0s", 0)])
+                                               ("1h30m", 5400), ("1.5h", 5400), ("0s", 0), ("0", 0), ("2.5", 2.5)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.support.fake_apiserver import FakeAPIServer
-from tests.test_retention_usage import WORKLOAD_RESOURCES, Clock, namespace, pod, wait_for
+from tests.support.workloads import Clock, pod, wait_for
 from webhook.config import parse_config
 from webhook.evaluate import evaluate_images
 from webhook.local_servers import REGISTRY_BINARY, RegistryServer
@@ -54,20 +53,13 @@ def clients(config):
 
 
 @pytest.fixture
-def apiserver():
-    with FakeAPIServer(resources=WORKLOAD_RESOURCES) as server:
-        server.create(namespace("team-a"))
-        yield server
-
-
-@pytest.fixture
 def clock():
     return Clock(START)
 
 
 @pytest.fixture
-def usage(apiserver, config, clock):
-    usage = ClusterUsage(apiserver.api_client(), config, UsageTracker(config, clock=clock), watch_seconds=2).start()
+def usage(cluster, config, clock):
+    usage = ClusterUsage(cluster.api_client(), config, UsageTracker(config, clock=clock), watch_seconds=2).start()
     assert usage.wait_synced(5)
     yield usage
     usage.stop()
@@ -83,13 +75,13 @@ def upstream_name(config, image) -> str:
     return f"{config.upstreams[0].registry}/app@{image.digest}"
 
 
-def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_used(config, clients, apiserver, usage, clock):
+def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_used(config, clients, cluster, usage, clock):
     v1, v2, v3, v4 = (push(clients, f"v{n}", 2020 + n) for n in range(1, 5))
-    apiserver.create(pod("uses-v1", upstream_name(config, v1)))
-    apiserver.create(pod("used-v2", upstream_name(config, v2)))
+    cluster.create(pod("uses-v1", upstream_name(config, v1)))
+    cluster.create(pod("used-v2", upstream_name(config, v2)))
     wait_for(lambda: len(usage.tracker.in_use().digests) == 2)
     clock.now = START + 7.5 * DAY
-    apiserver.delete("Pod", "used-v2", "team-a")  # v2 last used half a day before the run
+    cluster.delete("Pod", "used-v2", "team-a")  # v2 last used half a day before the run
     wait_for(lambda: len(usage.tracker.in_use().digests) == 1)
     clock.now = START + 8 * DAY
     metrics = RetentionMetrics()
@@ -119,12 +111,12 @@ def test_dry_run_deletes_nothing_and_says_what_it_would(config, clients, usage, 
     assert sorted(clients.ccr.list_tags(REPOSITORY)) == ["new", "old"]
 
 
-def test_a_pod_created_between_planning_and_deleting_keeps_its_image(config, clients, apiserver, usage, clock):
+def test_a_pod_created_between_planning_and_deleting_keeps_its_image(config, clients, cluster, usage, clock):
     old, _ = push(clients, "old", 2020), push(clients, "new", 2024)
     clock.now = START + 30 * DAY
 
     def confirm_after_a_pod_appears():
-        apiserver.create(pod("just-created", upstream_name(config, old)))  # the watch may not have it yet
+        cluster.create(pod("just-created", upstream_name(config, old)))  # the watch may not have it yet
         return usage.confirm()
 
     result = Retention(config, clients.ccr, usage.tracker, confirm_after_a_pod_appears, clock=clock).run()
@@ -133,7 +125,7 @@ def test_a_pod_created_between_planning_and_deleting_keeps_its_image(config, cli
     assert clients.ccr.has_manifest(REPOSITORY, old.digest)  # ...but spared
 
 
-def test_each_delete_checks_the_live_watch_again(config, clients, apiserver, usage, clock):
+def test_each_delete_checks_the_live_watch_again(config, clients, cluster, usage, clock):
     older, old, _ = push(clients, "older", 2020), push(clients, "old", 2021), push(clients, "new", 2024)
     clock.now = START + 30 * DAY
     ccr = clients.ccr
@@ -147,7 +139,7 @@ def test_each_delete_checks_the_live_watch_again(config, clients, apiserver, usa
         def delete_manifest(self, repository, digest):
             ccr.delete_manifest(repository, digest)
             other = older if digest == old.digest else old
-            apiserver.create(pod("late", f"{config.ccr.registry}/{REPOSITORY}@{other.digest}", namespace="other"))
+            cluster.create(pod("late", f"{config.ccr.registry}/{REPOSITORY}@{other.digest}", namespace="other"))
             wait_for(lambda: (REPOSITORY, other.digest) in usage.tracker.in_use().digests)
 
     result = Retention(config, PodAppearsAfterTheFirstDelete(), usage.tracker, usage.confirm, clock=clock).run()
@@ -167,9 +159,9 @@ def test_an_index_goes_with_its_children_and_a_kept_index_keeps_its_own(config, 
     assert all(clients.ccr.has_manifest(REPOSITORY, digest) for digest in (new.digest, *new.manifests))
 
 
-def test_a_pod_pinned_to_one_platform_keeps_the_whole_index(config, clients, apiserver, usage, clock):
+def test_a_pod_pinned_to_one_platform_keeps_the_whole_index(config, clients, cluster, usage, clock):
     old, _ = push(clients, "old", 2020, platforms=2), push(clients, "new", 2024, platforms=2)
-    apiserver.create(pod("arm", f"{config.ccr.registry}/{REPOSITORY}@{old.manifests[1]}"))
+    cluster.create(pod("arm", f"{config.ccr.registry}/{REPOSITORY}@{old.manifests[1]}"))
     wait_for(lambda: usage.tracker.in_use().digests)
     clock.now = START + 30 * DAY
     result = Retention(config, clients.ccr, usage.tracker, usage.confirm, clock=clock).run()

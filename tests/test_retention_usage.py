@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 
-from tests.support.fake_apiserver import FakeAPIServer, Resource
+from tests.support.workloads import Clock, namespace, pod, wait_for
 from webhook.config import parse_config
-from webhook.retention.usage import ImageUse, UsageTracker, ccr_use, uses_of
+from webhook.retention.usage import ImageUse, InUse, UsageTracker, ccr_use, uses_of
 from webhook.retention.watch import ClusterUsage
 
 CONFIG = parse_config({"ccr": {"registry": "ccr:5000"}, "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}]})
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
-WORKLOAD_RESOURCES = (
-    Resource("apps", "v1", "StatefulSet", "statefulsets"),
-    Resource("apps", "v1", "DaemonSet", "daemonsets"),
-    Resource("batch", "v1", "Job", "jobs"),
-    Resource("batch", "v1", "CronJob", "cronjobs"),
-)
-
-
-def pod(name: str, *images: str, namespace: str = "team-a", status: dict | None = None) -> dict:
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}}
-    if status is not None:
-        body["status"] = status
-    return body
-
-
-def namespace(name: str, opted_in: bool = True) -> dict:
-    labels = {"ccr-webhook/policy": "enforce"} if opted_in else {}
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
 @pytest.mark.parametrize(
@@ -79,14 +61,6 @@ def test_a_pod_also_uses_the_digests_its_containers_report_running():
     uses = uses_of(pod("p", "ccr:5000/mirror/up/app:1", status=status), CONFIG)
     assert uses == {ImageUse("mirror/up/app", "1", False), ImageUse("mirror/up/app", D2, False),
                     ImageUse("mirror/up/init", D3, True)}
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_ccr_names_count_everywhere_upstream_names_only_in_opted_in_namespaces():
@@ -140,58 +114,45 @@ def test_opting_a_namespace_out_stamps_its_upstream_names_as_last_seen_then():
     assert tracker.last_seen("mirror/up/app", D1) == 2000.0
 
 
-def wait_for(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+@contextlib.contextmanager
+def following(cluster, **options):
+    """Usage tracking that follows `cluster` until the block ends."""
+    usage = ClusterUsage(cluster.api_client(), CONFIG, watch_seconds=1, **options).start()
+    try:
+        assert usage.wait_synced(5)
+        yield usage
+    finally:
+        usage.stop()
 
 
-@pytest.fixture
-def apiserver():
-    with FakeAPIServer(resources=WORKLOAD_RESOURCES) as server:
-        yield server
-
-
-def test_cluster_usage_lists_then_follows_every_kind_through_the_real_client(apiserver):
-    apiserver.create(namespace("team-a"))
-    apiserver.create(pod("running", f"up.io/app@{D1}"))
-    apiserver.create({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "team-a"},
+def test_cluster_usage_lists_then_follows_every_kind_through_the_real_client(cluster):
+    cluster.create(pod("running", f"up.io/app@{D1}"))
+    cluster.create({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "team-a"},
                       "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": {
                           "containers": [{"name": "c", "image": f"ccr:5000/mirror/up/batch@{D2}"}]}}}}}})
-    usage = ClusterUsage(apiserver.api_client(), CONFIG, watch_seconds=1).start()
-    try:
-        assert usage.wait_synced(5)
+    with following(cluster) as usage:
         assert usage.tracker.in_use().digests == {("mirror/up/app", D1), ("mirror/up/batch", D2)}
-        apiserver.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "idle", "namespace": "team-a"},
+        cluster.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "idle", "namespace": "team-a"},
                           "spec": {"replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "up.io/web:3"}]}}}})
-        apiserver.delete("Pod", "running", "team-a")
-        wait_for(lambda: usage.tracker.in_use().tags == {("mirror/up/web", "3")})
-        assert usage.tracker.in_use().digests == {("mirror/up/batch", D2)}
+        cluster.delete("Pod", "running", "team-a")
+        wait_for(lambda: usage.tracker.in_use() == InUse(digests=frozenset({("mirror/up/batch", D2)}),
+                                                         tags=frozenset({("mirror/up/web", "3")})))
         time.sleep(1.2)  # past the watch's timeoutSeconds: it resumes from the last version seen
-        apiserver.create(pod("later", f"up.io/app@{D3}"))
+        cluster.create(pod("later", f"up.io/app@{D3}"))
         wait_for(lambda: ("mirror/up/app", D3) in usage.tracker.in_use().digests)
-    finally:
-        usage.stop()
 
 
-def test_cluster_usage_lists_again_after_410_gone_and_after_errors(apiserver):
-    apiserver.create(namespace("team-a"))
-    usage = ClusterUsage(apiserver.api_client(), CONFIG, watch_seconds=1, retry_seconds=0.1).start()
-    try:
-        assert usage.wait_synced(5)
-        apiserver.fail_next(500, method="GET", path_contains="/pods", times=2)
-        apiserver.compact()  # the next watch from an old version gets 410 Gone
+def test_cluster_usage_lists_again_after_410_gone_and_after_errors(cluster):
+    with following(cluster, retry_seconds=0.1) as usage:
+        cluster.fail_next(500, method="GET", path_contains="/pods", times=2)
+        cluster.compact()  # the next watch from an old version gets 410 Gone
         time.sleep(1.2)
-        apiserver.create(pod("after-compaction", f"up.io/app@{D1}"))
+        cluster.create(pod("after-compaction", f"up.io/app@{D1}"))
         wait_for(lambda: ("mirror/up/app", D1) in usage.tracker.in_use().digests)
-    finally:
-        usage.stop()
 
 
-def test_confirm_lists_afresh_so_an_object_the_watch_has_not_delivered_still_counts(apiserver):
-    apiserver.create(namespace("team-a"))
-    usage = ClusterUsage(apiserver.api_client(), CONFIG, watch_seconds=1)  # not started: no watch at all
-    apiserver.create(pod("new", f"up.io/app@{D1}"))
+def test_confirm_lists_afresh_so_an_object_the_watch_has_not_delivered_still_counts(cluster):
+    usage = ClusterUsage(cluster.api_client(), CONFIG, watch_seconds=1)  # not started: no watch at all
+    cluster.create(pod("new", f"up.io/app@{D1}"))
     assert usage.confirm().digests == {("mirror/up/app", D1)}
     assert not usage.tracker.in_use().digests

@@ -305,7 +305,9 @@ def _parse_retention(reader: _Reader) -> RetentionConfig:
 
 
 def parse_duration(value: str) -> float:
-    """Seconds in a duration such as `168h`, `7d`, `1h30m` or `90s`; ValueError for anything else."""
+    """Seconds in a duration such as `168h`, `7d`, `1h30m`, `90s` or plain `90`; ValueError for anything else."""
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
+        return float(value)
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(number + unit for number, unit in parts) != value:
         raise ValueError(f"{value!r} is not a duration")
