@@ -7,12 +7,12 @@ import json
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 import urllib3
 
 from tests.support.registry_auth import token_auth
+from tests.support.registry_pair import ccr, client as make_client, upstream  # noqa: F401 - fixtures
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
 from webhook.local_servers import RegistryServer, free_port
@@ -37,23 +37,6 @@ pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 QUICK_RETRY = RetryPolicy(attempts=1)
-
-
-def make_client(url: str, credentials: Path | None = None) -> RegistryClient:
-    return RegistryClient(url, credentials=str(credentials) if credentials else None, insecure=True,
-                          connect_timeout=1.0, read_timeout=10.0, max_connections=8)
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with RegistryServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ccr():
-    with RegistryServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
