@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from webhook.registry import Manifest
 from webhook.registry_errors import NotFound, RegistryProtocolError
 from webhook.registry_streams import BlobStream
+from webhook.warmer.descriptors import Descriptor, child_manifests, image_blobs
+
+log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 1024 * 1024
 _FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
@@ -100,42 +104,34 @@ def _tags_by_digest(ccr: CCRReader, repository: str) -> dict[str, list[str]]:
 
 
 def _read_image(ccr: CCRReader, repository: str, digest: str, tags: tuple[str, ...]) -> StoredImage | None:
-    """The image at `repository@digest` with its manifests, blobs and build time; None if it is gone."""
+    """The image at `repository@digest` with its manifests, blobs and build time; None if gone or unreadable."""
     try:
         top = ccr.get_manifest(repository, digest)
-        document = _document(top)
         manifests: dict[str, dict[str, int]] = {digest: {digest: len(top.data)}}
         created: list[float] = []
-        children = [entry["digest"] for entry in document.get("manifests") or []] if top.is_index else [digest]
-        for child in children:
-            manifest = top if child == digest else ccr.get_manifest(repository, child)
-            child_document = _document(manifest)
-            config = child_document.get("config") or {}
-            blobs = manifests.setdefault(child, {child: len(manifest.data)})
-            for entry in [config, *(child_document.get("layers") or [])]:
-                if "digest" in entry:
-                    blobs[entry["digest"]] = int(entry.get("size") or 0)
+        platforms = [ccr.get_manifest(repository, child.digest) for child in child_manifests(top)] if top.is_index else [top]
+        for manifest in platforms:
+            blobs = manifests.setdefault(manifest.digest, {manifest.digest: len(manifest.data)})
+            if manifest.is_index:  # an index inside an index: kept with its parent, never looked into
+                continue
+            config, *layers = image_blobs(manifest)
+            blobs.update({blob.digest: blob.size for blob in (config, *layers)})
             when = _created(ccr, repository, config)
             if when is not None:
                 created.append(when)
     except NotFound:
         return None
+    except RegistryProtocolError as err:
+        log.warning("retention: %s@%s cannot be read, so it is kept: %s", repository, digest, err)
+        return None
     return StoredImage(repository, digest, tags, manifests, max(created) if created else None)
 
 
-def _document(manifest: Manifest) -> dict[str, Any]:
-    document = json.loads(manifest.data)
-    if not isinstance(document, dict):
-        raise RegistryProtocolError(f"manifest {manifest.digest} is not a JSON object")
-    return document
-
-
-def _created(ccr: CCRReader, repository: str, config: Mapping[str, Any]) -> float | None:
+def _created(ccr: CCRReader, repository: str, config: Descriptor) -> float | None:
     """The `created` time in an image config blob, in seconds since the epoch; None if absent or unreadable."""
-    digest, size = config.get("digest"), config.get("size")
-    if not isinstance(digest, str) or not isinstance(size, int) or size > MAX_CONFIG_BYTES:
+    if config.size > MAX_CONFIG_BYTES:
         return None
-    with ccr.open_blob(repository, digest) as stream:
+    with ccr.open_blob(repository, config.digest) as stream:
         data = b"".join(iter(lambda: stream.read(), b""))
     try:
         text = json.loads(data).get("created")
