@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.fake_apiserver import FakeAPIServer
 from tests.support.workloads import WORKLOAD_RESOURCES, namespace
+from webhook.local_servers import RegistryServer
 
 
 @pytest.fixture
@@ -15,4 +16,11 @@ def cluster() -> Iterator[FakeAPIServer]:
     """A fake API server that knows every workload kind, with the namespace team-a opted in."""
     with FakeAPIServer(resources=WORKLOAD_RESOURCES) as server:
         server.create(namespace("team-a"))
+        yield server
+
+
+@pytest.fixture
+def empty_ccr() -> Iterator[RegistryServer]:
+    """A CCR of its own for one test, empty at the start."""
+    with RegistryServer() as server:
         yield server

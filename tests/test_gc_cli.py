@@ -7,11 +7,10 @@ import json
 import pytest
 import yaml
 
+from tests.support.registry_pair import client as registry_client
 from tests.support.workloads import pod
 from webhook.cli import main
 from webhook.commands.gc import format_bytes
-from webhook.local_servers import RegistryServer
-from webhook.registry import RegistryClient
 from webhook.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
@@ -19,23 +18,17 @@ REPOSITORY = "mirror/up/app"
 
 
 @pytest.fixture
-def ccr():
-    with RegistryServer() as server:
-        yield server
-
-
-@pytest.fixture
-def client(ccr):
-    client = RegistryClient(ccr.url, insecure=True, connect_timeout=1, read_timeout=5, max_connections=4)
+def client(empty_ccr):
+    client = registry_client(empty_ccr.url)
     yield client
     client.close()
 
 
 @pytest.fixture
-def args(ccr, cluster, tmp_path):
+def args(empty_ccr, cluster, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
-        "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
+        "ccr": {"registry": empty_ccr.host, "endpoint": empty_ccr.url, "insecure": True},
         "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
         "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
     }))
@@ -81,15 +74,15 @@ def test_format_bytes(size, text):
     assert format_bytes(size) == text
 
 
-def test_exit_codes_for_configuration_ccr_and_cluster_failures(args, images, ccr, cluster, capsys, tmp_path):
+def test_exit_codes_for_configuration_ccr_and_cluster_failures(args, images, empty_ccr, cluster, capsys, tmp_path):
     assert main(["gc", "--config", str(tmp_path / "missing.yaml")]) == 2
     with pytest.raises(SystemExit) as exited:
         main([*args, "--max-unused-age", "soon"])
     assert exited.value.code == 2
-    ccr.stop()
+    empty_ccr.stop()
     assert main(args) == 1
     assert "ccr-webhook gc:" in capsys.readouterr().err
-    ccr.start()
+    empty_ccr.start()
     cluster.stop()
     assert main([*args[:-1], "1"]) == 1
     assert "could not list the cluster's workloads" in capsys.readouterr().err
