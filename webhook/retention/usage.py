@@ -79,7 +79,7 @@ def uses_of(obj: Mapping[str, Any], config: Config) -> frozenset[ImageUse]:
             image_id = str(entry.get("imageID") or "").split("://")[-1]
             if "@" in image_id:
                 images.append(image_id)
-    return frozenset(use for use in map(lambda image: ccr_use(image, config), images) if use is not None)
+    return frozenset(use for use in (ccr_use(image, config) for image in images) if use is not None)
 
 
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
