@@ -1,0 +1,197 @@
+"""The resolver's cache, sharing and deadline, with plain in-process registries standing in for the network.
+
+The real registry client is exercised against real registries in the admission integration tests;
+here the point is timing and concurrency, which plain objects make exact.
+"""
+
+import threading
+import time
+
+import pytest
+
+from webhook.config import parse_config
+from webhook.evaluate import evaluate_images
+from webhook.policy import Action, ImageFacts, Lookup, plan_image
+from webhook.resolver import Resolver
+
+D1 = "sha256:" + "1" * 64
+CONFIG = parse_config(
+    {
+        "ccr": {"registry": "ccr:5000"},
+        "upstreams": [{"registry": "up.io"}],
+        "resolver": {"cacheSeconds": 60, "ccrCacheSeconds": 30, "negativeCacheSeconds": 5},
+    }
+)
+
+
+class PlainRegistry:
+    """Answers from dicts; counts calls; can hold every call until released."""
+
+    def __init__(self, digests=None, held=(), error=None):
+        self.digests = digests or {}
+        self.held = set(held)
+        self.error = error
+        self.calls = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.lock = threading.Lock()
+
+    def resolve_digest(self, repository, reference):
+        with self.lock:
+            self.calls.append(("digest", repository, reference))
+        self.gate.wait(10)
+        if self.error:
+            raise self.error
+        return self.digests[(repository, reference)]
+
+    def has_manifest(self, repository, digest):
+        with self.lock:
+            self.calls.append(("ccr", repository, digest))
+        self.gate.wait(10)
+        if self.error:
+            raise self.error
+        return (repository, digest) in self.held
+
+
+class PlainRegistries:
+    def __init__(self, upstream, ccr):
+        self._upstream, self.ccr = upstream, ccr
+
+    def upstream(self, registry):
+        assert registry == "up.io", f"asked an unconfigured registry {registry}"
+        return self._upstream
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def lookup(image="up.io/app:1"):
+    plan = plan_image(image, CONFIG)
+    assert isinstance(plan, Lookup)
+    return plan
+
+
+def make(upstream=None, ccr=None, **kwargs):
+    upstream = upstream or PlainRegistry({("app", "1"): D1})
+    ccr = ccr or PlainRegistry(held={("up.io/app", D1)})
+    observed = []
+    resolver = Resolver(CONFIG, PlainRegistries(upstream, ccr), observe=observed.append, **kwargs)
+    return resolver, upstream, ccr, observed
+
+
+def test_gathers_digest_and_ccr_presence_then_answers_from_cache():
+    resolver, upstream, ccr, observed = make()
+    assert resolver.gather([lookup()], 2) == [ImageFacts(digest=D1, in_ccr=True)]
+    assert resolver.gather([lookup()], 2) == [ImageFacts(digest=D1, in_ccr=True)]
+    assert len(upstream.calls) == 1 and len(ccr.calls) == 1
+    assert observed == ["miss", "hit"]
+
+
+def test_cache_expires_by_its_ttls():
+    clock = Clock()
+    resolver, upstream, ccr, _ = make(clock=clock)
+    resolver.gather([lookup()], 2)
+    clock.now += 31  # past ccrCacheSeconds, within cacheSeconds
+    resolver.gather([lookup()], 2)
+    assert (len(upstream.calls), len(ccr.calls)) == (1, 2)
+    clock.now += 61
+    resolver.gather([lookup()], 2)
+    assert (len(upstream.calls), len(ccr.calls)) == (2, 3)
+
+
+def test_errors_are_reported_and_cached_briefly():
+    clock = Clock()
+    upstream = PlainRegistry(error=ConnectionError("upstream up.io refused the connection"))
+    resolver, upstream, ccr, observed = make(upstream=upstream, clock=clock)
+    facts = resolver.gather([lookup()], 2)
+    assert facts == [ImageFacts(resolve_error="upstream up.io refused the connection")]
+    resolver.gather([lookup()], 2)
+    assert len(upstream.calls) == 1 and ccr.calls == []
+    clock.now += 6
+    resolver.gather([lookup()], 2)
+    assert len(upstream.calls) == 2
+    assert "error" in observed
+
+
+def test_concurrent_requests_for_one_tag_share_one_lookup():
+    upstream = PlainRegistry({("app", "1"): D1})
+    upstream.gate.clear()
+    resolver, upstream, ccr, _ = make(upstream=upstream)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(resolver.gather([lookup()], 5))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while not upstream.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    upstream.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(upstream.calls) == 1
+    assert results == [[ImageFacts(digest=D1, in_ccr=True)]] * 8
+
+
+def test_all_images_of_a_pod_are_resolved_concurrently():
+    upstream = PlainRegistry({(f"app{i}", "1"): D1 for i in range(4)})
+    upstream.gate.clear()
+    resolver, upstream, _, _ = make(upstream=upstream, ccr=PlainRegistry())
+    seen_waiting = []
+
+    def release_when_all_four_wait():
+        deadline = time.monotonic() + 3
+        while len(upstream.calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen_waiting.append(len(upstream.calls))
+        upstream.gate.set()
+
+    threading.Thread(target=release_when_all_four_wait).start()
+    facts = resolver.gather([lookup(f"up.io/app{i}:1") for i in range(4)], 5)
+    assert seen_waiting == [4]  # all four lookups were in flight at once, before any was answered
+    assert [f.digest for f in facts] == [D1] * 4
+
+
+def test_answers_by_the_deadline_and_fills_the_cache_afterwards():
+    upstream = PlainRegistry({("app", "1"): D1})
+    upstream.gate.clear()
+    resolver, upstream, _, _ = make(upstream=upstream)
+    started = time.monotonic()
+    facts = resolver.gather([lookup()], 0.2)
+    elapsed = time.monotonic() - started
+    assert 0.15 <= elapsed < 1.5
+    assert facts[0].digest is None and "within 0.2 s" in facts[0].resolve_error
+    upstream.gate.set()
+    deadline = time.monotonic() + 5
+    while resolver.gather([lookup()], 0.5) != [ImageFacts(digest=D1, in_ccr=True)]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert len(upstream.calls) == 1
+
+
+def test_mark_and_forget_ccr():
+    resolver, _, ccr, _ = make(ccr=PlainRegistry())
+    assert resolver.gather([lookup()], 2)[0].in_ccr is False
+    resolver.mark_in_ccr("up.io/app", D1)
+    assert resolver.gather([lookup()], 2)[0].in_ccr is True
+    resolver.forget_ccr("up.io/app", D1)
+    assert resolver.gather([lookup()], 2)[0].in_ccr is False
+    assert len(ccr.calls) == 2
+
+
+def test_evaluate_images_keeps_order_and_mixes_plans_and_lookups():
+    resolver, *_ = make()
+    decisions = evaluate_images(["up.io/app:1", "nginx:latest", "other.io/x:1"], CONFIG, resolver, 2)
+    assert [d.action for d in decisions] == [Action.REWRITE, Action.DENY, Action.LEAVE]
+    assert decisions[0].new_image == f"ccr:5000/up.io/app:1@{D1}"
+
+
+@pytest.mark.parametrize("images", [[], ["nginx:latest"]])
+def test_evaluate_without_lookups_never_asks(images):
+    resolver, upstream, ccr, _ = make()
+    evaluate_images(images, CONFIG, resolver, 2)
+    assert upstream.calls == [] and ccr.calls == []

@@ -1,0 +1,201 @@
+"""The warm queue: copy jobs deduplicated by target digest, run with bounded concurrency, retried with capped backoff.
+
+It holds no state worth keeping: a job lost with the process is found again by the Pod watch, and a
+copy is idempotent, so the queue can be simple and in memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from webhook.policy import WarmRequest
+
+
+class JobState(str, enum.Enum):
+    """Where a warm job stands."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class WarmJob:
+    """One image to copy, and what became of it."""
+
+    request: WarmRequest
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    error: str | None = None
+    result: object = None
+    finished_at: float | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    @property
+    def key(self) -> str:
+        """Deduplication key: the target image's name and digest (the tag is for people)."""
+        return job_key(self.request)
+
+
+def job_key(request: WarmRequest) -> str:
+    """The key that makes two requests for the same image one job."""
+    target = request.target
+    return f"{target.name}@{target.digest or target.tag}"
+
+
+class WarmQueue:
+    """Runs `copy(request)` for each distinct image submitted, `concurrency` at a time.
+
+    A failed copy is retried after a capped exponential backoff (or the error's `retry_after`, if
+    longer), up to `max_attempts`; an error with a false `retryable` attribute fails at once. A finished job is remembered for `remember_seconds`, so
+    repeated sightings of an image do not copy it again; after that a new sighting checks it afresh.
+    """
+
+    def __init__(
+        self,
+        copy: Callable[[WarmRequest], object],
+        *,
+        concurrency: int = 2,
+        max_attempts: int = 5,
+        backoff_seconds: float = 1.0,
+        backoff_max_seconds: float = 60.0,
+        remember_seconds: float = 300.0,
+        on_change: Callable[[WarmJob], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._copy = copy
+        self._concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+        self._backoff_max = backoff_max_seconds
+        self._remember = remember_seconds
+        self._on_change = on_change or (lambda job: None)
+        self._clock = clock
+        self._jobs: dict[str, WarmJob] = {}
+        self._ready: list[tuple[float, int, str]] = []
+        self._sequence = itertools.count()
+        self._lock = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def start(self) -> WarmQueue:
+        """Start the worker threads."""
+        for index in range(self._concurrency):
+            thread = threading.Thread(target=self._work, name=f"warm-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking jobs; wait for the running copies up to `timeout`."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def submit(self, request: WarmRequest) -> WarmJob:
+        """Queue `request` unless the same image is queued, running, or recently finished; return its job."""
+        key = job_key(request)
+        with self._lock:
+            job = self._jobs.get(key)
+            recent = job is not None and job.finished_at is not None and self._clock() - job.finished_at < self._remember
+            if job is not None and (job.state in (JobState.QUEUED, JobState.RUNNING) or recent and job.state is JobState.DONE):
+                return job
+            job = WarmJob(request)
+            self._jobs[key] = job
+            self._schedule(key, self._clock())
+        self._on_change(job)
+        return job
+
+    def wait(self, request: WarmRequest, timeout: float) -> WarmJob | None:
+        """Block until the job for `request` is done or failed, or `timeout` passes; the job, or None if unknown."""
+        job = self._jobs.get(job_key(request))
+        if job is None:
+            return None
+        deadline = self._clock() + timeout
+        with job.changed:
+            while job.state not in (JobState.DONE, JobState.FAILED):
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                job.changed.wait(remaining)
+        return job
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting to run (including those waiting out a backoff)."""
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.state is JobState.QUEUED)
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs copying right now."""
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.state is JobState.RUNNING)
+
+    def jobs(self) -> list[WarmJob]:
+        """A snapshot of every job known, for status pages and tests."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def _schedule(self, key: str, when: float) -> None:
+        heapq.heappush(self._ready, (when, next(self._sequence), key))
+        self._lock.notify()
+
+    def _next_job(self) -> WarmJob | None:
+        """Wait for the next job whose time has come; None when stopping."""
+        with self._lock:
+            while not self._stopping:
+                if self._ready and self._ready[0][0] <= self._clock():
+                    _, _, key = heapq.heappop(self._ready)
+                    job = self._jobs.get(key)
+                    if job is not None and job.state is JobState.QUEUED:
+                        self._set(job, JobState.RUNNING)
+                        job.attempts += 1
+                        return job
+                    continue
+                timeout = self._ready[0][0] - self._clock() if self._ready else None
+                self._lock.wait(timeout)
+            return None
+
+    def _work(self) -> None:
+        while (job := self._next_job()) is not None:
+            self._on_change(job)
+            try:
+                job.result = self._copy(job.request)
+            except Exception as err:  # noqa: BLE001 - any failure is recorded on the job and maybe retried
+                self._failed(job, err)
+            else:
+                with self._lock:
+                    job.error = None
+                    job.finished_at = self._clock()
+                    self._set(job, JobState.DONE)
+            self._on_change(job)
+
+    def _failed(self, job: WarmJob, err: Exception) -> None:
+        job.error = str(err) or type(err).__name__
+        with self._lock:
+            retry = getattr(err, "retryable", True) and job.attempts < self._max_attempts and not self._stopping
+            if retry:
+                delay = min(self._backoff * 2 ** (job.attempts - 1), self._backoff_max)
+                delay = max(delay, float(getattr(err, "retry_after", None) or 0))  # a registry's Retry-After wins
+                self._set(job, JobState.QUEUED)
+                self._schedule(job.key, self._clock() + delay)
+            else:
+                job.finished_at = self._clock()
+                self._set(job, JobState.FAILED)
+
+    def _set(self, job: WarmJob, state: JobState) -> None:
+        with job.changed:
+            job.state = state
+            job.changed.notify_all()
