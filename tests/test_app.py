@@ -128,7 +128,9 @@ def test_metrics_count_requests_decisions_and_durations(client, metrics):
     assert sample(metrics, "ccr_webhook_decisions_total", action="deny", mode="enforce") == 1
     assert sample(metrics, "ccr_webhook_decisions_total", action="rewrite", mode="dry-run") == 1
     assert sample(metrics, "ccr_webhook_admission_duration_seconds_count", endpoint="mutate") == 1
-    text = client.get("/metrics").get_data(as_text=True)
+    reply = client.get("/metrics")
+    assert reply.status_code == 200 and reply.mimetype == "text/plain"
+    text = reply.get_data(as_text=True)
     assert 'ccr_webhook_decisions_total{action="deny",mode="enforce"} 1.0' in text
     assert "ccr_webhook_resolver_lookups_total" in text
 

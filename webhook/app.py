@@ -52,7 +52,7 @@ def create_app(config: Config, evaluate: Evaluate, metrics: Metrics) -> Flask:
     # Ready once this worker has its configuration and evaluator. Upstream registries are not checked on
     # purpose: failing readiness for them takes the webhook out of its Service and lets failurePolicy decide.
     app.add_url_rule("/readyz", "readyz", lambda: _text(200, "ready"))
-    app.add_url_rule("/metrics", "metrics", lambda: Response(*metrics.exposition()))
+    app.add_url_rule("/metrics", "metrics", lambda: _exposition(metrics))
     return app
 
 
@@ -116,6 +116,11 @@ class AdmissionEndpoint:
         for decision in result.decisions:
             self.metrics.decisions.labels(decision.action.value, mode.value).inc()
         return result
+
+
+def _exposition(metrics: Metrics) -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
 
 
 def _text(status: int, text: str) -> Response:

@@ -19,7 +19,7 @@ _REQUEST_UID: contextvars.ContextVar[str | None] = contextvars.ContextVar("ccr_w
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object: time, level, logger, message, uid, extra `fields`, exception."""
+    """Formats a record as one JSON object: time, level, logger, message, pid, uid, extra `fields`, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -27,6 +27,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which gunicorn worker
         }
         uid = _REQUEST_UID.get()
         if uid is not None:
