@@ -1,0 +1,85 @@
+"""gunicorn, run from Python, serving the webhook over TLS with keep-alive.
+
+The gthread worker keeps connections alive between requests (the API server reuses them), so a TLS
+handshake is paid once per connection, not once per review as with the sync worker. The configuration
+is loaded once by the master and inherited by the workers; each worker builds its own application,
+resolver and registry connections after the fork, because thread pools and sockets do not survive it.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from webhook.app import create_app
+from webhook.config import Config, ConfigError
+from webhook.logs import logging_config
+from webhook.metrics import create_metrics, forget_worker
+
+THREADS_PER_WORKER = 8  # requests waiting on a slow registry each hold a thread; cache hits need one or two
+KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
+
+
+def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The serving TLS context: TLS 1.2 or newer, the webhook's certificate and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def build_app(config: Config) -> Flask:
+    """The application with its resolver and metrics, built in each worker process."""
+    from webhook.evaluate import evaluate_images
+    from webhook.registry import Registries
+    from webhook.resolver import Resolver
+
+    metrics = create_metrics()
+    lookups = metrics.resolver_lookups
+    resolver = Resolver(config, Registries(config), observe=lambda result: lookups.labels(result).inc())
+    return create_app(config, lambda images, timeout: evaluate_images(images, config, resolver, timeout), metrics)
+
+
+class WebhookServer(BaseApplication):
+    """A gunicorn application whose settings come from the Config rather than gunicorn's command line."""
+
+    def __init__(self, config: Config) -> None:
+        webhook = config.webhook
+        if not webhook.tls_cert or not webhook.tls_key:
+            raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
+                              "the API server calls webhooks over HTTPS only")
+        self.config = config
+        # Built once in the master so a bad certificate fails here, with one message, not in every worker.
+        self.ssl_context = server_ssl_context(webhook.tls_cert, webhook.tls_key)
+        super().__init__()
+
+    def gunicorn_options(self) -> dict[str, Any]:
+        """gunicorn settings derived from the webhook configuration."""
+        webhook = self.config.webhook
+        return {
+            "bind": [webhook.listen],
+            "workers": webhook.workers,
+            "worker_class": "gthread",
+            "threads": THREADS_PER_WORKER,
+            "keepalive": KEEPALIVE_SECONDS,
+            "certfile": webhook.tls_cert,
+            "keyfile": webhook.tls_key,
+            "ssl_context": lambda conf, default_factory: self.ssl_context,
+            "graceful_timeout": math.ceil(webhook.deadline_seconds) + 5,
+            "logconfig_dict": logging_config(),
+            "accesslog": None,
+            "child_exit": lambda arbiter, worker: forget_worker(worker.pid),
+            "proc_name": "ccr-webhook",
+            "control_socket_disable": True,  # Kubernetes manages the process; a shared socket path would clash
+        }
+
+    def load_config(self) -> None:
+        for key, value in self.gunicorn_options().items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return build_app(self.config)
