@@ -10,7 +10,7 @@ import pytest
 from webhook.app import EVALUATION_SHARE, create_app
 from webhook.config import parse_config
 from webhook.logs import JsonFormatter
-from webhook.metrics import create_metrics
+from webhook.metrics import Metrics
 from webhook.policy import ImageFacts, Lookup, decide_image, plan_image
 
 CCR = "ccr.local:5000"
@@ -47,7 +47,7 @@ def evaluator():
 
 @pytest.fixture
 def metrics():
-    return create_metrics()
+    return Metrics()
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_every_line_logged_while_answering_carries_the_uid(client):
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("webhook")
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     try:
         post(client, review("nginx:1.25", uid="uid-logged"))
     finally:
@@ -158,3 +158,10 @@ def test_every_line_logged_while_answering_carries_the_uid(client):
     assert {"time", "level", "logger", "message"} <= set(lines[-1])
     assert lines[-1]["allowed"] is True and lines[-1]["patched"] is True
     assert "nginx" not in stream.getvalue(), "request bodies and images stay out of the logs"
+
+
+@pytest.mark.parametrize(("images", "level"), [(["nginx:1.25"], "DEBUG"), (["nginx:latest"], "INFO")])
+def test_routine_answers_log_at_debug_denials_at_info(client, caplog, images, level):
+    with caplog.at_level(logging.DEBUG, logger="webhook.app"):
+        post(client, review(*images))
+    assert [record.levelname for record in caplog.records if record.getMessage() == "answered"] == [level]

@@ -24,7 +24,10 @@ _CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 _LABELS = {"containers": "container", "initContainers": "init container", "ephemeralContainers": "ephemeral container"}
 _ANNOTATION_POINTER = "/metadata/annotations/" + ORIGINAL_IMAGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
 _QUOTED_LIMIT = 200  # an image string is the Pod author's; keep one from swelling every message it appears in
-_COMPACT = (",", ":")
+# One encoder each, made once: json.dumps with options builds a new encoder on every call (hot path).
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_quote = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class BadReview(ValueError):
@@ -216,7 +219,7 @@ def merge_original_images(annotations: Mapping[str, Any] | None, originals: Mapp
     if isinstance(recorded, dict):
         merged.update((key, value) for key, value in recorded.items() if isinstance(value, str))
     merged.update(originals)
-    return json.dumps(merged, sort_keys=True, separators=_COMPACT)
+    return _dumps_sorted(merged)
 
 
 def error_result(uid: str, message: str) -> AdmissionResult:
@@ -267,8 +270,4 @@ def _quoted(text: str) -> str:
     """`text` in double quotes, escaped as JSON, cut short when absurdly long."""
     if len(text) > _QUOTED_LIMIT:
         text = text[:_QUOTED_LIMIT] + "…"
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=_COMPACT)
+    return _quote(text)

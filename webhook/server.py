@@ -8,17 +8,22 @@ resolver and registry connections after the fork, because thread pools and socke
 
 from __future__ import annotations
 
+import logging.config
 import math
 import ssl
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from webhook.app import create_app
 from webhook.config import Config, ConfigError
+from webhook.evaluate import evaluate_images
 from webhook.logs import logging_config
-from webhook.metrics import create_metrics, forget_worker
+from webhook.metrics import Metrics, forget_worker
+from webhook.registry import Registries
+from webhook.resolver import Resolver
 
 THREADS_PER_WORKER = 8  # requests waiting on a slow registry each hold a thread; cache hits need one or two
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
@@ -34,14 +39,17 @@ def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 def build_app(config: Config) -> Flask:
     """The application with its resolver and metrics, built in each worker process."""
-    from webhook.evaluate import evaluate_images
-    from webhook.registry import Registries
-    from webhook.resolver import Resolver
-
-    metrics = create_metrics()
-    lookups = metrics.resolver_lookups
-    resolver = Resolver(config, Registries(config), observe=lambda result: lookups.labels(result).inc())
+    metrics = Metrics()
+    resolver = Resolver(config, Registries(config), observe=metrics.count_lookup)
     return create_app(config, lambda images, timeout: evaluate_images(images, config, resolver, timeout), metrics)
+
+
+class JsonLogger(Logger):
+    """gunicorn's logger writing JSON lines, with no access log: the API server's audit log records every review."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        logging.config.dictConfig(logging_config())
 
 
 class WebhookServer(BaseApplication):
@@ -64,14 +72,16 @@ class WebhookServer(BaseApplication):
             "bind": [webhook.listen],
             "workers": webhook.workers,
             "worker_class": "gthread",
+            # One listening socket per worker: the kernel spreads connections over them. With one shared
+            # socket the first worker to wake takes most kept-alive connections and the other idles.
+            "reuse_port": True,
             "threads": THREADS_PER_WORKER,
             "keepalive": KEEPALIVE_SECONDS,
             "certfile": webhook.tls_cert,
             "keyfile": webhook.tls_key,
             "ssl_context": lambda conf, default_factory: self.ssl_context,
             "graceful_timeout": math.ceil(webhook.deadline_seconds) + 5,
-            "logconfig_dict": logging_config(),
-            "accesslog": None,
+            "logger_class": JsonLogger,
             "child_exit": lambda arbiter, worker: forget_worker(worker.pid),
             "proc_name": "ccr-webhook",
             "control_socket_disable": True,  # Kubernetes manages the process; a shared socket path would clash
