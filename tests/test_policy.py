@@ -103,7 +103,7 @@ def test_pin_upstream_and_warm_when_the_ccr_lacks_it():
     assert isinstance(decision.warm, WarmRequest)
     assert str(decision.warm.source) == f"docker.io/library/nginx:1.25@{D1}"
     assert str(decision.warm.target) == f"{CCR}/docker.io/library/nginx:1.25@{D1}"
-    assert "copy into the CCR is requested" in decision.reason
+    assert "due to be warmed into the CCR" in decision.reason
 
 
 def test_ccr_silent_pins_upstream_and_still_warms():

@@ -114,7 +114,7 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
         reason = "the CCR holds this digest" if facts.in_ccr else "policy.swap is always"
         return _changed(Action.REWRITE, image, str(target), reason, warm)
     why = "the CCR does not hold this digest yet" if facts.in_ccr is False else "the CCR did not answer in time"
-    warm_note = "; a copy into the CCR is requested" if warm else ""
+    warm_note = "; due to be warmed into the CCR" if warm else ""
     if policy.pin_digest:
         return _changed(Action.PIN, image, str(pinned), f"{why}; pinned upstream{warm_note}", warm)
     return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm)

@@ -126,7 +126,7 @@ class Resolver:
         settings = self._config.resolver
         try:
             client = self._registries.upstream(lookup.upstream.registry)
-            digest = client.resolve_digest(source.repository, source.tag or "")
+            digest = client.resolve_digest(source.repository, source.tag or "latest")
         except Exception as err:  # noqa: BLE001 - every failure becomes a cached, reported error
             self._observe("error")
             return _Answer(None, _describe(err), self._clock() + settings.negative_cache_seconds)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Print, as YAML, the Secrets that manifests/overlays/production expects. Nothing is sent anywhere:
+#
+#   certs/make-production-secrets.sh > ccr-secrets.yaml      # keep this file out of git
+#   kubectl apply -f ccr-secrets.yaml
+#
+# Passwords and keys are generated unless given in the environment: CCR_PULL_PASSWORD,
+# CCR_PUSH_PASSWORD, CCR_S3_ACCESS_KEY, CCR_S3_SECRET_KEY, CCR_HTTP_SECRET. The pull account's
+# name and password (for the nodes' containerd) go to standard error.
+# Needs: python3 with this checkout's dependencies and bcrypt (pip install -e '.[test]'), and kubectl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+namespace=${NAMESPACE:-ccr-system}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+random() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+htpasswd_line() {
+  python3 -c 'import sys, bcrypt; print(sys.argv[1] + ":" + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt()).decode())' "$1" "$2"
+}
+secret() { kubectl create secret "$@" --namespace "$namespace" --dry-run=client -o yaml; echo "---"; }
+
+pull_password=${CCR_PULL_PASSWORD:-$(random)}
+push_password=${CCR_PUSH_PASSWORD:-$(random)}
+s3_access_key=${CCR_S3_ACCESS_KEY:-ccr-$(python3 -c 'import secrets; print(secrets.token_hex(6))')}
+s3_secret_key=${CCR_S3_SECRET_KEY:-$(random)}
+http_secret=${CCR_HTTP_SECRET:-$(random)}
+
+# One certificate for both sides of the CCR (every form of both Service names), from a CA of its
+# own: the nodes trust this CA (docs/install.md, "Production").
+push_names=()
+for name in ccr-push "ccr-push.$namespace" "ccr-push.$namespace.svc" "ccr-push.$namespace.svc.cluster.local"; do
+  push_names+=(--dns "$name")
+done
+PYTHONPATH=. python3 -m webhook.cli certs generate --out "$work/tls" --service ccr --namespace "$namespace" "${push_names[@]}" --days 825 >&2
+
+htpasswd_line ccr-pull "$pull_password" > "$work/pull-htpasswd"
+htpasswd_line ccr-push "$push_password" > "$work/push-htpasswd"
+printf '%s:%s' ccr-push "$push_password" > "$work/ccr-credentials"
+
+secret generic ccr-registry-tls --type kubernetes.io/tls \
+  --from-file=tls.crt="$work/tls/tls.crt" --from-file=tls.key="$work/tls/tls.key" --from-file=ca.crt="$work/tls/ca.crt"
+secret generic ccr-pull-htpasswd --from-file=htpasswd="$work/pull-htpasswd"
+secret generic ccr-push-htpasswd --from-file=htpasswd="$work/push-htpasswd"
+secret generic ccr-registry --from-literal=http-secret="$http_secret"
+secret generic ccr-s3 --from-literal=accesskey="$s3_access_key" --from-literal=secretkey="$s3_secret_key"
+secret generic ccr-webhook-credentials --from-file=ccr="$work/ccr-credentials"
+
+echo "pull account for the nodes: ccr-pull / $pull_password" >&2
+echo "the nodes must trust the CCR's CA: kubectl -n $namespace get secret ccr-registry-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d" >&2

