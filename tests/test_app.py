@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from webhook.app import EVALUATION_SHARE, create_app
 from webhook.config import parse_config
@@ -165,3 +166,15 @@ def test_routine_answers_log_at_debug_denials_at_info(client, caplog, images, le
     with caplog.at_level(logging.DEBUG, logger="webhook.app"):
         post(client, review(*images))
     assert [record.levelname for record in caplog.records if record.getMessage() == "answered"] == [level]
+
+
+
+@pytest.mark.parametrize(("size", "status"), [(4000, "400 Bad Request"), (5000, "413 Content Too Large")])
+def test_a_body_without_content_length_is_read_only_up_to_the_limit(client, size, status):
+    environ = EnvironBuilder(path="/mutate", method="POST", content_type="application/json",
+                             input_stream=io.BytesIO(b" " * size)).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    started = {}
+    body = b"".join(client.application.wsgi_app(environ, lambda status, headers: started.update(status=status)))
+    assert started["status"] == status
+    assert (b"larger than webhook.maxRequestBytes" in body) == (size > CONFIG.webhook.max_request_bytes)

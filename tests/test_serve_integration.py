@@ -3,16 +3,20 @@
 import base64
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import jsonpatch
 import pytest
 import urllib3
 
-from tests.support.tiny_image import push_tiny_image, registry_digest
 from webhook.local_servers import RegistryServer, free_port
 from webhook.local_webhook import LocalWebhook
+from webhook.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from webhook.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +47,25 @@ class SilentServer:
             connection.close()
 
 
+def registry_digest(url, repository, reference):
+    """The Docker-Content-Digest a registry answers for a manifest HEAD, asked without our client."""
+    head = urllib3.request("HEAD", f"{url}/v2/{repository}/manifests/{reference}",
+                           headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"})
+    assert head.status == 200, head.status
+    return head.headers["Docker-Content-Digest"]
+
+
 @pytest.fixture(scope="module")
 def registries():
+    """An upstream with four images (app a two-platform index), and a CCR holding all but tool."""
     with RegistryServer() as upstream, RegistryServer() as ccr:
-        digests = {}
-        for name in ("app", "init", "debug", "tool"):
-            digests[name] = push_tiny_image(upstream.url, f"team/{name}", "1.0", seed=name)
-            if name != "tool":  # the CCR holds every image but tool
-                assert push_tiny_image(ccr.url, f"up/team/{name}", "1.0", seed=name) == digests[name]
-        yield upstream, ccr, digests
+        for seed, name in enumerate(("app", "init", "debug", "tool")):
+            platforms = 2 if name == "app" else 1
+            for server, prefix in ((upstream, ""), (ccr, "up/")):
+                if not (name == "tool" and server is ccr):
+                    client = RegistryClient(server.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2)
+                    push_sample_image(client, f"{prefix}team/{name}", "1.0", [512], seed, platforms)
+        yield upstream, ccr
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +78,7 @@ def silent():
 
 
 def settings(registries, silent, on_resolve_error):
-    upstream, ccr, _ = registries
+    upstream, ccr = registries
     return {
         "ccr": {"registry": ccr.host, "insecure": True},
         "upstreams": [
@@ -93,7 +107,7 @@ def strict_hook(registries, silent):
 @pytest.fixture(scope="module")
 def images(registries, silent):
     """Image references by role, as Pods name them."""
-    upstream, ccr, _ = registries
+    upstream, ccr = registries
     down = silent[2]
     return {
         "app": f"{upstream.host}/team/app:1.0", "init": f"{upstream.host}/team/init:1.0",
@@ -154,7 +168,7 @@ def test_health_and_readiness(hook):
 
 
 def test_rewrites_to_the_ccr_pinned_to_the_registry_digest(hook, registries, images):
-    upstream, ccr, _ = registries
+    upstream, ccr = registries
     response = response_of(hook, review(pod([("web", images["app"]), ("tool", images["tool"])])))
     assert response["allowed"]
     replaced = {op["path"]: op["value"] for op in patch_of(response) if op["op"] == "replace"}
@@ -282,3 +296,20 @@ def test_sigterm_lets_an_answer_in_flight_finish(registries, silent, images):
         slow.join()
         reply, elapsed = answers[0]
         assert reply.status == 200 and json.loads(reply.data)["response"]["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required"),
+        ({"tlsCert": "/nonexistent.crt", "tlsKey": "/nonexistent.key"}, "cannot load /nonexistent.crt"),
+    ],
+)
+def test_serve_without_a_usable_certificate_fails_with_one_clear_line(tmp_path, files, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"ccr": {"registry": "ccr.local:5000"}, "webhook": files}))
+    done = subprocess.run([sys.executable, "-m", "webhook.cli", "serve", "--config", str(config)],
+                          capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1])
+    assert done.returncode == 2
+    assert done.stderr.startswith("ccr-webhook: configuration error: ") and message in done.stderr
+    assert "Traceback" not in done.stderr

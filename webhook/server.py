@@ -24,17 +24,10 @@ from webhook.logs import logging_config
 from webhook.metrics import Metrics, forget_worker
 from webhook.registry import Registries
 from webhook.resolver import Resolver
+from webhook.tls import gunicorn_ssl_context, reloading_ssl_context
 
 THREADS_PER_WORKER = 8  # requests waiting on a slow registry each hold a thread; cache hits need one or two
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
-
-
-def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """The serving TLS context: TLS 1.2 or newer, the webhook's certificate and key."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_file, key_file)
-    return context
 
 
 def build_app(config: Config) -> Flask:
@@ -60,9 +53,14 @@ class WebhookServer(BaseApplication):
         if not webhook.tls_cert or not webhook.tls_key:
             raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
                               "the API server calls webhooks over HTTPS only")
+        try:  # a pair that does not load fails here, once, rather than at every worker's handshakes
+            reloading_ssl_context(webhook.tls_cert, webhook.tls_key)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"webhook.tlsCert and webhook.tlsKey: cannot load {webhook.tls_cert} with "
+                              f"{webhook.tls_key}: {err}") from None
         self.config = config
-        # Built once in the master so a bad certificate fails here, with one message, not in every worker.
-        self.ssl_context = server_ssl_context(webhook.tls_cert, webhook.tls_key)
+        # TLS 1.2+, reloading the pair when the Secret volume changes; one context per worker process.
+        self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         super().__init__()
 
     def gunicorn_options(self) -> dict[str, Any]:
@@ -79,7 +77,7 @@ class WebhookServer(BaseApplication):
             "keepalive": KEEPALIVE_SECONDS,
             "certfile": webhook.tls_cert,
             "keyfile": webhook.tls_key,
-            "ssl_context": lambda conf, default_factory: self.ssl_context,
+            "ssl_context": self.ssl_context,
             "graceful_timeout": math.ceil(webhook.deadline_seconds) + 5,
             "logger_class": JsonLogger,
             "child_exit": lambda arbiter, worker: forget_worker(worker.pid),
