@@ -7,6 +7,10 @@
 # Passwords and keys are generated unless given in the environment: CCR_PULL_PASSWORD,
 # CCR_PUSH_PASSWORD, CCR_S3_ACCESS_KEY, CCR_S3_SECRET_KEY, CCR_HTTP_SECRET. The pull account's
 # name and password (for the nodes' containerd) go to standard error.
+#
+# ccr-webhook-credentials holds one docker config.json (key config.json): the push account under
+# the CCR push endpoint's host:port, plus the `auths` of UPSTREAM_DOCKER_CONFIG, a docker
+# config.json of yours with the upstream accounts, if you set it (docs/configuration.md).
 # Needs: python3 with this checkout's dependencies and bcrypt (pip install -e '.[test]'), and kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +41,24 @@ PYTHONPATH=. python3 -m webhook.cli certs generate --out "$work/tls" --service c
 
 htpasswd_line ccr-pull "$pull_password" > "$work/pull-htpasswd"
 htpasswd_line ccr-push "$push_password" > "$work/push-htpasswd"
-printf '%s:%s' ccr-push "$push_password" > "$work/ccr-credentials"
+# The docker config.json ccr-webhook reads: keyed by the host:port of ccr.endpoint in
+# overlays/production (https://ccr-push.<namespace>.svc:5000).
+PUSH_PASSWORD="$push_password" python3 - "$work/config.json" "ccr-push.$namespace.svc:5000" ccr-push "${UPSTREAM_DOCKER_CONFIG:-}" <<'EOF'
+import base64, json, os, sys
+out, ccr_host, user, upstream = sys.argv[1:]
+password = os.environ["PUSH_PASSWORD"]
+auths = {}
+if upstream:
+    with open(upstream, encoding="utf-8") as handle:
+        auths = json.load(handle).get("auths") or {}
+    for key, entry in auths.items():
+        if not isinstance(entry, dict) or not (entry.get("auth") or entry.get("identitytoken") or entry.get("password")):
+            print(f"warning: {upstream}: {key} holds no inline credentials (a credential helper?); ccr-webhook cannot use it",
+                  file=sys.stderr)
+auths[ccr_host] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+with open(out, "w", encoding="utf-8") as handle:
+    json.dump({"auths": auths}, handle, indent=2)
+EOF
 
 secret generic ccr-registry-tls --type kubernetes.io/tls \
   --from-file=tls.crt="$work/tls/tls.crt" --from-file=tls.key="$work/tls/tls.key" --from-file=ca.crt="$work/tls/ca.crt"
@@ -45,7 +66,7 @@ secret generic ccr-pull-htpasswd --from-file=htpasswd="$work/pull-htpasswd"
 secret generic ccr-push-htpasswd --from-file=htpasswd="$work/push-htpasswd"
 secret generic ccr-registry --from-literal=http-secret="$http_secret"
 secret generic ccr-s3 --from-literal=accesskey="$s3_access_key" --from-literal=secretkey="$s3_secret_key"
-secret generic ccr-webhook-credentials --from-file=ccr="$work/ccr-credentials"
+secret generic ccr-webhook-credentials --from-file=config.json="$work/config.json"
 
 echo "pull account for the nodes: ccr-pull / $pull_password" >&2
 echo "the nodes must trust the CCR's CA: kubectl -n $namespace get secret ccr-registry-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d" >&2

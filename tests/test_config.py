@@ -26,6 +26,17 @@ def test_upstream_defaults():
     assert config.upstream_for("reg.local:5000") is local and config.upstream_for("other.io") is None
 
 
+def test_ca_file_is_an_optional_path_per_registry(tmp_path):
+    config = parse_config({"ccr": {"registry": "ccr:5000", "caFile": "/etc/ccr-registry/ca/ca.crt"},
+                           "upstreams": [{"registry": "a.io", "caFile": "/etc/a/ca.pem"}, {"registry": "b.io"}]})
+    assert config.ccr.ca_file == "/etc/ccr-registry/ca/ca.crt"
+    assert [upstream.ca_file for upstream in config.upstreams] == ["/etc/a/ca.pem", None]
+    assert parse_config(dict(MINIMAL)).ccr.ca_file is None
+    path = tmp_path / "config.yaml"
+    path.write_text("ccr:\n  registry: ccr:5000\n")
+    assert load_config(path, {"CCR_WEBHOOK_CCR_CA_FILE": "/run/ca.crt"}).ccr.ca_file == "/run/ca.crt"
+
+
 def test_load_config_reads_yaml_and_applies_environment(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("ccr:\n  registry: ccr:5000\npolicy:\n  swap: exists\n")
@@ -55,6 +66,8 @@ def test_load_config_reads_yaml_and_applies_environment(tmp_path):
         ({**MINIMAL, "upstreams": {"registry": "a.io"}}, "upstreams: must be a list"),
         ({**MINIMAL, "resolver": {"maxConcurrency": 0}}, "resolver.maxConcurrency: must be at least 1"),
         ({**MINIMAL, "bogus": {}}, "bogus: unknown key"),
+        ({"ccr": {"registry": "ccr:5000", "caFile": True}}, "ccr.caFile: must be a string"),
+        ({**MINIMAL, "upstreams": [{"registry": "a.io", "caFile": ["/a"]}]}, "upstreams[0].caFile: must be a string"),
     ],
 )
 def test_errors_name_the_key(raw, message):

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import yaml
 from webhook import tls
 from webhook.cli import build_parser
 from webhook.config import apply_env_overrides, parse_config
+from webhook.registry_auth import load_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -112,10 +114,10 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def webhook_config(objects) -> Any:
-    """The ccr-webhook configuration as the webhook container sees it: the ConfigMap plus its env overrides."""
+def webhook_config(objects, container_name: str = "webhook") -> Any:
+    """The ccr-webhook configuration as a container of the webhook Pod sees it: the ConfigMap plus its env overrides."""
     deployment = one(objects, "Deployment", SERVICE)
-    webhook = container(deployment, "webhook")
+    webhook = container(deployment, container_name)
     config_map_name = next(v["configMap"]["name"] for v in pod_spec(deployment)["volumes"] if v["name"] == "config")
     raw = yaml.safe_load(one(objects, "ConfigMap", config_map_name)["data"]["config.yaml"])
     env = {e["name"]: e["value"] for e in webhook.get("env", []) if "value" in e}
@@ -320,6 +322,55 @@ def test_every_config_map_and_secret_volume_refers_to_something_real_or_document
                 assert volume["secret"]["secretName"] in secrets
 
 
+CREDENTIALS_SECRET, CREDENTIALS_KEY = "ccr-webhook-credentials", "config.json"
+CREDENTIALS_PATH = f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"  # what docs/configuration.md tells operators to write
+
+
+def secret_file(workload: dict[str, Any], container_name: str, path: str) -> tuple[str, str] | None:
+    """The (Secret, key) that file `path` of a container comes from through a Secret volume, or None."""
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    for mount in container(workload, container_name).get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if secret is None or "subPath" in mount or not path.startswith(prefix):
+            continue
+        name = path[len(prefix):]
+        items = {item["path"]: item["key"] for item in secret.get("items", [])}
+        key = items.get(name) if items else name
+        return (secret["secretName"], key) if key and "/" not in key else None
+    return None
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_credentials_and_ca_files_are_files_of_the_mounted_secrets(overlay):
+    objects = render(overlay)
+    deployment = one(objects, "Deployment", SERVICE)
+    for name in ("webhook", "warmer"):
+        config = webhook_config(objects, name)
+        assert config == webhook_config(objects), f"{overlay}: the {name} container sees another configuration"
+        assert secret_file(deployment, name, CREDENTIALS_PATH) == (CREDENTIALS_SECRET, CREDENTIALS_KEY)
+        for registry in (config.ccr, *config.upstreams):
+            if registry.credentials:
+                assert secret_file(deployment, name, registry.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY), \
+                    f"{overlay}: {name}: credentials of {registry.registry} ({registry.credentials}) are not the mounted config.json"
+            if registry.ca_file:
+                assert secret_file(deployment, name, registry.ca_file), \
+                    f"{overlay}: {name}: caFile of {registry.registry} ({registry.ca_file}) is in no mounted Secret"
+    if overlay == "overlays/production":
+        config = webhook_config(objects)
+        assert config.ccr.credentials and config.ccr.ca_file
+        assert secret_file(deployment, "webhook", config.ccr.ca_file) == ("ccr-registry-tls", "ca.crt")
+        assert not any(c["name"] == "ca-bundle" for c in pod_spec(deployment)["initContainers"])
+        for name in ("webhook", "warmer"):  # no process-wide trust store replacing the system CAs for every registry
+            assert not {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"} & {e["name"] for e in container(deployment, name).get("env", [])}
+
+
+def test_every_credentials_path_in_the_docs_and_manifests_is_a_docker_config_json_in_the_secret():
+    pages = [*(ROOT / "docs").glob("*.md"), *MANIFESTS.rglob("*.yaml"), ROOT / "certs/README.md", ROOT / "examples/config.yaml"]
+    named = {m for page in pages for m in re.findall(r"/etc/ccr-webhook-credentials/([\w.-]+)", page.read_text())}
+    assert named and named <= {CREDENTIALS_KEY, ".dockerconfigjson"}, named
+
+
 # -- RBAC ------------------------------------------------------------------------------------------------
 
 
@@ -512,8 +563,13 @@ def test_links_between_docs_resolve():
 def production_secrets() -> dict[str, dict[str, bytes]]:
     # this interpreter first on PATH, so the script's python3 has the test dependencies
     path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw"}
-    result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env, check=False)
+    with tempfile.TemporaryDirectory(prefix="ccr-upstream-auths-") as scratch:
+        upstream = Path(scratch) / "config.json"  # upstream accounts the script merges into ccr-webhook-credentials
+        upstream.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"username": "hub-user", "password": "hub-pw"}}}))
+        env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw",
+               "UPSTREAM_DOCKER_CONFIG": str(upstream)}
+        result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env,
+                                check=False)
     assert result.returncode == 0, result.stderr
     secrets = {}
     for doc in yaml.safe_load_all(result.stdout):
@@ -524,7 +580,7 @@ def production_secrets() -> dict[str, dict[str, bytes]]:
 
 
 @pytest.mark.integration
-def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses():
+def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(tmp_path):
     secrets = production_secrets()
     for workload in [o for o in render("overlays/production") if o["kind"] in WORKLOADS]:
         spec = pod_spec(workload)
@@ -545,4 +601,12 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses()
     for name, user, password in (("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"), ("ccr-push-htpasswd", b"ccr-push", b"push-pw")):
         line_user, hashed = secrets[name]["htpasswd"].strip().split(b":", 1)
         assert line_user == user and bcrypt.checkpw(password, hashed)
-    assert secrets["ccr-webhook-credentials"]["ccr"] == b"ccr-push:push-pw"
+    # the push account, in the docker config.json the client reads, for the endpoint the overlay configures;
+    # and the upstream accounts merged in beside it
+    assert set(secrets[CREDENTIALS_SECRET]) == {CREDENTIALS_KEY}
+    config_json = tmp_path / CREDENTIALS_KEY
+    config_json.write_bytes(secrets[CREDENTIALS_SECRET][CREDENTIALS_KEY])
+    push = load_credentials(config_json, webhook_config(render("overlays/production")).ccr.endpoint)
+    assert (push.username, push.password) == ("ccr-push", "push-pw")
+    hub = load_credentials(config_json, "https://registry-1.docker.io")
+    assert (hub.username, hub.password) == ("hub-user", "hub-pw")

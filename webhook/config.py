@@ -57,6 +57,7 @@ class CCRConfig:
     endpoint: str
     insecure: bool = False
     credentials: str | None = None
+    ca_file: str | None = None  # PEM CA bundle trusted for this registry instead of the system CAs
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class UpstreamConfig:
     prefix: str
     credentials: str | None = None
     insecure: bool = False
+    ca_file: str | None = None  # PEM CA bundle trusted for this registry instead of the system CAs
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,9 @@ def _parse_ccr(reader: _Reader) -> CCRConfig:
     insecure = reader.boolean("insecure", False)
     endpoint = reader.endpoint("endpoint", registry, insecure)
     credentials = reader.string("credentials", None)
+    ca_file = reader.string("caFile", None)
     reader.finish()
-    return CCRConfig(registry=registry, endpoint=endpoint, insecure=insecure, credentials=credentials)
+    return CCRConfig(registry=registry, endpoint=endpoint, insecure=insecure, credentials=credentials, ca_file=ca_file)
 
 
 def _parse_upstreams(readers: list[_Reader]) -> tuple[UpstreamConfig, ...]:
@@ -212,13 +215,14 @@ def _parse_upstreams(readers: list[_Reader]) -> tuple[UpstreamConfig, ...]:
         if not _PREFIX.match(prefix):
             raise ConfigError(f"{reader.path}.prefix: {prefix!r} is not a valid repository path (lowercase, / separated)")
         credentials = reader.string("credentials", None)
+        ca_file = reader.string("caFile", None)
         reader.finish()
         for other in upstreams:
             if other.registry == registry:
                 raise ConfigError(f"{reader.path}.registry: {registry} is listed twice")
             if other.prefix == prefix or other.prefix.startswith(prefix + "/") or prefix.startswith(other.prefix + "/"):
                 raise ConfigError(f"{reader.path}.prefix: {prefix!r} overlaps the prefix of upstream {other.registry}")
-        upstreams.append(UpstreamConfig(registry, endpoint, prefix, credentials, insecure))
+        upstreams.append(UpstreamConfig(registry, endpoint, prefix, credentials, insecure, ca_file))
     return tuple(upstreams)
 
 

@@ -53,14 +53,17 @@ class RegistryServer:
     """One distribution registry process with its own storage directory.
 
     `auth` is None (open), or a dict placed as the registry's `auth:` section (htpasswd, token).
+    `tls` is None (plain HTTP), or the paths of a PEM certificate and key to serve HTTPS with.
     Restartable: stop() then start() keeps the storage and the port.
     """
 
-    def __init__(self, auth: dict | None = None, root: Path | None = None) -> None:
+    def __init__(self, auth: dict | None = None, root: Path | None = None,
+                 tls: tuple[str | Path, str | Path] | None = None) -> None:
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="ccr-registry-"))
         self.root = root or self.workdir / "storage"
         self.auth = auth
+        self.tls = tls
         self.process: subprocess.Popen | None = None
         self.log_path = self.workdir / "registry.log"
 
@@ -71,7 +74,7 @@ class RegistryServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def _write_config(self) -> Path:
         config = {
@@ -82,6 +85,8 @@ class RegistryServer:
         }
         if self.auth:
             config["auth"] = self.auth
+        if self.tls:
+            config["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         path = self.workdir / "config.yml"
         path.write_text(yaml.safe_dump(config))
         return path

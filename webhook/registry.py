@@ -115,17 +115,21 @@ class RegistryClient:
 
     `credentials` is the path of a docker config.json, read once here (an unusable one fails at once).
     `insecure` lets redirects and token realms use plain http too; TLS, where used, is always verified.
+    `ca_file` is a PEM bundle trusted instead of the system CAs for every TLS connection of this client
+    (its token service and storage redirects too); it is read for each new connection, so a rotated
+    bundle is picked up without a restart.
     """
 
     def __init__(self, endpoint: str, *, credentials: str | None = None, insecure: bool = False,
-                 connect_timeout: float, read_timeout: float, max_connections: int) -> None:
+                 ca_file: str | None = None, connect_timeout: float, read_timeout: float,
+                 max_connections: int) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.insecure = insecure
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         loaded: Credentials | None = load_credentials(credentials, self.endpoint) if credentials else None
         self._pool = urllib3.PoolManager(num_pools=8, maxsize=max_connections, block=True,
-                                         headers={"User-Agent": "ccr-webhook"})
+                                         headers={"User-Agent": "ccr-webhook"}, ca_certs=ca_file or None)
         self._auth = Authenticator(self.endpoint, loaded, self._exchange, insecure=insecure)
         self._chunked_uploads_only = False
 
@@ -499,13 +503,15 @@ class Registries:
     def __init__(self, config: Config) -> None:
         resolver = config.resolver
 
-        def client(endpoint: str, credentials: str | None, insecure: bool) -> RegistryClient:
-            return RegistryClient(endpoint, credentials=credentials, insecure=insecure,
+        def client(endpoint: str, credentials: str | None, insecure: bool, ca_file: str | None) -> RegistryClient:
+            return RegistryClient(endpoint, credentials=credentials, insecure=insecure, ca_file=ca_file,
                                   connect_timeout=resolver.connect_timeout_seconds,
                                   read_timeout=resolver.read_timeout_seconds, max_connections=resolver.max_concurrency)
 
-        self.ccr = client(config.ccr.endpoint, config.ccr.credentials, config.ccr.insecure)
-        self._upstreams = {up.registry: client(up.endpoint, up.credentials, up.insecure) for up in config.upstreams}
+        ccr = config.ccr
+        self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file)
+        self._upstreams = {up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file)
+                           for up in config.upstreams}
 
     def upstream(self, registry: str) -> RegistryClient:
         """The client of configured upstream `registry`; any other host raises RegistryNotAllowed."""
