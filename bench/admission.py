@@ -7,7 +7,7 @@ requests per second, p50/p90/p99 latency, and the server's CPU time per request 
 gunicorn master and workers, from /proc, before and after): the median of a few runs, because each run
 opens new connections and the kernel spreads them over the two workers differently each time.
 
-    ./dev bench admission [--duration 10] [--connections 1,8,32] [--repeat 3]
+    ./dev bench admission [--duration 10] [--connections 1,8,32] [--repeat 3]   (python -m bench.admission)
 """
 
 from __future__ import annotations
