@@ -42,13 +42,13 @@ class JsonLogger(Logger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        logging.config.dictConfig(logging_config())
+        logging.config.dictConfig(logging_config(cfg.loglevel.upper()))
 
 
 class WebhookServer(BaseApplication):
     """A gunicorn application whose settings come from the Config rather than gunicorn's command line."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, log_level: str = "info") -> None:
         webhook = config.webhook
         if not webhook.tls_cert or not webhook.tls_key:
             raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
@@ -59,6 +59,7 @@ class WebhookServer(BaseApplication):
             raise ConfigError(f"webhook.tlsCert and webhook.tlsKey: cannot load {webhook.tls_cert} with "
                               f"{webhook.tls_key}: {err}") from None
         self.config = config
+        self.log_level = log_level
         # TLS 1.2+, reloading the pair when the Secret volume changes; one context per worker process.
         self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         super().__init__()
@@ -80,6 +81,7 @@ class WebhookServer(BaseApplication):
             "ssl_context": self.ssl_context,
             "graceful_timeout": math.ceil(webhook.deadline_seconds) + 5,
             "logger_class": JsonLogger,
+            "loglevel": self.log_level,
             "child_exit": lambda arbiter, worker: forget_worker(worker.pid),
             "proc_name": "ccr-webhook",
             "control_socket_disable": True,  # Kubernetes manages the process; a shared socket path would clash

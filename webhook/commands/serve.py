@@ -22,6 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls-cert", metavar="FILE", help="serving certificate, PEM (default: webhook.tlsCert)")
     parser.add_argument("--tls-key", metavar="FILE", help="its private key, PEM (default: webhook.tlsKey)")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: webhook.workers)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning"), default="info",
+                        help="info logs denials, warnings and errors; debug also every routine answer")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from webhook.server import WebhookServer
 
-        WebhookServer(config).run()
+        WebhookServer(config, args.log_level).run()
     finally:
         # Workers leave through SystemExit from inside run() too; only the master removes the directory.
         if os.getpid() == master:
