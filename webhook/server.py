@@ -26,7 +26,6 @@ from webhook.registry import Registries
 from webhook.resolver import Resolver
 from webhook.tls import gunicorn_ssl_context, reloading_ssl_context
 
-THREADS_PER_WORKER = 8  # requests waiting on a slow registry each hold a thread; cache hits need one or two
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
 
 
@@ -48,7 +47,7 @@ class JsonLogger(Logger):
 class WebhookServer(BaseApplication):
     """A gunicorn application whose settings come from the Config rather than gunicorn's command line."""
 
-    def __init__(self, config: Config, log_level: str = "info") -> None:
+    def __init__(self, config: Config, log_level: str, threads: int) -> None:
         webhook = config.webhook
         if not webhook.tls_cert or not webhook.tls_key:
             raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
@@ -60,6 +59,7 @@ class WebhookServer(BaseApplication):
                               f"{webhook.tls_key}: {err}") from None
         self.config = config
         self.log_level = log_level
+        self.threads = threads
         # TLS 1.2+, reloading the pair when the Secret volume changes; one context per worker process.
         self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         super().__init__()
@@ -74,7 +74,7 @@ class WebhookServer(BaseApplication):
             # One listening socket per worker: the kernel spreads connections over them. With one shared
             # socket the first worker to wake takes most kept-alive connections and the other idles.
             "reuse_port": True,
-            "threads": THREADS_PER_WORKER,
+            "threads": self.threads,
             "keepalive": KEEPALIVE_SECONDS,
             "certfile": webhook.tls_cert,
             "keyfile": webhook.tls_key,
