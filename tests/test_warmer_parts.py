@@ -13,10 +13,11 @@ from webhook.registry_errors import NotFound, RegistryAuthError, RegistryUnavail
 from webhook.resolver import Resolver
 from webhook.warmer.copy import CopyError, CopyResult
 from webhook.warmer.events import FAILED, FINISHED, STARTED, WarmEvents, scrub, warm_event
-from webhook.warmer.hints import BadHints, Hint, HintClient, encode_hints, parse_hints
+from webhook.warmer.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
 from webhook.warmer.metrics import failure_reason
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
+from webhook.warmer.serving import Request
 from webhook.warmer.sightings import Sightings
 
 DIGEST = "sha256:" + "d" * 64
@@ -39,6 +40,16 @@ def test_hints_round_trip_and_bad_bodies_say_what_is_wrong():
                           (json.dumps({"requests": [{"source": "a"}] * 65}).encode(), "at most 64")]:
         with pytest.raises(BadHints, match=message):
             parse_hints(body)
+
+
+def test_hints_are_taken_from_loopback_only_and_the_wait_is_capped():
+    waits = []
+    route = hints_route(lambda hints, wait: waits.append(wait) or [HintResult(h.source, None, "queued") for h in hints])
+    body = encode_hints([warm_request()])
+    for peer, status in [("10.1.2.3", 403), ("::ffff:192.168.1.1", 403), ("127.0.0.1", 200), ("::1", 200)]:
+        assert route(Request("POST", "/hints", {"wait": "600"}, body, peer)).status == status
+    assert waits == [30.0, 30.0]
+    assert route(Request("POST", "/hints", {"wait": "soon"}, body, "127.0.0.1")).status == 400
 
 
 def test_a_hint_client_whose_warmer_is_down_drops_and_counts_without_blocking():
