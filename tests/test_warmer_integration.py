@@ -187,7 +187,7 @@ def test_a_warmer_killed_mid_copy_finishes_from_the_pod_list_after_a_restart(sce
         second = LocalWarmer(scene.settings(), scene.kubeconfig, "second").start()
         try:
             wait_until(scene.in_ccr, timeout=30, what="the copy finished by the restarted warmer")
-            assert "ccr_webhook_warms_total{result=\"done\"} 1.0" in second.metrics()
+            wait_until(lambda: 'ccr_webhook_warms_total{result="done"} 1.0' in second.metrics(), what="the warm counted")
         finally:
             second.cleanup()
     finally:
