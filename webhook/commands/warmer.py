@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import uuid
 
 from webhook.config import load_config
 from webhook.kube import kubernetes_client
+from webhook.logs import logging_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the warmer until SIGTERM or SIGINT."""
     from webhook.warmer.service import Warmer  # the kubernetes client is slow to import; only this command needs it
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.config.dictConfig(logging_config())
     config = load_config(args.config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
