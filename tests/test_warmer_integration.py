@@ -7,96 +7,29 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import urllib3
 
-from tests.support.fake_apiserver import FakeAPIServer
-from tests.support.local_warmer import NAMESPACE, LocalWarmer, labelled_namespace, mirror_settings, pod
+from tests.support.local_warmer import NAMESPACE, LocalWarmer, Scene, pod, warm_scene
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
-from webhook.config import parse_config
 from webhook.local_servers import RegistryServer
-from webhook.registry import RegistryClient
-from webhook.sample_image import PushedImage, push_sample_image
 from webhook.warmer.events import FINISHED, STARTED
 from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Scene:
-    """An upstream (behind a proxy that records and can slow it down), a CCR, an API server, one pushed image."""
-
-    upstream: RegistryServer
-    proxy: RegistryProxy
-    ccr: RegistryServer
-    api: FakeAPIServer
-    image: PushedImage
-    kubeconfig: Path
-
-    @property
-    def upstream_host(self) -> str:
-        return f"127.0.0.1:{self.proxy.port}"
-
-    @property
-    def tagged(self) -> str:
-        return f"{self.upstream_host}/team/app:1.0"
-
-    @property
-    def source(self) -> str:
-        return f"{self.tagged}@{self.image.digest}"
-
-    @property
-    def target(self) -> str:
-        return f"{self.ccr.host}/mirror/team/app:1.0@{self.image.digest}"
-
-    def settings(self, **sections) -> dict:
-        fast = {"leaseSeconds": 2, "backoffSeconds": 0.2, "backoffMaxSeconds": 1}
-        return mirror_settings(self.upstream_host, self.proxy.url, self.ccr,
-                               **{**sections, "warmer": {**fast, **sections.get("warmer", {})}})
-
-    def ccr_client(self) -> RegistryClient:
-        return RegistryClient(self.ccr.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
-
-    def in_ccr(self) -> bool:
-        return self.ccr_client().has_manifest("mirror/team/app", self.image.digest)
-
-    def blob_downloads(self) -> Counter:
-        return Counter(path for method, path, _ in self.proxy.requests if method == "GET" and "/blobs/sha256:" in path)
-
-
 @pytest.fixture
 def scene(tmp_path) -> Iterator[Scene]:
-    with RegistryServer() as upstream, RegistryServer() as ccr, FakeAPIServer() as api:
-        client = RegistryClient(upstream.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
-        image = push_sample_image(client, "team/app", "1.0", layer_sizes=[200_000, 100_000, 50_000], seed=3)
-        proxy = RegistryProxy(upstream.host).start()
-        api.create(labelled_namespace())
-        try:
-            yield Scene(upstream, proxy, ccr, api, image, api.write_kubeconfig(tmp_path / "kubeconfig"))
-        finally:
-            proxy.stop()
+    with warm_scene(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
-def run_warmer(scene) -> Iterator:
-    """Start an in-process warmer with the scene's configuration (plus sections); stopped at the end."""
-    started: list[Warmer] = []
-
-    def run(**sections) -> Warmer:
-        settings = scene.settings(**sections)
-        settings["warmer"].update(listen="127.0.0.1:0", metricsListen="127.0.0.1:0")
-        warmer = Warmer(parse_config(settings), scene.api.api_client(), identity=f"test-{len(started)}")
-        started.append(warmer.start())
-        return warmer
-
-    yield run
-    for warmer in started:
-        warmer.stop()
+def run_warmer(scene):
+    return scene.start_warmer
 
 
 def post_hints(warmer: Warmer, requests: list[dict], wait: float = 0, peer: str = "127.0.0.1") -> list[dict]:

@@ -1,10 +1,11 @@
-"""`ccr-webhook warmer` as a subprocess against local registries and the fake API server, for tests.
-
-Run as a real process so a test can SIGKILL it mid-copy, or run two and watch the Lease change hands.
+"""The warmer's test scene: an upstream (behind a recording, throttling proxy) with one image, a CCR, the fake
+API server with a namespace labelled enforce; and `ccr-webhook warmer` as a subprocess, so a test can SIGKILL
+it mid-copy or run two and watch the Lease change hands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,13 @@ import urllib3
 import yaml
 
 import webhook
+from tests.support.fake_apiserver import FakeAPIServer
+from tests.support.registry_proxy import RegistryProxy
+from webhook.config import parse_config
 from webhook.local_servers import RegistryServer, free_port, stop, wait_for_port
+from webhook.registry import RegistryClient
+from webhook.sample_image import PushedImage, push_sample_image
+from webhook.warmer.service import Warmer
 
 _SOURCE_ROOT = str(Path(webhook.__file__).resolve().parents[1])
 NAMESPACE = "team"  # labelled enforce in the tests' API server
@@ -47,6 +57,76 @@ def pod(name: str, *images: str, namespace: str = NAMESPACE) -> dict[str, Any]:
     """A Pod object running `images`."""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
             "spec": {"containers": [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]}}
+
+
+@dataclass
+class Scene:
+    """The servers of a warm test and the image pushed upstream (team/app:1.0, three layers)."""
+
+    upstream: RegistryServer
+    proxy: RegistryProxy
+    ccr: RegistryServer
+    api: FakeAPIServer
+    image: PushedImage
+    kubeconfig: Path
+    warmers: list[Warmer] = field(default_factory=list)
+
+    @property
+    def upstream_host(self) -> str:
+        return f"127.0.0.1:{self.proxy.port}"
+
+    @property
+    def tagged(self) -> str:
+        return f"{self.upstream_host}/team/app:1.0"
+
+    @property
+    def source(self) -> str:
+        return f"{self.tagged}@{self.image.digest}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.ccr.host}/mirror/team/app:1.0@{self.image.digest}"
+
+    def settings(self, **sections: dict[str, Any]) -> dict[str, Any]:
+        """The configuration for this scene (short Lease and backoff), with `sections` merged in."""
+        fast = {"leaseSeconds": 2, "backoffSeconds": 0.2, "backoffMaxSeconds": 1}
+        return mirror_settings(self.upstream_host, self.proxy.url, self.ccr,
+                               **{**sections, "warmer": {**fast, **sections.get("warmer", {})}})
+
+    def start_warmer(self, **sections: dict[str, Any]) -> Warmer:
+        """An in-process warmer on free ports, stopped when the scene ends."""
+        settings = self.settings(**sections)
+        settings["warmer"].update(listen="127.0.0.1:0", metricsListen="127.0.0.1:0")
+        warmer = Warmer(parse_config(settings), self.api.api_client(), identity=f"test-{len(self.warmers)}")
+        self.warmers.append(warmer.start())
+        return warmer
+
+    def ccr_client(self) -> RegistryClient:
+        return RegistryClient(self.ccr.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
+
+    def in_ccr(self) -> bool:
+        return self.ccr_client().has_manifest("mirror/team/app", self.image.digest)
+
+    def blob_downloads(self) -> Counter:
+        """How often each blob was downloaded from the upstream."""
+        return Counter(path for method, path, _ in self.proxy.requests if method == "GET" and "/blobs/sha256:" in path)
+
+
+@contextlib.contextmanager
+def warm_scene(workdir: Path) -> Iterator[Scene]:
+    """A running Scene, torn down (warmers first) on exit."""
+    with RegistryServer() as upstream, RegistryServer() as ccr, FakeAPIServer() as api:
+        client = RegistryClient(upstream.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
+        image = push_sample_image(client, "team/app", "1.0", layer_sizes=[200_000, 100_000, 50_000], seed=3)
+        proxy = RegistryProxy(upstream.host).start()
+        api.create(labelled_namespace())
+        scene = Scene(upstream, proxy, ccr, api, image, api.write_kubeconfig(workdir / "kubeconfig"))
+        try:
+            yield scene
+        finally:
+            for warmer in scene.warmers:
+                warmer.stop()
+            proxy.stop()
 
 
 class LocalWarmer:
