@@ -7,12 +7,12 @@ import json
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 import urllib3
 
 from tests.support.registry_auth import token_auth
+from tests.support.registry_pair import ccr, client as make_client, upstream  # noqa: F401 - fixtures
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
 from webhook.local_servers import RegistryServer, free_port
@@ -30,30 +30,14 @@ from webhook.registry import (
 )
 from webhook.sample_image import PushedImage, push_sample_image
 from webhook.warmer.copy import CopyError, CopyProgress, copy_image
-from webhook.warmer.descriptors import child_manifests, image_blobs
+from webhook.warmer.blobs import VerifiedBlob
+from webhook.warmer.descriptors import Descriptor, child_manifests, image_blobs
 from webhook.warmer.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 QUICK_RETRY = RetryPolicy(attempts=1)
-
-
-def make_client(url: str, credentials: Path | None = None) -> RegistryClient:
-    return RegistryClient(url, credentials=str(credentials) if credentials else None, insecure=True,
-                          connect_timeout=1.0, read_timeout=10.0, max_connections=8)
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with RegistryServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ccr():
-    with RegistryServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +259,18 @@ def test_a_corrupted_upstream_blob_is_refused_and_no_manifest_reaches_the_ccr(up
     for child in pushed.manifests:
         assert mirror.has_manifest("mirror/app/corrupt", child) is False
     assert mirror.blob_size("mirror/app/corrupt", pushed.blobs[0]) is None
+
+
+def test_a_corrupted_blob_is_never_passed_on_whole(upstream, up):
+    pushed = push_sample_image(up, "app/held", "v1", [3 * MiB], seed=119)
+    corrupt_blob(upstream, pushed.blobs[0])
+    sent: list[int] = []
+    body = VerifiedBlob(up, "app/held", Descriptor(pushed.blobs[0], 3 * MiB, ""), stop=threading.Event(),
+                        on_bytes=sent.append)
+    with pytest.raises(RegistryProtocolError, match="the served bytes have digest"):
+        for _ in body:
+            pass
+    assert 0 < sent[-1] < 3 * MiB  # the last chunk was held back until the digest was checked
 
 
 def test_an_index_push_that_fails_removes_the_children_this_copy_pushed(up, mirror, monkeypatch):

@@ -218,15 +218,16 @@ class _Copy:
 
     def _retag(self, digest: str) -> None:
         """Point the tag at `digest`, which the target holds already, unless it points there now."""
-        if self.tag is None or self._step(f"resolve {self.tag} in the target", self._tagged) == digest:
+        tag = self.tag
+        if tag is None or self._step(f"resolve {tag} in the target", lambda: self._tagged(tag)) == digest:
             return
         manifest = self._step(f"read manifest {digest} in the target",
                               lambda: self.target.get_manifest(self.target_repository, digest))
-        self._step(f"tag {digest} as {self.tag}", lambda: self._put(manifest, self.tag or ""))
+        self._step(f"tag {digest} as {tag}", lambda: self._put(manifest, tag))
 
-    def _tagged(self) -> str | None:
+    def _tagged(self, tag: str) -> str | None:
         try:
-            return self.target.resolve_digest(self.target_repository, self.tag or "")
+            return self.target.resolve_digest(self.target_repository, tag)
         except NotFound:
             return None
 
@@ -285,9 +286,10 @@ class _Copy:
                     self.retry.run(lambda: self._put(manifest, manifest.digest), self.stop)
             step = f"push manifest {top.digest}"
             self.retry.run(lambda: self._put(top, top.digest), self.stop)
-            if self.tag is not None:
-                step = f"tag {top.digest} as {self.tag}"
-                self.retry.run(lambda: self._put(top, self.tag or ""), self.stop)
+            tag = self.tag
+            if tag is not None:
+                step = f"tag {top.digest} as {tag}"
+                self.retry.run(lambda: self._put(top, tag), self.stop)
         except (RegistryError, ValueError) as err:
             raise CopyError(self.name, step, err, leftovers=self._roll_back()) from err
 
