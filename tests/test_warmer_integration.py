@@ -56,6 +56,15 @@ def test_concurrent_hints_for_one_image_make_one_copy(scene, run_warmer):
     assert len(downloads) == 4 and set(downloads.values()) == {1}  # three layers and the config, each once
 
 
+def test_one_wait_answers_every_tag_of_one_digest(scene, run_warmer):
+    warmer = run_warmer()
+    other_tag = scene.source.replace(":1.0@", ":1.0.0@")  # another tag, the same digest: one job
+    scene.proxy.blob_delay_seconds = 0.3
+    results = post_hints(warmer, [{"source": scene.source}, {"source": other_tag}], wait=20)
+    assert [r["state"] for r in results] == ["done", "done"]
+    assert results[1]["target"] == scene.target.replace(":1.0@", ":1.0.0@")
+
+
 def test_a_pod_listed_at_start_is_warmed_with_no_hint_at_all(scene, run_warmer):
     created = scene.api.create(pod("app", scene.tagged))  # a tag: the warmer resolves it first
     warmer = run_warmer()

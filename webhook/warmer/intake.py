@@ -33,23 +33,20 @@ class Intake:
     def hinted(self, hints: Sequence[Hint], wait: float) -> list[HintResult]:
         """Check and queue each hint; with `wait`, answer once each is done or failed, or `wait` seconds passed."""
         deadline = time.monotonic() + wait
-        results: list[HintResult] = []
-        jobs: list[WarmJob] = []
+        answers: list[tuple[HintResult, WarmJob | None]] = []
         for hint, sighting in zip(hints, self._sightings.check([hint.source for hint in hints])):
             problem = sighting.problem or _target_mismatch(hint, sighting)
             self._on_hint(problem is None)
             if problem is not None or sighting.request is None:
                 log.warning("hint refused: %s", problem)
-                results.append(HintResult(hint.source, hint.target, "rejected", problem))
-            elif not sighting.wanted:
-                results.append(HintResult(hint.source, str(sighting.request.target), "present"))
+                answers.append((HintResult(hint.source, hint.target, "rejected", problem), None))
             else:
-                jobs.append(self._queue.submit(sighting.request))
-                results.append(HintResult(hint.source, str(sighting.request.target), "queued"))
-        for job in jobs:
-            self._queue.wait(job.request, max(0.0, deadline - time.monotonic()))
-        states = {str(job.request.target): job for job in jobs}
-        return [_with_state(result, states.get(result.target or "")) for result in results]
+                job = self._queue.submit(sighting.request) if sighting.wanted else None
+                answers.append((HintResult(hint.source, str(sighting.request.target), "present"), job))
+        for _, job in answers:
+            if job is not None:
+                self._queue.wait(job.request, max(0.0, deadline - time.monotonic()))
+        return [_with_state(result, job) for result, job in answers]
 
     def pods_seen(self, pods: Sequence[dict[str, Any]], complete: bool) -> None:
         """Queue the images of `pods` the CCR lacks; a `complete` listing looks at every image again and forgets other Pods."""
@@ -88,7 +85,7 @@ def _target_mismatch(hint: Hint, sighting: Sighting) -> str | None:
 
 
 def _with_state(result: HintResult, job: WarmJob | None) -> HintResult:
-    """`result` with the state its job has now (queued, running, done, failed and why)."""
+    """`result` with the state its job has now (queued, running, done, failed and why); as it is without a job."""
     if job is None:
         return result
     return HintResult(result.source, result.target, job.state.value, job.error if job.state is JobState.FAILED else None)

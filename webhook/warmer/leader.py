@@ -76,7 +76,10 @@ class LeaderElection:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            self.campaign_once()
+            try:
+                self.campaign_once()
+            except Exception:  # noqa: BLE001 - an unexpected answer must not end the election for good
+                log.exception("leader election round failed")
             self._stopped.wait(self._retry)
         if self._leading:
             self._step_down("stopping")
