@@ -1,12 +1,12 @@
-"""The Kubernetes API client: from a kubeconfig file when one is named, else in-cluster, else $KUBECONFIG."""
+"""How ccr-webhook's commands reach the Kubernetes API: one way to load the client configuration for all of them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def kubernetes_client(kubeconfig: str | None = None) -> Any:
-    """A `kubernetes.client.ApiClient` for the cluster this process runs in (or the one `kubeconfig` names)."""
+def kubernetes_client(kubeconfig: str | None) -> Any:
+    """An ApiClient from `kubeconfig` if given, else the in-cluster service account, else $KUBECONFIG / ~/.kube/config."""
     from kubernetes import client, config
 
     if kubeconfig:

@@ -1,4 +1,5 @@
-"""The warmer process, wired: the queue copying into the CCR, hints, the Pod watch under a Lease, Events, metrics.
+"""The warmer process, wired: the queue copying into the CCR, hints, the Pod watch under a Lease, Events, metrics,
+and the CCR's retention (evictions run by the Lease holder).
 
 Every replica copies what it is hinted; only the Lease holder watches Pods, so N replicas do not all
 list the cluster and copy the same images. A copy is idempotent, so the rare double copy around a
@@ -16,6 +17,8 @@ from webhook.config import Config
 from webhook.policy import WarmRequest
 from webhook.registry import Registries
 from webhook.resolver import Resolver
+from webhook.retention.metrics import RetentionMetrics
+from webhook.retention.schedule import ScheduledRetention
 from webhook.warmer.copy import CopyResult, copy_warm_request
 from webhook.warmer.events import WarmEvents
 from webhook.warmer.hints import PATH, hints_route
@@ -59,6 +62,10 @@ class Warmer:
             ("GET", "/metrics"): self._exposition, ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): lambda request: Reply(200, b"ready\n")}, name="metrics")
         self._watch: PodWatch | None = None
+        # Retention follows usage on every replica and evicts on the leader; an eviction is forgotten here at once.
+        self.retention = ScheduledRetention(config, api_client, self.registries.ccr, lambda: self.election.leading,
+                                            metrics=RetentionMetrics(self.metrics.registry),
+                                            on_evicted=self.resolver.forget_ccr)
 
     def start(self) -> Warmer:
         """Start copying, serving, and campaigning for the Lease."""
@@ -66,6 +73,7 @@ class Warmer:
         self.events.start()
         self.hint_server.start()
         self.election.start()
+        self.retention.start()
         self.metrics_server.start()  # last: /readyz answers once everything else runs
         log.info("warmer %s: hints on %s, metrics on %s", self.election.identity, self.config.warmer.listen,
                  self.config.warmer.metrics_listen)
@@ -75,6 +83,7 @@ class Warmer:
         """Stop taking hints, give up the Lease, let running copies finish (up to `timeout`), post the last Events."""
         self.hint_server.stop()
         self.election.stop()
+        self.retention.stop()
         self.queue.stop(timeout)
         self.events.stop()
         self.metrics_server.stop()
