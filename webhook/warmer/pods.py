@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+from webhook.manifests import CONTAINER_LISTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ def pod_images(pod: Mapping[str, Any]) -> frozenset[str]:
     spec = pod.get("spec") or {}
     return frozenset(
         container["image"]
-        for field in _CONTAINER_FIELDS
+        for field in CONTAINER_LISTS
         for container in spec.get(field) or ()
         if isinstance(container, dict) and isinstance(container.get("image"), str)
     )
