@@ -7,7 +7,7 @@ requests per second, p50/p90/p99 latency, and the server's CPU time per request 
 gunicorn master and workers, from /proc, before and after): the median of a few runs, because each run
 opens new connections and the kernel spreads them over the two workers differently each time.
 
-    ./dev bench admission [--duration 10] [--connections 1,8,32] [--repeat 3]
+    ./dev bench admission [--duration 10] [--connections 1,8,32] [--repeat 3]   (python -m bench.admission)
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per connection count")
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (serve --threads)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per connection count, each on new connections (they spread over the workers "
                              "differently each time); the median is reported")
@@ -178,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         review_file, script = Path(scratch) / "review.json", Path(scratch) / "post.lua"
         review_file.write_bytes(review)
         script.write_text(WRK_SCRIPT)
-        with LocalWebhook(settings) as hook:
+        with LocalWebhook(settings, serve_args=["--threads", str(args.threads)]) as hook:
             check_answer(hook, review)
             wrk(f"{hook.url}/mutate", script, review_file, 8, 2)  # every worker's cache warm, code paths hot
             print(f"review: {len(review)} bytes, 3 containers + 1 initContainer, all rewritten; "
-                  f"{hook.workers} gunicorn gthread workers over TLS; {os.cpu_count()} CPUs shared with wrk; "
+                  f"{hook.workers} gunicorn gthread workers x {args.threads} threads over TLS; "
+                  f"{os.cpu_count()} CPUs shared with wrk; "
                   f"median of {args.repeat} runs of {args.duration:g} s")
             print(HEADER)
             for connections in (int(c) for c in args.connections.split(",")):

@@ -267,9 +267,14 @@ def _counter(server, name, **labels):
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted + " "))
 
 
-def _answering_pids(server, prefix):
+def _answered_lines(server, uid_prefix):
+    """The server's "answered" log lines for reviews whose uid starts with `uid_prefix`."""
     lines = (json.loads(line) for line in server.log().splitlines() if line.startswith("{"))
-    return {line["pid"] for line in lines if line.get("uid", "").startswith(prefix) and line["message"] == "answered"}
+    return [line for line in lines if line.get("uid", "").startswith(uid_prefix) and line["message"] == "answered"]
+
+
+def _answering_pids(server, uid_prefix):
+    return {line["pid"] for line in _answered_lines(server, uid_prefix)}
 
 
 def test_metrics_add_up_across_workers(hook, images):
@@ -284,6 +289,15 @@ def test_metrics_add_up_across_workers(hook, images):
     assert len(_answering_pids(hook, "uid-metrics-")) == 2, "both workers answered"
     for _ in range(4):  # whichever worker answers /metrics, it counts every worker's requests
         assert _counter(hook, "ccr_webhook_admission_requests_total", code="200", endpoint="mutate") == before + sent
+
+
+def test_routine_answers_are_logged_only_at_debug(registries, silent, hook, images):
+    response_of(hook, review(pod([("web", images["app"])]), uid="uid-routine"))
+    assert _answered_lines(hook, "uid-routine") == []
+    with LocalWebhook(settings(registries, silent, "allow"), workers=1, serve_args=["--log-level", "debug"]) as server:
+        response_of(server, review(pod([("web", images["app"])]), uid="uid-routine"))
+        [line] = _answered_lines(server, "uid-routine")
+    assert line["level"] == "debug" and line["patched"] is True
 
 
 def test_sigterm_lets_an_answer_in_flight_finish(registries, silent, images):

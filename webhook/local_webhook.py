@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,13 @@ class LocalWebhook:
     """One `ccr-webhook serve` process on 127.0.0.1 with a fresh CA and serving certificate.
 
     `settings` is the configuration mapping (ccr, upstreams, policy, ...); the `webhook` section's
-    listen address and certificate paths are filled in here.
+    listen address and certificate paths are filled in here. `serve_args` go on the command line.
     """
 
-    def __init__(self, settings: dict[str, Any], workers: int = 2) -> None:
+    def __init__(self, settings: dict[str, Any], workers: int = 2, serve_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.workers = workers
+        self.serve_args = tuple(serve_args)
         self.workdir = Path(tempfile.mkdtemp(prefix="ccr-webhook-"))
         self.ca_file = self.workdir / "ca.crt"
         self.log_path = self.workdir / "webhook.log"
@@ -60,7 +62,7 @@ class LocalWebhook:
         """Start serving and wait until a worker answers /readyz."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "webhook.cli", "serve", "--config", str(self.config_path),
-                   "--workers", str(self.workers)]
+                   "--workers", str(self.workers), *self.serve_args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         wait_for_port(self.port, self.process, timeout)

@@ -28,7 +28,6 @@ from webhook.tls import gunicorn_ssl_context, reloading_ssl_context
 from webhook.warmer.hints import HintClient
 from webhook.warming import Warming
 
-THREADS_PER_WORKER = 8  # requests waiting on a slow registry each hold a thread; cache hits need one or two
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
 
 
@@ -46,13 +45,13 @@ class JsonLogger(Logger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        logging.config.dictConfig(logging_config())
+        logging.config.dictConfig(logging_config(cfg.loglevel.upper()))
 
 
 class WebhookServer(BaseApplication):
     """A gunicorn application whose settings come from the Config rather than gunicorn's command line."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, log_level: str, threads: int) -> None:
         webhook = config.webhook
         if not webhook.tls_cert or not webhook.tls_key:
             raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
@@ -63,6 +62,8 @@ class WebhookServer(BaseApplication):
             raise ConfigError(f"webhook.tlsCert and webhook.tlsKey: cannot load {webhook.tls_cert} with "
                               f"{webhook.tls_key}: {err}") from None
         self.config = config
+        self.log_level = log_level
+        self.threads = threads
         # TLS 1.2+, reloading the pair when the Secret volume changes; one context per worker process.
         self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         super().__init__()
@@ -77,13 +78,14 @@ class WebhookServer(BaseApplication):
             # One listening socket per worker: the kernel spreads connections over them. With one shared
             # socket the first worker to wake takes most kept-alive connections and the other idles.
             "reuse_port": True,
-            "threads": THREADS_PER_WORKER,
+            "threads": self.threads,
             "keepalive": KEEPALIVE_SECONDS,
             "certfile": webhook.tls_cert,
             "keyfile": webhook.tls_key,
             "ssl_context": self.ssl_context,
             "graceful_timeout": math.ceil(webhook.deadline_seconds) + 5,
             "logger_class": JsonLogger,
+            "loglevel": self.log_level,
             "child_exit": lambda arbiter, worker: forget_worker(worker.pid),
             "proc_name": "ccr-webhook",
             "control_socket_disable": True,  # Kubernetes manages the process; a shared socket path would clash
