@@ -189,7 +189,7 @@ def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode:
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(_dumps(patch).encode()).decode("ascii")
-    return AdmissionResult(_review(response), tuple(decisions), () if request.dry_run else _warm_requests(decisions))
+    return AdmissionResult(_review(response), tuple(decisions), () if request.dry_run else warm_requests(decisions))
 
 
 def build_patch(request: AdmissionRequest, pairs: Sequence[tuple[PodImage, Decision]]) -> list[dict[str, Any]]:
@@ -250,7 +250,7 @@ def _dry_run_warning(image: PodImage, decision: Decision) -> str | None:
     return None
 
 
-def _warm_requests(decisions: Sequence[Decision]) -> tuple[WarmRequest, ...]:
+def warm_requests(decisions: Sequence[Decision]) -> tuple[WarmRequest, ...]:
     """Each distinct warm request once, in Pod order."""
     return tuple(dict.fromkeys(decision.warm for decision in decisions if decision.warm is not None))
 

@@ -35,6 +35,7 @@ from webhook.config import Config
 from webhook.logs import request_uid
 from webhook.metrics import Metrics
 from webhook.policy import Decision
+from webhook.warming import Warming
 
 # Decide the images of a Pod within `timeout` seconds: one decision per image, in order.
 Evaluate = Callable[[Sequence[str], float], list[Decision]]
@@ -51,7 +52,7 @@ _TEXT = "text/plain; charset=utf-8"
 log = logging.getLogger("webhook.app")
 
 
-def create_app(config: Config, evaluate: Evaluate, metrics: Metrics) -> Flask:
+def create_app(config: Config, evaluate: Evaluate, metrics: Metrics, warming: Warming | None = None) -> Flask:
     """The webhook's Flask application: POST /mutate and /dry-run, GET /healthz, /readyz and /metrics."""
     app = Flask("webhook")
     app.add_url_rule("/healthz", "healthz", lambda: Response("ok\n", content_type=_TEXT))
@@ -59,15 +60,17 @@ def create_app(config: Config, evaluate: Evaluate, metrics: Metrics) -> Flask:
     # purpose: failing readiness for them takes the webhook out of its Service and lets failurePolicy decide.
     app.add_url_rule("/readyz", "readyz", lambda: Response("ready\n", content_type=_TEXT))
     app.add_url_rule("/metrics", "metrics", lambda: _exposition(metrics))
-    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, config, evaluate, metrics)  # type: ignore[method-assign]
+    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, config, evaluate, metrics, warming)  # type: ignore[method-assign]
     return app
 
 
 class AdmissionEndpoints:
     """WSGI middleware answering /mutate (enforce) and /dry-run; every other path goes on to `next_app`."""
 
-    def __init__(self, next_app: WSGIApp, config: Config, evaluate: Evaluate, metrics: Metrics) -> None:
+    def __init__(self, next_app: WSGIApp, config: Config, evaluate: Evaluate, metrics: Metrics,
+                 warming: Warming | None = None) -> None:
         self.next_app = next_app
+        self.warming = warming
         self.deadline = config.webhook.deadline_seconds
         self.max_bytes = config.webhook.max_request_bytes
         self.evaluate = evaluate
@@ -123,7 +126,12 @@ class AdmissionEndpoints:
         timeout = max(0.0, self.deadline * EVALUATION_SHARE - (time.monotonic() - started))
         try:
             decisions = self.evaluate([image.image for image in admission.images], timeout)
+            if self.warming is not None:
+                remaining = max(0.0, self.deadline * EVALUATION_SHARE - (time.monotonic() - started))
+                decisions = self.warming.ensure_warm(admission, mode, decisions, remaining)
             result = build_result(admission, decisions, mode)
+            if self.warming is not None:
+                self.warming.hint(admission, mode, result)
         except Exception:
             log.exception("internal error while deciding; the Pod is admitted unchanged")
             self.metrics.count_internal_error()

@@ -53,6 +53,10 @@ class Metrics:
             "ccr_webhook_internal_errors", "Unexpected errors while answering; the Pod was admitted unchanged.",
             registry=self.registry,
         )
+        self.warm_hints = Counter(
+            "ccr_webhook_warm_hints", "Warm hints for the warmer, by result: sent, or dropped (warmer down, backlog full).",
+            ["result"], registry=self.registry,
+        )
         self._requests: dict[tuple[str, int], Any] = {}
         self._durations: dict[str, Any] = {}
         self._decisions = {(a, m): self.decisions.labels(a.value, m.value) for a in Action for m in Mode}
@@ -77,6 +81,10 @@ class Metrics:
     def count_internal_error(self) -> None:
         """Count one unexpected error answered by admitting the Pod unchanged."""
         self.internal_errors.inc()
+
+    def count_hints(self, result: str, count: int) -> None:
+        """Count warm hints sent or dropped: the hint client's `on_result` callback."""
+        self.warm_hints.labels(result).inc(count)
 
     def count_lookup(self, result: str) -> None:
         """Count one resolver lookup: the resolver's `observe` callback."""

@@ -25,15 +25,19 @@ from webhook.metrics import Metrics, forget_worker
 from webhook.registry import Registries
 from webhook.resolver import Resolver
 from webhook.tls import gunicorn_ssl_context, reloading_ssl_context
+from webhook.warmer.hints import HintClient
+from webhook.warming import Warming
 
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
 
 
 def build_app(config: Config) -> Flask:
-    """The application with its resolver and metrics, built in each worker process."""
+    """The application with its resolver, metrics and warm hints, built in each worker process."""
     metrics = Metrics()
     resolver = Resolver(config, Registries(config), observe=metrics.count_lookup)
-    return create_app(config, lambda images, timeout: evaluate_images(images, config, resolver, timeout), metrics)
+    url = config.webhook.warmer_url
+    warming = Warming(config, resolver, HintClient(url, on_result=metrics.count_hints) if url else None)
+    return create_app(config, lambda images, timeout: evaluate_images(images, config, resolver, timeout), metrics, warming)
 
 
 class JsonLogger(Logger):
