@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from webhook.local_apiserver import LocalAPIServer
-from tests.support.workloads import WORKLOAD_RESOURCES, namespace
+from tests.support.workloads import namespace
 from webhook.local_servers import RegistryServer
 
 
 @pytest.fixture
 def cluster() -> Iterator[LocalAPIServer]:
     """A fake API server that knows every workload kind, with the namespace team-a opted in."""
-    with LocalAPIServer(resources=WORKLOAD_RESOURCES) as server:
+    with LocalAPIServer() as server:
         server.create(namespace("team-a"))
         yield server
 

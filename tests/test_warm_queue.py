@@ -150,3 +150,19 @@ def test_wait_returns_on_timeout_and_for_unknown_jobs():
         copier.gate.set()
     finally:
         queue.stop()
+
+
+def test_forgetting_a_finished_job_lets_the_next_sighting_copy_again():
+    copier = Copier()
+    queue = WarmQueue(copier).start()
+    try:
+        queue.submit(request())
+        wait_until(lambda: queue.jobs() and queue.jobs()[0].state is JobState.DONE)
+        queue.submit(request())
+        assert len(copier.calls) == 1  # remembered as done
+        target = request().target
+        queue.forget(target.name, target.digest)  # retention evicted it from the CCR
+        queue.submit(request())
+        wait_until(lambda: len(copier.calls) == 2)
+    finally:
+        queue.stop()

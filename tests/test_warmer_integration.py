@@ -164,3 +164,17 @@ def test_two_warmers_one_leader_watches_and_the_other_takes_over_when_it_dies(sc
     finally:
         for warmer in warmers:
             warmer.cleanup()
+
+
+def test_an_image_retention_evicts_is_copied_again_on_the_next_sighting(scene, run_warmer):
+    warmer = run_warmer(retention={"enabled": True, "maxUnusedAge": "0s", "keepNewest": 0})
+    hint = {"source": scene.source, "target": scene.target}
+    assert post_hints(warmer, [hint], wait=20)[0]["state"] == "done"
+    wait_until(lambda: warmer.election.leading, timeout=10)
+    result = None
+    wait_until(lambda: (result := warmer.retention.run_once()) is not None, timeout=10)  # once usage is listed
+    assert not scene.in_ccr()  # no Pod uses it: evicted through the registry API
+    assert post_hints(warmer, [hint], wait=20)[0]["state"] == "done"  # not "remembered as done": copied again
+    assert scene.in_ccr()
+    # the blobs outlive the manifest until the registry's own garbage collection: only manifests went again
+    assert set(scene.blob_downloads().values()) == {1}

@@ -21,6 +21,7 @@ from webhook.local_servers import RegistryServer
 from webhook.local_warmer import LocalWarmer
 from webhook.local_webhook import LocalWebhook
 from webhook.registry import RegistryClient
+from webhook.registry_errors import RegistryUnavailable
 from webhook.review_client import PodDenied, admitted_pod, patch_of, pod_object, pod_review, send_review
 from webhook.sample_image import PushedImage, push_sample_image
 
@@ -168,11 +169,9 @@ def _the_warm(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]:
     ccr = cluster.client(cluster.ccr)
     wanted = [(f"{PREFIX}/demo/shop", cluster.shop), (f"{PREFIX}/demo/tools", cluster.tools)]
     started = time.monotonic()
-    while time.monotonic() - started < 60:
-        if all(ccr.has_manifest(repository, image.digest) for repository, image in wanted):
-            break
+    while time.monotonic() - started < 60 and not all(_holds(ccr, repository, image.digest) for repository, image in wanted):
         time.sleep(0.2)
-    held = all(ccr.has_manifest(repository, image.digest) for repository, image in wanted)
+    held = all(_holds(ccr, repository, image.digest) for repository, image in wanted)
     children = all(ccr.has_manifest(f"{PREFIX}/demo/tools", child) for child in cluster.tools.manifests)
     blobs = all(ccr.blob_size(repository, blob) is not None for repository, image in wanted for blob in image.blobs)
     say(f"   the CCR holds both (every platform, every blob verified): {'yes' if held and children and blobs else 'NO'}")
@@ -212,6 +211,14 @@ def _show_patch(response: dict[str, Any], say: Callable[[str], None]) -> None:
         say(f"   Warning: {warning}")
     for key, value in sorted((response.get("auditAnnotations") or {}).items()):
         say(f"   audit annotation {key}: {value}")
+
+
+def _holds(ccr: RegistryClient, repository: str, digest: str) -> bool:
+    """Whether the CCR serves the manifest yet; a 500 for one being written (its writes are not atomic) is "not yet"."""
+    try:
+        return ccr.has_manifest(repository, digest)
+    except RegistryUnavailable:
+        return False
 
 
 def _digest_upstream(cluster: Cluster, repository: str, tag: str) -> str:

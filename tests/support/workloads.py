@@ -1,19 +1,9 @@
-"""Kubernetes objects and an API server for the retention tests: Pods, opted-in namespaces, every workload kind."""
+"""Kubernetes objects for the retention tests: Pods, opted-in namespaces, every workload kind."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
-from webhook.local_apiserver import Resource
-
-# The workload kinds the fake API server does not know by itself.
-WORKLOAD_RESOURCES = (
-    Resource("apps", "v1", "StatefulSet", "statefulsets"),
-    Resource("apps", "v1", "DaemonSet", "daemonsets"),
-    Resource("batch", "v1", "Job", "jobs"),
-    Resource("batch", "v1", "CronJob", "cronjobs"),
-)
 
 
 def pod(name: str, *images: str, namespace: str = "team-a", status: dict | None = None) -> dict:

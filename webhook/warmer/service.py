@@ -65,7 +65,7 @@ class Warmer:
         # Retention follows usage on every replica and evicts on the leader; an eviction is forgotten here at once.
         self.retention = ScheduledRetention(config, api_client, self.registries.ccr, lambda: self.election.leading,
                                             metrics=RetentionMetrics(self.metrics.registry),
-                                            on_evicted=self.resolver.forget_ccr)
+                                            on_evicted=self._evicted)
 
     def start(self) -> Warmer:
         """Start copying, serving, and campaigning for the Lease."""
@@ -88,6 +88,11 @@ class Warmer:
         self.events.stop()
         self.metrics_server.stop()
         self.registries.close()
+
+    def _evicted(self, repository: str, digest: str) -> None:
+        """Retention removed `repository@digest` from the CCR: neither the cache nor the queue may still say it is there."""
+        self.resolver.forget_ccr(repository, digest)
+        self.queue.forget(f"{self.config.ccr.registry}/{repository}", digest)
 
     def _lead(self) -> None:
         values = ("enforce", "dry-run") if self.config.warmer.warm_dry_run_namespaces else ("enforce",)
