@@ -3,7 +3,19 @@
 import pytest
 
 from webhook.config import parse_config
-from webhook.policy import Action, Decision, ImageFacts, Lookup, WarmRequest, decide_image, plan_image
+from webhook.policy import (
+    Action,
+    Decision,
+    ImageFacts,
+    Lookup,
+    NotMirrored,
+    WarmRequest,
+    decide_image,
+    plan_image,
+    upstream_source,
+    warm_request_for,
+)
+from webhook.reference import InvalidImageReference
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -175,3 +187,29 @@ def test_rewriting_is_idempotent():
     first = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=True))
     again = verdict(first.new_image)
     assert again.action is Action.LEAVE
+
+
+@pytest.mark.parametrize("image", ["nginx:1.25", f"{CCR}/docker.io/library/nginx:1.25", "quay.io/org/app:2"])
+def test_warm_request_for_is_the_request_admission_makes(image):
+    config = make_config()
+    source = upstream_source(image, config)
+    plan = plan_image(image, config)
+    assert isinstance(plan, Lookup) and source == plan.source
+    admission = decide_image(plan, ImageFacts(digest=D1, in_ccr=False), config).warm
+    assert warm_request_for(source, D1, config) == admission
+
+
+def test_warm_request_for_names_the_ccr_copy_under_the_upstream_prefix():
+    request = warm_request_for(upstream_source("quay.io/org/app:2", make_config()), D2, make_config())
+    assert str(request.source) == f"quay.io/org/app:2@{D2}"
+    assert str(request.target) == f"{CCR}/mirror/quay/org/app:2@{D2}"
+
+
+@pytest.mark.parametrize(("image", "error"), [
+    ("registry.unlisted.io/app:1", NotMirrored),
+    (f"{CCR}/other/thing:1", NotMirrored),
+    ("Bad/Image", InvalidImageReference),
+])
+def test_upstream_source_refuses_images_no_upstream_serves(image, error):
+    with pytest.raises(error):
+        upstream_source(image, make_config())

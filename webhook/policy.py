@@ -120,6 +120,31 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm)
 
 
+class NotMirrored(ValueError):
+    """An image that no configured upstream serves, so the CCR does not mirror it."""
+
+
+def upstream_source(image: str, config: Config) -> ImageReference:
+    """The upstream image `image` names, or mirrors when it is a CCR name (mapped back through its prefix).
+
+    Raises InvalidImageReference for a malformed image, NotMirrored when no configured upstream serves it.
+    """
+    ref = parse_image(image)
+    source = _upstream_form_of_ccr_image(ref, config) if ref.registry == config.ccr.registry else ref
+    if config.upstream_for(source.registry) is None:
+        raise NotMirrored(f"{image}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    return source
+
+
+def warm_request_for(source: ImageReference, digest: str, config: Config) -> WarmRequest:
+    """The warm request admission makes for upstream `source` at `digest`: into `<ccr>/<prefix>/<repository>:<tag>@<digest>`."""
+    upstream = config.upstream_for(source.registry)
+    if upstream is None:
+        raise NotMirrored(f"{source}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    pinned = source.with_digest(digest)
+    return WarmRequest(pinned, pinned.with_registry(config.ccr.registry, upstream.prefix))
+
+
 def _changed(action: Action, image: str, new_image: str, reason: str, warm: WarmRequest | None) -> Decision:
     """A decision that changes the image, or LEAVE when the new form is what the Pod already says."""
     if new_image == image:
