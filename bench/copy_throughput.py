@@ -1,6 +1,6 @@
 """Copy throughput, registry to registry on loopback: ccr-webhook's copy engine against `skopeo copy`.
 
-    ./dev bench copy [--quick] [--runs N] [--concurrency N]
+    ./dev bench copy_throughput [--quick] [--runs N] [--concurrency N]
 
 Each run copies into a fresh destination registry (new storage, new port), so neither tool can reuse or
 mount a blob from an earlier run (skopeo remembers blob locations in its blob info cache, ccr-webhook in
@@ -12,24 +12,19 @@ in the warmer; skopeo as the command it is. The no-op row copies an image the de
 
 from __future__ import annotations
 
-import os
 import sys
 
-# This file's folder comes first on sys.path, where its name would hide the standard library's `copy`:
-# put the repository there instead, before anything imports `copy`.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import argparse
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-from webhook.local_servers import RegistryServer  # noqa: E402
-from webhook.registry import RegistryClient  # noqa: E402
-from webhook.sample_image import push_sample_image  # noqa: E402
-from webhook.warmer.copy import copy_image  # noqa: E402
+from webhook.local_servers import RegistryServer
+from webhook.registry import RegistryClient
+from webhook.sample_image import push_sample_image
+from webhook.warmer.copy import copy_image
 
 MiB = 1024 * 1024
 
