@@ -12,24 +12,19 @@ results already saved under the same settings and runs only the missing ones.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import time
+from pathlib import Path
 
-# This file's folder comes first on sys.path, where bench/copy.py would hide the standard library's `copy`:
-# put the repository there instead, so `bench` and `webhook` import as packages.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench.images import push_bench_images  # noqa: E402
-from bench.plot import plot_deployment_times  # noqa: E402
-from bench.published import PUBLISHED_SIZES_MB  # noqa: E402
-from bench.report import markdown_report, saving  # noqa: E402
-from bench.results import ScenarioResult, Settings, load_results, save_results  # noqa: E402
-from bench.scenarios import SCENARIOS, run_scenario  # noqa: E402
-from bench.testbed import Upstream  # noqa: E402
+from bench.images import push_bench_images
+from bench.plot import plot_deployment_times
+from bench.published import PUBLISHED_SIZES_MB
+from bench.report import markdown_report, saving
+from bench.results import ScenarioResult, Settings, load_results, save_results
+from bench.scenarios import SCENARIOS, run_scenario
+from bench.testbed import Upstream
 
 BENCH = Path(__file__).resolve().parent
 WORKDIR = BENCH / "out" / "deploy_time"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -23,6 +24,7 @@ from webhook.reference import parse_image
 BACKOFF_INITIAL_SECONDS = 10.0  # the kubelet's image-pull back-off (pkg/kubelet: backOffPeriod)
 BACKOFF_MAX_SECONDS = 300.0  # and its cap (MaxContainerBackOff)
 HASH_CHUNK = 4 * 1024 * 1024
+_SKOPEO_MESSAGE = re.compile(r'msg="(.*)"\s*$')
 _INDEX_MEDIA_TYPES = ("application/vnd.oci.image.index.v1+json",
                       "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -55,7 +57,8 @@ def skopeo_pull(image: str, destination: Path) -> str | None:
     if completed.returncode == 0:
         return None
     lines = completed.stderr.strip().splitlines() or [f"skopeo exited with {completed.returncode}"]
-    return lines[-1]
+    message = _SKOPEO_MESSAGE.search(lines[-1])  # time="..." level=fatal msg="what went wrong"
+    return message.group(1) if message else lines[-1]
 
 
 @dataclass(frozen=True)
