@@ -2,7 +2,8 @@
 
 import pytest
 
-from webhook.config import ConfigError, CopyMode, OnResolveError, SwapMode, load_config, parse_config
+from webhook.config import (ConfigError, CopyMode, OnResolveError, RetentionConfig, SwapMode, load_config, parse_config,
+                            parse_duration)
 
 MINIMAL = {"ccr": {"registry": "ccr.ccr-system.svc:5000"}}
 
@@ -47,6 +48,23 @@ def test_load_config_reads_yaml_and_applies_environment(tmp_path):
     assert config.policy.exclude == ("a/*", "b")
 
 
+def test_retention_defaults_keep_everything_until_enabled_and_read_durations():
+    retention = parse_config(dict(MINIMAL)).retention
+    assert (retention.enabled, retention.dry_run, retention.keep_newest) == (False, False, 3)
+    assert (retention.max_unused_age_seconds, retention.interval_seconds) == (7 * 86400, 3600)
+    config = parse_config({**MINIMAL, "retention": {"enabled": True, "maxUnusedAge": "1d12h", "keepNewest": 0,
+                                                    "dryRun": True, "interval": 900}})
+    assert config.retention == RetentionConfig(True, 129600.0, 0, True, 900.0)
+    assert load_config(None, {"CCR_WEBHOOK_CCR_REGISTRY": "ccr", "CCR_WEBHOOK_RETENTION_MAX_UNUSED_AGE": "168h"}
+                       ).retention.max_unused_age_seconds == 168 * 3600
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("168h", 604800), ("7d", 604800),
+                                               ("1h30m", 5400), ("1.5h", 5400), ("0s", 0), ("0", 0), ("2.5", 2.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -68,6 +86,15 @@ def test_load_config_reads_yaml_and_applies_environment(tmp_path):
         ({**MINIMAL, "bogus": {}}, "bogus: unknown key"),
         ({"ccr": {"registry": "ccr:5000", "caFile": True}}, "ccr.caFile: must be a string"),
         ({**MINIMAL, "upstreams": [{"registry": "a.io", "caFile": ["/a"]}]}, "upstreams[0].caFile: must be a string"),
+        ({**MINIMAL, "retention": {"maxUnusedAge": "a week"}}, "retention.maxUnusedAge: must be seconds or a duration"),
+        ({**MINIMAL, "retention": {"maxUnusedAge": "7d "}}, "retention.maxUnusedAge: must be seconds or a duration"),
+        ({**MINIMAL, "retention": {"maxUnusedAge": -1}}, "retention.maxUnusedAge: must be at least 0 seconds"),
+        ({**MINIMAL, "retention": {"maxUnusedAge": True}}, "retention.maxUnusedAge: must be seconds or a duration"),
+        ({**MINIMAL, "retention": {"keepNewest": 1.5}}, "retention.keepNewest: must be a whole number"),
+        ({**MINIMAL, "retention": {"keepNewest": -1}}, "retention.keepNewest: must be at least 0"),
+        ({**MINIMAL, "retention": {"interval": "10s"}}, "retention.interval: must be at least 60 seconds, got 10"),
+        ({**MINIMAL, "retention": {"enabled": "yes"}}, "retention.enabled: must be true or false"),
+        ({**MINIMAL, "retention": {"dryrun": True}}, "retention.dryrun: unknown key"),
     ],
 )
 def test_errors_name_the_key(raw, message):

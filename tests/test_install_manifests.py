@@ -24,6 +24,7 @@ from webhook import tls
 from webhook.cli import build_parser
 from webhook.config import apply_env_overrides, parse_config
 from webhook.registry_auth import load_credentials
+from webhook.retention.watch import WATCHED_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -52,6 +53,10 @@ METRICS = {
     "ccr_webhook_warm_duration_seconds",
     "ccr_webhook_warms_total",
     "ccr_webhook_warm_failures_total",
+    "ccr_webhook_ccr_bytes",
+    "ccr_webhook_evictions_total",
+    "ccr_webhook_evicted_bytes_total",
+    "ccr_webhook_in_use_digests",
 }
 
 
@@ -392,10 +397,22 @@ def test_rbac_is_least_privilege(overlay):
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
+    assert roles["ClusterRole/ccr-webhook-retention"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list", "watch"]},
+    ]
     assert roles["Role/ccr-webhook-warmer"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
     for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE, "namespace": NAMESPACE}]
         assert f"{binding['roleRef']['kind']}/{binding['roleRef']['name']}" in roles
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retention_may_list_and_watch_every_kind_it_follows(overlay):
+    granted = {(group, resource) for rules in rules_by_role(render(overlay)).values() for rule in rules
+               if {"list", "watch"} <= set(rule["verbs"]) for group in rule["apiGroups"] for resource in rule["resources"]}
+    for watched in WATCHED_KINDS:
+        assert (watched.api_version.rpartition("/")[0], watched.kind.lower() + "s") in granted, watched.kind
 
 
 def test_certificate_bootstrap_may_touch_only_its_own_secret_and_webhook_configuration():

@@ -21,6 +21,8 @@ ENV_PREFIX = "CCR_WEBHOOK_"
 _HOST_PORT = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _LEGACY_DOCKER_HUB = "index.docker.io"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 class ConfigError(ValueError):
@@ -110,6 +112,17 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What the CCR keeps: images unused for `max_unused_age_seconds` go, the newest `keep_newest` per repository stay."""
+
+    enabled: bool = False
+    max_unused_age_seconds: float = 7 * 86400.0
+    keep_newest: int = 3
+    dry_run: bool = False
+    interval_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything ccr-webhook is told, validated."""
 
@@ -118,6 +131,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def upstream_for(self, registry: str) -> UpstreamConfig | None:
         """The configured upstream for a normalized registry host, or None if it is not one."""
@@ -187,6 +201,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         policy=_parse_policy(top.section("policy")),
         resolver=_parse_resolver(top.section("resolver")),
         webhook=_parse_webhook(top.section("webhook")),
+        retention=_parse_retention(top.section("retention")),
     )
     top.finish()
     return config
@@ -276,6 +291,29 @@ def _parse_webhook(reader: _Reader) -> WebhookConfig:
     return webhook
 
 
+def _parse_retention(reader: _Reader) -> RetentionConfig:
+    defaults = RetentionConfig()
+    retention = RetentionConfig(
+        enabled=reader.boolean("enabled", defaults.enabled),
+        max_unused_age_seconds=reader.duration("maxUnusedAge", defaults.max_unused_age_seconds, minimum=0),
+        keep_newest=int(reader.number("keepNewest", defaults.keep_newest, minimum=0, integer=True)),
+        dry_run=reader.boolean("dryRun", defaults.dry_run),
+        interval_seconds=reader.duration("interval", defaults.interval_seconds, minimum=60),
+    )
+    reader.finish()
+    return retention
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a duration such as `168h`, `7d`, `1h30m`, `90s` or plain `90`; ValueError for anything else."""
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
+        return float(value)
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise ValueError(f"{value!r} is not a duration")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
 class _Reader:
     """Reads typed keys out of one mapping, remembering the path for error messages and catching unknown keys."""
 
@@ -339,6 +377,22 @@ class _Reader:
         if value < minimum:
             raise ConfigError(f"{self._key(key)}: must be at least {minimum}, got {value!r}")
         return value
+
+    def duration(self, key: str, default: float, minimum: float) -> float:
+        """Seconds, written as a number or as a duration string (`168h`, `7d`, `1h30m`)."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except ValueError:
+                raise ConfigError(f"{self._key(key)}: must be seconds or a duration such as 90s, 30m, 168h or 7d, got {value!r}") from None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{self._key(key)}: must be seconds or a duration such as 90s, 30m, 168h or 7d, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{self._key(key)}: must be at least {minimum:g} seconds, got {value:g}")
+        return float(value)
 
     def choice(self, key: str, kind: type[enum.Enum], default: Any) -> Any:
         value = self._get(key)

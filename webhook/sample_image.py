@@ -83,8 +83,11 @@ def _push_blob_if_missing(client: RegistryClient, repository: str, digest: str, 
 
 
 def push_sample_image(client: RegistryClient, repository: str, tag: str, layer_sizes: Sequence[int], seed: int,
-                      platforms: int = 1) -> PushedImage:
-    """Push a generated image (an OCI manifest, or a linux/amd64 + linux/arm64 index when `platforms` is 2)."""
+                      platforms: int = 1, created: str = "1970-01-01T00:00:00Z") -> PushedImage:
+    """Push a generated image (an OCI manifest, or a linux/amd64 + linux/arm64 index when `platforms` is 2).
+
+    `created` is the build time its configs state (RFC 3339), which retention ranks images by.
+    """
     if not 1 <= platforms <= len(PLATFORMS):
         raise ValueError(f"platforms must be 1 to {len(PLATFORMS)}, got {platforms}")
     blobs: list[str] = []
@@ -95,7 +98,7 @@ def push_sample_image(client: RegistryClient, repository: str, tag: str, layer_s
         for layer in layers:
             _push_blob_if_missing(client, repository, layer.digest, layer.size, layer)
         config = _canonical_json({
-            "architecture": architecture, "os": os_name, "created": "1970-01-01T00:00:00Z",
+            "architecture": architecture, "os": os_name, "created": created,
             "config": {"Labels": {"io.ccr-webhook.sample-seed": str(seed)}},
             "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
         })

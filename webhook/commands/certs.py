@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook import tls
+from webhook.kube import kubernetes_client
 
 
 def add_parser(subparsers: Any) -> None:
@@ -97,7 +98,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         policy=tls.RenewalPolicy(serving_days=args.serving_days),
         write_dir=args.write_dir,
     )
-    api_client = _kubernetes_client(args.kubeconfig)
+    api_client = kubernetes_client(args.kubeconfig)
     if not args.watch:
         result = tls.bootstrap_certificates(api_client, settings)
         _report(result)
@@ -117,18 +118,6 @@ def _report(result: tls.BootstrapResult) -> None:
     why = f" ({result.reason})" if result.reason else ""
     patched = f"; caBundle set on {', '.join(result.patched)}" if result.patched else ""
     print(f"secret {result.secret}{why}; serving certificate valid until {info.not_after:%Y-%m-%dT%H:%M:%SZ}{patched}", flush=True)
-
-
-def _kubernetes_client(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
-
-    if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config()
 
 
 def _inspect(args: argparse.Namespace) -> int:

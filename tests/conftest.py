@@ -1,0 +1,26 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.fake_apiserver import FakeAPIServer
+from tests.support.workloads import WORKLOAD_RESOURCES, namespace
+from webhook.local_servers import RegistryServer
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeAPIServer]:
+    """A fake API server that knows every workload kind, with the namespace team-a opted in."""
+    with FakeAPIServer(resources=WORKLOAD_RESOURCES) as server:
+        server.create(namespace("team-a"))
+        yield server
+
+
+@pytest.fixture
+def empty_ccr() -> Iterator[RegistryServer]:
+    """A CCR of its own for one test, empty at the start."""
+    with RegistryServer() as server:
+        yield server

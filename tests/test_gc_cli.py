@@ -1,0 +1,88 @@
+"""`ccr-webhook gc` end to end: a real registry, a fake API server through a kubeconfig, output and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.support.registry_pair import client as registry_client
+from tests.support.workloads import pod
+from webhook.cli import main
+from webhook.commands.gc import format_bytes
+from webhook.sample_image import push_sample_image
+
+pytestmark = pytest.mark.integration
+REPOSITORY = "mirror/up/app"
+
+
+@pytest.fixture
+def client(empty_ccr):
+    client = registry_client(empty_ccr.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def args(empty_ccr, cluster, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "ccr": {"registry": empty_ccr.host, "endpoint": empty_ccr.url, "insecure": True},
+        "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
+        "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
+    }))
+    return ["gc", "--config", str(path), "--kubeconfig", str(cluster.write_kubeconfig()), "--sync-timeout", "10"]
+
+
+@pytest.fixture
+def images(client, cluster):
+    """Three images; the oldest is in use by a Pod, the middle one is not, the newest is kept as the newest."""
+    pushed = [push_sample_image(client, REPOSITORY, f"v{n}", [1500, 4000], seed=n, created=f"202{n}-01-01T00:00:00Z")
+              for n in (1, 2, 3)]
+    cluster.create(pod("uses-v1", f"up.io/app:v1@{pushed[0].digest}"))
+    return pushed
+
+
+def test_without_an_age_override_a_fresh_process_evicts_nothing(args, images, client, capsys):
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == "evicted 0 image(s), 0 B to be freed by the registry's garbage collection; kept 3"
+
+
+def test_dry_run_prints_what_it_would_delete_with_sizes_and_deletes_nothing(args, images, client, capsys):
+    assert main([*args, "--dry-run", "--max-unused-age", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    size = format_bytes(images[1].total_bytes)  # every blob of it is its own: all of it is freed
+    assert lines == [f"would delete  {REPOSITORY}@{images[1].digest[:19]} v2 {size} (unused for 0s)",
+                     f"would evict 1 image(s), {size} to be freed by the registry's garbage collection; kept 2"]
+    assert client.has_manifest(REPOSITORY, images[1].digest)
+
+
+def test_deletes_and_reports_as_json(args, images, client, capsys):
+    assert main([*args, "--max-unused-age", "0s", "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    states = {image["tags"][0]: (image["state"], image["reason"]) for image in report["images"]}
+    assert states == {"v1": ("kept", "in use"), "v2": ("deleted", "unused for 0s"),
+                      "v3": ("kept", "among the newest 1 of its repository")}
+    assert not client.has_manifest(REPOSITORY, images[1].digest)
+    assert sorted(client.list_tags(REPOSITORY)) == ["v1", "v3"]
+
+
+@pytest.mark.parametrize(("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"),
+                                           (3 * 1024**4, "3.0 TiB")])
+def test_format_bytes(size, text):
+    assert format_bytes(size) == text
+
+
+def test_exit_codes_for_configuration_ccr_and_cluster_failures(args, images, empty_ccr, cluster, capsys, tmp_path):
+    assert main(["gc", "--config", str(tmp_path / "missing.yaml")]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--max-unused-age", "soon"])
+    assert exited.value.code == 2
+    empty_ccr.stop()
+    assert main(args) == 1
+    assert "ccr-webhook gc:" in capsys.readouterr().err
+    empty_ccr.start()
+    cluster.stop()
+    assert main([*args[:-1], "1"]) == 1
+    assert "could not list the cluster's workloads" in capsys.readouterr().err

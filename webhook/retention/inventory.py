@@ -1,0 +1,140 @@
+"""What the CCR holds, read through the registry API: every image, its manifests, blobs with sizes, and build time.
+
+The registry API lists repositories and tags, not manifests, so the images retention can see are the
+tagged ones, their index children, and untagged digests the caller already knows of (those that usage
+tracking has seen named). Deletes need no more: what is never seen is never deleted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from webhook.registry import Manifest
+from webhook.registry_errors import NotFound, RegistryProtocolError
+from webhook.registry_streams import BlobStream
+from webhook.warmer.descriptors import Descriptor, child_manifests, image_blobs
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 1024 * 1024
+_FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
+
+
+class CCRReader(Protocol):
+    """What the inventory asks of the CCR's registry client."""
+
+    def catalog(self) -> list[str]: ...
+
+    def list_tags(self, repository: str) -> list[str]: ...
+
+    def resolve_digest(self, repository: str, reference: str) -> str: ...
+
+    def has_manifest(self, repository: str, digest: str) -> bool: ...
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest: ...
+
+    def open_blob(self, repository: str, digest: str) -> BlobStream: ...
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One image in the CCR: its top manifest (or index) by digest, its tags, and every manifest under it.
+
+    `manifests` maps the top digest and each child manifest digest to the blobs that manifest stores
+    (itself included, since distribution keeps manifests as blobs), with their sizes. `created` is the
+    newest `created` time of its configs, in seconds since the epoch, or None when no config says.
+    """
+
+    repository: str
+    digest: str
+    tags: tuple[str, ...]
+    manifests: Mapping[str, Mapping[str, int]]
+    created: float | None
+
+    @property
+    def children(self) -> tuple[str, ...]:
+        """The child manifests of an index (empty for a single manifest)."""
+        return tuple(digest for digest in self.manifests if digest != self.digest)
+
+    @property
+    def blobs(self) -> dict[str, int]:
+        """Every blob of the image (manifests, configs, layers), with its size."""
+        return {digest: size for blobs in self.manifests.values() for digest, size in blobs.items()}
+
+
+def read_inventory(ccr: CCRReader, known: Iterable[tuple[str, str]] = ()) -> list[StoredImage]:
+    """Every tagged image of the CCR, and each untagged (repository, digest) of `known` it holds that is no child of those."""
+    images: list[StoredImage] = []
+    repositories = ccr.catalog()
+    extra: dict[str, set[str]] = {}
+    for repository, digest in known:
+        extra.setdefault(repository, set()).add(digest)
+    for repository in sorted(set(repositories) | set(extra)):
+        tags_by_digest = _tags_by_digest(ccr, repository)
+        found = [_read_image(ccr, repository, digest, tuple(tags)) for digest, tags in tags_by_digest.items()]
+        seen = {digest for image in found if image is not None for digest in image.manifests}
+        for digest in sorted(extra.get(repository, set()) - seen):
+            image = _read_image(ccr, repository, digest, ()) if ccr.has_manifest(repository, digest) else None
+            if image is not None:
+                found.append(image)
+                seen.update(image.manifests)
+        images.extend(image for image in found if image is not None)
+    return images
+
+
+def _tags_by_digest(ccr: CCRReader, repository: str) -> dict[str, list[str]]:
+    """The digest each tag of `repository` points at, grouped; tags deleted meanwhile are skipped."""
+    found: dict[str, list[str]] = {}
+    try:
+        tags = ccr.list_tags(repository)
+    except NotFound:
+        return found
+    for tag in sorted(tags):
+        try:
+            found.setdefault(ccr.resolve_digest(repository, tag), []).append(tag)
+        except NotFound:
+            continue
+    return found
+
+
+def _read_image(ccr: CCRReader, repository: str, digest: str, tags: tuple[str, ...]) -> StoredImage | None:
+    """The image at `repository@digest` with its manifests, blobs and build time; None if gone or unreadable."""
+    try:
+        top = ccr.get_manifest(repository, digest)
+        manifests: dict[str, dict[str, int]] = {digest: {digest: len(top.data)}}
+        created: list[float] = []
+        platforms = [ccr.get_manifest(repository, child.digest) for child in child_manifests(top)] if top.is_index else [top]
+        for manifest in platforms:
+            blobs = manifests.setdefault(manifest.digest, {manifest.digest: len(manifest.data)})
+            if manifest.is_index:  # an index inside an index: kept with its parent, never looked into
+                continue
+            config, *layers = image_blobs(manifest)
+            blobs.update({blob.digest: blob.size for blob in (config, *layers)})
+            when = _created(ccr, repository, config)
+            if when is not None:
+                created.append(when)
+    except NotFound:
+        return None
+    except RegistryProtocolError as err:
+        log.warning("retention: %s@%s cannot be read, so it is kept: %s", repository, digest, err)
+        return None
+    return StoredImage(repository, digest, tags, manifests, max(created) if created else None)
+
+
+def _created(ccr: CCRReader, repository: str, config: Descriptor) -> float | None:
+    """The `created` time in an image config blob, in seconds since the epoch; None if absent or unreadable."""
+    if config.size > MAX_CONFIG_BYTES:
+        return None
+    with ccr.open_blob(repository, config.digest) as stream:
+        data = b"".join(iter(lambda: stream.read(), b""))
+    try:
+        text = json.loads(data).get("created")
+        return datetime.datetime.fromisoformat(_FRACTION.sub(r"\1", text)).timestamp() if isinstance(text, str) else None
+    except (ValueError, AttributeError):
+        return None
