@@ -88,17 +88,23 @@ def wan_table(results: Sequence[ScenarioResult], titles: dict[str, str], sizes: 
 
 
 def timeline_table(results: Sequence[ScenarioResult], titles: dict[str, str]) -> list[str]:
-    """Where the time went: admission, each node's pull attempts, when the CCR held the image."""
-    lines = ["| Scenario | Image | admitted after | node pull attempts started at (s) | last pull took | CCR held it at |",
-             "|---|---|---|---|---|---|"]
+    """Where the time went: admission, each node's pull attempts, when the CCR held the image, time lost to back-off."""
+    lines = ["| Scenario | Image | admitted after | pull attempts started at (s) | last pull took | CCR held it at | "
+             "back-off wait after that |", "|---|---|---|---|---|---|---|"]
     for result in results:
         slowest = max(result.nodes, key=lambda node: node.held_at or 0.0)
         admitted = max(node.attempts[0].started for node in result.nodes)
         starts = ", ".join(f"{attempt.started:.1f}" for attempt in slowest.attempts)
         held = result.details.get("ccr_held_at")
+        last = slowest.attempts[-1]
+        lost = last.started - held if held is not None and len(slowest.attempts) > 1 else None
         lines.append(f"| {titles.get(result.scenario, result.scenario)} | {result.size_mb} MB | {admitted:.2f} s | "
-                     f"{starts} | {slowest.attempts[-1].seconds:.1f} s | {'—' if held is None else f'{held:.1f} s'} |")
+                     f"{starts} | {last.seconds:.1f} s | {_seconds(held)} | {_seconds(lost)} |")
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
 
 
 def markdown_report(settings: Settings, results: Sequence[ScenarioResult], titles: dict[str, str],
