@@ -29,6 +29,7 @@ from bench.testbed import Upstream
 BENCH = Path(__file__).resolve().parent
 WORKDIR = BENCH / "out" / "deploy_time"
 TITLES = {scenario.name: scenario.title for scenario in SCENARIOS}
+LEGEND = [f"- **{scenario.title}** (`{scenario.name}`): {scenario.description}" for scenario in SCENARIOS]
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,7 +66,7 @@ def summary_line(result: ScenarioResult, results: list[ScenarioResult]) -> str:
 def write_outputs(directory: Path, settings: Settings, results: list[ScenarioResult], sizes: list[int], note: str) -> None:
     """The JSON, the markdown table and the plot, rewritten after every result."""
     save_results(directory / "deploy_time.json", settings, results)
-    (directory / "deploy_time.md").write_text(markdown_report(settings, results, TITLES, sizes, note))
+    (directory / "deploy_time.md").write_text(markdown_report(settings, results, TITLES, sizes, note, LEGEND))
     plot_deployment_times(directory / "deploy_time.png", settings, results, TITLES)
 
 

@@ -17,10 +17,11 @@ class Scenario:
 
     name: str
     title: str
+    description: str
 
 
 SCENARIOS = (
-    Scenario("baseline", "Baseline"),
+    Scenario("baseline", "Baseline", "no ccr-webhook: every node pulls the image from the upstream, across the WAN."),
 )
 
 

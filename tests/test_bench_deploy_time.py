@@ -10,7 +10,9 @@ import pytest
 
 from bench.admit import PodDenied, admitted_pod, pod_review
 from bench.images import LAYER_SHARES, layer_sizes
-from bench.nodes import ImageNotHeld, backoff_delays, image_held, pull_like_kubelet, pullable_reference
+from bench.nodes import (ImageNotHeld, NodePull, PullAttempt, backoff_delays, image_held, pull_like_kubelet,
+                         pullable_reference)
+from bench.report import deployment_table
 from bench.results import ScenarioResult, Settings, load_results, save_results
 from webhook.local_servers import RegistryServer
 from webhook.registry import RegistryClient
@@ -150,3 +152,13 @@ def test_results_resume_only_under_the_same_settings(tmp_path):
     assert load_results(tmp_path / "r.json", settings) == [result]
     assert load_results(tmp_path / "r.json", Settings(rtt_ms=110, mbit=200, nodes=3, scale=1)) == []
     assert load_results(tmp_path / "missing.json", settings) == []
+
+
+def test_the_table_shows_each_scenario_and_its_saving_against_our_baseline():
+    node = NodePull("node-1", "up/app:1", (PullAttempt(0.0, 1.0, None),), 1.0)
+    results = [ScenarioResult("baseline", 133, 1, 20.0, 3, 0, (node,)), ScenarioResult("ccr", 133, 1, 8.0, 1, 0, (node,)),
+               ScenarioResult("baseline", 670, 1, 80.0, 3, 0, (node,)), ScenarioResult("ccr", 670, 1, 100.0, 1, 0, (node,))]
+    table = deployment_table(results, {"baseline": "Baseline", "ccr": "CCR"}, [133, 670])
+    assert table[2] == "| 133 MB | 66 s | 48 s | −27% | 20.0 s | 8.0 s | −60% |"
+    assert table[3] == "| 670 MB | 87 s | 65 s | −25% | 80.0 s | 100.0 s | +25% |"
+    assert table[4].endswith("| **−18%** |")  # the average of −60% and +25%
