@@ -58,7 +58,10 @@ def parse_args() -> argparse.Namespace:
 def summary_line(result: ScenarioResult, results: list[ScenarioResult]) -> str:
     """One printed line per result, as it comes."""
     baseline = next((r for r in results if r.scenario == "baseline" and r.size_mb == result.size_mb), None)
-    versus = f"  {saving(result.seconds, baseline.seconds) * 100:+.0f}% saved" if baseline and result is not baseline else ""
+    versus = ""
+    if baseline and result is not baseline:
+        fraction = saving(result.seconds, baseline.seconds)
+        versus = f"  {abs(fraction) * 100:.0f}% {'less' if fraction >= 0 else 'more'} time than the baseline"
     return (f"{result.scenario:<14} {result.size_mb:>5} MB  {result.seconds:7.1f} s  "
             f"WAN {result.wan_bytes_down / 1e6:8.1f} MB ({result.wan_copies:.2f} copies){versus}")
 
