@@ -107,15 +107,26 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} s"
 
 
+def measured_note(results: Sequence[ScenarioResult]) -> str:
+    """When the results were measured, and how busy the machine was: the range of load averages at their starts."""
+    if not results:
+        return ""
+    loads = [result.load_average for result in results if result.load_average is not None]
+    dates = sorted(result.finished for result in results if result.finished)
+    when = f"Measured {dates[0]} to {dates[-1]}" if dates else "Measured"
+    load = f", 1-minute load average {min(loads):.1f} to {max(loads):.1f} at the scenarios' starts (2 cores)" if loads else ""
+    return f"{when}{load}."
+
+
 def markdown_report(settings: Settings, results: Sequence[ScenarioResult], titles: dict[str, str],
-                    sizes: Sequence[int], note: str, legend: Sequence[str]) -> str:
+                    sizes: Sequence[int], legend: Sequence[str]) -> str:
     """The whole report: settings, what each scenario does (`legend`), the deployment-time table, the WAN bytes, the timeline."""
     scale = "full size" if settings.scale == 1 else f"images scaled by {settings.scale:g}"
     parts = [
         "# Deployment time on an emulated WAN",
         "",
         f"WAN {settings.rtt_ms:g} ms RTT, {settings.mbit:g} Mbit/s shared by the cluster; {settings.nodes} nodes "
-        f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. {note}",
+        f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. {measured_note(results)}",
         "",
         "Seconds from the Pod's admission until every node holds every blob. A node's pull checks each blob's digest "
         "as it writes it, as containerd does; the benchmark checks every blob of every node again afterwards, off the "

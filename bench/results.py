@@ -39,6 +39,8 @@ class ScenarioResult:
     wan_bytes_up: int
     nodes: tuple[NodePull, ...]
     details: dict[str, Any] = field(default_factory=dict)  # per scenario: admission, warm, CCR timings
+    load_average: float | None = None  # the machine's 1-minute load average when the scenario started
+    finished: str = ""  # when, as local time YYYY-MM-DD HH:MM
 
     @property
     def wan_copies(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +30,10 @@ SCENARIOS = (
 def run_scenario(scenario: Scenario, image: BenchImage, upstream: Upstream, nodes: int, workdir: Path,
                  give_up_after: float) -> ScenarioResult:
     """Roll `image` out to `nodes` nodes as `scenario` says; count the bytes that crossed the WAN meanwhile."""
+    load = os.getloadavg()[0]
     upstream.wan.reset_counters()
     reference = image.reference(upstream.registry)
     rollout = roll_out(nodes, workdir, lambda index: reference, give_up_after)
     return ScenarioResult(scenario.name, image.size_mb, image.total_bytes, rollout.seconds,
-                          upstream.wan.down.bytes_sent, upstream.wan.up.bytes_sent, rollout.nodes)
+                          upstream.wan.down.bytes_sent, upstream.wan.up.bytes_sent, rollout.nodes,
+                          load_average=load, finished=time.strftime("%Y-%m-%d %H:%M"))
