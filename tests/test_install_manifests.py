@@ -276,6 +276,21 @@ def test_webhook_deployment_is_highly_available_and_probed(overlay):
     assert spec["serviceAccountName"] == SERVICE
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_warmer_is_probed_on_its_metrics_port_and_told_its_namespace_for_the_lease(overlay):
+    objects = render(overlay)
+    warmer = container(one(objects, "Deployment", SERVICE), "warmer")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert warmer[probe]["httpGet"] == {"path": path, "port": "metrics"}
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in warmer["env"]}
+    assert env["POD_NAMESPACE"] == "metadata.namespace" and env["POD_NAME"] == "metadata.name"
+    config = webhook_config(objects, "warmer")
+    assert config.warmer.metrics_listen.endswith(":9102") and config.warmer.listen.startswith("127.0.0.1:")
+    assert config.webhook.warmer_url == f"http://{config.warmer.listen}"
+    lease_role = one(objects, "Role", "ccr-webhook-warmer")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE  # where POD_NAMESPACE puts the Lease
+
+
 def test_production_spreads_webhook_replicas_over_nodes_as_a_hard_rule():
     spec = pod_spec(one(render("overlays/production"), "Deployment", SERVICE))
     hostname = [c for c in spec["topologySpreadConstraints"] if c["topologyKey"] == "kubernetes.io/hostname"]

@@ -21,6 +21,8 @@ ENV_PREFIX = "CCR_WEBHOOK_"
 _HOST_PORT = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _LEGACY_DOCKER_HUB = "index.docker.io"
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -111,6 +113,29 @@ class WebhookConfig:
     warmer_url: str | None = "http://127.0.0.1:8081"
 
 
+DEFAULT_LEASE_NAMESPACE = "ccr-system"
+
+
+@dataclass(frozen=True)
+class WarmerConfig:
+    """The warmer sidecar: where it listens, how hard it copies, which Pods it watches, how it reports."""
+
+    listen: str = "127.0.0.1:8081"  # hints from the webhook; loopback only
+    metrics_listen: str = "0.0.0.0:9102"  # /metrics, /healthz, /readyz
+    concurrency: int = 2  # images copied at once
+    max_attempts: int = 5
+    backoff_seconds: float = 2.0
+    backoff_max_seconds: float = 300.0
+    warm_dry_run_namespaces: bool = False  # namespaces labelled dry-run are warmed too
+    namespace_label: str = "ccr-webhook/policy"
+    resync_seconds: float = 600.0  # full re-list of Pods, to retry what failed or could not be resolved
+    lease_name: str = "ccr-webhook-warmer"
+    lease_namespace: str = DEFAULT_LEASE_NAMESPACE  # default: $POD_NAMESPACE
+    lease_seconds: float = 15.0
+    event_interval_seconds: float = 300.0  # at most one Event per image and reason in this time
+    event_pods_per_image: int = 5  # and on at most this many Pods
+
+
 @dataclass(frozen=True)
 class RetentionConfig:
     """What the CCR keeps: images unused for `max_unused_age_seconds` go, the newest `keep_newest` per repository stay."""
@@ -131,6 +156,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    warmer: WarmerConfig = field(default_factory=WarmerConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def upstream_for(self, registry: str) -> UpstreamConfig | None:
@@ -154,7 +180,8 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
             raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError("configuration: the top level must be a mapping of sections (ccr, upstreams, policy, ...)")
-    return parse_config(apply_env_overrides(raw, os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    return parse_config(apply_env_overrides(raw, environ), environ)
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -187,8 +214,11 @@ def _split_env_name(words: list[str]) -> tuple[str, str | None]:
     return section, rest[0] + "".join(word.capitalize() for word in rest[1:])
 
 
-def parse_config(raw: dict[str, Any]) -> Config:
-    """Validate a raw mapping (as read from YAML) into a Config, or raise ConfigError naming the key."""
+def parse_config(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a raw mapping (as read from YAML) into a Config, or raise ConfigError naming the key.
+
+    `environ` gives defaults that come from the Pod (POD_NAMESPACE, by the downward API).
+    """
     top = _Reader(raw, "")
     ccr = _parse_ccr(top.section("ccr", required=True))
     upstreams = _parse_upstreams(top.list_of_mappings("upstreams"))
@@ -201,6 +231,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         policy=_parse_policy(top.section("policy")),
         resolver=_parse_resolver(top.section("resolver")),
         webhook=_parse_webhook(top.section("webhook")),
+        warmer=_parse_warmer(top.section("warmer"), (environ or {}).get("POD_NAMESPACE") or DEFAULT_LEASE_NAMESPACE),
         retention=_parse_retention(top.section("retention")),
     )
     top.finish()
@@ -273,12 +304,9 @@ def _parse_webhook(reader: _Reader) -> WebhookConfig:
     deadline = reader.number("deadlineSeconds", defaults.deadline_seconds, minimum=0.1)
     if deadline > 29:
         raise ConfigError(f"{reader.path}.deadlineSeconds: {deadline} must stay below the API server's 30 s webhook limit")
-    listen = reader.string("listen", defaults.listen)
-    if not re.match(r"^.+:[0-9]{1,5}$", listen):
-        raise ConfigError(f"{reader.path}.listen: {listen!r} must be host:port")
     webhook = WebhookConfig(
         deadline_seconds=deadline,
-        listen=listen,
+        listen=reader.listen("listen", defaults.listen),
         tls_cert=reader.string("tlsCert", None),
         tls_key=reader.string("tlsKey", None),
         workers=int(reader.number("workers", defaults.workers, minimum=1, integer=True)),
@@ -289,6 +317,34 @@ def _parse_webhook(reader: _Reader) -> WebhookConfig:
         raise ConfigError(f"{reader.path}: tlsCert and tlsKey go together; set both or neither")
     reader.finish()
     return webhook
+
+
+def _parse_warmer(reader: _Reader, lease_namespace: str) -> WarmerConfig:
+    defaults = WarmerConfig()
+    label = reader.string("namespaceLabel", defaults.namespace_label) or ""
+    if not _LABEL_KEY.match(label):
+        raise ConfigError(f"{reader.path}.namespaceLabel: {label!r} is not a label key ([prefix/]name)")
+    warmer = WarmerConfig(
+        listen=reader.listen("listen", defaults.listen),
+        metrics_listen=reader.listen("metricsListen", defaults.metrics_listen),
+        concurrency=int(reader.number("concurrency", defaults.concurrency, minimum=1, integer=True)),
+        max_attempts=int(reader.number("maxAttempts", defaults.max_attempts, minimum=1, integer=True)),
+        backoff_seconds=reader.number("backoffSeconds", defaults.backoff_seconds, minimum=0),
+        backoff_max_seconds=reader.number("backoffMaxSeconds", defaults.backoff_max_seconds, minimum=0),
+        warm_dry_run_namespaces=reader.boolean("warmDryRunNamespaces", defaults.warm_dry_run_namespaces),
+        namespace_label=label,
+        resync_seconds=reader.number("resyncSeconds", defaults.resync_seconds, minimum=1),
+        lease_name=reader.name("leaseName", defaults.lease_name),
+        lease_namespace=reader.name("leaseNamespace", lease_namespace),
+        lease_seconds=reader.number("leaseSeconds", defaults.lease_seconds, minimum=1),
+        event_interval_seconds=reader.number("eventIntervalSeconds", defaults.event_interval_seconds, minimum=0),
+        event_pods_per_image=int(reader.number("eventPodsPerImage", defaults.event_pods_per_image, minimum=0, integer=True)),
+    )
+    if warmer.backoff_max_seconds < warmer.backoff_seconds:
+        raise ConfigError(f"{reader.path}.backoffMaxSeconds: {warmer.backoff_max_seconds} is below backoffSeconds "
+                          f"({warmer.backoff_seconds})")
+    reader.finish()
+    return warmer
 
 
 def _parse_retention(reader: _Reader) -> RetentionConfig:
@@ -403,6 +459,18 @@ class _Reader:
         except ValueError:
             allowed = ", ".join(member.value for member in kind)
             raise ConfigError(f"{self._key(key)}: must be one of {allowed}, got {value!r}") from None
+
+    def listen(self, key: str, default: str) -> str:
+        value = self.string(key, default) or ""
+        if not re.match(r"^.+:[0-9]{1,5}$", value):
+            raise ConfigError(f"{self._key(key)}: {value!r} must be host:port")
+        return value
+
+    def name(self, key: str, default: str) -> str:
+        value = self.string(key, default) or ""
+        if not _DNS_LABEL.match(value):
+            raise ConfigError(f"{self._key(key)}: {value!r} is not a Kubernetes name (lowercase letters, digits, -)")
+        return value
 
     def host(self, key: str, required: bool = False) -> str:
         value = self.string(key, None, required=required) or ""

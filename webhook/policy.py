@@ -80,9 +80,9 @@ def plan_image(image: str, config: Config) -> Decision | Lookup:
         source = ref
     if policy.reject_latest and source.implies_latest:
         return Decision(Action.DENY, image, _latest_reason(source))
-    for pattern in policy.exclude:
-        if fnmatch.fnmatchcase(str(source), pattern) or fnmatch.fnmatchcase(source.name, pattern):
-            return Decision(Action.LEAVE, image, f"excluded by policy.exclude pattern {pattern!r}")
+    pattern = excluded_by(source, config)
+    if pattern is not None:
+        return Decision(Action.LEAVE, image, f"excluded by policy.exclude pattern {pattern!r}")
     upstream = config.upstream_for(source.registry)
     if upstream is None:
         if ref.registry == config.ccr.registry:
@@ -143,6 +143,14 @@ def warm_request_for(source: ImageReference, digest: str, config: Config) -> War
         raise NotMirrored(f"{source}: registry {source.registry} is not a configured upstream; it is not mirrored")
     pinned = source.with_digest(digest)
     return WarmRequest(pinned, pinned.with_registry(config.ccr.registry, upstream.prefix))
+
+
+def excluded_by(source: ImageReference, config: Config) -> str | None:
+    """The policy.exclude pattern that matches upstream image `source`, or None: excluded images are left alone."""
+    for pattern in config.policy.exclude:
+        if fnmatch.fnmatchcase(str(source), pattern) or fnmatch.fnmatchcase(source.name, pattern):
+            return pattern
+    return None
 
 
 def _changed(action: Action, image: str, new_image: str, reason: str, warm: WarmRequest | None) -> Decision:

@@ -3,13 +3,14 @@
 It forwards every request to the registry unchanged (keeping the Host header, so the registry's Location
 headers point back at the proxy) and records (method, path, Authorization) of each. Set its attributes
 to refuse monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in
-half, or answer the next requests with given statuses.
+half, slow blob downloads down, or answer the next requests with given statuses.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
+import time
 import urllib.parse
 
 from tests.support.loopback_server import LoopbackServer, QuietHandler
@@ -30,6 +31,7 @@ class RegistryProxy(LoopbackServer):
         self.relative_locations = False
         self.redirect_blobs_to: str | None = None
         self.truncate_blobs = False
+        self.blob_delay_seconds = 0.0  # each blob download waits this long before its answer starts
         super().__init__(self._handler_class())
 
     @property
@@ -61,6 +63,8 @@ class RegistryProxy(LoopbackServer):
                     return self._reply(307, {"Location": proxy.redirect_blobs_to + self.path}, b"")
                 if self.command == "PUT" and "/blobs/uploads/" in path and length and proxy.refuse_monolithic_put:
                     return self._reply(416, {}, b"")
+                if self.command == "GET" and _BLOB_GET.match(path) and proxy.blob_delay_seconds:
+                    time.sleep(proxy.blob_delay_seconds)
                 status, headers, data = self._forward(body)
                 if self.command == "GET" and _BLOB_GET.match(path) and proxy.truncate_blobs and status == 200:
                     self._reply(status, headers, data[: len(data) // 2], length=len(data))

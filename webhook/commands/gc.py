@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -25,9 +25,11 @@ from webhook.config import ConfigError, load_config, parse_duration
 from webhook.kube import kubernetes_client
 from webhook.registry import Registries
 from webhook.registry_errors import RegistryAuthError, RegistryError
-from webhook.retention.gc import Outcome, Retention, RunResult
 from webhook.retention.plan import format_duration
-from webhook.retention.watch import ClusterUsage
+
+if TYPE_CHECKING:  # imported in run(): retention brings prometheus_client, which must not be loaded before
+    # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI
+    from webhook.retention.gc import Outcome, RunResult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.config:
         print("ccr-webhook gc: --config FILE is required (or set CCR_WEBHOOK_CONFIG)", file=sys.stderr)
         return 2
+    from webhook.retention.gc import Retention
+    from webhook.retention.watch import ClusterUsage
+
     config = load_config(args.config)
     try:
         registries = Registries(config)

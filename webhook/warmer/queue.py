@@ -130,6 +130,11 @@ class WarmQueue:
         return job
 
     @property
+    def alive(self) -> bool:
+        """Whether every worker thread runs (false before start and after stop)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
+    @property
     def depth(self) -> int:
         """Jobs waiting to run (including those waiting out a backoff)."""
         with self._lock:

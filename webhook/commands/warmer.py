@@ -1,0 +1,57 @@
+"""`ccr-webhook warmer`: the sidecar that copies images into the CCR, from hints and from watching Pods.
+
+    ccr-webhook warmer --config FILE [--kubeconfig FILE] [--identity NAME]
+
+Runs until SIGTERM (or SIGINT), then stops taking hints, releases its Lease and lets running copies
+finish for up to --grace seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import signal
+import socket
+import threading
+import uuid
+
+from webhook.config import load_config
+from webhook.kube import kubernetes_client
+from webhook.logs import logging_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `warmer`."""
+    parser = subparsers.add_parser("warmer", help="run the warmer sidecar (copies images into the CCR)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), required=not os.environ.get("CCR_WEBHOOK_CONFIG"),
+                        metavar="FILE", help="the configuration file (default: $CCR_WEBHOOK_CONFIG)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
+    parser.add_argument("--identity", default=default_identity(),
+                        help="this replica's name in the Lease (default: $POD_NAME or the host name, with a random suffix)")
+    parser.add_argument("--grace", type=float, default=20.0, metavar="SECONDS",
+                        help="how long running copies may take to finish on SIGTERM (default: 20)")
+    parser.set_defaults(func=run)
+
+
+def default_identity() -> str:
+    """A name unique to this process: a restarted warmer must not be taken for the one that held the Lease."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the warmer until SIGTERM or SIGINT."""
+    from webhook.warmer.service import Warmer  # the kubernetes client is slow to import; only this command needs it
+
+    logging.config.dictConfig(logging_config())
+    config = load_config(args.config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    warmer = Warmer(config, kubernetes_client(args.kubeconfig), identity=args.identity).start()
+    stop.wait()
+    logging.getLogger("webhook.warmer").info("stopping")
+    warmer.stop(args.grace)
+    return 0

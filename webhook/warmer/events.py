@@ -1,0 +1,139 @@
+"""Kubernetes Events on the Pods that use an image, when its warm starts, finishes or fails.
+
+`kubectl describe pod` then says why a Pod still pulls from upstream. Events are limited twice over,
+so a popular image or a failing registry cannot flood the API server: per image, at most one Event of
+each reason every `interval` seconds, on at most `pods_per_image` Pods. They are posted by one
+background thread from a bounded backlog (full: dropped), so a slow API server never slows a copy.
+Messages name images and registry answers only, never credentials (URL user info is cut out anyway).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import queue
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client import CoreV1Api
+
+from webhook.warmer.copy import CopyResult
+from webhook.warmer.pods import PodRef
+from webhook.warmer.queue import JobState, WarmJob
+
+COMPONENT = "ccr-webhook-warmer"
+STARTED, FINISHED, FAILED = "CCRWarmStarted", "CCRWarmFinished", "CCRWarmFailed"
+MAX_MESSAGE = 1024
+_USER_INFO = re.compile(r"(?<=://)[^/@\s]+@")
+log = logging.getLogger("webhook.warmer.events")
+
+
+def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
+    """(reason, type, message) for a change of `job` worth an Event, or None."""
+    source, target = job.request.source, job.request.target
+    if job.state is JobState.RUNNING and job.attempts == 1:
+        return STARTED, "Normal", f"copying {source} into the CCR as {target}"
+    if job.state is JobState.DONE and isinstance(job.result, CopyResult):
+        result = job.result
+        return FINISHED, "Normal", (
+            f"{target} is in the CCR: {_size(result.bytes_copied)} copied in {result.seconds:.1f} s "
+            f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, {result.blobs_mounted} mounted)")
+    if job.state is JobState.FAILED:
+        tries = f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"
+        return FAILED, "Warning", f"could not copy {source} into the CCR ({tries}): {job.error}; it stays on its upstream"
+    return None
+
+
+def scrub(message: str) -> str:
+    """`message` without URL user info, cut to what an Event holds."""
+    message = _USER_INFO.sub("", message)
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+class WarmEvents:
+    """Posts warm Events on the Pods `pods_for(job_key, limit)` names, within the limits above."""
+
+    def __init__(self, core: CoreV1Api, pods_for: Callable[[str, int], list[PodRef]], *, interval: float,
+                 pods_per_image: int, instance: str, backlog: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._core = core
+        self._pods_for = pods_for
+        self._interval, self._pods_per_image = interval, pods_per_image
+        self._instance = instance
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._backlog: queue.Queue[dict[str, Any] | None] = queue.Queue(backlog)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WarmEvents:
+        """Start the posting thread."""
+        self._thread = threading.Thread(target=self._post_forever, name="warm-events", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Post what is queued (within `timeout`), then stop."""
+        if self._thread is not None:
+            try:
+                self._backlog.put(None, timeout=timeout)
+            except queue.Full:
+                pass
+            self._thread.join(timeout)
+
+    def job_changed(self, job: WarmJob) -> None:
+        """Queue the Events a change of `job` calls for, if the limits allow; never blocks."""
+        event = warm_event(job)
+        if event is None or self._pods_per_image == 0 or not self._allowed(job.key, event[0]):
+            return
+        for pod in self._pods_for(job.key, self._pods_per_image):
+            try:
+                self._backlog.put_nowait(self._event(pod, *event))
+            except queue.Full:
+                log.warning("Event backlog full: dropped %s for %s/%s", event[0], pod.namespace, pod.name)
+
+    def _allowed(self, key: str, reason: str) -> bool:
+        """Whether an Event of `reason` for image `key` may go out now (and record that it does)."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get((key, reason))
+            if last is not None and now - last < self._interval:
+                return False
+            self._last[(key, reason)] = now
+            if len(self._last) > 4096:  # bounded: forget what is past its interval
+                self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+            return True
+
+    def _event(self, pod: PodRef, reason: str, kind: str, message: str) -> dict[str, Any]:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{pod.name}.{secrets.token_hex(8)}", "namespace": pod.namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name,
+                               "uid": pod.uid},
+            "reason": reason, "type": kind, "message": scrub(message), "count": 1,
+            "firstTimestamp": stamp, "lastTimestamp": stamp,
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT, "reportingInstance": self._instance,
+        }
+
+    def _post_forever(self) -> None:
+        while (event := self._backlog.get()) is not None:
+            try:
+                self._core.create_namespaced_event(event["metadata"]["namespace"], event)
+            except Exception as err:  # noqa: BLE001 - an Event is never worth the thread
+                log.warning("could not post Event %s on %s: %s", event["reason"], event["involvedObject"]["name"],
+                            getattr(err, "reason", None) or err)
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 512 B, 3.4 MB, 1.2 GB."""
+    size, unit = float(count), "B"
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
