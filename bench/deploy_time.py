@@ -28,6 +28,7 @@ from bench.testbed import Upstream
 BENCH = Path(__file__).resolve().parent
 WORKDIR = BENCH / "out" / "deploy_time"
 TITLES = {scenario.name: scenario.title for scenario in SCENARIOS}
+TARGETS = {scenario.name: scenario.target for scenario in SCENARIOS if scenario.target is not None}
 LEGEND = [f"- **{scenario.title}** (`{scenario.name}`): {scenario.description}" for scenario in SCENARIOS]
 
 
@@ -68,7 +69,7 @@ def summary_line(result: ScenarioResult, results: list[ScenarioResult]) -> str:
 def write_outputs(directory: Path, settings: Settings, results: list[ScenarioResult], sizes: list[int]) -> None:
     """The JSON, the markdown table and the plot, rewritten after every result."""
     save_results(directory / "deploy_time.json", settings, results)
-    (directory / "deploy_time.md").write_text(markdown_report(settings, results, TITLES, sizes, LEGEND))
+    (directory / "deploy_time.md").write_text(markdown_report(settings, results, TITLES, sizes, LEGEND, TARGETS))
     plot_deployment_times(directory / "deploy_time.png", settings, results, TITLES)
 
 
