@@ -6,15 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.fake_apiserver import FakeAPIServer
+from webhook.local_apiserver import LocalAPIServer
 from tests.support.workloads import WORKLOAD_RESOURCES, namespace
 from webhook.local_servers import RegistryServer
 
 
 @pytest.fixture
-def cluster() -> Iterator[FakeAPIServer]:
+def cluster() -> Iterator[LocalAPIServer]:
     """A fake API server that knows every workload kind, with the namespace team-a opted in."""
-    with FakeAPIServer(resources=WORKLOAD_RESOURCES) as server:
+    with LocalAPIServer(resources=WORKLOAD_RESOURCES) as server:
         server.create(namespace("team-a"))
         yield server
 

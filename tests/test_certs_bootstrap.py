@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.fake_apiserver import FakeAPIServer
+from webhook.local_apiserver import LocalAPIServer
 from webhook import tls
 from webhook.cli import main
 
@@ -33,7 +33,7 @@ def now() -> datetime.datetime:
 @pytest.fixture
 def cluster():
     """The fake API server holding the shipped MutatingWebhookConfiguration (plus a foreign webhook)."""
-    with FakeAPIServer() as server:
+    with LocalAPIServer() as server:
         configuration = yaml.safe_load(MWC_FILE.read_text())
         configuration["webhooks"].append(FOREIGN)
         server.create(configuration)

@@ -184,7 +184,9 @@ def test_two_webhooks_by_namespace_label_excluding_system_namespaces(overlay):
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert deadline < webhook["timeoutSeconds"] <= 30
         assert webhook["rules"] == [
-            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"}
+            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"},
+            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/ephemeralcontainers"], "operations": ["UPDATE"],
+             "scope": "Namespaced"},
         ]
         selector = webhook["namespaceSelector"]
         other_mode = "dry-run" if mode == "enforce" else "enforce"

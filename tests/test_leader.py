@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from tests.support.fake_apiserver import FakeAPIServer
+from webhook.local_apiserver import LocalAPIServer
 from tests.support.waiting import wait_until
 from webhook.warmer.leader import LeaderElection
 
@@ -20,7 +20,7 @@ class Clock:
 
 @pytest.fixture
 def api():
-    with FakeAPIServer() as server:
+    with LocalAPIServer() as server:
         yield server
 
 

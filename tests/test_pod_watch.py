@@ -7,7 +7,7 @@ import threading
 import pytest
 from kubernetes import client
 
-from tests.support.fake_apiserver import FakeAPIServer
+from webhook.local_apiserver import LocalAPIServer
 from tests.support.waiting import wait_until
 from webhook.warmer.watch import PodWatch
 
@@ -45,7 +45,7 @@ def pod(name, ns):
 
 @pytest.fixture
 def api():
-    with FakeAPIServer() as server:
+    with LocalAPIServer() as server:
         for name, policy in (("team", "enforce"), ("trial", "dry-run"), ("other", None)):
             server.create(namespace(name, policy))
             server.create(pod(f"{name}-1", name))

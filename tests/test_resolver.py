@@ -195,3 +195,17 @@ def test_evaluate_without_lookups_never_asks(images):
     resolver, upstream, ccr, _ = make()
     evaluate_images(images, CONFIG, resolver, 2)
     assert upstream.calls == [] and ccr.calls == []
+
+
+def test_a_lookup_stuck_past_a_whole_deadline_is_not_waited_for_again():
+    clock = Clock()
+    upstream = PlainRegistry({("app", "1"): D1})
+    upstream.gate.clear()
+    resolver, upstream, _, observed = make(upstream=upstream, clock=clock)
+    first = resolver.gather([lookup()], 0.1)  # waits its deadline (real time), the lookup stays in flight
+    assert "within 0.1 s" in first[0].resolve_error
+    clock.now += 5  # the in-flight lookup is now older than the next caller's whole deadline
+    second = resolver.gather([lookup()], 2)
+    assert "has not answered for 5 s" in second[0].resolve_error  # not "within 2 s": it did not wait
+    assert len(upstream.calls) == 1 and "error" in observed
+    upstream.gate.set()

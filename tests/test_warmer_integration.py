@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from tests.support.local_warmer import NAMESPACE, LocalWarmer, Scene, pod, warm_scene
+from tests.support.local_warmer import NAMESPACE, Scene, pod, warm_scene
+from webhook.local_warmer import LocalWarmer
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
 from webhook.local_servers import RegistryServer

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from webhook.config import ConfigError
 
 # Each module has `add_parser(subparsers)` that registers its subcommand with `func=run`.
-COMMAND_MODULES: tuple[str, ...] = ("serve", "check", "certs", "copy", "warm", "warmer", "gc")
+COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "check", "certs", "copy", "warm", "warmer", "gc")
 
 
 def build_parser() -> argparse.ArgumentParser:

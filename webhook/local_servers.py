@@ -1,12 +1,15 @@
-"""Local servers for the demo, the tests and the benchmarks: a real CNCF distribution registry on 127.0.0.1.
+"""Local servers for the demo, the tests and the benchmarks: real distribution registries and ccr-webhook processes on 127.0.0.1.
 
-Product code, not test code, because `ccr-webhook demo` runs the same registries the tests do."""
+Product code, not test code, because `ccr-webhook demo` runs the same servers the tests do."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,3 +123,54 @@ class RegistryServer:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
+
+
+class LocalCommand:
+    """A `ccr-webhook COMMAND --config FILE ...` subprocess with its own work directory, configuration file and log.
+
+    The configuration is written from `settings` (the YAML mapping); the subprocess imports this very
+    source tree, so the demo and the tests run the code they ship.
+    """
+
+    def __init__(self, command: str, settings: dict, prefix: str) -> None:
+        self.command = command
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.config_path = self.workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(settings))
+        self.log_path = self.workdir / f"{command}.log"
+        self.process: subprocess.Popen | None = None
+
+    def launch(self, *args: str) -> subprocess.Popen:
+        """Start the command with `args` after `--config FILE`, its output going to the log."""
+        source_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "webhook.cli", self.command, "--config", str(self.config_path), *args]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        return self.process
+
+    def log(self) -> str:
+        """Everything the command wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as Kubernetes stops a container, and the exit code once it has stopped."""
+        if self.process is None:
+            raise RuntimeError(f"ccr-webhook {self.command} was never started")
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def cleanup(self) -> None:
+        """Stop the process and remove its work directory."""
+        if self.process is not None:
+            stop(self.process)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

@@ -5,13 +5,7 @@ Product code beside local_servers.py for the same reason: the demo runs the webh
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import ssl
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -20,14 +14,11 @@ from typing import Any
 
 import yaml
 
-import webhook
-from webhook.local_servers import free_port, stop, wait_for_port
+from webhook.local_servers import LocalCommand, free_port, wait_for_port
 from webhook.tls import generate_ca, issue_serving_cert
 
-_SOURCE_ROOT = str(Path(webhook.__file__).resolve().parents[1])
 
-
-class LocalWebhook:
+class LocalWebhook(LocalCommand):
     """One `ccr-webhook serve` process on 127.0.0.1 with a fresh CA and serving certificate.
 
     `settings` is the configuration mapping (ccr, upstreams, policy, ...); the `webhook` section's
@@ -38,17 +29,15 @@ class LocalWebhook:
         self.port = free_port()
         self.workers = workers
         self.serve_args = tuple(serve_args)
-        self.workdir = Path(tempfile.mkdtemp(prefix="ccr-webhook-"))
-        self.ca_file = self.workdir / "ca.crt"
-        self.log_path = self.workdir / "webhook.log"
         ca = generate_ca()
+        pair = issue_serving_cert(ca, ["localhost"], ["127.0.0.1"])
+        super().__init__("serve", settings, prefix="ccr-webhook-")
+        self.ca_file = self.workdir / "ca.crt"
         self.ca_file.write_bytes(ca.cert_pem)
-        issue_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(self.workdir / "tls.crt", self.workdir / "tls.key")
+        pair.write(self.workdir / "tls.crt", self.workdir / "tls.key")
         webhook_section = {**settings.get("webhook", {}), "listen": f"127.0.0.1:{self.port}",
                            "tlsCert": str(self.workdir / "tls.crt"), "tlsKey": str(self.workdir / "tls.key")}
-        self.config_path = self.workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump({**settings, "webhook": webhook_section}))
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -60,12 +49,8 @@ class LocalWebhook:
 
     def start(self, timeout: float = 30.0) -> LocalWebhook:
         """Start serving and wait until a worker answers /readyz."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "webhook.cli", "serve", "--config", str(self.config_path),
-                   "--workers", str(self.workers), *self.serve_args]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        wait_for_port(self.port, self.process, timeout)
+        process = self.launch("--workers", str(self.workers), *self.serve_args)
+        wait_for_port(self.port, process, timeout)
         self._wait_ready(time.monotonic() + timeout)
         return self
 
@@ -83,26 +68,10 @@ class LocalWebhook:
 
     def pids(self) -> list[int]:
         """The gunicorn master and its workers."""
-        assert self.process is not None
+        if self.process is None:
+            return []
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         return [self.process.pid, *map(int, children)]
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, as Kubernetes stops a Pod, and the exit code once it has stopped."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def cleanup(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
     def __enter__(self) -> LocalWebhook:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()

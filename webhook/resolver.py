@@ -62,14 +62,14 @@ class Resolver:
         self._observe = observe or (lambda result: None)
         self._clock = clock
         self._cache: dict[Hashable, _Answer] = {}
-        self._in_flight: dict[Hashable, Future[_Answer]] = {}
+        self._in_flight: dict[Hashable, tuple[Future[_Answer], float]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
     def gather(self, lookups: Sequence[Lookup], timeout: float) -> list[ImageFacts]:
         """Facts for each lookup, returned within `timeout` seconds; what is not known by then is None."""
         deadline = self._clock() + timeout
-        facts: list[ImageFacts | None] = [self._from_cache(lookup) for lookup in lookups]
+        facts: list[ImageFacts | None] = [self._from_cache(lookup) or self._stuck(lookup, timeout) for lookup in lookups]
         pending = {i: self._pool_submit(self._facts_for, lookup) for i, lookup in enumerate(lookups) if facts[i] is None}
         if pending:
             wait(pending.values(), timeout=max(0.0, deadline - self._clock()))
@@ -143,6 +143,23 @@ class Resolver:
         ttl = settings.ccr_cache_seconds if held else settings.negative_cache_seconds
         return _Answer(held, None, self._clock() + ttl)
 
+    def _stuck(self, lookup: Lookup, timeout: float) -> ImageFacts | None:
+        """Unknown facts at once when a lookup `lookup` needs has been in flight longer than a whole deadline.
+
+        Some earlier request already waited its full deadline for it: waiting again would hold another
+        server thread for nothing, so this request is answered now and the lookup goes on filling the cache.
+        """
+        keys = [self._digest_key(lookup)] if lookup.need_digest else []
+        if lookup.need_ccr and lookup.source.digest is not None:
+            keys.append(self._ccr_key(lookup, lookup.source.digest))
+        now = self._clock()
+        for key in keys:
+            started = self._in_flight.get(key, (None, now))[1]
+            if now - started > timeout:
+                self._observe("error")
+                return ImageFacts(resolve_error=f"the registry has not answered for {now - started:.0f} s")
+        return None
+
     def _timed_out(self, lookup: Lookup, timeout: float, future: Future[ImageFacts]) -> ImageFacts:
         """The facts for a lookup that did not finish in time: whatever is cached by now, the rest unknown."""
         if future.done():  # it raised: a bug, not a registry answer
@@ -181,10 +198,11 @@ class Resolver:
             answer = self._cached(key)
             if answer is not None:
                 return answer
-            future = self._in_flight.get(key)
+            future, _ = self._in_flight.get(key, (None, 0.0))
             owner = future is None
             if owner:
-                future = self._in_flight[key] = Future()
+                future = Future()
+                self._in_flight[key] = (future, self._clock())
         assert future is not None
         if not owner:
             return future.result()

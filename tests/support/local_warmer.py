@@ -6,32 +6,19 @@ it mid-copy or run two and watch the Lease change hands.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import urllib3
-import yaml
-
-import webhook
-from tests.support.fake_apiserver import FakeAPIServer
 from tests.support.registry_proxy import RegistryProxy
+from webhook.local_apiserver import LocalAPIServer
 from webhook.config import parse_config
-from webhook.local_servers import RegistryServer, free_port, stop, wait_for_port
+from webhook.local_servers import RegistryServer
 from webhook.registry import RegistryClient
 from webhook.sample_image import PushedImage, push_sample_image
 from webhook.warmer.service import Warmer
-
-_SOURCE_ROOT = str(Path(webhook.__file__).resolve().parents[1])
 NAMESPACE = "team"  # labelled enforce in the tests' API server
 POLICY_LABEL = "ccr-webhook/policy"
 
@@ -66,7 +53,7 @@ class Scene:
     upstream: RegistryServer
     proxy: RegistryProxy
     ccr: RegistryServer
-    api: FakeAPIServer
+    api: LocalAPIServer
     image: PushedImage
     kubeconfig: Path
     warmers: list[Warmer] = field(default_factory=list)
@@ -115,7 +102,7 @@ class Scene:
 @contextlib.contextmanager
 def warm_scene(workdir: Path) -> Iterator[Scene]:
     """A running Scene, torn down (warmers first) on exit."""
-    with RegistryServer() as upstream, RegistryServer() as ccr, FakeAPIServer() as api:
+    with RegistryServer() as upstream, RegistryServer() as ccr, LocalAPIServer() as api:
         client = RegistryClient(upstream.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
         image = push_sample_image(client, "team/app", "1.0", layer_sizes=[200_000, 100_000, 50_000], seed=3)
         proxy = RegistryProxy(upstream.host).start()
@@ -127,59 +114,3 @@ def warm_scene(workdir: Path) -> Iterator[Scene]:
             for warmer in scene.warmers:
                 warmer.stop()
             proxy.stop()
-
-
-class LocalWarmer:
-    """One `ccr-webhook warmer` process with its own hint and metrics ports."""
-
-    def __init__(self, settings: dict[str, Any], kubeconfig: Path, identity: str) -> None:
-        self.hint_port, self.metrics_port = free_port(), free_port()
-        self.identity = identity
-        self.kubeconfig = kubeconfig
-        self.workdir = Path(tempfile.mkdtemp(prefix="ccr-warmer-"))
-        self.log_path = self.workdir / "warmer.log"
-        warmer = {**settings.get("warmer", {}), "listen": f"127.0.0.1:{self.hint_port}",
-                  "metricsListen": f"127.0.0.1:{self.metrics_port}"}
-        self.config_path = self.workdir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump({**settings, "warmer": warmer}))
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> LocalWarmer:
-        """Start it and wait until its metrics port (opened last) listens."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "webhook.cli", "warmer", "--config", str(self.config_path),
-                   "--kubeconfig", str(self.kubeconfig), "--identity", self.identity]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        wait_for_port(self.metrics_port, self.process, timeout=30)
-        return self
-
-    def hint(self, requests: list[dict[str, str]], wait: float = 0) -> list[dict[str, Any]]:
-        """POST hints and return the results."""
-        response = urllib3.request("POST", f"http://127.0.0.1:{self.hint_port}/hints?wait={wait}",
-                                   body=json.dumps({"requests": requests}), timeout=wait + 10)
-        assert response.status == 200, response.data
-        return json.loads(response.data)["results"]
-
-    def metrics(self) -> str:
-        return urllib3.request("GET", f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).data.decode()
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM, as Kubernetes stops a container, and the exit code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def cleanup(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.support.fake_apiserver import Resource
+from webhook.local_apiserver import Resource
 
 # The workload kinds the fake API server does not know by itself.
 WORKLOAD_RESOURCES = (

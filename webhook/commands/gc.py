@@ -25,7 +25,6 @@ from webhook.config import ConfigError, load_config, parse_duration
 from webhook.kube import kubernetes_client
 from webhook.registry import Registries
 from webhook.registry_errors import RegistryAuthError, RegistryError
-from webhook.retention.plan import format_duration
 
 if TYPE_CHECKING:  # imported in run(): retention brings prometheus_client, which must not be loaded before
     # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.fake_apiserver import FakeAPIServer, Resource
+from webhook.local_apiserver import LocalAPIServer, Resource
 
 
 def pod(name: str, namespace: str = "default", **labels: str) -> dict:
@@ -18,7 +18,7 @@ def pod(name: str, namespace: str = "default", **labels: str) -> dict:
 
 @pytest.fixture(scope="module")
 def server():
-    with FakeAPIServer(tls=True) as running:  # TLS here; the bootstrap tests use plain HTTP
+    with LocalAPIServer(tls=True) as running:  # TLS here; the bootstrap tests use plain HTTP
         yield running
 
 

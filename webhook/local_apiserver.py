@@ -1,4 +1,6 @@
-"""An in-memory Kubernetes API server for tests, spoken to by the real `kubernetes` Python client.
+"""An in-memory Kubernetes API server on 127.0.0.1 for the demo and the tests, spoken to by the real `kubernetes` client.
+
+Product code beside local_servers.py: `ccr-webhook demo` runs the warmer against it as the tests do.
 
 Generic over resources: any group/version/plural, namespaced or cluster-scoped. It keeps what the
 client relies on: create/get/list/update/patch/delete, a resourceVersion on every object with conflicts
@@ -6,7 +8,7 @@ on stale writes, label and field selectors, and list+watch (JSON lines of ADDED/
 resourceVersion, an ERROR event with 410 Gone for one too old, timeoutSeconds). No authentication,
 admission, defaulting, validation, garbage collection or server-side apply.
 
-    with FakeAPIServer() as server:
+    with LocalAPIServer() as server:
         server.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}})
         v1 = kubernetes.client.CoreV1Api(server.api_client())
         v1.list_namespaced_pod("default")
@@ -123,7 +125,7 @@ class _Store:
     compacted_through: int = 0  # watches from a resourceVersion below this get 410
 
 
-class FakeAPIServer:
+class LocalAPIServer:
     """The server; see the module docstring. Listens on 127.0.0.1, plain HTTP or TLS (`tls=True`)."""
 
     def __init__(self, tls: bool = False, history: int = 10_000, resources: tuple[Resource, ...] = ()) -> None:
@@ -135,14 +137,14 @@ class FakeAPIServer:
         self._faults: list[_Fault] = []
         self._stopping = False
         self.requests: list[RecordedRequest] = []
-        self._workdir = Path(tempfile.mkdtemp(prefix="fake-apiserver-"))
+        self._workdir = Path(tempfile.mkdtemp(prefix="ccr-apiserver-"))
         self.ca_file: Path | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
 
-    def start(self) -> FakeAPIServer:
+    def start(self) -> LocalAPIServer:
         handler = type("Handler", (_Handler,), {"api": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
@@ -170,7 +172,7 @@ class FakeAPIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> FakeAPIServer:
+    def __enter__(self) -> LocalAPIServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -496,7 +498,7 @@ class FakeAPIServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    api: FakeAPIServer
+    api: LocalAPIServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it so
         pass
