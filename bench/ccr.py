@@ -6,25 +6,17 @@ with the upstream as seen through the WAN, so every byte the warmer copies cross
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-import webhook
 from bench.testbed import registry_client
 from webhook.config import parse_config
-from webhook.local_servers import RegistryServer
+from webhook.local_servers import LocalCommand, RegistryServer
 from webhook.policy import warm_request_for
 from webhook.reference import ImageReference, parse_image
 
 UPSTREAM_PREFIX = "upstream"
-_SOURCE_ROOT = str(Path(webhook.__file__).resolve().parents[1])
 
 
 def ccr_settings(ccr: RegistryServer, upstream_registry: str, policy: dict[str, Any]) -> dict[str, Any]:
@@ -41,27 +33,17 @@ def ccr_name(settings: dict[str, Any], image: str, digest: str) -> ImageReferenc
     return warm_request_for(parse_image(image), digest, parse_config(settings)).target
 
 
-def ccr_command(*arguments: str) -> list[str]:
-    """`ccr-webhook ARGUMENTS` as a command line, run from this source tree whatever the interpreter."""
-    return [sys.executable, "-m", "webhook.cli", *arguments]
-
-
-def ccr_environment() -> dict[str, str]:
-    """The environment for a ccr-webhook subprocess: this source tree first on PYTHONPATH."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-
-
-def prewarm(settings: dict[str, Any], image: str, workdir: Path) -> float:
+def prewarm(settings: dict[str, Any], image: str) -> float:
     """Run `ccr-webhook warm IMAGE`, as an operator would before a rollout; return its seconds."""
-    config = workdir / "prewarm.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(settings))
-    started = time.monotonic()
-    completed = subprocess.run(ccr_command("warm", image, "--config", str(config)), capture_output=True, text=True,
-                               env=ccr_environment(), check=False)
-    if completed.returncode != 0:
-        raise RuntimeError(f"ccr-webhook warm {image} failed ({completed.returncode}): {completed.stderr.strip()}")
-    return time.monotonic() - started
+    warm = LocalCommand("warm", settings, prefix="ccr-bench-warm-")
+    try:
+        started = time.monotonic()
+        returncode = warm.launch(image).wait()
+        if returncode != 0:
+            raise RuntimeError(f"ccr-webhook warm {image} failed ({returncode}): {warm.log().strip()[-2000:]}")
+        return time.monotonic() - started
+    finally:
+        warm.cleanup()
 
 
 class CcrWatch:

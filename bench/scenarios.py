@@ -65,7 +65,7 @@ def run_scenario(scenario: Scenario, image: BenchImage, upstream: Upstream, node
         details: dict[str, Any] = {}
         if scenario.prewarm:
             upstream.wan.reset_counters()
-            details["warm_seconds"] = prewarm(cluster.settings, reference, workdir)
+            details["warm_seconds"] = prewarm(cluster.settings, reference)
             details["warm_wan_bytes_down"] = upstream.wan.down.bytes_sent
         upstream.wan.reset_counters()
         target = ccr_name(cluster.settings, reference, image.pushed.digest)

@@ -1,6 +1,5 @@
 """The deployment-time benchmark's logic: the kubelet's back-off, the "node holds every blob" check, the records."""
 
-import base64
 import hashlib
 import json
 import subprocess
@@ -8,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.admit import PodDenied, admitted_pod, pod_review
 from bench.images import LAYER_SHARES, layer_sizes
 from bench.nodes import (ImageNotHeld, NodePull, PullAttempt, backoff_delays, image_held, pull_like_kubelet,
                          pullable_reference)
@@ -127,19 +125,6 @@ def test_layers_add_up_to_the_image_size():
     for total in (5, 1234, 133_000_000):
         sizes = layer_sizes(total)
         assert len(sizes) == len(LAYER_SHARES) and sum(sizes) == total and min(sizes) >= 1
-
-
-def test_the_pod_gets_the_image_the_webhook_patched_in():
-    review = pod_review("pod-1", "upstream/app:1.0")
-    patch = [{"op": "replace", "path": "/spec/containers/0/image", "value": "ccr/up/app:1.0@" + DIGEST}]
-    answer = {"response": {"uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch",
-                           "patch": base64.b64encode(json.dumps(patch).encode()).decode()}}
-    assert admitted_pod(review, answer)["spec"]["containers"][0]["image"] == "ccr/up/app:1.0@" + DIGEST
-    unchanged = {"response": {"uid": review["request"]["uid"], "allowed": True}}
-    assert admitted_pod(review, unchanged)["spec"]["containers"][0]["image"] == "upstream/app:1.0"
-    with pytest.raises(PodDenied, match="latest"):
-        admitted_pod(review, {"response": {"uid": review["request"]["uid"], "allowed": False,
-                                           "status": {"message": "latest is not allowed"}}})
 
 
 def test_results_resume_only_under_the_same_settings(tmp_path):
