@@ -71,10 +71,20 @@ class WanProxy:
 
     def stop(self) -> None:
         """Close the listener and every connection, and stop the loop."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    async def _close_all(self) -> None:
+        """Stop listening and end every connection still open (a client's kept-alive pool, say)."""
         if self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+            self._server.close()
+        connections = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
 
     def __enter__(self) -> WanProxy:
         return self.start()
@@ -89,13 +99,15 @@ class WanProxy:
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(
-            self._pump(client_reader, target_writer, self.up),
-            self._pump(target_reader, client_writer, self.down),
-            return_exceptions=True,
-        )
-        for writer in (client_writer, target_writer):
-            writer.close()
+        try:
+            await asyncio.gather(
+                self._pump(client_reader, target_writer, self.up),
+                self._pump(target_reader, client_writer, self.down),
+                return_exceptions=True,
+            )
+        finally:
+            for writer in (client_writer, target_writer):
+                writer.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link) -> None:
         """Copy one direction: serialize each chunk on the shared link, deliver it one-way-delay later."""

@@ -1,0 +1,62 @@
+"""ccr-webhook installed in the emulated cluster: an empty CCR, the webhook over TLS, the warmer sidecar, an API server.
+
+The API server is the package's in-memory one: admission is the webhook's real /mutate over HTTPS, and
+each admitted Pod is then stored there, so the warmer's Pod watch sees it as it would in a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.ccr import ccr_settings
+from webhook.config import WarmerConfig
+from webhook.local_apiserver import LocalAPIServer
+from webhook.local_servers import RegistryServer
+from webhook.local_warmer import LocalWarmer
+from webhook.local_webhook import LocalWebhook
+from webhook.review_client import admitted_pod, pod_object, pod_review, send_review
+
+NAMESPACE = "bench"
+
+
+class CcrCluster:
+    """Everything ccr-webhook needs, started fresh (an empty CCR, cold caches) for one scenario."""
+
+    def __init__(self, upstream_registry: str, policy: dict[str, Any], deadline_seconds: float) -> None:
+        self.ccr = RegistryServer()
+        self.settings = ccr_settings(self.ccr, upstream_registry, policy)
+        self.deadline_seconds = deadline_seconds
+        self.api = LocalAPIServer()
+        self._stack = contextlib.ExitStack()
+        self.webhook: LocalWebhook | None = None
+
+    def __enter__(self) -> CcrCluster:
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccr-bench-")))
+            stack.enter_context(self.ccr)
+            stack.enter_context(self.api)
+            label = WarmerConfig().namespace_label
+            self.api.create({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": NAMESPACE, "labels": {label: "enforce"}}})
+            warmer = LocalWarmer(self.settings, self.api.write_kubeconfig(workdir / "kubeconfig"), "bench-warmer")
+            stack.callback(warmer.cleanup)
+            warmer.start()
+            webhook = {"deadlineSeconds": self.deadline_seconds, "warmerUrl": warmer.hint_url}
+            self.webhook = stack.enter_context(LocalWebhook({**self.settings, "webhook": webhook}))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def admit(self, pod_name: str, image: str) -> str:
+        """Admit a Pod running `image` through the webhook, store it in the API server, return the image it runs."""
+        assert self.webhook is not None
+        review = pod_review(pod_object(pod_name, NAMESPACE, [("app", image)]))
+        response = send_review(f"{self.webhook.url}/mutate", review, self.webhook.client_ssl_context())
+        pod = admitted_pod(review, response)
+        self.api.create(pod)
+        return pod["spec"]["containers"][0]["image"]

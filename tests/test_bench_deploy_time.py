@@ -1,0 +1,161 @@
+"""The deployment-time benchmark's logic: the kubelet's back-off, the "node holds every blob" check, the records."""
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.images import LAYER_SHARES, layer_sizes
+from bench.nodes import (ImageNotHeld, NodePull, PullAttempt, backoff_delays, image_held, pull_like_kubelet,
+                         pullable_reference)
+from bench.report import deployment_table, without_backoff_wait
+from bench.results import ScenarioResult, Settings, load_results, save_results
+from webhook.local_servers import RegistryServer
+from webhook.registry import RegistryClient
+from webhook.sample_image import push_sample_image
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+class FakeTime:
+    """A clock that moves only when slept on, or when a pull says how long it took."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def failing_pulls(time: FakeTime, failures: int, seconds: float = 2.0):
+    """A pull that takes `seconds` and fails `failures` times before it succeeds."""
+    calls = []
+
+    def pull(image: str, destination: Path) -> str | None:
+        calls.append(image)
+        time.now += seconds
+        return "manifest unknown" if len(calls) <= failures else None
+    return pull
+
+
+def test_backoff_is_ten_seconds_doubling_capped_at_five_minutes():
+    delays = backoff_delays()
+    assert [next(delays) for _ in range(8)] == [10, 20, 40, 80, 160, 300, 300, 300]
+
+
+def test_a_node_retries_on_the_kubelet_schedule_until_the_pull_succeeds():
+    time = FakeTime()
+    result = pull_like_kubelet("node-1", "ccr/app@" + DIGEST, Path("/unused"), time.now, give_up_after=600,
+                               pull=failing_pulls(time, failures=3), clock=time.clock, sleep=time.sleep)
+    # each attempt takes 2 s; the back-off counts from the end of the failed attempt
+    assert [attempt.started for attempt in result.attempts] == [0, 12, 34, 76]
+    assert [attempt.error for attempt in result.attempts] == ["manifest unknown"] * 3 + [None]
+    assert result.held_at == 78
+
+
+def test_a_node_gives_up_when_the_next_attempt_would_be_too_late():
+    time = FakeTime()
+    result = pull_like_kubelet("node-1", "ccr/app@" + DIGEST, Path("/unused"), time.now, give_up_after=100,
+                               pull=failing_pulls(time, failures=99), clock=time.clock, sleep=time.sleep)
+    assert [attempt.started for attempt in result.attempts] == [0, 12, 34, 76]
+    assert result.held_at is None
+
+
+def test_a_pinned_image_is_pulled_by_digest_alone():
+    assert pullable_reference(f"127.0.0.1:5000/up/team/app:1.0@{DIGEST}") == f"127.0.0.1:5000/up/team/app@{DIGEST}"
+    assert pullable_reference("127.0.0.1:5000/team/app:1.0") == "127.0.0.1:5000/team/app:1.0"
+
+
+def write_image(directory: Path, blobs: list[bytes], media_type: str = "application/vnd.oci.image.manifest.v1+json"):
+    """skopeo's dir: layout: manifest.json, and each blob in a file named by its hex digest."""
+    directory.mkdir(parents=True)
+    descriptors = []
+    for blob in blobs:
+        digest = hashlib.sha256(blob).hexdigest()
+        (directory / digest).write_bytes(blob)
+        descriptors.append({"digest": f"sha256:{digest}", "size": len(blob)})
+    manifest = {"schemaVersion": 2, "mediaType": media_type, "config": descriptors[0], "layers": descriptors[1:]}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return descriptors
+
+
+def test_a_node_holds_the_image_when_every_blob_is_there_with_its_digest(tmp_path):
+    write_image(tmp_path / "image", [b"{}", b"layer one", b"layer two"])
+    assert image_held(tmp_path / "image") == 2 + 9 + 9
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "truncated"])
+def test_a_missing_or_damaged_blob_means_the_node_does_not_hold_the_image(tmp_path, damage):
+    descriptors = write_image(tmp_path / "image", [b"{}", b"layer one", b"layer two"])
+    blob = tmp_path / "image" / descriptors[2]["digest"].removeprefix("sha256:")
+    if damage == "missing":
+        blob.unlink()
+    else:
+        blob.write_bytes(b"layer 2" if damage == "corrupt" else b"layer")
+    with pytest.raises(ImageNotHeld, match=descriptors[2]["digest"]):
+        image_held(tmp_path / "image")
+
+
+def test_no_manifest_or_an_index_is_not_an_image_held(tmp_path):
+    with pytest.raises(ImageNotHeld, match="manifest.json"):
+        image_held(tmp_path)
+    write_image(tmp_path / "index", [b"{}"], media_type="application/vnd.oci.image.index.v1+json")
+    with pytest.raises(ImageNotHeld, match="index"):
+        image_held(tmp_path / "index")
+
+
+@pytest.mark.integration
+def test_what_skopeo_pulls_is_verified_blob_by_blob(tmp_path):
+    with RegistryServer() as registry:
+        client = RegistryClient(registry.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2)
+        pushed = push_sample_image(client, "team/app", "1.0", [3000, 2000], seed=1)
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                        f"docker://{pullable_reference(f'{registry.host}/{pushed.reference}')}", f"dir:{tmp_path / 'image'}"],
+                       check=True)
+    manifest = (tmp_path / "image" / "manifest.json").read_bytes()
+    assert image_held(tmp_path / "image") == pushed.total_bytes - len(manifest)  # the config and both layers
+
+
+def test_layers_add_up_to_the_image_size():
+    for total in (5, 1234, 133_000_000):
+        sizes = layer_sizes(total)
+        assert len(sizes) == len(LAYER_SHARES) and sum(sizes) == total and min(sizes) >= 1
+
+
+def test_results_resume_only_under_the_same_settings(tmp_path):
+    settings = Settings(rtt_ms=110, mbit=200, nodes=3, scale=0.05)
+    time = FakeTime()
+    node = pull_like_kubelet("node-1", "up/app:1", Path("/unused"), time.now, 60, pull=failing_pulls(time, 1),
+                             clock=time.clock, sleep=time.sleep)
+    result = ScenarioResult("baseline", 133, 6_650_000, 12.0, 19_950_000, 9_000, (node,), {"ccr_held_at": 3.5})
+    save_results(tmp_path / "r.json", settings, [result])
+    assert load_results(tmp_path / "r.json", settings) == [result]
+    assert load_results(tmp_path / "r.json", Settings(rtt_ms=110, mbit=200, nodes=3, scale=1)) == []
+    assert load_results(tmp_path / "missing.json", settings) == []
+
+
+def test_the_table_shows_each_scenario_and_its_saving_against_our_baseline():
+    node = NodePull("node-1", "up/app:1", (PullAttempt(0.0, 1.0, None),), 1.0)
+    results = [ScenarioResult("baseline", 133, 1, 20.0, 3, 0, (node,)), ScenarioResult("ccr", 133, 1, 8.0, 1, 0, (node,)),
+               ScenarioResult("baseline", 670, 1, 80.0, 3, 0, (node,)), ScenarioResult("ccr", 670, 1, 100.0, 1, 0, (node,))]
+    table = deployment_table(results, {"baseline": "Baseline", "ccr": "CCR"}, [133, 670])
+    assert table[2] == "| 133 MB | 66 s | 48 s | −27% | 20.0 s | 8.0 s | −60% |"
+    assert table[3] == "| 670 MB | 87 s | 65 s | −25% | 80.0 s | 100.0 s | +25% |"
+    assert table[4].endswith("| **−18%** |")  # the average of −60% and +25%
+
+
+def test_the_back_off_wait_is_what_came_between_the_ccr_holding_the_image_and_the_next_attempt():
+    attempts = (PullAttempt(0.2, 0.1, "manifest unknown"), PullAttempt(10.3, 0.1, "manifest unknown"),
+                PullAttempt(30.4, 7.8, None))
+    backed_off = ScenarioResult("ccr", 670, 1, 38.2, 1, 0, (NodePull("node-1", "ccr/app", attempts, 38.2),),
+                                {"ccr_held_at": 27.7})
+    assert without_backoff_wait(backed_off) == pytest.approx(27.7 + 7.8)
+    waited_at_admission = ScenarioResult("ccr", 670, 1, 35.0, 1, 0,
+                                         (NodePull("node-1", "ccr/app", (PullAttempt(27.8, 7.2, None),), 35.0),),
+                                         {"ccr_held_at": 27.7})
+    assert without_backoff_wait(waited_at_admission) == 35.0
