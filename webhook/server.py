@@ -24,7 +24,7 @@ from webhook.logs import logging_config
 from webhook.metrics import Metrics, forget_worker
 from webhook.registry import Registries
 from webhook.resolver import Resolver
-from webhook.tls import gunicorn_ssl_context, reloading_ssl_context
+from webhook.tls import gunicorn_ssl_context
 from webhook.warmer.hints import HintClient
 from webhook.warming import Warming
 
@@ -56,16 +56,15 @@ class WebhookServer(BaseApplication):
         if not webhook.tls_cert or not webhook.tls_key:
             raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
                               "the API server calls webhooks over HTTPS only")
-        try:  # a pair that does not load fails here, once, rather than at every worker's handshakes
-            reloading_ssl_context(webhook.tls_cert, webhook.tls_key)
+        try:  # loaded here, in the master: every worker inherits a good pair, and a bad one fails once, here
+            # TLS 1.2+, reloading the pair when the files change; each worker reloads on its own after the fork.
+            self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         except (OSError, ssl.SSLError) as err:
             raise ConfigError(f"webhook.tlsCert and webhook.tlsKey: cannot load {webhook.tls_cert} with "
                               f"{webhook.tls_key}: {err}") from None
         self.config = config
         self.log_level = log_level
         self.threads = threads
-        # TLS 1.2+, reloading the pair when the Secret volume changes; one context per worker process.
-        self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         super().__init__()
 
     def gunicorn_options(self) -> dict[str, Any]:
