@@ -12,6 +12,7 @@ import pytest
 from webhook.config import parse_config
 from webhook.evaluate import evaluate_images
 from webhook.policy import Action, ImageFacts, Lookup, plan_image
+from webhook.registry_errors import RateLimited
 from webhook.resolver import Resolver
 
 D1 = "sha256:" + "1" * 64
@@ -117,6 +118,25 @@ def test_errors_are_reported_and_cached_briefly():
     assert len(upstream.calls) == 2
     assert "error" in observed
 
+
+
+def test_a_rate_limited_lookup_is_not_repeated_before_retry_after_nor_past_the_cache_time():
+    clock = Clock()
+    upstream = PlainRegistry(error=RateLimited("HEAD manifest 1: rate limited, HTTP 429", 30))
+    resolver, upstream, _, _ = make(upstream=upstream, clock=clock)
+    assert "rate limited" in resolver.gather([lookup()], 2)[0].resolve_error
+    clock.now += 29  # past negativeCacheSeconds, within Retry-After
+    resolver.gather([lookup()], 2)
+    assert len(upstream.calls) == 1
+    clock.now += 2
+    resolver.gather([lookup()], 2)
+    assert len(upstream.calls) == 2
+    upstream.error = RateLimited("HEAD manifest 1: rate limited, HTTP 429", 86400)
+    clock.now += 31
+    resolver.gather([lookup()], 2)
+    clock.now += 61  # a day's Retry-After is held no longer than cacheSeconds
+    resolver.gather([lookup()], 2)
+    assert len(upstream.calls) == 4
 
 def test_concurrent_requests_for_one_tag_share_one_lookup():
     upstream = PlainRegistry({("app", "1"): D1})

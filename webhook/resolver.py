@@ -129,7 +129,7 @@ class Resolver:
             digest = client.resolve_digest(source.repository, source.tag or "latest")
         except Exception as err:  # noqa: BLE001 - every failure becomes a cached, reported error
             self._observe("error")
-            return _Answer(None, _describe(err), self._clock() + settings.negative_cache_seconds)
+            return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
 
     def _ask_ccr(self, lookup: Lookup, digest: str) -> _Answer:
@@ -139,9 +139,15 @@ class Resolver:
             held = self._registries.ccr.has_manifest(repository, digest)
         except Exception as err:  # noqa: BLE001 - the CCR being down means "unknown", not a failed Pod
             self._observe("error")
-            return _Answer(None, _describe(err), self._clock() + settings.negative_cache_seconds)
+            return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
         ttl = settings.ccr_cache_seconds if held else settings.negative_cache_seconds
         return _Answer(held, None, self._clock() + ttl)
+
+    def _error_seconds(self, err: BaseException) -> float:
+        """How long a failed lookup stands: negativeCacheSeconds, or the registry's Retry-After up to cacheSeconds."""
+        settings = self._config.resolver
+        retry_after = getattr(err, "retry_after", None) or 0.0
+        return max(settings.negative_cache_seconds, min(retry_after, settings.cache_seconds))
 
     def _stuck(self, lookup: Lookup, timeout: float) -> ImageFacts | None:
         """Unknown facts at once when a lookup `lookup` needs has been in flight longer than a whole deadline.
