@@ -78,14 +78,28 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def registry_error_codes(body: bytes) -> str:
-    """The `errors[].code: message` of a distribution error body, short, or '' if it has none."""
+    """The `errors[].code: message` of a distribution error body, short, or '' if it has none.
+
+    Details are left out (structures for programs), except the text detail of the catch-all code
+    UNKNOWN, whose message says nothing: `UNKNOWN: unknown error: write .../data: no space left on device`.
+    A long text keeps its start and its end.
+    """
     try:
         errors = json.loads(body.decode("utf-8")).get("errors") or []
-        parts = [f"{error['code']}: {error.get('message', '')}".rstrip(": ") for error in errors[:3]]
+        parts = [": ".join(str(part) for part in (error["code"], error.get("message"), _unknown_detail(error)) if part)
+                 for error in errors[:3]]
     except (ValueError, AttributeError, TypeError, KeyError, UnicodeDecodeError):
         return ""
     text = "; ".join(parts)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if len(text) <= 200 else text[:120] + " … " + text[-77:]
+
+
+def _unknown_detail(error: dict) -> str | None:
+    """The first line of the text detail of an UNKNOWN error; None for every other code or detail."""
+    detail = error.get("detail")
+    if error["code"] != "UNKNOWN" or not isinstance(detail, str) or not detail.strip():
+        return None
+    return detail.strip().splitlines()[0]
 
 
 def error_for_status(status: int, headers: Mapping[str, str], body: bytes, what: str, *, endpoint: str,
