@@ -193,6 +193,18 @@ def test_answers_by_the_deadline_and_fills_the_cache_afterwards():
     assert len(upstream.calls) == 1
 
 
+
+def test_a_silent_ccr_keeps_the_digest_learned_in_time_so_the_image_is_still_pinned():
+    ccr = PlainRegistry(held={("up.io/app", D1)})
+    ccr.gate.clear()
+    resolver, upstream, ccr, _ = make(ccr=ccr)
+    try:
+        assert resolver.gather([lookup()], 0.2) == [ImageFacts(digest=D1)]
+        [decision] = evaluate_images(["up.io/app:1"], CONFIG, resolver, 0.2)
+        assert decision.action is Action.PIN and decision.new_image == f"up.io/app:1@{D1}"
+    finally:
+        ccr.gate.set()
+
 def test_mark_and_forget_ccr():
     resolver, _, ccr, _ = make(ccr=PlainRegistry())
     assert resolver.gather([lookup()], 2)[0].in_ccr is False

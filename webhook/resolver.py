@@ -170,7 +170,13 @@ class Resolver:
         """The facts for a lookup that did not finish in time: whatever is cached by now, the rest unknown."""
         if future.done():  # it raised: a bug, not a registry answer
             return ImageFacts(resolve_error=f"internal error: {_describe(future.exception())}")
-        return self._from_cache(lookup, count_hit=False) or ImageFacts(resolve_error=f"no answer from the registries within {timeout:g} s")
+        cached = self._from_cache(lookup, count_hit=False)
+        if cached is not None:
+            return cached
+        digest = self._cached(self._digest_key(lookup)) if lookup.need_digest else None
+        if digest is not None and digest.value is not None:  # the tag resolved in time, only the CCR is silent
+            return ImageFacts(digest=digest.value)
+        return ImageFacts(resolve_error=f"no answer from the registries within {timeout:g} s")
 
     # -- cache and sharing ---------------------------------------------------------------------------
 
