@@ -144,12 +144,19 @@ def test_statuses_map_to_error_types_naming_endpoint_and_repository(status, kind
 
 
 
-def test_the_detail_of_an_unknown_error_is_kept_so_a_full_disk_says_so():
-    detail = "write /var/lib/registry/docker/registry/v2/repositories/team/app/_uploads/" + "x" * 80 + "/data: no space left on device"
+_UPLOAD = "/var/lib/registry/docker/registry/v2/repositories/team/app/_uploads/" + "x" * 80
+
+
+@pytest.mark.parametrize(("detail", "said"), [
+    (f"write {_UPLOAD}/data: no space left on device", "UNKNOWN: unknown error: write /var/lib/registry/"),
+    ({"DriverName": "filesystem", "Enclosed": {"Op": "write", "Path": f"{_UPLOAD}/startedat", "Err": 28}},
+     "UNKNOWN: unknown error: filesystem: write /var/lib/registry/"),
+])
+def test_the_detail_of_an_unknown_error_is_kept_so_a_full_disk_says_so(detail, said):
     body = json.dumps({"errors": [{"code": "UNKNOWN", "message": "unknown error", "detail": detail}]}).encode()
     error = error_for_status(500, {}, body, "upload blob sha256:1", endpoint="https://ccr.example", repository="team/app")
     assert type(error) is RegistryUnavailable
-    assert "(UNKNOWN: unknown error: write /var/lib/registry/" in str(error) and "no space left on device)" in str(error)
+    assert f"({said}" in str(error) and "no space left on device)" in str(error)
 
 def test_retry_after_reads_seconds_and_http_dates():
     assert parse_retry_after("120") == 120.0

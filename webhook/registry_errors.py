@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import time
 from collections.abc import Mapping
 
@@ -95,11 +96,18 @@ def registry_error_codes(body: bytes) -> str:
 
 
 def _unknown_detail(error: dict) -> str | None:
-    """The first line of the text detail of an UNKNOWN error; None for every other code or detail."""
+    """What went wrong behind an UNKNOWN error, as the registry logs it; None for every other code."""
     detail = error.get("detail")
-    if error["code"] != "UNKNOWN" or not isinstance(detail, str) or not detail.strip():
+    if error["code"] != "UNKNOWN":
         return None
-    return detail.strip().splitlines()[0]
+    if isinstance(detail, str) and detail.strip():
+        return detail.strip().splitlines()[0]
+    # distribution's storage driver error: {"DriverName": "filesystem", "Enclosed": {"Op", "Path", "Err": errno}}
+    enclosed = detail.get("Enclosed") if isinstance(detail, dict) else None
+    if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
+        reason = os.strerror(enclosed["Err"])  # Go writes errno texts in lower case: keep the registry's own words
+        return f"{detail.get('DriverName')}: {enclosed.get('Op')} {enclosed.get('Path')}: {reason[:1].lower()}{reason[1:]}"
+    return None
 
 
 def error_for_status(status: int, headers: Mapping[str, str], body: bytes, what: str, *, endpoint: str,
