@@ -11,6 +11,7 @@ import tracemalloc
 import pytest
 import urllib3
 
+from tests.support.faulty_servers import corrupt_blob
 from tests.support.registry_auth import token_auth
 from tests.support.registry_pair import ccr, client as make_client, upstream  # noqa: F401 - fixtures
 from tests.support.registry_proxy import RegistryProxy
@@ -236,15 +237,6 @@ def test_a_refused_monolithic_put_falls_back_to_patches_reading_the_blob_afresh(
 
 
 # -- failures ----------------------------------------------------------------------------------------------
-
-
-def corrupt_blob(server: RegistryServer, digest: str) -> None:
-    """Flip one byte of a blob in the registry's storage, keeping its length."""
-    hex_digest = digest.split(":", 1)[1]
-    path = server.root / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(data)
 
 
 def test_a_corrupted_upstream_blob_is_refused_and_no_manifest_reaches_the_ccr(upstream, up, mirror):

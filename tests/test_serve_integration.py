@@ -2,7 +2,6 @@
 
 import base64
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ import jsonpatch
 import pytest
 import urllib3
 
+from tests.support.faulty_servers import SilentServer
 from webhook.local_servers import RegistryServer, free_port
 from webhook.local_webhook import LocalWebhook
 from webhook.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
@@ -23,28 +23,6 @@ pytestmark = pytest.mark.integration
 DEADLINE = 1.0
 SLACK = 0.5  # what "answered before the deadline" allows for scheduling and the round trip
 MAX_REQUEST_BYTES = 64 * 1024
-
-
-class SilentServer:
-    """A TCP server that accepts connections and never answers them, counting them."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.listener.accept()[0])
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.listener.close()
-        for connection in self.held:
-            connection.close()
 
 
 def registry_digest(url, repository, reference):

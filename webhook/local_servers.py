@@ -94,10 +94,14 @@ class RegistryServer:
         path.write_text(yaml.safe_dump(config))
         return path
 
+    def command(self, config: Path) -> list[str]:
+        """The command line that serves `config`; a subclass may wrap it (in a namespace, under limits)."""
+        return [REGISTRY_BINARY, "serve", str(config)]
+
     def start(self) -> "RegistryServer":
         config = self._write_config()
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command(config), stdout=log, stderr=log)
         wait_for_port(self.port, self.process)
         return self
 

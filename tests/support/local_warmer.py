@@ -106,9 +106,9 @@ class Scene:
 
 
 @contextlib.contextmanager
-def warm_scene(workdir: Path) -> Iterator[Scene]:
-    """A running Scene, torn down (warmers first) on exit."""
-    with RegistryServer() as upstream, RegistryServer() as ccr, LocalAPIServer() as api:
+def warm_scene(workdir: Path, ccr_server: RegistryServer | None = None) -> Iterator[Scene]:
+    """A running Scene (its CCR `ccr_server` if given, started here), torn down (warmers first) on exit."""
+    with RegistryServer() as upstream, ccr_server or RegistryServer() as ccr, LocalAPIServer() as api:
         client = RegistryClient(upstream.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
         image = push_sample_image(client, "team/app", "1.0", layer_sizes=[200_000, 100_000, 50_000], seed=3)
         proxy = RegistryProxy(upstream.host).start()

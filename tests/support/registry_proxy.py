@@ -3,7 +3,8 @@
 It forwards every request to the registry unchanged (keeping the Host header, so the registry's Location
 headers point back at the proxy) and records (method, path, Authorization) of each. Set its attributes
 to refuse monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in
-half, slow blob downloads down, or answer the next requests with given statuses.
+half, slow blob downloads down, or answer the next requests with given statuses (or DROP: an answer that
+announces 100 bytes, sends 10 and closes the connection).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tests.support.loopback_server import LoopbackServer, QuietHandler
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 _BLOB_GET = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
+DROP = -1  # a fault status: the connection closes mid-response
 
 
 class RegistryProxy(LoopbackServer):
@@ -58,7 +60,7 @@ class RegistryProxy(LoopbackServer):
                 path = urllib.parse.urlsplit(self.path).path
                 if proxy.faults:
                     status, headers = proxy.faults.pop(0)
-                    return self._reply(status, headers, b"")
+                    return self._drop() if status == DROP else self._reply(status, headers, b"")
                 if self.command == "GET" and _BLOB_GET.match(path) and proxy.redirect_blobs_to:
                     return self._reply(307, {"Location": proxy.redirect_blobs_to + self.path}, b"")
                 if self.command == "PUT" and "/blobs/uploads/" in path and length and proxy.refuse_monolithic_put:
@@ -89,6 +91,10 @@ class RegistryProxy(LoopbackServer):
                     return response.status, answer, data
                 finally:
                     connection.close()
+
+            def _drop(self) -> None:
+                self._reply(200, {"Content-Type": "application/json"}, b"{" * 10, length=100)
+                self.close_connection = True
 
             def _reply(self, status: int, headers: dict[str, str], data: bytes, length: int | None = None) -> None:
                 self.send_response(status)

@@ -50,6 +50,7 @@ class TokenIssuer(LoopbackServer):
         self.expires_in = expires_in
         self.anonymous_pull = anonymous_pull
         self.requests: list[TokenRequest] = []
+        self.issued: list[str] = []  # every token handed out, for tests that look for leaks
         self.keypair = generate_ca("ccr-tests token issuer")
         self._key = serialization.load_pem_private_key(self.keypair.key_pem, password=None)
         der = x509.load_pem_x509_certificate(self.keypair.cert_pem).public_bytes(serialization.Encoding.DER)
@@ -110,6 +111,7 @@ class TokenIssuer(LoopbackServer):
                     self._json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
                     return
                 token = issuer.sign(user or "anonymous", scopes, anonymous=user is None)
+                issuer.issued.append(token)
                 self._json(200, {"token": token, "access_token": token, "expires_in": issuer.expires_in})
 
             def _json(self, status: int, document: dict) -> None:
