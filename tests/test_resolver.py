@@ -205,6 +205,17 @@ def test_a_silent_ccr_keeps_the_digest_learned_in_time_so_the_image_is_still_pin
     finally:
         ccr.gate.set()
 
+
+def test_lookups_still_queued_at_the_deadline_are_dropped_so_the_next_pod_is_not_held_up():
+    upstream = PlainRegistry({(f"app{i}", "1"): D1 for i in range(101)})
+    upstream.gate.clear()
+    resolver, upstream, _, _ = make(upstream=upstream)
+    many = resolver.gather([lookup(f"up.io/app{i}:1") for i in range(100)], 0.2)
+    assert all(facts.digest is None for facts in many)
+    upstream.gate.set()
+    assert resolver.gather([lookup("up.io/app100:1")], 2)[0].digest == D1
+    assert len(upstream.calls) <= CONFIG.resolver.max_concurrency + 1  # the pool's threads' worth, then the next Pod
+
 def test_mark_and_forget_ccr():
     resolver, _, ccr, _ = make(ccr=PlainRegistry())
     assert resolver.gather([lookup()], 2)[0].in_ccr is False

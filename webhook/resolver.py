@@ -4,7 +4,7 @@ Answers come from a TTL cache when it can; misses go to the registries on a boun
 images of a Pod at once, and one in-flight lookup is shared by every request that wants the same
 answer. A lookup that outlives the caller's deadline keeps running (bounded by the registry client's own
 timeouts) and fills the cache for the next request, but the caller is answered on time with what is
-known ("unknown" for the rest).
+known ("unknown" for the rest); one that had not started by then is dropped.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ class Resolver:
                 facts[i] = future.result()
             else:
                 facts[i] = self._timed_out(lookups[i], timeout, future)
+        for future in pending.values():  # one still queued for a thread is dropped: a Pod of thousands of images
+            future.cancel()              # must not hold up the lookups of the Pods that come after it
         return [fact if fact is not None else ImageFacts() for fact in facts]
 
     def mark_in_ccr(self, repository: str, digest: str) -> None:
