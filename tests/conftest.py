@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import tally
 from webhook.local_apiserver import LocalAPIServer
 from tests.support.workloads import namespace
 from webhook.local_servers import RegistryServer
@@ -24,3 +25,11 @@ def empty_ccr() -> Iterator[RegistryServer]:
     """A CCR of its own for one test, empty at the start."""
     with RegistryServer() as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the tests counted (generated inputs tried, and the like)."""
+    if tally.COUNTS:
+        terminalreporter.write_sep("-", "counted by the tests")
+        for name, amount in sorted(tally.COUNTS.items()):
+            terminalreporter.write_line(f"{name}: {amount}")
