@@ -353,6 +353,46 @@ def test_blob_redirects_to_plain_http_or_other_schemes_are_refused(client, proxy
         make_client(proxy.url, insecure=insecure).open_blob("redirect/scheme", digest)
 
 
+@pytest.mark.parametrize(("redirect_hosts", "storage_host", "followed"), [
+    (None, "localhost", True),  # no list: any host by name
+    (None, "127.0.0.1", False),  # ... but never an IP address
+    (("127.0.0.1",), "127.0.0.1", True),  # unless listed
+    (("*host",), "localhost", True),
+    (("storage.example",), "localhost", False),
+    ((), "localhost", False),  # an empty list: the registry's own endpoint only
+])
+def test_blob_redirects_go_only_to_storage_hosts_the_configuration_allows(client, proxy, open_registry, redirect_hosts,
+                                                                         storage_host, followed):
+    data = b"stored on a storage host" * 1000
+    digest = upload_bytes(client, "redirect/hosts", data)
+    storage = RegistryProxy(open_registry.host, name=storage_host).start()
+    try:
+        proxy.redirect_blobs_to = storage.url
+        reader = make_client(proxy.url, redirect_hosts=redirect_hosts)
+        if followed:
+            with reader.open_blob("redirect/hosts", digest) as stream:
+                assert b"".join(stream) == data
+            assert storage.requests
+        else:
+            with pytest.raises(RegistryProtocolError, match=f"refusing a redirect to .*{storage_host}"):
+                reader.open_blob("redirect/hosts", digest)
+            assert storage.requests == []  # never contacted
+    finally:
+        storage.stop()
+
+
+def test_blob_redirects_carrying_user_info_are_refused(client, proxy, open_registry):
+    digest = upload_bytes(client, "redirect/userinfo", b"user info")
+    storage = RegistryProxy(open_registry.host, name="localhost").start()
+    try:
+        proxy.redirect_blobs_to = f"http://user:secret@localhost:{storage.port}"
+        with pytest.raises(RegistryProtocolError, match="refusing a redirect to a URL with user info") as raised:
+            make_client(proxy.url).open_blob("redirect/userinfo", digest)
+        assert "secret" not in str(raised.value) and storage.requests == []
+    finally:
+        storage.stop()
+
+
 def test_manifest_redirects_are_not_followed(proxy):
     proxy.faults.append((302, {"Location": "http://localhost:1/v2/x/manifests/v1"}))
     with pytest.raises(RegistryProtocolError, match="redirect to localhost:1, not followed"):
@@ -525,10 +565,12 @@ def test_a_registry_with_a_private_ca_fails_tls_without_ca_file_and_is_trusted_w
 def test_registries_gives_configured_clients_once_and_refuses_any_other_host():
     config = parse_config({
         "ccr": {"registry": "ccr.local:5000", "endpoint": "http://127.0.0.1:1", "insecure": True},
-        "upstreams": [{"registry": "docker.io"}, {"registry": "quay.io"}],
+        "upstreams": [{"registry": "docker.io", "redirectHosts": ["*.cloudflare.docker.com"]}, {"registry": "quay.io"}],
         "resolver": {"connectTimeoutSeconds": 0.5, "readTimeoutSeconds": 2},
     })
     registries = Registries(config)
+    assert registries.upstream("docker.io").redirect_hosts == ("*.cloudflare.docker.com",)
+    assert registries.upstream("quay.io").redirect_hosts is None and registries.ccr.redirect_hosts is None
     assert registries.ccr.endpoint == "http://127.0.0.1:1"
     assert registries.upstream("docker.io").endpoint == "https://registry-1.docker.io"
     assert registries.upstream("docker.io") is registries.upstream("docker.io")

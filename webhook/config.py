@@ -20,6 +20,7 @@ import yaml
 ENV_PREFIX = "CCR_WEBHOOK_"
 _HOST_PORT = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_HOST_PATTERN = re.compile(r"^(?:[a-z0-9*?-]+(?:\.[a-z0-9*?-]+)*|\[[0-9a-f:.]+\])$")
 _LEGACY_DOCKER_HUB = "index.docker.io"
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
@@ -74,6 +75,7 @@ class UpstreamConfig:
     credentials: str | None = None
     insecure: bool = False
     ca_file: str | None = None  # PEM CA bundle trusted for this registry instead of the system CAs
+    redirect_hosts: tuple[str, ...] | None = None  # storage hosts its blob downloads may go to; None: any host by name
 
 
 @dataclass(frozen=True)
@@ -262,13 +264,14 @@ def _parse_upstreams(readers: list[_Reader]) -> tuple[UpstreamConfig, ...]:
             raise ConfigError(f"{reader.path}.prefix: {prefix!r} is not a valid repository path (lowercase, / separated)")
         credentials = reader.string("credentials", None)
         ca_file = reader.string("caFile", None)
+        redirect_hosts = reader.host_patterns("redirectHosts")
         reader.finish()
         for other in upstreams:
             if other.registry == registry:
                 raise ConfigError(f"{reader.path}.registry: {registry} is listed twice")
             if other.prefix == prefix or other.prefix.startswith(prefix + "/") or prefix.startswith(other.prefix + "/"):
                 raise ConfigError(f"{reader.path}.prefix: {prefix!r} overlaps the prefix of upstream {other.registry}")
-        upstreams.append(UpstreamConfig(registry, endpoint, prefix, credentials, insecure, ca_file))
+        upstreams.append(UpstreamConfig(registry, endpoint, prefix, credentials, insecure, ca_file, redirect_hosts))
     return tuple(upstreams)
 
 
@@ -477,6 +480,17 @@ class _Reader:
         if not _HOST_PORT.match(value):
             raise ConfigError(f"{self._key(key)}: {value!r} is not a registry host[:port] (no scheme, no path)")
         return value.lower()
+
+    def host_patterns(self, key: str) -> tuple[str, ...] | None:
+        """Host names or globs (`*.s3.amazonaws.com`), lower case; None when the key is absent."""
+        if self.raw.get(key) is None:
+            self.seen.add(key)
+            return None
+        patterns = tuple(pattern.lower() for pattern in self.strings(key))
+        for pattern in patterns:
+            if not _HOST_PATTERN.match(pattern):
+                raise ConfigError(f"{self._key(key)}: {pattern!r} is not a host name or a glob of one (no scheme, port or path)")
+        return patterns
 
     def endpoint(self, key: str, registry: str, insecure: bool, default: str | None = None) -> str:
         value = self.string(key, None)

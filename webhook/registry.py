@@ -8,6 +8,9 @@ Rules that keep credentials where they belong:
   too when the registry is configured insecure). Registries such as Docker Hub and S3-backed ones send
   blob GETs to a storage host; our Authorization header goes only to the registry's own endpoint, never
   to another host. Manifest requests, HEADs, uploads and token requests never follow a redirect.
+- Which storage hosts: those of the upstream's `redirectHosts` when it is set (names or globs), else any
+  host by name; never an IP address unless listed (a registry must not steer us to 169.254.169.254 or
+  another internal address), never a URL with user info. What comes back is digest-checked like any blob.
 - Upload locations (relative or absolute) must stay on the endpoint's origin; we refuse to send
   credentials and data elsewhere.
 - Error messages carry status codes, registry error codes and our own words, never a credential, a
@@ -20,7 +23,9 @@ retries). Every blob read is sha256-checked when the stream reaches its end.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
+import ipaddress
 import json
 import re
 import time
@@ -82,6 +87,15 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc.lower()
 
 
+def _is_address(host: str) -> bool:
+    """Whether `host` (as urlsplit gives it, no brackets) is an IP address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _with_query(url: str, **params: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.urlencode(list(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) + list(params.items()))
@@ -117,14 +131,16 @@ class RegistryClient:
     `insecure` lets redirects and token realms use plain http too; TLS, where used, is always verified.
     `ca_file` is a PEM bundle trusted instead of the system CAs for every TLS connection of this client
     (its token service and storage redirects too); it is read for each new connection, so a rotated
-    bundle is picked up without a restart.
+    bundle is picked up without a restart. `redirect_hosts` (names or globs) limits the storage hosts a
+    blob download may be redirected to; None allows any host by name.
     """
 
     def __init__(self, endpoint: str, *, credentials: str | None = None, insecure: bool = False,
                  ca_file: str | None = None, connect_timeout: float, read_timeout: float,
-                 max_connections: int) -> None:
+                 max_connections: int, redirect_hosts: tuple[str, ...] | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.insecure = insecure
+        self.redirect_hosts = redirect_hosts
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         loaded: Credentials | None = load_credentials(credentials, self.endpoint) if credentials else None
@@ -260,9 +276,26 @@ class RegistryClient:
             if (scheme, host) == _origin(self.endpoint):
                 response = self._send("GET", url, what, repository, _pull(repository), stream=True)
             else:  # storage host: no Authorization header of ours
+                self._check_storage_host(url, what, repository)
                 response = self._urlopen("GET", url, {}, None, None, what, repository, stream=True)
         self._expect(response, (200,), what, repository, missing=("blob", digest))
         return BlobStream(response, digest, endpoint=self.endpoint, repository=repository)
+
+    def _check_storage_host(self, url: str, what: str, repository: str) -> None:
+        """Refuse a redirect to a storage host this registry may not send us to (see the module's rules)."""
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").lower()
+        named = f"[{host}]" if ":" in host else host
+        if parts.username is not None or parts.password is not None:
+            reason = "a URL with user info"
+        elif self.redirect_hosts is not None:
+            allowed = any(fnmatch.fnmatchcase(named, pattern) for pattern in self.redirect_hosts)
+            reason = None if allowed else f"{named}, which is not in this registry's redirectHosts"
+        else:
+            reason = f"the IP address {named}; list it in redirectHosts to allow it" if _is_address(host) else None
+        if reason is not None:
+            raise RegistryProtocolError(f"{what}: refusing a redirect to {reason}", endpoint=self.endpoint,
+                                        repository=repository)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Link blob `digest` from another repository of this registry without copying; False if not offered."""
@@ -503,14 +536,16 @@ class Registries:
     def __init__(self, config: Config) -> None:
         resolver = config.resolver
 
-        def client(endpoint: str, credentials: str | None, insecure: bool, ca_file: str | None) -> RegistryClient:
+        def client(endpoint: str, credentials: str | None, insecure: bool, ca_file: str | None,
+                   redirect_hosts: tuple[str, ...] | None = None) -> RegistryClient:
             return RegistryClient(endpoint, credentials=credentials, insecure=insecure, ca_file=ca_file,
                                   connect_timeout=resolver.connect_timeout_seconds,
-                                  read_timeout=resolver.read_timeout_seconds, max_connections=resolver.max_concurrency)
+                                  read_timeout=resolver.read_timeout_seconds, max_connections=resolver.max_concurrency,
+                                  redirect_hosts=redirect_hosts)
 
         ccr = config.ccr
         self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file)
-        self._upstreams = {up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file)
+        self._upstreams = {up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts)
                            for up in config.upstreams}
 
     def upstream(self, registry: str) -> RegistryClient:
