@@ -12,9 +12,9 @@ from webhook.local_servers import RegistryServer
 class SilentServer:
     """A TCP server that accepts connections and never answers them, counting them."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.listener = socket.create_server((address, 0))
+        self.host = f"{address}:{self.listener.getsockname()[1]}"
         self.held: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
