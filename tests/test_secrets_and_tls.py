@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.support.fake_apiserver import FakeAPIServer
-from tests.support.local_warmer import LocalWarmer, labelled_namespace, pod
+from tests.support.local_warmer import labelled_namespace, pod
 from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.token_issuer import TokenIssuer
 from tests.support.waiting import wait_until
+from webhook.local_apiserver import LocalAPIServer
 from webhook.local_servers import RegistryServer
+from webhook.local_warmer import LocalWarmer
 from webhook.local_webhook import LocalWebhook
 from webhook.registry import RegistryClient
 from webhook.sample_image import push_sample_image
@@ -56,7 +57,7 @@ class Cluster:
     """The registries, the token service, the fake API server, the warmer and the webhook of this module."""
 
     def __init__(self, workdir: Path, issuer: TokenIssuer, tokened: RegistryServer, basic_up: RegistryServer,
-                 ccr: RegistryServer, api: FakeAPIServer, digest: str) -> None:
+                 ccr: RegistryServer, api: LocalAPIServer, digest: str) -> None:
         self.workdir, self.issuer, self.api = workdir, issuer, api
         self.tokened, self.basic_up, self.ccr = tokened, basic_up, ccr
         self.good = f"{tokened.host}/team/app:1.0"
@@ -91,7 +92,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         with RegistryServer(auth=token_auth(workdir, issuer)) as tokened, \
                 RegistryServer(auth=htpasswd_auth(workdir / "up", USER, RIGHT_BASIC_PASSWORD)) as basic_up, \
-                RegistryServer(auth=htpasswd_auth(workdir / "ccr", USER, CCR_PASSWORD)) as ccr, FakeAPIServer() as api:
+                RegistryServer(auth=htpasswd_auth(workdir / "ccr", USER, CCR_PASSWORD)) as ccr, LocalAPIServer() as api:
             for server, password in ((tokened, TOKEN_PASSWORD), (basic_up, RIGHT_BASIC_PASSWORD)):
                 writer = RegistryClient(server.url, insecure=True, credentials=str(
                     docker_config(workdir / f"{server.port}.json", {server.host: password})),
