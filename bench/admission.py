@@ -27,6 +27,7 @@ from pathlib import Path
 from webhook.local_servers import RegistryServer
 from webhook.local_webhook import LocalWebhook
 from webhook.registry import RegistryClient
+from webhook.review_client import pod_review
 from webhook.sample_image import push_sample_image
 
 IMAGES = ("web", "sidecar", "metrics", "init")
@@ -80,7 +81,7 @@ def row(label: str, runs: list[Run]) -> str:
             f"{median([r.cpu_ms_per_request for r in runs]):>10.3f} {sum(r.errors for r in runs):>6}")
 
 
-def pod_review(registry: str) -> dict:
+def realistic_review(registry: str) -> dict:
     """A realistic ~4 KB Pod review: env, probes, resources and mounts around four upstream images."""
 
     def container(name: str) -> dict:
@@ -109,12 +110,7 @@ def pod_review(registry: str) -> dict:
             "serviceAccountName": "web", "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
         },
     }
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "operation": "CREATE",
-        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "namespace": "team", "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-        "object": pod, "dryRun": False}}
-
+    return pod_review(pod)
 
 def push_images(upstream: RegistryServer, ccr: RegistryServer) -> None:
     """Each image upstream, and the same image in the CCR under the `up` prefix."""
@@ -175,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         push_images(upstream, ccr)
         settings = {"ccr": {"registry": ccr.host, "insecure": True},
                     "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}]}
-        review = json.dumps(pod_review(upstream.host)).encode()
+        review = json.dumps(realistic_review(upstream.host)).encode()
         review_file, script = Path(scratch) / "review.json", Path(scratch) / "post.lua"
         review_file.write_bytes(review)
         script.write_text(WRK_SCRIPT)

@@ -29,6 +29,7 @@ from pathlib import Path
 from webhook.local_servers import RegistryServer
 from webhook.local_webhook import LocalWebhook
 from webhook.registry import RegistryClient
+from webhook.review_client import pod_review
 from webhook.sample_image import push_sample_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,10 +68,8 @@ def review(kind: str, number: int, upstream: str) -> tuple[str, bytes]:
            "metadata": {"generateName": "soak-", "namespace": "team", "labels": {"app": "soak"}},
            "spec": {"containers": [{"name": f"c{i}", "image": image, "env": [{"name": "N", "value": str(number)}],
                                     "resources": {"requests": {"cpu": "10m"}}} for i, image in enumerate(images)]}}
-    request = {"uid": f"soak-{number}", "operation": "CREATE", "namespace": "team", "object": pod,
-               "dryRun": kind == "dryRun review"}
     path = "/dry-run" if kind == "dry-run namespace" else "/mutate"
-    return path, json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode()
+    return path, json.dumps(pod_review(pod, dry_run=kind == "dryRun review", uid=f"soak-{number}")).encode()
 
 
 def problem(kind: str, number: int, status: int, body: bytes, ccr: str) -> str | None:

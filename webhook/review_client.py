@@ -30,14 +30,14 @@ def pod_object(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def pod_review(pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-    """The AdmissionReview v1 the API server sends to CREATE `pod`."""
+def pod_review(pod: dict[str, Any], *, dry_run: bool = False, uid: str | None = None) -> dict[str, Any]:
+    """The AdmissionReview v1 the API server sends to CREATE `pod` (a fresh uid unless one is given)."""
     metadata = pod["metadata"]
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
-            "uid": str(uuid.uuid4()),
+            "uid": uid or str(uuid.uuid4()),
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": metadata.get("namespace"),
