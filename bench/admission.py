@@ -24,11 +24,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from webhook.local_servers import RegistryServer
-from webhook.local_webhook import LocalWebhook
-from webhook.registry import RegistryClient
-from webhook.review_client import pod_review
-from webhook.sample_image import push_sample_image
+from webhook.testing.processes import RegistryServer
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.registry.client import RegistryClient
+from webhook.testing.review_client import pod_review
+from webhook.testing.sample_image import push_sample_image
 
 IMAGES = ("web", "sidecar", "metrics", "init")
 

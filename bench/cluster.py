@@ -13,11 +13,11 @@ from typing import Any
 
 from bench.ccr import ccr_settings
 from webhook.config import WarmerConfig
-from webhook.local_apiserver import LocalAPIServer
-from webhook.local_servers import RegistryServer
-from webhook.local_warmer import LocalWarmer
-from webhook.local_webhook import LocalWebhook
-from webhook.review_client import admitted_pod, pod_object, pod_review, send_review
+from webhook.testing.apiserver import LocalAPIServer
+from webhook.testing.processes import RegistryServer
+from webhook.testing.warmer_process import LocalWarmer
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.testing.review_client import admitted_pod, pod_object, pod_review, send_review
 
 NAMESPACE = "bench"
 

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhook.local_servers import RegistryServer
-from webhook.registry import RegistryClient
-from webhook.sample_image import push_sample_image
-from webhook.warmer.copy import copy_image
+from webhook.testing.processes import RegistryServer
+from webhook.registry.client import RegistryClient
+from webhook.testing.sample_image import push_sample_image
+from webhook.copier.engine import copy_image
 
 MiB = 1024 * 1024
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from webhook.registry import RegistryClient
-from webhook.sample_image import PushedImage, push_sample_image
+from webhook.registry.client import RegistryClient
+from webhook.testing.sample_image import PushedImage, push_sample_image
 
 MB = 1_000_000  # the published table's megabytes
 LAYER_SHARES = (0.35, 0.25, 0.18, 0.12, 0.10)  # a base image, runtimes, the application: a few uneven layers

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from webhook.reference import parse_image
+from webhook.policy.reference import parse_image
 
 BACKOFF_INITIAL_SECONDS = 10.0  # the kubelet's image-pull back-off (pkg/kubelet: backOffPeriod)
 BACKOFF_MAX_SECONDS = 300.0  # and its cap (MaxContainerBackOff)

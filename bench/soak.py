@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webhook.local_servers import RegistryServer
-from webhook.local_webhook import LocalWebhook
-from webhook.registry import RegistryClient
-from webhook.review_client import pod_review
-from webhook.sample_image import push_sample_image
+from webhook.testing.processes import RegistryServer
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.registry.client import RegistryClient
+from webhook.testing.review_client import pod_review
+from webhook.testing.sample_image import push_sample_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IN_CCR, NOT_IN_CCR = ("web", "api", "worker", "cache"), ("batch", "tool")

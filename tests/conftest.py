@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import tally
-from webhook.local_apiserver import LocalAPIServer
+from webhook.testing.apiserver import LocalAPIServer
 from tests.support.workloads import namespace
-from webhook.local_servers import RegistryServer
+from webhook.testing.processes import RegistryServer
 
 
 @pytest.fixture

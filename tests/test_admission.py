@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.admission import (
+from webhook.policy.review import (
     ORIGINAL_IMAGES_ANNOTATION,
     BadReview,
     Mode,
@@ -19,8 +19,8 @@ from webhook.admission import (
     error_result,
     parse_review,
 )
-from webhook.policy import Action, Decision, WarmRequest
-from webhook.reference import parse_image
+from webhook.policy.decide import Action, Decision, WarmRequest
+from webhook.policy.reference import parse_image
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64

@@ -8,11 +8,11 @@ import logging
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from webhook.app import EVALUATION_SHARE, create_app
+from webhook.admission.app import EVALUATION_SHARE, create_app
 from webhook.config import parse_config
 from webhook.logs import JsonFormatter
-from webhook.metrics import Metrics
-from webhook.policy import ImageFacts, Lookup, decide_image, plan_image
+from webhook.admission.metrics import Metrics
+from webhook.policy.decide import ImageFacts, Lookup, decide_image, plan_image
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64
@@ -111,7 +111,7 @@ def test_oversize_bodies_get_413(client, metrics):
 
 def test_an_evaluation_error_admits_unchanged_logs_and_counts(metrics, caplog):
     app = create_app(CONFIG, FakeEvaluator(error=RuntimeError("boom")), metrics)
-    with caplog.at_level(logging.ERROR, logger="webhook.app"):
+    with caplog.at_level(logging.ERROR, logger="webhook.admission.app"):
         reply = post(app.test_client(), review("nginx:1.25"))
     response = reply.get_json()["response"]
     assert reply.status_code == 200 and response["allowed"] and "patch" not in response
@@ -163,7 +163,7 @@ def test_every_line_logged_while_answering_carries_the_uid(client):
 
 @pytest.mark.parametrize(("images", "level"), [(["nginx:1.25"], "DEBUG"), (["nginx:latest"], "INFO")])
 def test_routine_answers_log_at_debug_denials_at_info(client, caplog, images, level):
-    with caplog.at_level(logging.DEBUG, logger="webhook.app"):
+    with caplog.at_level(logging.DEBUG, logger="webhook.admission.app"):
         post(client, review(*images))
     assert [record.levelname for record in caplog.records if record.getMessage() == "answered"] == [level]
 

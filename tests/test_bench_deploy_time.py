@@ -12,9 +12,9 @@ from bench.nodes import (ImageNotHeld, NodePull, PullAttempt, backoff_delays, im
                          pullable_reference)
 from bench.report import deployment_table, without_backoff_wait
 from bench.results import ScenarioResult, Settings, load_results, save_results
-from webhook.local_servers import RegistryServer
-from webhook.registry import RegistryClient
-from webhook.sample_image import push_sample_image
+from webhook.testing.processes import RegistryServer
+from webhook.registry.client import RegistryClient
+from webhook.testing.sample_image import push_sample_image
 
 DIGEST = "sha256:" + "ab" * 32
 

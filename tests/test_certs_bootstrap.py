@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.local_apiserver import LocalAPIServer
+from webhook.testing.apiserver import LocalAPIServer
 from webhook import tls
 from webhook.cli import main
 

@@ -8,10 +8,10 @@ import urllib3
 from webhook.cli import main
 from webhook.commands.check import online_verdicts
 from webhook.config import parse_config
-from webhook.local_servers import RegistryServer
-from webhook.registry import OCI_MANIFEST, RegistryClient
-from webhook.registry_errors import NotFound
-from webhook.sample_image import push_sample_image
+from webhook.testing.processes import RegistryServer
+from webhook.registry.client import OCI_MANIFEST, RegistryClient
+from webhook.registry.errors import NotFound
+from webhook.testing.sample_image import push_sample_image
 
 DIGEST = "sha256:" + "d" * 64
 

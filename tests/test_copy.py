@@ -16,8 +16,8 @@ from tests.support.registry_auth import token_auth
 from tests.support.registry_pair import ccr, client as make_client, upstream  # noqa: F401 - fixtures
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
-from webhook.local_servers import RegistryServer, free_port
-from webhook.registry import (
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.registry.client import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     MANIFEST_MEDIA_TYPES,
@@ -29,11 +29,11 @@ from webhook.registry import (
     RegistryUnavailable,
     digest_of,
 )
-from webhook.sample_image import PushedImage, push_sample_image
-from webhook.warmer.copy import CopyError, CopyProgress, copy_image
-from webhook.warmer.blobs import VerifiedBlob
-from webhook.warmer.descriptors import Descriptor, child_manifests, image_blobs
-from webhook.warmer.retry import RetryPolicy
+from webhook.testing.sample_image import PushedImage, push_sample_image
+from webhook.copier.engine import CopyError, CopyProgress, copy_image
+from webhook.copier.blobs import VerifiedBlob
+from webhook.registry.oci import Descriptor, child_manifests, image_blobs
+from webhook.copier.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 

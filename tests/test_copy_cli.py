@@ -15,12 +15,12 @@ from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
 from tests.support.registry_pair import client as registry_client
 from webhook.cli import main
 from webhook.config import parse_config
-from webhook.copy_display import ProgressDisplay
-from webhook.policy import warm_request_for
-from webhook.reference import parse_image
-from webhook.registry import Registries
-from webhook.sample_image import push_sample_image
-from webhook.warmer.copy import CopyProgress, copy_warm_request
+from webhook.commands.progress import ProgressDisplay
+from webhook.policy.decide import warm_request_for
+from webhook.policy.reference import parse_image
+from webhook.registry.client import Registries
+from webhook.testing.sample_image import push_sample_image
+from webhook.copier.engine import CopyProgress, copy_warm_request
 from webhook.warmer.queue import JobState, WarmQueue
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 import pytest
 
-from webhook.demo import run_demo
+from webhook.testing.demo import run_demo
 
 
 @pytest.mark.integration

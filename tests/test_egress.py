@@ -22,11 +22,11 @@ from tests.support import tally
 from tests.support.faulty_servers import SilentServer
 from tests.support.hostile import ODD_HOSTS, image_strings
 from webhook.config import parse_config
-from webhook.evaluate import evaluate_images
-from webhook.local_servers import RegistryServer, free_port
-from webhook.local_webhook import LocalWebhook
-from webhook.registry import Registries
-from webhook.resolver import Resolver
+from webhook.registry.evaluate import evaluate_images
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.registry.client import Registries
+from webhook.registry.resolver import Resolver
 from webhook.warmer.sightings import Sightings
 
 UPSTREAM, CCR = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"  # nothing listens: every connect is refused

@@ -23,14 +23,14 @@ import urllib3
 from tests.support import small_disk
 from tests.support.faulty_servers import SilentServer, corrupt_blob
 from tests.support.https_load import HTTPSLoad, Outcome
-from tests.support.local_warmer import Scene, warm_scene
+from tests.support.warmer_scene import Scene, warm_scene
 from tests.support.registry_proxy import DROP, RegistryProxy
 from tests.support.waiting import wait_until
 from webhook import tls
-from webhook.local_servers import RegistryServer, free_port
-from webhook.local_webhook import LocalWebhook
-from webhook.registry import NotFound, RegistryClient
-from webhook.sample_image import PushedImage, push_sample_image
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.registry.client import NotFound, RegistryClient
+from webhook.testing.sample_image import PushedImage, push_sample_image
 from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration

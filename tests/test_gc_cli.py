@@ -11,8 +11,8 @@ import yaml
 from tests.support.registry_pair import client as registry_client
 from tests.support.workloads import pod
 from webhook.cli import main
-from webhook.commands.gc import format_bytes
-from webhook.sample_image import push_sample_image
+from webhook.commands.gc_images import format_bytes
+from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 REPOSITORY = "mirror/up/app"

@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 
 from tests.support import tally
 from tests.support.hostile import check_answer, deeply_nested, image_strings, reviews
-from webhook.admission import BadReview, Mode, build_result, encode_review, parse_review
+from webhook.policy.review import BadReview, Mode, build_result, encode_review, parse_review
 from webhook.config import parse_config
-from webhook.local_servers import RegistryServer
-from webhook.local_webhook import LocalWebhook
-from webhook.policy import Action, Decision, ImageFacts, Lookup, decide_image, plan_image
-from webhook.reference import InvalidImageReference, parse_image
-from webhook.registry import RegistryClient
-from webhook.sample_image import PushedImage, push_sample_image
+from webhook.testing.processes import RegistryServer
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, decide_image, plan_image
+from webhook.policy.reference import InvalidImageReference, parse_image
+from webhook.registry.client import RegistryClient
+from webhook.testing.sample_image import PushedImage, push_sample_image
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64

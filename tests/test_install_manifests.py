@@ -23,7 +23,7 @@ import yaml
 from webhook import tls
 from webhook.cli import build_parser
 from webhook.config import apply_env_overrides, parse_config
-from webhook.registry_auth import load_credentials
+from webhook.registry.auth import load_credentials
 from webhook.retention.watch import WATCHED_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent

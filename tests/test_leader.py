@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from webhook.local_apiserver import LocalAPIServer
+from webhook.testing.apiserver import LocalAPIServer
 from tests.support.waiting import wait_until
-from webhook.warmer.leader import LeaderElection
+from webhook.kube.lease import LeaderElection
 
 
 class Clock:

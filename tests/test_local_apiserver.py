@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from webhook.local_apiserver import LocalAPIServer, Resource
+from webhook.testing.apiserver import LocalAPIServer, Resource
 
 
 def pod(name: str, namespace: str = "default", **labels: str) -> dict:

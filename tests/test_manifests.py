@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from webhook.manifests import ManifestError, find_images, parse_documents
+from webhook.policy.workloads import ManifestError, find_images, parse_documents
 
 
 def pod_spec(image="app:1"):

@@ -7,9 +7,9 @@ import threading
 import pytest
 from kubernetes import client
 
-from webhook.local_apiserver import LocalAPIServer
+from webhook.testing.apiserver import LocalAPIServer
 from tests.support.waiting import wait_until
-from webhook.warmer.watch import PodWatch
+from webhook.kube.informer import PodWatch
 
 LABEL = "ccr-webhook/policy"
 

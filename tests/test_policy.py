@@ -3,7 +3,7 @@
 import pytest
 
 from webhook.config import parse_config
-from webhook.policy import (
+from webhook.policy.decide import (
     Action,
     Decision,
     ImageFacts,
@@ -15,7 +15,7 @@ from webhook.policy import (
     upstream_source,
     warm_request_for,
 )
-from webhook.reference import InvalidImageReference
+from webhook.policy.reference import InvalidImageReference
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

@@ -2,7 +2,7 @@
 
 import pytest
 
-from webhook.reference import ImageReference, InvalidImageReference, parse_image
+from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
 
 D64 = "sha256:" + "a" * 64
 

@@ -18,11 +18,11 @@ import urllib3
 from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
-from webhook import registry as registry_module
+from webhook.registry import client as registry_module
 from webhook import tls
 from webhook.config import parse_config
-from webhook.local_servers import RegistryServer, free_port
-from webhook.registry import (
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.registry.client import (
     MANIFEST_MEDIA_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -36,7 +36,7 @@ from webhook.registry import (
     RegistryUnavailable,
     digest_of,
 )
-from webhook.sample_image import push_sample_image
+from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from webhook.registry_auth import Authenticator, Credentials, TokenCache, load_credentials, parse_challenge
-from webhook.registry_errors import (
+from webhook.registry.auth import Authenticator, Credentials, TokenCache, load_credentials, parse_challenge
+from webhook.registry.errors import (
     NotFound,
     RateLimited,
     RegistryAuthError,

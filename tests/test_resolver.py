@@ -10,10 +10,10 @@ import time
 import pytest
 
 from webhook.config import parse_config
-from webhook.evaluate import evaluate_images
-from webhook.policy import Action, ImageFacts, Lookup, plan_image
-from webhook.registry_errors import RateLimited
-from webhook.resolver import Resolver
+from webhook.registry.evaluate import evaluate_images
+from webhook.policy.decide import Action, ImageFacts, Lookup, plan_image
+from webhook.registry.errors import RateLimited
+from webhook.registry.resolver import Resolver
 
 D1 = "sha256:" + "1" * 64
 CONFIG = parse_config(

@@ -9,17 +9,17 @@ import pytest
 
 from tests.support.workloads import Clock, pod, wait_for
 from webhook.config import parse_config
-from webhook.evaluate import evaluate_images
-from webhook.local_servers import REGISTRY_BINARY, RegistryServer
-from webhook.policy import Action, WarmRequest
-from webhook.reference import parse_image
-from webhook.registry import Registries
-from webhook.resolver import Resolver
-from webhook.retention.gc import Retention
+from webhook.registry.evaluate import evaluate_images
+from webhook.testing.processes import REGISTRY_BINARY, RegistryServer
+from webhook.policy.decide import Action, WarmRequest
+from webhook.policy.reference import parse_image
+from webhook.registry.client import Registries
+from webhook.registry.resolver import Resolver
+from webhook.retention.run import Retention
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.usage import UsageTracker
 from webhook.retention.watch import ClusterUsage
-from webhook.sample_image import push_sample_image
+from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import pytest
 
 from tests.support.workloads import wait_for
 from webhook.config import RetentionConfig, parse_config
-from webhook.registry import Registries
+from webhook.registry.client import Registries
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.schedule import ScheduledRetention
-from webhook.sample_image import push_sample_image
+from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 REPOSITORY = "mirror/up/app"

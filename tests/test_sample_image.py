@@ -10,9 +10,9 @@ import zlib
 import pytest
 
 from tests.support.registry_proxy import RegistryProxy
-from webhook.local_servers import RegistryServer
-from webhook.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
-from webhook.sample_image import CHUNK_BYTES, CONFIG_MEDIA_TYPE, GeneratedLayer, push_sample_image
+from webhook.testing.processes import RegistryServer
+from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from webhook.testing.sample_image import CHUNK_BYTES, CONFIG_MEDIA_TYPE, GeneratedLayer, push_sample_image
 
 
 def test_a_generated_layer_is_the_same_every_time_and_its_digest_is_its_sha256():

@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.support.local_warmer import labelled_namespace, pod
+from tests.support.warmer_scene import labelled_namespace, pod
 from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.token_issuer import TokenIssuer
 from tests.support.waiting import wait_until
-from webhook.local_apiserver import LocalAPIServer
-from webhook.local_servers import RegistryServer
-from webhook.local_warmer import LocalWarmer
-from webhook.local_webhook import LocalWebhook
-from webhook.registry import RegistryClient
-from webhook.sample_image import push_sample_image
+from webhook.testing.apiserver import LocalAPIServer
+from webhook.testing.processes import RegistryServer
+from webhook.testing.warmer_process import LocalWarmer
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.registry.client import RegistryClient
+from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ import pytest
 import urllib3
 
 from tests.support.faulty_servers import SilentServer
-from webhook.local_servers import RegistryServer, free_port
-from webhook.local_webhook import LocalWebhook
-from webhook.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
-from webhook.sample_image import push_sample_image
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.testing.webhook_process import LocalWebhook
+from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 
 from webhook import tls
-from webhook.local_servers import free_port, stop, wait_for_port
+from webhook.testing.processes import free_port, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "ccr-webhook.ccr-system.svc"

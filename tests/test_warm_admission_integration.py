@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import pytest
 import urllib3
 
-from tests.support.local_warmer import Scene, warm_scene
+from tests.support.warmer_scene import Scene, warm_scene
 from tests.support.waiting import wait_until
-from webhook.local_webhook import LocalWebhook
+from webhook.testing.webhook_process import LocalWebhook
 from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,8 @@
 import threading
 import time
 
-from webhook.policy import WarmRequest
-from webhook.reference import parse_image
+from webhook.policy.decide import WarmRequest
+from webhook.policy.reference import parse_image
 from webhook.warmer.queue import JobState, WarmQueue
 
 D1 = "sha256:" + "1" * 64

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from tests.support.local_warmer import NAMESPACE, Scene, pod, warm_scene
-from webhook.local_warmer import LocalWarmer
+from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
+from webhook.testing.warmer_process import LocalWarmer
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
-from webhook.local_servers import RegistryServer
-from webhook.registry_errors import RegistryError
+from webhook.testing.processes import RegistryServer
+from webhook.registry.errors import RegistryError
 from webhook.warmer.events import FINISHED, STARTED
 from webhook.warmer.service import Warmer
 

@@ -7,17 +7,17 @@ import json
 import pytest
 
 from webhook.config import parse_config
-from webhook.policy import WarmRequest
-from webhook.reference import parse_image
-from webhook.registry_errors import NotFound, RegistryAuthError, RegistryUnavailable
-from webhook.resolver import Resolver
-from webhook.warmer.copy import CopyError, CopyResult
+from webhook.policy.decide import WarmRequest
+from webhook.policy.reference import parse_image
+from webhook.registry.errors import NotFound, RegistryAuthError, RegistryUnavailable
+from webhook.registry.resolver import Resolver
+from webhook.copier.engine import CopyError, CopyResult
 from webhook.warmer.events import FAILED, FINISHED, STARTED, WarmEvents, scrub, warm_event
-from webhook.warmer.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
+from webhook.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
 from webhook.warmer.metrics import failure_reason
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
-from webhook.warmer.serving import Request
+from webhook.http_service import Request
 from webhook.warmer.sightings import Sightings
 
 DIGEST = "sha256:" + "d" * 64

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.admission import Mode, build_result, parse_review
+from webhook.policy.review import Mode, build_result, parse_review
 from webhook.config import parse_config
-from webhook.policy import Action, ImageFacts, Lookup, decide_image, plan_image
-from webhook.resolver import Resolver
-from webhook.warming import Warming
+from webhook.policy.decide import Action, ImageFacts, Lookup, decide_image, plan_image
+from webhook.registry.resolver import Resolver
+from webhook.admission.warming import Warming
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 from webhook.config import ConfigError
 
-# Each module has `add_parser(subparsers)` that registers its subcommand with `func=run`.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "check", "certs", "copy", "warm", "warmer", "gc")
+# Each module under webhook/commands has `add_parser(subparsers)` that registers its subcommand with `func=run`;
+# `copy` and `gc` live in copy_image.py and gc_images.py so that no module shadows the standard library's.
+COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "check", "certs", "copy_image", "warm", "warmer", "gc_images")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from webhook.local_servers import RegistryServer
+from webhook.testing.processes import RegistryServer
 
 
 class SilentServer:

@@ -17,7 +17,7 @@ from typing import Any
 import jsonpatch
 from hypothesis import strategies as st
 
-from webhook.admission import API_VERSION, ORIGINAL_IMAGES_ANNOTATION
+from webhook.policy.review import API_VERSION, ORIGINAL_IMAGES_ANNOTATION
 
 ODD_HOSTS = (
     "169.254.169.254", "169.254.169.254:80", "[fe80::1]", "[fe80::1]:5000", "[::1]:5000", "10.0.0.1:5000",

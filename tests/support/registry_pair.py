@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from webhook.local_servers import RegistryServer
-from webhook.registry import RegistryClient
+from webhook.testing.processes import RegistryServer
+from webhook.registry.client import RegistryClient
 
 
 def client(url: str, credentials: Path | None = None) -> RegistryClient:

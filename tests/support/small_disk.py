@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from webhook.local_servers import RegistryServer
+from webhook.testing.processes import RegistryServer
 
 _MOUNT_THEN_RUN = 'mount -t tmpfs -o "size=$1" tmpfs "$0" && shift && exec "$@"'
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook import tls
-from webhook.kube import kubernetes_client
+from webhook.kube.client import kubernetes_client
 
 
 def add_parser(subparsers: Any) -> None:

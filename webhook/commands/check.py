@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 from webhook.config import Config, ConfigError, load_config
-from webhook.dry_run import Verdict, offline_verdicts, render_table, report_json, summarize, summary_line, verdict_of
-from webhook.evaluate import evaluate_images
-from webhook.manifests import Document, ManifestError, find_images, looks_like_json, parse_documents
-from webhook.registry import Registries
-from webhook.registry_errors import RegistryAuthError
-from webhook.resolver import RegistrySource, Resolver
+from webhook.policy.report import Verdict, offline_verdicts, render_table, report_json, summarize, summary_line, verdict_of
+from webhook.registry.evaluate import evaluate_images
+from webhook.policy.workloads import Document, ManifestError, find_images, looks_like_json, parse_documents
+from webhook.registry.client import Registries
+from webhook.registry.errors import RegistryAuthError
+from webhook.registry.resolver import RegistrySource, Resolver
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -17,6 +17,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo."""
-    from webhook.demo import run_demo  # the demo pulls in the kubernetes client; only this command needs it
+    from webhook.testing.demo import run_demo  # the demo pulls in the kubernetes client; only this command needs it
 
     return run_demo()

@@ -10,7 +10,7 @@ import tempfile
 
 from webhook.config import Config, ConfigError, load_config
 
-# prometheus_client reads this when first imported, so it is set before webhook.server is imported.
+# prometheus_client reads this when first imported, so it is set before webhook.admission.server is imported.
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ[_MULTIPROC_ENV] = metrics_dir
     master = os.getpid()
     try:
-        from webhook.server import WebhookServer
+        from webhook.admission.server import WebhookServer
 
         WebhookServer(config, args.log_level, args.threads).run()
     finally:

@@ -13,13 +13,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from webhook.commands.copy import add_copy_options, load_registries
+from webhook.commands.copy_image import add_copy_options, load_registries
 from webhook.config import Config
-from webhook.copy_display import CopyJob, run_copies
-from webhook.policy import NotMirrored, upstream_source, warm_request_for
-from webhook.reference import ImageReference, InvalidImageReference
-from webhook.registry import Registries
-from webhook.warmer.copy import CopyProgress, CopyResult, copy_warm_request
+from webhook.commands.progress import CopyJob, run_copies
+from webhook.policy.decide import NotMirrored, upstream_source, warm_request_for
+from webhook.policy.reference import ImageReference, InvalidImageReference
+from webhook.registry.client import Registries
+from webhook.copier.engine import CopyProgress, CopyResult, copy_warm_request
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ import threading
 import uuid
 
 from webhook.config import load_config
-from webhook.kube import kubernetes_client
+from webhook.kube.client import kubernetes_client
 from webhook.logs import logging_config
 
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from webhook.registry import Manifest
-from webhook.registry_errors import NotFound, RegistryProtocolError
-from webhook.registry_streams import BlobStream
-from webhook.warmer.descriptors import Descriptor, child_manifests, image_blobs
+from webhook.registry.client import Manifest
+from webhook.registry.errors import NotFound, RegistryProtocolError
+from webhook.registry.streams import BlobStream
+from webhook.registry.oci import Descriptor, child_manifests, image_blobs
 
 log = logging.getLogger(__name__)
 

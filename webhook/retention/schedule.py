@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook.config import Config
-from webhook.retention.gc import CCRWriter, Retention, RunResult
+from webhook.retention.run import CCRWriter, Retention, RunResult
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.watch import ClusterUsage
 

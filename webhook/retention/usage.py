@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import Config
-from webhook.manifests import Document, ManifestError, find_images
-from webhook.reference import InvalidImageReference, parse_image
+from webhook.policy.workloads import Document, ManifestError, find_images
+from webhook.policy.reference import InvalidImageReference, parse_image
 
 OPT_IN_LABEL = "ccr-webhook/policy"
 WORKLOAD_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")

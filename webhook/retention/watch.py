@@ -3,7 +3,7 @@
 One thread per kind lists every object (cluster-wide, paginated), hands the list to the UsageTracker,
 then watches from the list's resourceVersion, applying each event; when a watch ends it resumes from the
 last version seen, and after 410 Gone or any error it lists again. Objects are read as plain JSON, the
-shape `webhook.manifests` reads, never as client models.
+shape `webhook.policy.workloads` reads, never as client models.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 
-from webhook.warmer.copy import CopyResult
+from webhook.copier.engine import CopyResult
 from webhook.warmer.pods import PodRef
 from webhook.warmer.queue import JobState, WarmJob
 

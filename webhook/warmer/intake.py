@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from webhook.reference import InvalidImageReference, parse_image
-from webhook.warmer.hints import Hint, HintResult
+from webhook.policy.reference import InvalidImageReference, parse_image
+from webhook.hints import Hint, HintResult
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, WarmQueue, job_key
 from webhook.warmer.sightings import Sighting, Sightings

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from webhook.registry_errors import NotFound, RateLimited, RegistryAuthError, RegistryNotAllowed, RegistryProtocolError, RegistryUnavailable
-from webhook.warmer.copy import CopyResult
+from webhook.registry.errors import NotFound, RateLimited, RegistryAuthError, RegistryNotAllowed, RegistryProtocolError, RegistryUnavailable
+from webhook.copier.engine import CopyResult
 from webhook.warmer.queue import JobState, WarmJob
 
 # Copies take from a fraction of a second (already there, small image) to many minutes (gigabytes).

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.manifests import CONTAINER_LISTS
+from webhook.policy.workloads import CONTAINER_LISTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from webhook.policy import WarmRequest
+from webhook.policy.decide import WarmRequest
 
 
 class JobState(str, enum.Enum):

@@ -14,22 +14,22 @@ from typing import Any
 from kubernetes.client import CoordinationV1Api, CoreV1Api
 
 from webhook.config import Config
-from webhook.policy import WarmRequest
-from webhook.registry import Registries
-from webhook.resolver import Resolver
+from webhook.policy.decide import WarmRequest
+from webhook.registry.client import Registries
+from webhook.registry.resolver import Resolver
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.schedule import ScheduledRetention
-from webhook.warmer.copy import CopyResult, copy_warm_request
+from webhook.copier.engine import CopyResult, copy_warm_request
 from webhook.warmer.events import WarmEvents
-from webhook.warmer.hints import PATH, hints_route
+from webhook.hints import PATH, hints_route
 from webhook.warmer.intake import Intake
-from webhook.warmer.leader import LeaderElection
+from webhook.kube.lease import LeaderElection
 from webhook.warmer.metrics import WarmerMetrics
 from webhook.warmer.pods import PodIndex
 from webhook.warmer.queue import JobState, WarmJob, WarmQueue
-from webhook.warmer.serving import HTTPService, Reply, Request
+from webhook.http_service import HTTPService, Reply, Request
 from webhook.warmer.sightings import Sightings
-from webhook.warmer.watch import PodWatch
+from webhook.kube.informer import PodWatch
 
 log = logging.getLogger("webhook.warmer")
 

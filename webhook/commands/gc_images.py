@@ -1,0 +1,137 @@
+"""`ccr-webhook gc`: run retention once, on demand: evict from the CCR the images no workload uses.
+
+Usage comes from the cluster (the service account in a Pod, else the kubeconfig), the CCR from the
+configuration. This process has just started, so it counts every image unused now as last used now:
+with the configured maxUnusedAge nothing is old enough yet. Pass `--max-unused-age 0` to evict every
+image unused right now (the newest keepNewest of each repository still stay), or let the warmer's
+scheduled run, which has watched the cluster for longer, do it.
+
+Exit codes: 0 done (or nothing to do), 1 a delete failed or the CCR or cluster could not be read,
+2 unreadable configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from webhook.config import ConfigError, load_config, parse_duration
+from webhook.kube.client import kubernetes_client
+from webhook.registry.client import Registries
+from webhook.registry.errors import RegistryAuthError, RegistryError
+
+if TYPE_CHECKING:  # imported in run(): retention brings prometheus_client, which must not be loaded before
+    # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI
+    from webhook.retention.run import Outcome, RunResult
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `gc`."""
+    parser = subparsers.add_parser("gc", help="evict images no workload uses from the CCR (retention, once)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), metavar="FILE",
+                        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
+    parser.add_argument("--max-unused-age", type=_duration, metavar="DURATION",
+                        help="override retention.maxUnusedAge (seconds, or 90s, 30m, 168h, 7d); 0: unused now is enough")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
+    parser.add_argument("--sync-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long listing the cluster may take (default: 60)")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.set_defaults(func=run)
+
+
+def _duration(text: str) -> float:
+    """Seconds from a number or a duration string, for argparse."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be seconds or a duration such as 30m, 168h or 7d, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Watch the cluster's usage, run retention once, print the evictions."""
+    if not args.config:
+        print("ccr-webhook gc: --config FILE is required (or set CCR_WEBHOOK_CONFIG)", file=sys.stderr)
+        return 2
+    from webhook.retention.run import Retention
+    from webhook.retention.watch import ClusterUsage
+
+    config = load_config(args.config)
+    try:
+        registries = Registries(config)
+    except RegistryAuthError as err:  # an unreadable credentials file is a configuration error: exit 2
+        raise ConfigError(str(err)) from None
+    usage = ClusterUsage(kubernetes_client(args.kubeconfig), config)
+    try:
+        usage.start()
+        if not usage.wait_synced(args.sync_timeout):
+            print(f"ccr-webhook gc: could not list the cluster's workloads within {args.sync_timeout:g} s", file=sys.stderr)
+            return 1
+        retention = Retention(config, registries.ccr, usage.tracker, usage.confirm)
+        result = retention.run(dry_run=args.dry_run or None, max_unused_age=args.max_unused_age)
+    except (RegistryError, ApiException, urllib3.exceptions.HTTPError) as err:
+        print(f"ccr-webhook gc: {str(err).strip()}", file=sys.stderr)
+        return 1
+    finally:
+        usage.stop()
+        registries.close()
+    print(json.dumps(report_json(result), indent=2) if args.output == "json" else render(result))
+    return 1 if result.failed else 0
+
+
+def render(result: RunResult) -> str:
+    """One line per eviction (what it would do, did, or why it stopped), then a summary."""
+    outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
+    lines = []
+    for verdict in result.plan.evictions:
+        image = verdict.image
+        outcome = outcomes.get((image.repository, image.digest))
+        why = (outcome and (outcome.error or outcome.spared)) or verdict.reason
+        lines.append(f"{_state(outcome, result.dry_run):<13} {image.repository}@{image.digest[:19]} "
+                     f"{','.join(image.tags) or '-'} {format_bytes(verdict.freed_bytes)} ({why})")
+    kept = len(result.plan.verdicts) - len(result.plan.evictions)
+    evicted = [o for o in result.outcomes if o.deleted and not o.error]
+    freed = sum(o.verdict.freed_bytes for o in evicted) if not result.dry_run else sum(
+        v.freed_bytes for v in result.plan.evictions)
+    verb = "would evict" if result.dry_run else "evicted"
+    count = len(result.plan.evictions) if result.dry_run else len(evicted)
+    lines.append(f"{verb} {count} image(s), {format_bytes(freed)} to be freed by the registry's garbage collection; "
+                 f"kept {kept}")
+    return "\n".join(lines)
+
+
+def report_json(result: RunResult) -> dict[str, Any]:
+    """The run as data: every verdict, and for evictions what happened."""
+    outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
+    return {"dryRun": result.dry_run, "images": [
+        {"repository": v.image.repository, "digest": v.image.digest, "tags": list(v.image.tags), "evict": v.evict,
+         "reason": v.reason, "freedBytes": v.freed_bytes,
+         "state": _state(outcomes.get((v.image.repository, v.image.digest)), result.dry_run) if v.evict else "kept"}
+        for v in result.plan.verdicts]}
+
+
+def _state(outcome: Outcome | None, dry_run: bool) -> str:
+    if dry_run or outcome is None:
+        return "would delete"
+    if outcome.error:
+        return "failed"
+    return "spared" if outcome.spared else "deleted"
+
+
+def format_bytes(size: int) -> str:
+    """`512 B`, `31.4 KiB`, `1.2 GiB`."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = float(size), "B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"

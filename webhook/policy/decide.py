@@ -1,0 +1,174 @@
+"""The admission policy as pure functions over plain data: no I/O, no clock, no globals.
+
+Deciding one image takes two steps so the registries are asked only what matters, all at once:
+`plan_image` settles every image it can from the string and the configuration alone, and says which
+facts it needs for the rest (a `Lookup`); once the resolver has gathered those `ImageFacts`,
+`decide_image` gives the verdict.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from dataclasses import dataclass
+
+from webhook.config import Config, CopyMode, OnResolveError, SwapMode, UpstreamConfig
+from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
+
+
+class Action(str, enum.Enum):
+    """What admission does with one image."""
+
+    LEAVE = "leave"  # nothing to change
+    REWRITE = "rewrite"  # point it at the CCR (pinned when pinDigest)
+    PIN = "pin"  # pin it to the upstream digest; the CCR does not hold it (yet)
+    UNPINNED = "unpinned"  # the digest could not be learned; admitted as written (onResolveError: allow)
+    DENY = "deny"  # refuse the Pod
+
+
+@dataclass(frozen=True, slots=True)
+class WarmRequest:
+    """Copy `source` (an upstream image pinned to its digest) into the CCR as `target`."""
+
+    source: ImageReference
+    target: ImageReference
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict for one image, with a reason a person can read."""
+
+    action: Action
+    image: str
+    reason: str
+    new_image: str | None = None
+    warm: WarmRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """An image whose verdict needs registry facts: its digest upstream and/or whether the CCR holds it."""
+
+    image: str
+    upstream: UpstreamConfig
+    source: ImageReference
+    need_digest: bool
+    need_ccr: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What the registries said about one image. None means nobody asked, or nobody answered in time."""
+
+    digest: str | None = None
+    resolve_error: str | None = None
+    in_ccr: bool | None = None
+
+
+def plan_image(image: str, config: Config) -> Decision | Lookup:
+    """Settle `image` from the string and the configuration, or say which registry facts decide it."""
+    policy = config.policy
+    try:
+        ref = parse_image(image)
+    except InvalidImageReference as err:
+        return Decision(Action.DENY, image, err.reason)
+    if ref.registry == config.ccr.registry:
+        if ref.digest is not None:
+            return Decision(Action.LEAVE, image, "already points at the CCR, pinned to a digest")
+        source = _upstream_form_of_ccr_image(ref, config)
+    else:
+        source = ref
+    if policy.reject_latest and source.implies_latest:
+        return Decision(Action.DENY, image, _latest_reason(source))
+    pattern = excluded_by(source, config)
+    if pattern is not None:
+        return Decision(Action.LEAVE, image, f"excluded by policy.exclude pattern {pattern!r}")
+    upstream = config.upstream_for(source.registry)
+    if upstream is None:
+        if ref.registry == config.ccr.registry:
+            return Decision(Action.LEAVE, image, "points at the CCR outside every upstream prefix; left as written")
+        return Decision(Action.LEAVE, image, f"registry {ref.registry} is not a configured upstream; not contacted")
+    need_digest = source.digest is None and (policy.pin_digest or policy.swap is SwapMode.EXISTS)
+    need_ccr = policy.swap is SwapMode.EXISTS
+    lookup = Lookup(image, upstream, source, need_digest, need_ccr)
+    if not need_digest and not need_ccr:
+        return decide_image(lookup, ImageFacts(), config)
+    return lookup
+
+
+def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
+    """The verdict for an image that needed registry facts, given what the registries said."""
+    policy = config.policy
+    image, source = lookup.image, lookup.source
+    digest = source.digest or facts.digest
+    if digest is None and lookup.need_digest:
+        why = facts.resolve_error or "no answer"
+        if policy.on_resolve_error is OnResolveError.DENY:
+            return Decision(Action.DENY, image, f"cannot resolve {source} to a digest ({why}); policy.onResolveError is deny")
+        return Decision(Action.UNPINNED, image, f"cannot resolve {source} to a digest ({why}); admitted unpinned")
+    pinned = source.with_digest(digest) if digest else source
+    in_ccr = pinned.with_registry(config.ccr.registry, lookup.upstream.prefix)
+    target = in_ccr if policy.pin_digest else source.with_registry(config.ccr.registry, lookup.upstream.prefix)
+    warm = WarmRequest(pinned, in_ccr) if policy.copy is not CopyMode.NONE and facts.in_ccr is not True else None
+    if policy.swap is SwapMode.ALWAYS or facts.in_ccr is True:
+        reason = "the CCR holds this digest" if facts.in_ccr else "policy.swap is always"
+        return _changed(Action.REWRITE, image, str(target), reason, warm)
+    why = "the CCR does not hold this digest yet" if facts.in_ccr is False else "the CCR did not answer in time"
+    warm_note = "; due to be warmed into the CCR" if warm else ""
+    if policy.pin_digest:
+        return _changed(Action.PIN, image, str(pinned), f"{why}; pinned upstream{warm_note}", warm)
+    return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm)
+
+
+class NotMirrored(ValueError):
+    """An image that no configured upstream serves, so the CCR does not mirror it."""
+
+
+def upstream_source(image: str, config: Config) -> ImageReference:
+    """The upstream image `image` names, or mirrors when it is a CCR name (mapped back through its prefix).
+
+    Raises InvalidImageReference for a malformed image, NotMirrored when no configured upstream serves it.
+    """
+    ref = parse_image(image)
+    source = _upstream_form_of_ccr_image(ref, config) if ref.registry == config.ccr.registry else ref
+    if config.upstream_for(source.registry) is None:
+        raise NotMirrored(f"{image}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    return source
+
+
+def warm_request_for(source: ImageReference, digest: str, config: Config) -> WarmRequest:
+    """The warm request admission makes for upstream `source` at `digest`: into `<ccr>/<prefix>/<repository>:<tag>@<digest>`."""
+    upstream = config.upstream_for(source.registry)
+    if upstream is None:
+        raise NotMirrored(f"{source}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    pinned = source.with_digest(digest)
+    return WarmRequest(pinned, pinned.with_registry(config.ccr.registry, upstream.prefix))
+
+
+def excluded_by(source: ImageReference, config: Config) -> str | None:
+    """The policy.exclude pattern that matches upstream image `source`, or None: excluded images are left alone."""
+    for pattern in config.policy.exclude:
+        if fnmatch.fnmatchcase(str(source), pattern) or fnmatch.fnmatchcase(source.name, pattern):
+            return pattern
+    return None
+
+
+def _changed(action: Action, image: str, new_image: str, reason: str, warm: WarmRequest | None) -> Decision:
+    """A decision that changes the image, or LEAVE when the new form is what the Pod already says."""
+    if new_image == image:
+        return Decision(Action.LEAVE, image, f"already in the wanted form ({reason})", warm=warm)
+    return Decision(action, image, reason, new_image=new_image, warm=warm)
+
+
+def _latest_reason(ref: ImageReference) -> str:
+    if ref.tag == "latest":
+        return "the tag latest is not allowed; use a version tag or a digest"
+    return "no tag means latest, which is not allowed; use a version tag or a digest"
+
+
+def _upstream_form_of_ccr_image(ref: ImageReference, config: Config) -> ImageReference:
+    """Map `<ccr>/<prefix>/<repository>` back to the upstream image it mirrors (itself when no prefix fits)."""
+    for upstream in config.upstreams:
+        if ref.repository.startswith(upstream.prefix + "/"):
+            return ImageReference(upstream.registry, ref.repository[len(upstream.prefix) + 1 :], ref.tag, ref.digest)
+    return ref

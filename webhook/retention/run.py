@@ -1,0 +1,119 @@
+"""One retention run: read the CCR, plan evictions, confirm usage, delete manifests through the registry API.
+
+Between planning and deleting, usage is confirmed from the API server (a fresh list), and right before
+each DELETE it is checked again against the live usage tracker, so a Pod created during the run keeps
+its image. A manifest DELETE removes the manifest and every tag on it; the blobs stay on disk until the
+registry's own garbage collection runs (docs/operations.md, "Retention").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from webhook.config import Config
+from webhook.registry.errors import NotFound, RegistryError
+from webhook.retention.inventory import CCRReader, read_inventory
+from webhook.retention.metrics import RetentionMetrics
+from webhook.retention.plan import Plan, Verdict, bytes_by_repository, named, plan_evictions
+from webhook.retention.usage import InUse, UsageTracker
+
+log = logging.getLogger(__name__)
+
+
+class CCRWriter(CCRReader, Protocol):
+    """What a retention run asks of the CCR's registry client: the inventory's reads, and manifest deletes."""
+
+    def delete_manifest(self, repository: str, digest: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one planned eviction: the manifests deleted, and why it stopped short if it did."""
+
+    verdict: Verdict
+    deleted: tuple[str, ...]
+    spared: str | None = None  # it turned out to be in use: kept
+    error: str | None = None  # a delete failed
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A retention run: the plan, and (unless a dry run) what each eviction did."""
+
+    plan: Plan
+    outcomes: tuple[Outcome, ...]
+    dry_run: bool
+
+    @property
+    def failed(self) -> bool:
+        """Whether some delete failed."""
+        return any(outcome.error for outcome in self.outcomes)
+
+
+class Retention:
+    """Runs retention against one CCR with live usage; remembers when it first saw each image, for ranking."""
+
+    def __init__(self, config: Config, ccr: CCRWriter, tracker: UsageTracker, confirm: Callable[[], InUse], *,
+                 metrics: RetentionMetrics | None = None, on_evicted: Callable[[str, str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._ccr = ccr
+        self._tracker = tracker
+        self._confirm = confirm
+        self._metrics = metrics
+        self._on_evicted = on_evicted or (lambda repository, digest: None)
+        self._clock = clock
+        self._first_seen: dict[tuple[str, str], float] = {}
+
+    def run(self, *, dry_run: bool | None = None, max_unused_age: float | None = None) -> RunResult:
+        """Plan and (unless `dry_run`, default retention.dryRun) evict; `max_unused_age` overrides the configured age."""
+        rules = self._config.retention
+        if max_unused_age is not None:
+            rules = dataclasses.replace(rules, max_unused_age_seconds=max_unused_age)
+        dry_run = rules.dry_run if dry_run is None else dry_run
+        images = read_inventory(self._ccr, self._tracker.seen_digests())
+        now = self._clock()
+        self._first_seen = {(image.repository, image.digest): self._first_seen.get((image.repository, image.digest), now)
+                            for image in images}
+        in_use = self._tracker.in_use()
+        plan = plan_evictions(images, in_use, self._tracker.last_seen, self._first_seen, rules, now)
+        outcomes: tuple[Outcome, ...] = ()
+        if not dry_run and plan.evictions:
+            confirmed = self._confirm()
+            outcomes = tuple(self._evict(verdict, confirmed) for verdict in plan.evictions)
+        if self._metrics is not None:
+            gone = {(o.verdict.image.repository, o.verdict.image.digest) for o in outcomes if o.deleted and not o.error}
+            remaining = [v.image for v in plan.verdicts if (v.image.repository, v.image.digest) not in gone]
+            self._metrics.set_holdings(bytes_by_repository(remaining), len(in_use.digests))
+        return RunResult(plan, outcomes, dry_run)
+
+    def _evict(self, verdict: Verdict, confirmed: InUse) -> Outcome:
+        """Delete the manifests of one eviction, top first, each only if still unused right before its DELETE."""
+        image = verdict.image
+        deleted: list[str] = []
+        for digest in verdict.delete:
+            live = self._tracker.in_use()
+            if digest == image.digest and (named(image, confirmed) or named(image, live)):
+                return Outcome(verdict, (), spared="in use since planning")
+            if (image.repository, digest) in confirmed.digests | live.digests:
+                continue
+            try:
+                self._ccr.delete_manifest(image.repository, digest)
+            except NotFound:
+                pass  # gone already: the goal is reached
+            except RegistryError as err:
+                log.warning("retention: deleting %s@%s failed: %s", image.repository, digest, err)
+                return Outcome(verdict, tuple(deleted), error=str(err))
+            deleted.append(digest)
+            self._tracker.forget(image.repository, digest)
+            self._on_evicted(image.repository, digest)
+        if self._metrics is not None:
+            self._metrics.count_eviction(verdict.freed_bytes)
+        log.info("retention: evicted %s@%s (%s), %d bytes to free", image.repository, image.digest, verdict.reason,
+                 verdict.freed_bytes)
+        return Outcome(verdict, tuple(deleted))
