@@ -24,11 +24,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from webhook.testing.processes import RegistryServer
-from webhook.testing.webhook_process import LocalWebhook
 from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
 from webhook.testing.review_client import pod_review
 from webhook.testing.sample_image import push_sample_image
+from webhook.testing.webhook_process import LocalWebhook
 
 IMAGES = ("web", "sidecar", "metrics", "init")
 
@@ -76,9 +76,11 @@ HEADER = f"{'connections':>11} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms
 def row(label: str, runs: list[Run]) -> str:
     """The median of each column over `runs`, errors summed."""
     median = statistics.median
-    return (f"{label:>11} {median([r.rps for r in runs]):>7.0f} {median([r.p50_ms for r in runs]):>7.2f} "
-            f"{median([r.p90_ms for r in runs]):>7.2f} {median([r.p99_ms for r in runs]):>7.2f} "
-            f"{median([r.cpu_ms_per_request for r in runs]):>10.3f} {sum(r.errors for r in runs):>6}")
+    return (
+        f"{label:>11} {median([r.rps for r in runs]):>7.0f} {median([r.p50_ms for r in runs]):>7.2f} "
+        f"{median([r.p90_ms for r in runs]):>7.2f} {median([r.p99_ms for r in runs]):>7.2f} "
+        f"{median([r.cpu_ms_per_request for r in runs]):>10.3f} {sum(r.errors for r in runs):>6}"
+    )
 
 
 def realistic_review(registry: str) -> dict:
@@ -86,31 +88,51 @@ def realistic_review(registry: str) -> dict:
 
     def container(name: str) -> dict:
         return {
-            "name": name, "image": f"{registry}/team/{name}:1.0", "imagePullPolicy": "IfNotPresent",
+            "name": name,
+            "image": f"{registry}/team/{name}:1.0",
+            "imagePullPolicy": "IfNotPresent",
             "args": ["--listen=:8080", f"--name={name}", "--log-format=json"],
             "env": [{"name": f"SETTING_{i}", "value": f"value-{name}-{i}"} for i in range(4)],
             "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
             "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 5},
             "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
-            "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
-                                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
         }
 
     pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"generateName": "web-7d9f8c6b5-", "namespace": "team",
-                     "labels": {"app": "web", "pod-template-hash": "7d9f8c6b5"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5",
-                                          "uid": "6c0f5c2e-8d7c-4c2b-9d7e-3f0e1d2c3b4a", "controller": True}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-7d9f8c6b5-",
+            "namespace": "team",
+            "labels": {"app": "web", "pod-template-hash": "7d9f8c6b5"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "web-7d9f8c6b5",
+                    "uid": "6c0f5c2e-8d7c-4c2b-9d7e-3f0e1d2c3b4a",
+                    "controller": True,
+                }
+            ],
+        },
         "spec": {
             "containers": [container(name) for name in IMAGES[:3]],
             "initContainers": [container(IMAGES[3])],
             "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
-            "serviceAccountName": "web", "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+            "serviceAccountName": "web",
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
         },
     }
     return pod_review(pod)
+
 
 def push_images(upstream: RegistryServer, ccr: RegistryServer) -> None:
     """Each image upstream, and the same image in the CCR under the `up` prefix."""
@@ -131,10 +153,23 @@ def server_cpu_seconds(pids: list[int]) -> float:
 
 def wrk(url: str, script: Path, review_file: Path, connections: int, seconds: float) -> dict:
     """Run wrk once and return its RESULT line."""
-    command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds:g}s",
-               "--timeout", "5s", "-s", str(script), url]
-    out = subprocess.run(command, check=True, capture_output=True, text=True,
-                         env={**os.environ, "REVIEW_FILE": str(review_file)}).stdout
+    command = [
+        "wrk",
+        "-t",
+        str(min(connections, 2)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(
+        command, check=True, capture_output=True, text=True, env={**os.environ, "REVIEW_FILE": str(review_file)}
+    ).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT ")).split(" ", 1)[1])
 
 
@@ -143,8 +178,16 @@ def measure(hook: LocalWebhook, script: Path, review_file: Path, connections: in
     before = server_cpu_seconds(pids)
     result = wrk(f"{hook.url}/mutate", script, review_file, connections, seconds)
     cpu = server_cpu_seconds(pids) - before
-    return Run(connections, result["requests"], result["duration_us"] / 1e6, result["p50_us"] / 1000,
-               result["p90_us"] / 1000, result["p99_us"] / 1000, result["errors"], cpu)
+    return Run(
+        connections,
+        result["requests"],
+        result["duration_us"] / 1e6,
+        result["p50_us"] / 1000,
+        result["p90_us"] / 1000,
+        result["p99_us"] / 1000,
+        result["errors"],
+        cpu,
+    )
 
 
 def check_answer(hook: LocalWebhook, review: bytes) -> None:
@@ -162,15 +205,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per connection count")
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (serve --threads)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per connection count, each on new connections (they spread over the workers "
-                             "differently each time); the median is reported")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per connection count, each on new connections (they spread over the workers "
+        "differently each time); the median is reported",
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ccr-bench-") as scratch, RegistryServer() as upstream, \
-            RegistryServer() as ccr:
+    with (
+        tempfile.TemporaryDirectory(prefix="ccr-bench-") as scratch,
+        RegistryServer() as upstream,
+        RegistryServer() as ccr,
+    ):
         push_images(upstream, ccr)
-        settings = {"ccr": {"registry": ccr.host, "insecure": True},
-                    "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}]}
+        settings = {
+            "ccr": {"registry": ccr.host, "insecure": True},
+            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+        }
         review = json.dumps(realistic_review(upstream.host)).encode()
         review_file, script = Path(scratch) / "review.json", Path(scratch) / "post.lua"
         review_file.write_bytes(review)
@@ -178,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         with LocalWebhook(settings, serve_args=["--threads", str(args.threads)]) as hook:
             check_answer(hook, review)
             wrk(f"{hook.url}/mutate", script, review_file, 8, 2)  # every worker's cache warm, code paths hot
-            print(f"review: {len(review)} bytes, 3 containers + 1 initContainer, all rewritten; "
-                  f"{hook.workers} gunicorn gthread workers x {args.threads} threads over TLS; "
-                  f"{os.cpu_count()} CPUs shared with wrk; "
-                  f"median of {args.repeat} runs of {args.duration:g} s")
+            print(
+                f"review: {len(review)} bytes, 3 containers + 1 initContainer, all rewritten; "
+                f"{hook.workers} gunicorn gthread workers x {args.threads} threads over TLS; "
+                f"{os.cpu_count()} CPUs shared with wrk; "
+                f"median of {args.repeat} runs of {args.duration:g} s"
+            )
             print(HEADER)
             for connections in (int(c) for c in args.connections.split(",")):
                 runs = [measure(hook, script, review_file, connections, args.duration) for _ in range(args.repeat)]

@@ -12,9 +12,9 @@ from typing import Any
 
 from bench.testbed import registry_client
 from webhook.config import parse_config
-from webhook.testing.processes import LocalCommand, RegistryServer
 from webhook.policy.decide import warm_request_for
 from webhook.policy.reference import ImageReference, parse_image
+from webhook.testing.processes import LocalCommand, RegistryServer
 
 UPSTREAM_PREFIX = "upstream"
 

@@ -15,9 +15,9 @@ from bench.ccr import ccr_settings
 from webhook.config import WarmerConfig
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.processes import RegistryServer
+from webhook.testing.review_client import admitted_pod, pod_object, pod_review, send_review
 from webhook.testing.warmer_process import LocalWarmer
 from webhook.testing.webhook_process import LocalWebhook
-from webhook.testing.review_client import admitted_pod, pod_object, pod_review, send_review
 
 NAMESPACE = "bench"
 
@@ -39,8 +39,9 @@ class CcrCluster:
             stack.enter_context(self.ccr)
             stack.enter_context(self.api)
             label = WarmerConfig().namespace_label
-            self.api.create({"apiVersion": "v1", "kind": "Namespace",
-                             "metadata": {"name": NAMESPACE, "labels": {label: "enforce"}}})
+            self.api.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {label: "enforce"}}}
+            )
             warmer = LocalWarmer(self.settings, self.api.write_kubeconfig(workdir / "kubeconfig"), "bench-warmer")
             stack.callback(warmer.cleanup)
             warmer.start()

@@ -12,19 +12,18 @@ in the warmer; skopeo as the command it is. The no-op row copies an image the de
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhook.testing.processes import RegistryServer
-from webhook.registry.client import RegistryClient
-from webhook.testing.sample_image import push_sample_image
 from webhook.copier.engine import copy_image
+from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
+from webhook.testing.sample_image import push_sample_image
 
 MiB = 1024 * 1024
 
@@ -42,10 +41,16 @@ class Case:
         return "bench/" + "-".join(self.name.lower().replace(",", "").split())
 
 
-FULL = (Case("3 layers, 600 MiB", (200 * MiB,) * 3), Case("1 layer, 1 GiB", (1024 * MiB,)),
-        Case("index, 2 platforms", (128 * MiB, 64 * MiB, 8 * MiB), platforms=2))
-QUICK = (Case("3 layers, 24 MiB", (8 * MiB,) * 3), Case("1 layer, 32 MiB", (32 * MiB,)),
-         Case("index, 2 platforms", (4 * MiB, 2 * MiB), platforms=2))
+FULL = (
+    Case("3 layers, 600 MiB", (200 * MiB,) * 3),
+    Case("1 layer, 1 GiB", (1024 * MiB,)),
+    Case("index, 2 platforms", (128 * MiB, 64 * MiB, 8 * MiB), platforms=2),
+)
+QUICK = (
+    Case("3 layers, 24 MiB", (8 * MiB,) * 3),
+    Case("1 layer, 32 MiB", (32 * MiB,)),
+    Case("index, 2 platforms", (4 * MiB, 2 * MiB), platforms=2),
+)
 
 
 def client(url: str, connections: int) -> RegistryClient:
@@ -62,8 +67,11 @@ def ours(source: RegistryServer, case: Case, destination: RegistryServer, concur
     """Seconds for the copy engine, with fresh clients (connections and all)."""
     upstream, target = client(source.url, concurrency), client(destination.url, concurrency)
     try:
-        return timed(lambda: copy_image(upstream, case.repository, "v1", target, case.repository, tag="v1",
-                                        concurrency=concurrency))
+        return timed(
+            lambda: copy_image(
+                upstream, case.repository, "v1", target, case.repository, tag="v1", concurrency=concurrency
+            )
+        )
     finally:
         upstream.close()
         target.close()
@@ -71,9 +79,17 @@ def ours(source: RegistryServer, case: Case, destination: RegistryServer, concur
 
 def skopeo(source: RegistryServer, case: Case, destination: RegistryServer) -> float:
     """Seconds for `skopeo copy` of the same image, digests preserved."""
-    command = ["skopeo", "copy", "--quiet", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
-               *(["--all"] if case.platforms > 1 else []),
-               f"docker://{source.host}/{case.repository}:v1", f"docker://{destination.host}/{case.repository}:v1"]
+    command = [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        *(["--all"] if case.platforms > 1 else []),
+        f"docker://{source.host}/{case.repository}:v1",
+        f"docker://{destination.host}/{case.repository}:v1",
+    ]
     return timed(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL))
 
 
@@ -105,14 +121,18 @@ def measure(source: RegistryServer, case: Case, digest: str, runs: int, concurre
 
 
 def table(rows: list[tuple[Case, int, dict[str, list[float]]]]) -> str:
-    lines = [f"{'image':<22} {'MiB':>6} {'ours s':>8} {'skopeo s':>9} {'ratio':>6} {'ours MiB/s':>11} "
-             f"{'skopeo MiB/s':>13} {'no-op ours s':>13} {'no-op skopeo s':>15}"]
+    lines = [
+        f"{'image':<22} {'MiB':>6} {'ours s':>8} {'skopeo s':>9} {'ratio':>6} {'ours MiB/s':>11} "
+        f"{'skopeo MiB/s':>13} {'no-op ours s':>13} {'no-op skopeo s':>15}"
+    ]
     for case, size, times in rows:
         median = {name: statistics.median(values) for name, values in times.items()}
         mib = size / MiB
-        lines.append(f"{case.name:<22} {mib:>6.0f} {median['ours']:>8.2f} {median['skopeo']:>9.2f} "
-                     f"{median['skopeo'] / median['ours']:>6.2f} {mib / median['ours']:>11.0f} "
-                     f"{mib / median['skopeo']:>13.0f} {median['ours no-op']:>13.3f} {median['skopeo no-op']:>15.3f}")
+        lines.append(
+            f"{case.name:<22} {mib:>6.0f} {median['ours']:>8.2f} {median['skopeo']:>9.2f} "
+            f"{median['skopeo'] / median['ours']:>6.2f} {mib / median['ours']:>11.0f} "
+            f"{mib / median['skopeo']:>13.0f} {median['ours no-op']:>13.3f} {median['skopeo no-op']:>15.3f}"
+        )
     lines.append("ratio = skopeo s / ours s (above 1: ccr-webhook is faster); medians of the runs")
     return "\n".join(lines)
 
@@ -127,13 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     with RegistryServer() as source:
         for index, case in enumerate(QUICK if args.quick else FULL):
             upstream = client(source.url, 4)
-            pushed = push_sample_image(upstream, case.repository, "v1", case.layers, seed=9000 + index,
-                                       platforms=case.platforms)
+            pushed = push_sample_image(
+                upstream, case.repository, "v1", case.layers, seed=9000 + index, platforms=case.platforms
+            )
             upstream.close()
             times = measure(source, case, pushed.digest, args.runs, args.concurrency)
             rows.append((case, pushed.total_bytes, times))
-            print(f"{case.name}: " + ", ".join(f"{name} {' '.join(f'{s:.2f}' for s in values)}"
-                                                for name, values in times.items()), file=sys.stderr)
+            print(
+                f"{case.name}: "
+                + ", ".join(f"{name} {' '.join(f'{s:.2f}' for s in values)}" for name, values in times.items()),
+                file=sys.stderr,
+            )
     print(table(rows))
     return 0
 

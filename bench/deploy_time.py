@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from bench.images import push_bench_images
@@ -62,8 +61,10 @@ def summary_line(result: ScenarioResult, results: list[ScenarioResult]) -> str:
     if baseline and result is not baseline:
         fraction = saving(result.seconds, baseline.seconds)
         versus = f"  {abs(fraction) * 100:.0f}% {'less' if fraction >= 0 else 'more'} time than the baseline"
-    return (f"{result.scenario:<14} {result.size_mb:>5} MB  {result.seconds:7.1f} s  "
-            f"WAN {result.wan_bytes_down / 1e6:8.1f} MB ({result.wan_copies:.2f} copies){versus}")
+    return (
+        f"{result.scenario:<14} {result.size_mb:>5} MB  {result.seconds:7.1f} s  "
+        f"WAN {result.wan_bytes_down / 1e6:8.1f} MB ({result.wan_copies:.2f} copies){versus}"
+    )
 
 
 def write_outputs(directory: Path, settings: Settings, results: list[ScenarioResult], sizes: list[int]) -> None:
@@ -80,8 +81,11 @@ def main() -> int:
     results = load_results(args.results / "deploy_time.json", settings) if args.resume else []
     done = {(result.scenario, result.size_mb) for result in results}
     failed = 0
-    print(f"WAN: {args.rtt_ms:g} ms RTT, {args.mbit:g} Mbit/s shared; {args.nodes} nodes; scale {args.scale:g}; "
-          f"results in {args.results}", flush=True)
+    print(
+        f"WAN: {args.rtt_ms:g} ms RTT, {args.mbit:g} Mbit/s shared; {args.nodes} nodes; scale {args.scale:g}; "
+        f"results in {args.results}",
+        flush=True,
+    )
     with Upstream(WORKDIR / "upstream", args.rtt_ms, args.mbit) as upstream:
         print("pushing the images to the upstream (layers already there are kept)", flush=True)
         images = push_bench_images(upstream.direct_client(), args.sizes, args.scale)

@@ -42,6 +42,8 @@ def push_bench_images(client: RegistryClient, sizes_mb: Sequence[int], scale: fl
     images = []
     for size_mb in sizes_mb:
         total = max(len(LAYER_SHARES), round(size_mb * MB * scale))
-        pushed = push_sample_image(client, f"bench/app-{size_mb}mb", f"scale-{scale:g}", layer_sizes(total), seed=size_mb)
+        pushed = push_sample_image(
+            client, f"bench/app-{size_mb}mb", f"scale-{scale:g}", layer_sizes(total), seed=size_mb
+        )
         images.append(BenchImage(size_mb, pushed))
     return images

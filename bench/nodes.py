@@ -25,8 +25,10 @@ BACKOFF_INITIAL_SECONDS = 10.0  # the kubelet's image-pull back-off (pkg/kubelet
 BACKOFF_MAX_SECONDS = 300.0  # and its cap (MaxContainerBackOff)
 HASH_CHUNK = 4 * 1024 * 1024
 _SKOPEO_MESSAGE = re.compile(r'msg="(.*)"\s*$')
-_INDEX_MEDIA_TYPES = ("application/vnd.oci.image.index.v1+json",
-                      "application/vnd.docker.distribution.manifest.list.v2+json")
+_INDEX_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
 
 
 class ImageNotHeld(Exception):
@@ -51,8 +53,14 @@ def skopeo_pull(image: str, destination: Path) -> str | None:
     """Copy `image` into the directory `destination` with skopeo, as a fresh pull; None on success, else the error."""
     shutil.rmtree(destination, ignore_errors=True)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    command = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{pullable_reference(image)}",
-               f"dir:{destination}"]
+    command = [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        f"docker://{pullable_reference(image)}",
+        f"dir:{destination}",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode == 0:
         return None
@@ -80,10 +88,17 @@ class NodePull:
     held_at: float | None
 
 
-def pull_like_kubelet(node: str, image: str, destination: Path, rollout_start: float, give_up_after: float, *,
-                      pull: Callable[[str, Path], str | None] = skopeo_pull,
-                      clock: Callable[[], float] = time.monotonic,
-                      sleep: Callable[[float], None] = time.sleep) -> NodePull:
+def pull_like_kubelet(
+    node: str,
+    image: str,
+    destination: Path,
+    rollout_start: float,
+    give_up_after: float,
+    *,
+    pull: Callable[[str, Path], str | None] = skopeo_pull,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> NodePull:
     """Pull `image` into `destination` until it succeeds, backing off as a kubelet does, or `give_up_after` seconds pass."""
     attempts: list[PullAttempt] = []
     delays = backoff_delays()

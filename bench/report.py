@@ -48,10 +48,13 @@ def deployment_table(results: Sequence[ScenarioResult], titles: dict[str, str], 
     for size in sizes:
         published = _published(size)
         baseline = found.get(("baseline", size))
-        row = [f"{size} MB", f"{published.baseline_seconds:.0f} s" if published else "—",
-               f"{published.ccr_seconds:.0f} s" if published else "—",
-               _saving_cell(published.ccr_saving if published else None),
-               f"{baseline.seconds:.1f} s" if baseline else "—"]
+        row = [
+            f"{size} MB",
+            f"{published.baseline_seconds:.0f} s" if published else "—",
+            f"{published.ccr_seconds:.0f} s" if published else "—",
+            _saving_cell(published.ccr_saving if published else None),
+            f"{baseline.seconds:.1f} s" if baseline else "—",
+        ]
         columns["published"].append(published.ccr_saving if published else None)
         for name in ours:
             result = found.get((name, size))
@@ -96,27 +99,35 @@ def without_backoff_wait(result: ScenarioResult) -> float:
     return min(result.seconds, held + slowest.attempts[-1].seconds)
 
 
-def targets_table(results: Sequence[ScenarioResult], titles: dict[str, str], sizes: Sequence[int],
-                  targets: dict[str, float]) -> list[str]:
+def targets_table(
+    results: Sequence[ScenarioResult], titles: dict[str, str], sizes: Sequence[int], targets: dict[str, float]
+) -> list[str]:
     """Each scenario's average saving against the issue's target, and what the back-off wait cost it."""
     found = _by_key(results)
-    lines = ["| Scenario | average saving | target | met | without the back-off wait after the CCR held the image |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| Scenario | average saving | target | met | without the back-off wait after the CCR held the image |",
+        "|---|---|---|---|---|",
+    ]
     for name, target in targets.items():
         pairs = [(found.get((name, size)), found.get(("baseline", size))) for size in sizes]
         if not all(result and baseline for result, baseline in pairs):
             continue
         average = statistics.fmean(saving(result.seconds, baseline.seconds) for result, baseline in pairs)
         ideal = statistics.fmean(saving(without_backoff_wait(result), baseline.seconds) for result, baseline in pairs)
-        lines.append(f"| {titles[name]} | {_saving_cell(average)} | −{target * 100:.0f}% | "
-                     f"{'yes' if average >= target else 'no'} | {_saving_cell(ideal)} |")
+        lines.append(
+            f"| {titles[name]} | {_saving_cell(average)} | −{target * 100:.0f}% | "
+            f"{'yes' if average >= target else 'no'} | {_saving_cell(ideal)} |"
+        )
     return lines
 
 
 def timeline_table(results: Sequence[ScenarioResult], titles: dict[str, str]) -> list[str]:
     """Where the time went: admission, each node's pull attempts, when the CCR held the image, time lost to back-off."""
-    lines = ["| Scenario | Image | admitted after | pull attempts started at (s) | last pull took | CCR held it at | "
-             "back-off wait after that |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| Scenario | Image | admitted after | pull attempts started at (s) | last pull took | CCR held it at | "
+        "back-off wait after that |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         slowest = max(result.nodes, key=lambda node: node.held_at or 0.0)
         admitted = max(node.attempts[0].started for node in result.nodes)
@@ -124,8 +135,10 @@ def timeline_table(results: Sequence[ScenarioResult], titles: dict[str, str]) ->
         held = result.details.get("ccr_held_at")
         last = slowest.attempts[-1]
         lost = last.started - held if held is not None and len(slowest.attempts) > 1 else None
-        lines.append(f"| {titles.get(result.scenario, result.scenario)} | {result.size_mb} MB | {admitted:.2f} s | "
-                     f"{starts} | {last.seconds:.1f} s | {_seconds(held)} | {_seconds(lost)} |")
+        lines.append(
+            f"| {titles.get(result.scenario, result.scenario)} | {result.size_mb} MB | {admitted:.2f} s | "
+            f"{starts} | {last.seconds:.1f} s | {_seconds(held)} | {_seconds(lost)} |"
+        )
     return lines
 
 
@@ -140,12 +153,22 @@ def measured_note(results: Sequence[ScenarioResult]) -> str:
     loads = [result.load_average for result in results if result.load_average is not None]
     dates = sorted(result.finished for result in results if result.finished)
     when = f"Measured {dates[0]} to {dates[-1]}" if dates else "Measured"
-    load = f", 1-minute load average {min(loads):.1f} to {max(loads):.1f} at the scenarios' starts (2 cores)" if loads else ""
+    load = (
+        f", 1-minute load average {min(loads):.1f} to {max(loads):.1f} at the scenarios' starts (2 cores)"
+        if loads
+        else ""
+    )
     return f"{when}{load}."
 
 
-def markdown_report(settings: Settings, results: Sequence[ScenarioResult], titles: dict[str, str],
-                    sizes: Sequence[int], legend: Sequence[str], targets: dict[str, float]) -> str:
+def markdown_report(
+    settings: Settings,
+    results: Sequence[ScenarioResult],
+    titles: dict[str, str],
+    sizes: Sequence[int],
+    legend: Sequence[str],
+    targets: dict[str, float],
+) -> str:
     """The whole report: settings, what each scenario does (`legend`), the deployment-time table, the WAN bytes, the timeline."""
     scale = "full size" if settings.scale == 1 else f"images scaled by {settings.scale:g}"
     parts = [

@@ -55,8 +55,12 @@ def result_to_json(result: ScenarioResult) -> dict[str, Any]:
 
 def result_from_json(data: dict[str, Any]) -> ScenarioResult:
     """The inverse of result_to_json."""
-    nodes = tuple(NodePull(node["node"], node["image"], tuple(PullAttempt(**attempt) for attempt in node["attempts"]),
-                           node["held_at"]) for node in data["nodes"])
+    nodes = tuple(
+        NodePull(
+            node["node"], node["image"], tuple(PullAttempt(**attempt) for attempt in node["attempts"]), node["held_at"]
+        )
+        for node in data["nodes"]
+    )
     return ScenarioResult(**{**data, "nodes": nodes})
 
 

@@ -38,8 +38,10 @@ def roll_out(nodes: int, workdir: Path, admit: Callable[[int], str], give_up_aft
     try:
         missing = [pull for pull in pulls if pull.held_at is None]
         if missing:
-            raise RolloutFailed(f"{', '.join(pull.node for pull in missing)} gave up after {give_up_after:.0f} s: "
-                                f"{missing[0].attempts[-1].error}")
+            raise RolloutFailed(
+                f"{', '.join(pull.node for pull in missing)} gave up after {give_up_after:.0f} s: "
+                f"{missing[0].attempts[-1].error}"
+            )
         for directory in directories:
             try:
                 image_held(directory / "image")

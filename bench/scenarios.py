@@ -34,33 +34,55 @@ FIRST_ROLLOUT_TARGET = 0.55
 PREWARMED_TARGET = 0.85
 SCENARIOS = (
     Scenario("baseline", "Baseline", "no ccr-webhook: every node pulls the image from the upstream, across the WAN."),
-    Scenario("ccr-default", "CCR default",
-             "the default policy (swap: exists, copy: delayed). The CCR lacks the image, so admission pins it upstream "
-             "and hints the warmer: the nodes pull across the WAN while the warm copies it too.", DEFAULT_POLICY,
-             target=FIRST_ROLLOUT_TARGET),
-    Scenario("ccr-always", "CCR always",
-             "swap: always, copy: delayed. Admission rewrites to the CCR at once and hints the warmer; the nodes find "
-             "nothing yet and back off (10 s, 20 s, 40 s, ...) until the warm is done.",
-             {"swap": "always", "copy": "delayed"}, target=FIRST_ROLLOUT_TARGET),
-    Scenario("ccr-force", "CCR force",
-             "swap: always, copy: force, webhook.deadlineSeconds 29 (the API server allows 30). Admission waits for "
-             "the warm for up to 90% of its deadline: an image copied by then is pulled from the CCR at once; a larger "
-             "one is rewritten anyway and the nodes back off from there.",
-             {"swap": "always", "copy": "force"}, deadline_seconds=29.0, target=FIRST_ROLLOUT_TARGET),
-    Scenario("prewarmed", "CCR pre-warmed",
-             "`ccr-webhook warm IMAGE` before the rollout (its time and WAN bytes are shown apart), then the default "
-             "policy finds the image in the CCR.", DEFAULT_POLICY, prewarm=True, target=PREWARMED_TARGET),
+    Scenario(
+        "ccr-default",
+        "CCR default",
+        "the default policy (swap: exists, copy: delayed). The CCR lacks the image, so admission pins it upstream "
+        "and hints the warmer: the nodes pull across the WAN while the warm copies it too.",
+        DEFAULT_POLICY,
+        target=FIRST_ROLLOUT_TARGET,
+    ),
+    Scenario(
+        "ccr-always",
+        "CCR always",
+        "swap: always, copy: delayed. Admission rewrites to the CCR at once and hints the warmer; the nodes find "
+        "nothing yet and back off (10 s, 20 s, 40 s, ...) until the warm is done.",
+        {"swap": "always", "copy": "delayed"},
+        target=FIRST_ROLLOUT_TARGET,
+    ),
+    Scenario(
+        "ccr-force",
+        "CCR force",
+        "swap: always, copy: force, webhook.deadlineSeconds 29 (the API server allows 30). Admission waits for "
+        "the warm for up to 90% of its deadline: an image copied by then is pulled from the CCR at once; a larger "
+        "one is rewritten anyway and the nodes back off from there.",
+        {"swap": "always", "copy": "force"},
+        deadline_seconds=29.0,
+        target=FIRST_ROLLOUT_TARGET,
+    ),
+    Scenario(
+        "prewarmed",
+        "CCR pre-warmed",
+        "`ccr-webhook warm IMAGE` before the rollout (its time and WAN bytes are shown apart), then the default "
+        "policy finds the image in the CCR.",
+        DEFAULT_POLICY,
+        prewarm=True,
+        target=PREWARMED_TARGET,
+    ),
 )
 
 
-def run_scenario(scenario: Scenario, image: BenchImage, upstream: Upstream, nodes: int, workdir: Path,
-                 give_up_after: float) -> ScenarioResult:
+def run_scenario(
+    scenario: Scenario, image: BenchImage, upstream: Upstream, nodes: int, workdir: Path, give_up_after: float
+) -> ScenarioResult:
     """Roll `image` out to `nodes` nodes as `scenario` says; count the bytes that crossed the WAN meanwhile."""
     load = os.getloadavg()[0]
     reference = image.reference(upstream.registry)
     if scenario.policy is None:
         upstream.wan.reset_counters()
-        return _result(scenario, image, upstream, roll_out(nodes, workdir, lambda index: reference, give_up_after), {}, load)
+        return _result(
+            scenario, image, upstream, roll_out(nodes, workdir, lambda index: reference, give_up_after), {}, load
+        )
     with CcrCluster(upstream.registry, scenario.policy, scenario.deadline_seconds) as cluster:
         details: dict[str, Any] = {}
         if scenario.prewarm:
@@ -70,13 +92,31 @@ def run_scenario(scenario: Scenario, image: BenchImage, upstream: Upstream, node
         upstream.wan.reset_counters()
         target = ccr_name(cluster.settings, reference, image.pushed.digest)
         with CcrWatch(cluster.ccr, target, time.monotonic()) as watch:
-            rollout = roll_out(nodes, workdir, lambda index: cluster.admit(f"app-{index + 1}", reference), give_up_after)
+            rollout = roll_out(
+                nodes, workdir, lambda index: cluster.admit(f"app-{index + 1}", reference), give_up_after
+            )
             # a warm still running when the nodes are done crosses the WAN too: wait for it before counting
             details["ccr_held_at"] = watch.wait(give_up_after)
         return _result(scenario, image, upstream, rollout, details, load)
 
 
-def _result(scenario: Scenario, image: BenchImage, upstream: Upstream, rollout: Rollout, details: dict[str, Any],
-            load_average: float) -> ScenarioResult:
-    return ScenarioResult(scenario.name, image.size_mb, image.total_bytes, rollout.seconds, upstream.wan.down.bytes_sent,
-                          upstream.wan.up.bytes_sent, rollout.nodes, details, load_average, time.strftime("%Y-%m-%d %H:%M"))
+def _result(
+    scenario: Scenario,
+    image: BenchImage,
+    upstream: Upstream,
+    rollout: Rollout,
+    details: dict[str, Any],
+    load_average: float,
+) -> ScenarioResult:
+    return ScenarioResult(
+        scenario.name,
+        image.size_mb,
+        image.total_bytes,
+        rollout.seconds,
+        upstream.wan.down.bytes_sent,
+        upstream.wan.up.bytes_sent,
+        rollout.nodes,
+        details,
+        load_average,
+        time.strftime("%Y-%m-%d %H:%M"),
+    )

@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webhook.testing.processes import RegistryServer
-from webhook.testing.webhook_process import LocalWebhook
 from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
 from webhook.testing.review_client import pod_review
 from webhook.testing.sample_image import push_sample_image
+from webhook.testing.webhook_process import LocalWebhook
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IN_CCR, NOT_IN_CCR = ("web", "api", "worker", "cache"), ("batch", "tool")
@@ -51,23 +51,46 @@ class Minute:
         """The minute's figures for the report."""
         ordered = sorted(self.latencies_ms) or [0.0]
         pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
-        return {"minute": index + 1, "requests": len(self.latencies_ms) + sum(self.errors.values()),
-                "errors": sum(self.errors.values()), "error_kinds": self.errors, "late": self.late,
-                "p50_ms": pick(0.50), "p90_ms": pick(0.90), "p99_ms": pick(0.99), "max_ms": round(ordered[-1], 2),
-                "rss_kib": self.rss_kib, "rss_total_kib": sum(self.rss_kib.values())}
+        return {
+            "minute": index + 1,
+            "requests": len(self.latencies_ms) + sum(self.errors.values()),
+            "errors": sum(self.errors.values()),
+            "error_kinds": self.errors,
+            "late": self.late,
+            "p50_ms": pick(0.50),
+            "p90_ms": pick(0.90),
+            "p99_ms": pick(0.99),
+            "max_ms": round(ordered[-1], 2),
+            "rss_kib": self.rss_kib,
+            "rss_total_kib": sum(self.rss_kib.values()),
+        }
 
 
 def review(kind: str, number: int, upstream: str) -> tuple[str, bytes]:
     """The path and body of the `number`th review of `kind`: one to three containers, plausible Pod around them."""
-    images = {"rewrite": [f"{upstream}/team/{name}:1.0" for name in IN_CCR[: 1 + number % 3]],
-              "pin": [f"{upstream}/team/{NOT_IN_CCR[number % 2]}:1.0", f"{upstream}/team/web:1.0"],
-              "deny": [f"{upstream}/team/web:latest", f"{upstream}/team/api"],
-              "dry-run namespace": [f"{upstream}/team/{IN_CCR[number % 4]}:1.0", f"{upstream}/team/tool:1.0"],
-              "dryRun review": [f"{upstream}/team/{IN_CCR[number % 4]}:1.0"]}[kind]
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"generateName": "soak-", "namespace": "team", "labels": {"app": "soak"}},
-           "spec": {"containers": [{"name": f"c{i}", "image": image, "env": [{"name": "N", "value": str(number)}],
-                                    "resources": {"requests": {"cpu": "10m"}}} for i, image in enumerate(images)]}}
+    images = {
+        "rewrite": [f"{upstream}/team/{name}:1.0" for name in IN_CCR[: 1 + number % 3]],
+        "pin": [f"{upstream}/team/{NOT_IN_CCR[number % 2]}:1.0", f"{upstream}/team/web:1.0"],
+        "deny": [f"{upstream}/team/web:latest", f"{upstream}/team/api"],
+        "dry-run namespace": [f"{upstream}/team/{IN_CCR[number % 4]}:1.0", f"{upstream}/team/tool:1.0"],
+        "dryRun review": [f"{upstream}/team/{IN_CCR[number % 4]}:1.0"],
+    }[kind]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "soak-", "namespace": "team", "labels": {"app": "soak"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": f"c{i}",
+                    "image": image,
+                    "env": [{"name": "N", "value": str(number)}],
+                    "resources": {"requests": {"cpu": "10m"}},
+                }
+                for i, image in enumerate(images)
+            ]
+        },
+    }
     path = "/dry-run" if kind == "dry-run namespace" else "/mutate"
     return path, json.dumps(pod_review(pod, dry_run=kind == "dryRun review", uid=f"soak-{number}")).encode()
 
@@ -78,11 +101,13 @@ def problem(kind: str, number: int, status: int, body: bytes, ccr: str) -> str |
         return f"HTTP {status}"
     response = json.loads(body)["response"]
     patch = base64.b64decode(response["patch"]).decode() if "patch" in response else ""
-    expected = {"rewrite": response["allowed"] and f'"{ccr}/up/team/' in patch,
-                "pin": response["allowed"] and "@sha256:" in patch,
-                "deny": not response["allowed"] and response["status"]["code"] == 403,
-                "dry-run namespace": response["allowed"] and not patch and bool(response.get("warnings")),
-                "dryRun review": response["allowed"] and f'"{ccr}/up/team/' in patch}[kind]
+    expected = {
+        "rewrite": response["allowed"] and f'"{ccr}/up/team/' in patch,
+        "pin": response["allowed"] and "@sha256:" in patch,
+        "deny": not response["allowed"] and response["status"]["code"] == 403,
+        "dry-run namespace": response["allowed"] and not patch and bool(response.get("warnings")),
+        "dryRun review": response["allowed"] and f'"{ccr}/up/team/' in patch,
+    }[kind]
     if response["uid"] != f"soak-{number}":
         return "wrong uid"
     return None if expected else f"unexpected answer to a {kind}"
@@ -91,7 +116,9 @@ def problem(kind: str, number: int, status: int, body: bytes, ccr: str) -> str |
 class Soak:
     """The load generator: `connections` threads sending review `i` at `start + i / rate`, until `end`."""
 
-    def __init__(self, hook: LocalWebhook, upstream: str, ccr: str, rate: float, minutes: int, connections: int) -> None:
+    def __init__(
+        self, hook: LocalWebhook, upstream: str, ccr: str, rate: float, minutes: int, connections: int
+    ) -> None:
         self.hook, self.upstream, self.ccr = hook, upstream, ccr
         self.rate, self.total = rate, int(rate * 60 * minutes)
         self.minutes = [Minute() for _ in range(minutes)]
@@ -111,8 +138,11 @@ class Soak:
             time.sleep(max(0.0, self.start + 60 * (index + 1) - time.monotonic()))
             minute.rss_kib = rss_kib(self.hook.pids())
             row = minute.row(index)
-            print(f"minute {row['minute']:>2}: {row['requests']:>6} reviews, {row['errors']} errors, p50 {row['p50_ms']} ms, "
-                  f"p99 {row['p99_ms']} ms, max {row['max_ms']} ms, RSS {row['rss_total_kib'] // 1024} MiB", flush=True)
+            print(
+                f"minute {row['minute']:>2}: {row['requests']:>6} reviews, {row['errors']} errors, p50 {row['p50_ms']} ms, "
+                f"p99 {row['p99_ms']} ms, max {row['max_ms']} ms, RSS {row['rss_total_kib'] // 1024} MiB",
+                flush=True,
+            )
         for thread in threads:
             thread.join(30)
 
@@ -150,7 +180,9 @@ class Soak:
         connection.close()
 
     def _connect(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.hook.port, context=self.hook.client_ssl_context(), timeout=10)
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.hook.port, context=self.hook.client_ssl_context(), timeout=10
+        )
 
 
 def rss_kib(pids: list[int]) -> dict[str, int]:
@@ -158,7 +190,9 @@ def rss_kib(pids: list[int]) -> dict[str, int]:
     sizes = {}
     for index, pid in enumerate(pids):
         try:
-            line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+            line = next(
+                line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:")
+            )
         except (FileNotFoundError, StopIteration):
             continue
         sizes["master" if index == 0 else f"worker {pid}"] = int(line.split()[1])
@@ -177,36 +211,51 @@ def report(rows: list[dict], settings: dict) -> dict:
     """The summary the markdown and the JSON share."""
     latencies = [row["p99_ms"] for row in rows]
     first, last = rows[0]["rss_total_kib"], rows[-1]["rss_total_kib"]
-    return {**settings, "requests": sum(row["requests"] for row in rows), "errors": sum(row["errors"] for row in rows),
-            "late": sum(row["late"] for row in rows), "worst_minute_p99_ms": max(latencies),
-            "median_minute_p99_ms": statistics.median(latencies), "max_ms": max(row["max_ms"] for row in rows),
-            "rss_first_minute_kib": first, "rss_last_minute_kib": last, "rss_growth_kib": last - first,
-            "minutes": rows}
+    return {
+        **settings,
+        "requests": sum(row["requests"] for row in rows),
+        "errors": sum(row["errors"] for row in rows),
+        "late": sum(row["late"] for row in rows),
+        "worst_minute_p99_ms": max(latencies),
+        "median_minute_p99_ms": statistics.median(latencies),
+        "max_ms": max(row["max_ms"] for row in rows),
+        "rss_first_minute_kib": first,
+        "rss_last_minute_kib": last,
+        "rss_growth_kib": last - first,
+        "minutes": rows,
+    }
 
 
 def write_markdown(summary: dict, path: Path) -> None:
     """bench/results/soak.md: the settings, the verdict and one row per minute."""
     lines = [
-        "# Soak: ccr-webhook under a sustained mixed load", "",
+        "# Soak: ccr-webhook under a sustained mixed load",
+        "",
         f"`python -m bench.soak --minutes {summary['minutes_run']} --rate {summary['rate']:g} "
         f"--connections {summary['connections']}` on {summary['cpus']} CPUs, {summary['started']}. "
         f"Load average (1, 5, 15 min) at the start {', '.join(map(str, summary['load_start']))}, at the end "
         f"{', '.join(map(str, summary['load_end']))}"
-        f"{' (the machine was shared with other work)' if summary['load_start'][0] > 1.5 else ''}.", "",
+        f"{' (the machine was shared with other work)' if summary['load_start'][0] > 1.5 else ''}.",
+        "",
         "The real TLS server (2 gthread workers x 8 threads), real distribution registries, resolver caches of "
         "10 s (digests) and 5 s (the CCR), so lookups reach the registries all along. Mix per 100 reviews: "
-        + ", ".join(f"{weight} {kind}" for kind, weight in MIX) + ".", "",
+        + ", ".join(f"{weight} {kind}" for kind, weight in MIX)
+        + ".",
+        "",
         f"**{summary['requests']} reviews, {summary['errors']} errors**; {summary['late']} sent more than 100 ms late. "
         f"p99 per minute: median {summary['median_minute_p99_ms']} ms, worst {summary['worst_minute_p99_ms']} ms; "
         f"slowest answer {summary['max_ms']} ms. RSS of master and workers: {summary['rss_first_minute_kib'] // 1024} MiB "
         f"after the first minute, {summary['rss_last_minute_kib'] // 1024} MiB after the last "
-        f"({summary['rss_growth_kib'] / 1024:+.1f} MiB).", "",
+        f"({summary['rss_growth_kib'] / 1024:+.1f} MiB).",
+        "",
         "| minute | reviews | errors | p50 ms | p90 ms | p99 ms | max ms | RSS MiB (master + workers) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["minutes"]:
-        lines.append(f"| {row['minute']} | {row['requests']} | {row['errors']} | {row['p50_ms']} | {row['p90_ms']} | "
-                     f"{row['p99_ms']} | {row['max_ms']} | {row['rss_total_kib'] / 1024:.1f} |")
+        lines.append(
+            f"| {row['minute']} | {row['requests']} | {row['errors']} | {row['p50_ms']} | {row['p90_ms']} | "
+            f"{row['p99_ms']} | {row['max_ms']} | {row['rss_total_kib'] / 1024:.1f} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -219,19 +268,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with RegistryServer() as upstream, RegistryServer() as ccr:
         push_images(upstream, ccr)
-        settings = {"ccr": {"registry": ccr.host, "insecure": True},
-                    "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
-                    "resolver": {"cacheSeconds": 10, "ccrCacheSeconds": 5, "negativeCacheSeconds": 2},
-                    "webhook": {"warmerUrl": ""}}
+        settings = {
+            "ccr": {"registry": ccr.host, "insecure": True},
+            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+            "resolver": {"cacheSeconds": 10, "ccrCacheSeconds": 5, "negativeCacheSeconds": 2},
+            "webhook": {"warmerUrl": ""},
+        }
         with LocalWebhook(settings, workers=2, serve_args=["--threads", "8"]) as hook:
             started, load_start = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
             soak = Soak(hook, upstream.host, ccr.host, args.rate, args.minutes, args.connections)
             soak.run()
             load_end = os.getloadavg()
     rows = [minute.row(index) for index, minute in enumerate(soak.minutes)]
-    summary = report(rows, {"minutes_run": args.minutes, "rate": args.rate, "connections": args.connections,
-                            "cpus": os.cpu_count(), "started": started, "load_start": [round(x, 2) for x in load_start],
-                            "load_end": [round(x, 2) for x in load_end]})
+    summary = report(
+        rows,
+        {
+            "minutes_run": args.minutes,
+            "rate": args.rate,
+            "connections": args.connections,
+            "cpus": os.cpu_count(),
+            "started": started,
+            "load_start": [round(x, 2) for x in load_start],
+            "load_end": [round(x, 2) for x in load_end],
+        },
+    )
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_markdown(summary, args.output / "soak.md")

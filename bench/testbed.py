@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.wan import WanProxy
-from webhook.testing.processes import RegistryServer
 from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
 
 
 def registry_client(url: str) -> RegistryClient:

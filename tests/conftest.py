@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import tally
-from webhook.testing.apiserver import LocalAPIServer
 from tests.support.workloads import namespace
+from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.processes import RegistryServer
 
 

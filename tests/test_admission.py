@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from webhook.policy.decide import Action, Decision, WarmRequest
+from webhook.policy.reference import parse_image
 from webhook.policy.review import (
     ORIGINAL_IMAGES_ANNOTATION,
     BadReview,
@@ -19,8 +21,6 @@ from webhook.policy.review import (
     error_result,
     parse_review,
 )
-from webhook.policy.decide import Action, Decision, WarmRequest
-from webhook.policy.reference import parse_image
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64
@@ -100,8 +100,11 @@ def original_images(obj):
 
 
 def test_create_collects_every_image_with_its_pointer_and_name():
-    obj = pod(containers=[("web", "nginx:1.25"), ("side", "envoy:1")], init=[("init", "busybox:1.36")],
-              ephemeral=[("debug", "busybox:1.37")])
+    obj = pod(
+        containers=[("web", "nginx:1.25"), ("side", "envoy:1")],
+        init=[("init", "busybox:1.36")],
+        ephemeral=[("debug", "busybox:1.37")],
+    )
     request = parse_review(review(obj))
     assert request.uid == "uid-1" and request.annotate and not request.dry_run
     assert [(i.pointer, i.key, i.image) for i in request.images] == [
@@ -159,10 +162,19 @@ def _broken(change):
         (_broken(lambda b: b["request"]["object"].update(kind="Deployment")), "request.object must be a Pod"),
         (_broken(lambda b: b["request"]["object"].pop("spec")), "request.object.spec is missing"),
         (_broken(lambda b: b["request"]["object"]["spec"].update(containers={})), "spec.containers must be a list"),
-        (_broken(lambda b: b["request"]["object"]["spec"].update(initContainers=["x"])), "spec.initContainers[0] must be an object"),
-        (_broken(lambda b: b["request"]["object"]["spec"]["containers"][0].update(image=5)), "spec.containers[0].image must be a string"),
+        (
+            _broken(lambda b: b["request"]["object"]["spec"].update(initContainers=["x"])),
+            "spec.initContainers[0] must be an object",
+        ),
+        (
+            _broken(lambda b: b["request"]["object"]["spec"]["containers"][0].update(image=5)),
+            "spec.containers[0].image must be a string",
+        ),
         (_broken(lambda b: b["request"]["object"].update(metadata=[])), "metadata must be an object"),
-        (_broken(lambda b: b["request"]["object"]["metadata"].update(annotations="x")), "annotations must be an object"),
+        (
+            _broken(lambda b: b["request"]["object"]["metadata"].update(annotations="x")),
+            "annotations must be an object",
+        ),
     ],
 )
 def test_malformed_reviews_say_what_is_wrong(body, reason):
@@ -175,8 +187,10 @@ def test_malformed_reviews_say_what_is_wrong(body, reason):
 
 
 def test_rewrite_patches_only_the_image_and_records_the_original():
-    obj = pod(containers=[("web", "nginx:1.25"), ("side", f"{CCR}/docker.io/library/envoy:1@{D1}")],
-              init=[("init", "busybox:1.36")])
+    obj = pod(
+        containers=[("web", "nginx:1.25"), ("side", f"{CCR}/docker.io/library/envoy:1@{D1}")],
+        init=[("init", "busybox:1.36")],
+    )
     decide = {"nginx:1.25": rewrite, "busybox:1.36": rewrite}
     _, result = answer(obj, lambda image: decide.get(image, leave)(image))
     response = result.review["response"]
@@ -188,7 +202,9 @@ def test_rewrite_patches_only_the_image_and_records_the_original():
     assert after["spec"]["initContainers"][0]["image"] == f"{CCR}/docker.io/library/busybox:1.36@{D1}"
     assert original_images(after) == {"containers/web": "nginx:1.25", "initContainers/init": "busybox:1.36"}
     assert json.loads(response["auditAnnotations"]["decisions"]) == {
-        "containers/web": "rewrite", "containers/side": "leave", "initContainers/init": "rewrite"
+        "containers/web": "rewrite",
+        "containers/side": "leave",
+        "initContainers/init": "rewrite",
     }
     assert response["auditAnnotations"]["mode"] == "enforce"
 
@@ -207,13 +223,17 @@ def test_annotation_is_added_wherever_the_pod_lacks_it(annotations, metadata, pa
     assert patch_of(result)[-1]["path"] == path
     after = patched(obj, result)
     assert original_images(after) == {"containers/web": "nginx:1.25"}
-    assert {k: v for k, v in after["metadata"]["annotations"].items() if k != ORIGINAL_IMAGES_ANNOTATION} == (annotations or {})
+    assert {k: v for k, v in after["metadata"]["annotations"].items() if k != ORIGINAL_IMAGES_ANNOTATION} == (
+        annotations or {}
+    )
 
 
 def test_reinvocation_merges_the_annotation():
     recorded = json.dumps({"containers/web": "nginx:1.25"})
-    obj = pod(containers=[("web", f"{CCR}/docker.io/library/nginx:1.25@{D1}"), ("side", "envoy:1")],
-              annotations={ORIGINAL_IMAGES_ANNOTATION: recorded})
+    obj = pod(
+        containers=[("web", f"{CCR}/docker.io/library/nginx:1.25@{D1}"), ("side", "envoy:1")],
+        annotations={ORIGINAL_IMAGES_ANNOTATION: recorded},
+    )
     _, result = answer(obj, lambda image: leave(image) if image.startswith(CCR) else rewrite(image))
     assert original_images(patched(obj, result)) == {"containers/web": "nginx:1.25", "containers/side": "envoy:1"}
 
@@ -242,8 +262,10 @@ def test_denial_names_every_denied_container_and_image():
 
 
 def test_unpinned_images_are_admitted_with_a_warning():
-    _, result = answer(pod(containers=[("web", "nginx:1.25"), ("side", "envoy:1")]),
-                       lambda image: unpinned(image) if image == "nginx:1.25" else rewrite(image))
+    _, result = answer(
+        pod(containers=[("web", "nginx:1.25"), ("side", "envoy:1")]),
+        lambda image: unpinned(image) if image == "nginx:1.25" else rewrite(image),
+    )
     response = result.review["response"]
     assert result.allowed and [op["path"] for op in patch_of(result)][0] == "/spec/containers/1/image"
     assert response["warnings"] == [
@@ -255,8 +277,13 @@ def test_ephemeral_subresource_patch_has_no_annotation():
     old = pod(ephemeral=[("debug-1", "busybox:1.36")])
     new = pod(ephemeral=[("debug-1", "busybox:1.36"), ("debug-2", "busybox:1.37")])
     _, result = answer(new, rewrite, operation="UPDATE", sub_resource="ephemeralcontainers", old=old)
-    assert patch_of(result) == [{"op": "replace", "path": "/spec/ephemeralContainers/1/image",
-                                 "value": f"{CCR}/docker.io/library/busybox:1.37@{D1}"}]
+    assert patch_of(result) == [
+        {
+            "op": "replace",
+            "path": "/spec/ephemeralContainers/1/image",
+            "value": f"{CCR}/docker.io/library/busybox:1.37@{D1}",
+        }
+    ]
 
 
 def test_warm_requests_once_each_and_none_on_a_dry_run_request():
@@ -283,8 +310,15 @@ def test_decisions_must_match_the_images():
 
 
 def test_dry_run_mode_allows_without_patch_and_says_what_would_happen():
-    obj = pod(containers=[("web", "nginx:1.25"), ("pin", "envoy:1"), ("bad", "nginx:latest"), ("slow", "redis:7"),
-                          ("same", f"{CCR}/x@{D1}")])
+    obj = pod(
+        containers=[
+            ("web", "nginx:1.25"),
+            ("pin", "envoy:1"),
+            ("bad", "nginx:latest"),
+            ("slow", "redis:7"),
+            ("same", f"{CCR}/x@{D1}"),
+        ]
+    )
     decide = {"nginx:1.25": rewrite, "envoy:1": pin_and_warm, "nginx:latest": deny, "redis:7": unpinned}
     _, result = answer(obj, lambda image: decide.get(image, leave)(image), mode=Mode.DRY_RUN)
     response = result.review["response"]
@@ -310,8 +344,13 @@ _containers = st.lists(st.tuples(_names, _images), max_size=4, unique_by=lambda 
 _verdicts = st.sampled_from([rewrite, leave, unpinned, pin_and_warm])
 
 
-@given(_containers.filter(bool), _containers, st.one_of(st.none(), st.dictionaries(_names, _names, max_size=2)),
-       st.booleans(), st.data())
+@given(
+    _containers.filter(bool),
+    _containers,
+    st.one_of(st.none(), st.dictionaries(_names, _names, max_size=2)),
+    st.booleans(),
+    st.data(),
+)
 def test_every_patch_applies_and_touches_only_images_and_the_annotation(containers, init, annotations, metadata, data):
     obj = pod(containers=containers, init=init, annotations=annotations, metadata=metadata)
     verdicts = {image: data.draw(_verdicts) for _, image in containers + init}
@@ -327,7 +366,9 @@ def test_every_patch_applies_and_touches_only_images_and_the_annotation(containe
                 changed[f"{field}/{name}"] = image
     if changed:
         expected.setdefault("metadata", {}).setdefault("annotations", {})
-        expected["metadata"]["annotations"] = {**(expected["metadata"]["annotations"] or {}),
-                                               ORIGINAL_IMAGES_ANNOTATION: after["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]}
+        expected["metadata"]["annotations"] = {
+            **(expected["metadata"]["annotations"] or {}),
+            ORIGINAL_IMAGES_ANNOTATION: after["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION],
+        }
         assert original_images(after) == changed
     assert after == expected

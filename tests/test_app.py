@@ -9,22 +9,38 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 from webhook.admission.app import EVALUATION_SHARE, create_app
+from webhook.admission.metrics import Metrics
 from webhook.config import parse_config
 from webhook.logs import JsonFormatter
-from webhook.admission.metrics import Metrics
 from webhook.policy.decide import ImageFacts, Lookup, decide_image, plan_image
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64
-CONFIG = parse_config({"ccr": {"registry": CCR}, "upstreams": [{"registry": "docker.io"}],
-                       "webhook": {"maxRequestBytes": 4096, "deadlineSeconds": 1.5}})
+CONFIG = parse_config(
+    {
+        "ccr": {"registry": CCR},
+        "upstreams": [{"registry": "docker.io"}],
+        "webhook": {"maxRequestBytes": 4096, "deadlineSeconds": 1.5},
+    }
+)
 
 
 def review(*images, uid="uid-1"):
     containers = [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": uid, "operation": "CREATE",
-        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}}}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "operation": "CREATE",
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "spec": {"containers": containers},
+            },
+        },
+    }
 
 
 class FakeEvaluator:
@@ -71,8 +87,11 @@ def test_mutate_answers_with_a_patch(client, evaluator):
     response = reply.get_json()["response"]
     assert response["allowed"] and response["uid"] == "uid-1"
     patch = json.loads(base64.b64decode(response["patch"]))
-    assert patch[0] == {"op": "replace", "path": "/spec/containers/0/image",
-                        "value": f"{CCR}/docker.io/library/nginx:1.25@{D1}"}
+    assert patch[0] == {
+        "op": "replace",
+        "path": "/spec/containers/0/image",
+        "value": f"{CCR}/docker.io/library/nginx:1.25@{D1}",
+    }
     assert 0 < evaluator.timeouts[0] <= CONFIG.webhook.deadline_seconds * EVALUATION_SHARE
 
 
@@ -168,11 +187,11 @@ def test_routine_answers_log_at_debug_denials_at_info(client, caplog, images, le
     assert [record.levelname for record in caplog.records if record.getMessage() == "answered"] == [level]
 
 
-
 @pytest.mark.parametrize(("size", "status"), [(4000, "400 Bad Request"), (5000, "413 Content Too Large")])
 def test_a_body_without_content_length_is_read_only_up_to_the_limit(client, size, status):
-    environ = EnvironBuilder(path="/mutate", method="POST", content_type="application/json",
-                             input_stream=io.BytesIO(b" " * size)).get_environ()
+    environ = EnvironBuilder(
+        path="/mutate", method="POST", content_type="application/json", input_stream=io.BytesIO(b" " * size)
+    ).get_environ()
     environ.pop("CONTENT_LENGTH", None)
     started = {}
     body = b"".join(client.application.wsgi_app(environ, lambda status, headers: started.update(status=status)))

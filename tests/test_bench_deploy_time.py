@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 
 from bench.images import LAYER_SHARES, layer_sizes
-from bench.nodes import (ImageNotHeld, NodePull, PullAttempt, backoff_delays, image_held, pull_like_kubelet,
-                         pullable_reference)
+from bench.nodes import (
+    ImageNotHeld,
+    NodePull,
+    PullAttempt,
+    backoff_delays,
+    image_held,
+    pull_like_kubelet,
+    pullable_reference,
+)
 from bench.report import deployment_table, without_backoff_wait
 from bench.results import ScenarioResult, Settings, load_results, save_results
-from webhook.testing.processes import RegistryServer
 from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import push_sample_image
 
 DIGEST = "sha256:" + "ab" * 32
@@ -40,6 +47,7 @@ def failing_pulls(time: FakeTime, failures: int, seconds: float = 2.0):
         calls.append(image)
         time.now += seconds
         return "manifest unknown" if len(calls) <= failures else None
+
     return pull
 
 
@@ -50,8 +58,16 @@ def test_backoff_is_ten_seconds_doubling_capped_at_five_minutes():
 
 def test_a_node_retries_on_the_kubelet_schedule_until_the_pull_succeeds():
     time = FakeTime()
-    result = pull_like_kubelet("node-1", "ccr/app@" + DIGEST, Path("/unused"), time.now, give_up_after=600,
-                               pull=failing_pulls(time, failures=3), clock=time.clock, sleep=time.sleep)
+    result = pull_like_kubelet(
+        "node-1",
+        "ccr/app@" + DIGEST,
+        Path("/unused"),
+        time.now,
+        give_up_after=600,
+        pull=failing_pulls(time, failures=3),
+        clock=time.clock,
+        sleep=time.sleep,
+    )
     # each attempt takes 2 s; the back-off counts from the end of the failed attempt
     assert [attempt.started for attempt in result.attempts] == [0, 12, 34, 76]
     assert [attempt.error for attempt in result.attempts] == ["manifest unknown"] * 3 + [None]
@@ -60,8 +76,16 @@ def test_a_node_retries_on_the_kubelet_schedule_until_the_pull_succeeds():
 
 def test_a_node_gives_up_when_the_next_attempt_would_be_too_late():
     time = FakeTime()
-    result = pull_like_kubelet("node-1", "ccr/app@" + DIGEST, Path("/unused"), time.now, give_up_after=100,
-                               pull=failing_pulls(time, failures=99), clock=time.clock, sleep=time.sleep)
+    result = pull_like_kubelet(
+        "node-1",
+        "ccr/app@" + DIGEST,
+        Path("/unused"),
+        time.now,
+        give_up_after=100,
+        pull=failing_pulls(time, failures=99),
+        clock=time.clock,
+        sleep=time.sleep,
+    )
     assert [attempt.started for attempt in result.attempts] == [0, 12, 34, 76]
     assert result.held_at is None
 
@@ -114,9 +138,17 @@ def test_what_skopeo_pulls_is_verified_blob_by_blob(tmp_path):
     with RegistryServer() as registry:
         client = RegistryClient(registry.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2)
         pushed = push_sample_image(client, "team/app", "1.0", [3000, 2000], seed=1)
-        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                        f"docker://{pullable_reference(f'{registry.host}/{pushed.reference}')}", f"dir:{tmp_path / 'image'}"],
-                       check=True)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                f"docker://{pullable_reference(f'{registry.host}/{pushed.reference}')}",
+                f"dir:{tmp_path / 'image'}",
+            ],
+            check=True,
+        )
     manifest = (tmp_path / "image" / "manifest.json").read_bytes()
     assert image_held(tmp_path / "image") == pushed.total_bytes - len(manifest)  # the config and both layers
 
@@ -130,8 +162,16 @@ def test_layers_add_up_to_the_image_size():
 def test_results_resume_only_under_the_same_settings(tmp_path):
     settings = Settings(rtt_ms=110, mbit=200, nodes=3, scale=0.05)
     time = FakeTime()
-    node = pull_like_kubelet("node-1", "up/app:1", Path("/unused"), time.now, 60, pull=failing_pulls(time, 1),
-                             clock=time.clock, sleep=time.sleep)
+    node = pull_like_kubelet(
+        "node-1",
+        "up/app:1",
+        Path("/unused"),
+        time.now,
+        60,
+        pull=failing_pulls(time, 1),
+        clock=time.clock,
+        sleep=time.sleep,
+    )
     result = ScenarioResult("baseline", 133, 6_650_000, 12.0, 19_950_000, 9_000, (node,), {"ccr_held_at": 3.5})
     save_results(tmp_path / "r.json", settings, [result])
     assert load_results(tmp_path / "r.json", settings) == [result]
@@ -141,8 +181,12 @@ def test_results_resume_only_under_the_same_settings(tmp_path):
 
 def test_the_table_shows_each_scenario_and_its_saving_against_our_baseline():
     node = NodePull("node-1", "up/app:1", (PullAttempt(0.0, 1.0, None),), 1.0)
-    results = [ScenarioResult("baseline", 133, 1, 20.0, 3, 0, (node,)), ScenarioResult("ccr", 133, 1, 8.0, 1, 0, (node,)),
-               ScenarioResult("baseline", 670, 1, 80.0, 3, 0, (node,)), ScenarioResult("ccr", 670, 1, 100.0, 1, 0, (node,))]
+    results = [
+        ScenarioResult("baseline", 133, 1, 20.0, 3, 0, (node,)),
+        ScenarioResult("ccr", 133, 1, 8.0, 1, 0, (node,)),
+        ScenarioResult("baseline", 670, 1, 80.0, 3, 0, (node,)),
+        ScenarioResult("ccr", 670, 1, 100.0, 1, 0, (node,)),
+    ]
     table = deployment_table(results, {"baseline": "Baseline", "ccr": "CCR"}, [133, 670])
     assert table[2] == "| 133 MB | 66 s | 48 s | −27% | 20.0 s | 8.0 s | −60% |"
     assert table[3] == "| 670 MB | 87 s | 65 s | −25% | 80.0 s | 100.0 s | +25% |"
@@ -150,12 +194,23 @@ def test_the_table_shows_each_scenario_and_its_saving_against_our_baseline():
 
 
 def test_the_back_off_wait_is_what_came_between_the_ccr_holding_the_image_and_the_next_attempt():
-    attempts = (PullAttempt(0.2, 0.1, "manifest unknown"), PullAttempt(10.3, 0.1, "manifest unknown"),
-                PullAttempt(30.4, 7.8, None))
-    backed_off = ScenarioResult("ccr", 670, 1, 38.2, 1, 0, (NodePull("node-1", "ccr/app", attempts, 38.2),),
-                                {"ccr_held_at": 27.7})
+    attempts = (
+        PullAttempt(0.2, 0.1, "manifest unknown"),
+        PullAttempt(10.3, 0.1, "manifest unknown"),
+        PullAttempt(30.4, 7.8, None),
+    )
+    backed_off = ScenarioResult(
+        "ccr", 670, 1, 38.2, 1, 0, (NodePull("node-1", "ccr/app", attempts, 38.2),), {"ccr_held_at": 27.7}
+    )
     assert without_backoff_wait(backed_off) == pytest.approx(27.7 + 7.8)
-    waited_at_admission = ScenarioResult("ccr", 670, 1, 35.0, 1, 0,
-                                         (NodePull("node-1", "ccr/app", (PullAttempt(27.8, 7.2, None),), 35.0),),
-                                         {"ccr_held_at": 27.7})
+    waited_at_admission = ScenarioResult(
+        "ccr",
+        670,
+        1,
+        35.0,
+        1,
+        0,
+        (NodePull("node-1", "ccr/app", (PullAttempt(27.8, 7.2, None),), 35.0),),
+        {"ccr_held_at": 27.7},
+    )
     assert without_backoff_wait(waited_at_admission) == 35.0

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.testing.apiserver import LocalAPIServer
 from webhook import tls
 from webhook.cli import main
+from webhook.testing.apiserver import LocalAPIServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MWC_FILE = ROOT / "manifests/base/webhook/mutatingwebhookconfiguration.yaml"
@@ -27,7 +27,7 @@ FOREIGN = {
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture
@@ -54,7 +54,10 @@ def secret_data(cluster) -> dict[str, bytes]:
 
 def ca_bundles(cluster) -> dict[str, bytes | None]:
     configuration = cluster.get("MutatingWebhookConfiguration", "ccr-webhook")
-    return {w["name"]: base64.b64decode(w["clientConfig"]["caBundle"]) if "caBundle" in w["clientConfig"] else None for w in configuration["webhooks"]}
+    return {
+        w["name"]: base64.b64decode(w["clientConfig"]["caBundle"]) if "caBundle" in w["clientConfig"] else None
+        for w in configuration["webhooks"]
+    }
 
 
 def test_first_run_creates_the_secret_sets_our_ca_bundles_and_writes_the_files(cluster, api, tmp_path):
@@ -70,7 +73,9 @@ def test_first_run_creates_the_secret_sets_our_ca_bundles_and_writes_the_files(c
     bundles = ca_bundles(cluster)
     assert bundles["enforce.ccr-webhook.io"] == bundles["dry-run.ccr-webhook.io"] == data["ca.crt"]
     assert bundles[FOREIGN["name"]] == b"other"  # someone else's webhook in the same configuration: untouched
-    assert (tmp_path / "tls.crt").read_bytes() == data["tls.crt"] and (tmp_path / "tls.key").read_bytes() == data["tls.key"]
+    assert (tmp_path / "tls.crt").read_bytes() == data["tls.crt"] and (tmp_path / "tls.key").read_bytes() == data[
+        "tls.key"
+    ]
     assert (tmp_path / "ca.crt").read_bytes() == data["ca.crt"]
 
 
@@ -139,7 +144,7 @@ def test_replicas_starting_together_end_up_serving_the_same_certificate(cluster,
         client = cluster.api_client()
         try:
             results[name] = tls.bootstrap_certificates(client, tls.BootstrapSettings(write_dir=str(tmp_path / name)))
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             errors.append(err)
         finally:
             client.close()
@@ -158,11 +163,18 @@ def test_replicas_starting_together_end_up_serving_the_same_certificate(cluster,
 def test_a_secret_someone_else_made_is_used_and_never_changed(cluster, api, tmp_path):
     ca = tls.generate_ca("corporate CA")
     pair = tls.issue_serving_cert(ca, tls.service_dns_names("ccr-webhook", "ccr-system"), days=5)  # expiring soon
-    cluster.create({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": "ccr-webhook-tls", "namespace": "ccr-system"},
-        "data": {k: base64.b64encode(v).decode() for k, v in {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.cert_pem}.items()},
-    })
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "ccr-webhook-tls", "namespace": "ccr-system"},
+            "data": {
+                k: base64.b64encode(v).decode()
+                for k, v in {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.cert_pem}.items()
+            },
+        }
+    )
     version = cluster.get("Secret", "ccr-webhook-tls", "ccr-system")["metadata"]["resourceVersion"]
     result = tls.bootstrap_certificates(api, tls.BootstrapSettings(write_dir=str(tmp_path)))
     assert result.secret == "external"
@@ -172,7 +184,14 @@ def test_a_secret_someone_else_made_is_used_and_never_changed(cluster, api, tmp_
 
 
 def test_an_incomplete_foreign_secret_is_an_error_that_says_what_to_do(cluster, api):
-    cluster.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ccr-webhook-tls", "namespace": "ccr-system"}, "data": {}})
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "ccr-webhook-tls", "namespace": "ccr-system"},
+            "data": {},
+        }
+    )
     with pytest.raises(tls.BootstrapError, match="delete it to have one generated"):
         tls.bootstrap_certificates(api, tls.BootstrapSettings())
 
@@ -187,7 +206,10 @@ def test_watch_loop_retries_after_a_failure_and_stops_when_told(cluster, api, tm
             stop.set()
 
     cluster.fail_next(503, method="GET", path_contains="/secrets/")
-    thread = threading.Thread(target=tls.run_certificate_bootstrap, args=(api, tls.BootstrapSettings(write_dir=str(tmp_path)), stop, 0.01, on_pass))
+    thread = threading.Thread(
+        target=tls.run_certificate_bootstrap,
+        args=(api, tls.BootstrapSettings(write_dir=str(tmp_path)), stop, 0.01, on_pass),
+    )
     thread.start()
     thread.join(30)
     assert not thread.is_alive()
@@ -214,7 +236,22 @@ def test_cli_generate_then_inspect(tmp_path, capsys):
     assert main(["certs", "generate", "--out", str(out), "--reuse-ca", "--service", "ccr", "--days", "30"]) == 0
     assert (out / "ca.crt").read_bytes() == ca_before
     capsys.readouterr()
-    assert main(["certs", "inspect", str(out / "tls.crt"), "--ca", str(out / "ca.crt"), "--host", "ccr.ccr-system.svc", "--warn-days", "7"]) == 0
+    assert (
+        main(
+            [
+                "certs",
+                "inspect",
+                str(out / "tls.crt"),
+                "--ca",
+                str(out / "ca.crt"),
+                "--host",
+                "ccr.ccr-system.svc",
+                "--warn-days",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert "verified" in capsys.readouterr().out
     assert main(["certs", "inspect", str(out / "tls.crt"), "--ca", str(out / "ca.crt"), "--host", HOST]) == 1
     assert main(["certs", "inspect", str(out / "tls.crt"), "--warn-days", "60"]) == 1  # expires in 30 days

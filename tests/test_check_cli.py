@@ -31,12 +31,17 @@ def config_file(tmp_path_factory, listener):
     def write(**policy):
         port = listener.getsockname()[1]
         path = tmp_path_factory.mktemp("config") / "config.yaml"
-        path.write_text(json.dumps({
-            "ccr": {"registry": CCR, "endpoint": f"http://127.0.0.1:{port}", "insecure": True},
-            "upstreams": [{"registry": "docker.io", "endpoint": f"http://127.0.0.1:{port}", "insecure": True}],
-            "policy": policy,
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "ccr": {"registry": CCR, "endpoint": f"http://127.0.0.1:{port}", "insecure": True},
+                    "upstreams": [{"registry": "docker.io", "endpoint": f"http://127.0.0.1:{port}", "insecure": True}],
+                    "policy": policy,
+                }
+            )
+        )
         return str(path)
+
     return write
 
 
@@ -49,8 +54,10 @@ def terminal(monkeypatch):
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Every test here is offline: any socket connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"check --offline opened a connection: {args}")
+
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
@@ -83,12 +90,16 @@ def test_examples_table_and_denied_latest_exit_1(capsys, config_file):
     assert any(line.startswith("CronJob ") for line in lines) and any(line.startswith("Deployment ") for line in lines)
     assert "migrate (init)" in out
     assert max(len(line) for line in lines[:-1]) <= 120
-    assert lines[-1].startswith("5 images in 3 workloads (4 documents; skipped: 1 Service): 1 deny, 2 leave, 2 pin/rewrite")
+    assert lines[-1].startswith(
+        "5 images in 3 workloads (4 documents; skipped: 1 Service): 1 deny, 2 leave, 2 pin/rewrite"
+    )
     assert "2 undecided: needs registry lookup; skipped (--offline)" in lines[-1]
 
 
 def test_the_shipped_example_config_loads(capsys):
-    code, out, _ = check(capsys, "--config", str(EXAMPLES / "config.yaml"), str(EXAMPLES / "manifests" / "cronjob.yaml"))
+    code, out, _ = check(
+        capsys, "--config", str(EXAMPLES / "config.yaml"), str(EXAMPLES / "manifests" / "cronjob.yaml")
+    )
     assert code == 0 and "leave" in out
 
 
@@ -108,7 +119,9 @@ def test_clean_manifests_exit_0(tmp_path, capsys, config_file):
         ({"swap": "always"}, "nginx@sha256:" + "a" * 64, "rewrite"),
     ],
 )
-def test_offline_reports_the_actions_registry_answers_could_lead_to(tmp_path, capsys, config_file, policy, image, action):
+def test_offline_reports_the_actions_registry_answers_could_lead_to(
+    tmp_path, capsys, config_file, policy, image, action
+):
     (tmp_path / "p.yaml").write_text(pod("p", image))
     code, out, _ = check(capsys, "--config", config_file(**policy), "-o", "json", str(tmp_path / "p.yaml"))
     [result] = json.loads(out)["results"]
@@ -122,16 +135,40 @@ def test_json_output_has_stable_fields_and_a_summary(tmp_path, capsys, config_fi
     code, out, _ = check(capsys, "--config", config_file(), "-o", "json", str(tmp_path))
     report = json.loads(out)
     assert code == 1
-    assert [set(result) for result in report["results"]] == [{
-        "source", "document", "kind", "namespace", "name", "container", "container_list", "pointer", "image",
-        "action", "reason", "new_image", "decided",
-    }] * 2
+    assert [set(result) for result in report["results"]] == [
+        {
+            "source",
+            "document",
+            "kind",
+            "namespace",
+            "name",
+            "container",
+            "container_list",
+            "pointer",
+            "image",
+            "action",
+            "reason",
+            "new_image",
+            "decided",
+        }
+    ] * 2
     first = report["results"][0]
     assert (first["source"], first["document"], first["pointer"], first["action"]) == (
-        str(tmp_path / "two.yaml"), 1, "/spec/containers/0/image", "deny")
+        str(tmp_path / "two.yaml"),
+        1,
+        "/spec/containers/0/image",
+        "deny",
+    )
     assert report["summary"] == {
-        "images": 2, "workloads": 2, "objects": 3, "documents": 3, "skipped_kinds": {"Secret": 1},
-        "actions": {"deny": 1, "leave": 1}, "denied": 1, "undecided": 0, "offline": True,
+        "images": 2,
+        "workloads": 2,
+        "objects": 3,
+        "documents": 3,
+        "skipped_kinds": {"Secret": 1},
+        "actions": {"deny": 1, "leave": 1},
+        "denied": 1,
+        "undecided": 0,
+        "offline": True,
     }
 
 
@@ -139,10 +176,18 @@ def test_stdin_yaml_and_kubectl_json_list(monkeypatch, capsys, config_file):
     monkeypatch.setattr("sys.stdin", io.StringIO(pod("from-stdin", "nginx:1.25")))
     code, out, _ = check(capsys, "--config", config_file(), "-")
     assert code == 0 and "team/from-stdin" in out
-    kubectl = {"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
-         "spec": {"template": {"spec": {"containers": [{"name": "pg", "image": "postgres:latest"}]}}}},
-    ]}
+    kubectl = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {"name": "db"},
+                "spec": {"template": {"spec": {"containers": [{"name": "pg", "image": "postgres:latest"}]}}},
+            },
+        ],
+    }
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(kubectl, indent="\t")))
     code, out, _ = check(capsys, "--config", config_file(), "-o", "json", "-")
     [result] = json.loads(out)["results"]
@@ -153,8 +198,11 @@ def test_directories_recurse_into_manifests_only(tmp_path, capsys, config_file):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / ".git").mkdir()
     (tmp_path / "a" / "one.yml").write_text(pod("one", "nginx:1"))
-    (tmp_path / "a" / "b" / "two.json").write_text(json.dumps({"kind": "Pod", "metadata": {"name": "two"},
-                                                              "spec": {"containers": [{"name": "c", "image": "x:1"}]}}))
+    (tmp_path / "a" / "b" / "two.json").write_text(
+        json.dumps(
+            {"kind": "Pod", "metadata": {"name": "two"}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
+        )
+    )
     (tmp_path / "a" / "notes.txt").write_text("not: [a manifest")
     (tmp_path / ".git" / "hidden.yaml").write_text("kind: Pod\nspec: {containers: [{image: latest-bad}]}\n")
     code, out, _ = check(capsys, "--config", config_file(), "-o", "json", str(tmp_path))
@@ -189,7 +237,10 @@ def test_configuration_errors_exit_2_on_one_line(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--config FILE is required" in err
     (tmp_path / "bad-config.yaml").write_text("ccr: {registry: ccr.local}\npolicy: {swap: sometimes}\n")
     code, _, err = check(capsys, "--config", str(tmp_path / "bad-config.yaml"), str(tmp_path / "p.yaml"))
-    assert code == 2 and err == "ccr-webhook: configuration error: policy.swap: must be one of exists, always, got 'sometimes'\n"
+    assert (
+        code == 2
+        and err == "ccr-webhook: configuration error: policy.swap: must be one of exists, always, got 'sometimes'\n"
+    )
 
 
 def test_long_images_are_cut_in_the_middle_and_columns_stay_aligned(tmp_path, capsys, config_file, monkeypatch):
@@ -211,5 +262,8 @@ def test_long_reasons_wrap_under_their_column(tmp_path, capsys, config_file, mon
     column = header.index("RESULT/REASON")
     assert code == 0 and len(rows) > 1
     assert all(row.startswith(" " * column) and not row[column].isspace() for row in rows[1:])
-    assert " ".join(row[column:] for row in rows) == "registry registry.example.com is not a configured upstream; not contacted"
+    assert (
+        " ".join(row[column:] for row in rows)
+        == "registry registry.example.com is not a configured upstream; not contacted"
+    )
     assert max(len(row) for row in [header, *rows]) <= 100

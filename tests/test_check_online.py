@@ -8,9 +8,9 @@ import urllib3
 from webhook.cli import main
 from webhook.commands.check import online_verdicts
 from webhook.config import parse_config
-from webhook.testing.processes import RegistryServer
 from webhook.registry.client import OCI_MANIFEST, RegistryClient
 from webhook.registry.errors import NotFound
+from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import push_sample_image
 
 DIGEST = "sha256:" + "d" * 64
@@ -45,14 +45,22 @@ class FakeRegistries:
     ("image", "ccr_digests", "policy", "action", "new_image"),
     [
         ("nginx:1.25", (), {}, "pin", f"docker.io/library/nginx:1.25@{DIGEST}"),
-        ("nginx:1.25", [("docker.io/library/nginx", DIGEST)], {}, "rewrite", f"ccr.local/docker.io/library/nginx:1.25@{DIGEST}"),
+        (
+            "nginx:1.25",
+            [("docker.io/library/nginx", DIGEST)],
+            {},
+            "rewrite",
+            f"ccr.local/docker.io/library/nginx:1.25@{DIGEST}",
+        ),
         ("nginx:9", (), {}, "unpinned", None),
         ("nginx:9", (), {"onResolveError": "deny"}, "deny", None),
         ("nginx", (), {}, "deny", None),
     ],
 )
 def test_online_verdicts_follow_the_registry_answers(image, ccr_digests, policy, action, new_image):
-    config = parse_config({"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": policy})
+    config = parse_config(
+        {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": policy}
+    )
     registries = FakeRegistries(FakeRegistry({("library/nginx", "1.25"): DIGEST}), FakeRegistry(digests=ccr_digests))
     [verdict] = online_verdicts([image], config, registries, timeout=5)
     assert (verdict.action, verdict.new_image, verdict.decided) == (action, new_image, True)
@@ -66,14 +74,31 @@ def test_check_pins_to_the_digest_the_real_registry_serves(tmp_path, capsys):
         head = urllib3.request("HEAD", f"{upstream.url}/v2/team/app/manifests/1.0", headers={"Accept": OCI_MANIFEST})
         served = head.headers["Docker-Content-Digest"]
         config = tmp_path / "config.yaml"
-        config.write_text(json.dumps({
-            "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
-            "upstreams": [{"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": "mirror"}],
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
+                    "upstreams": [
+                        {"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": "mirror"}
+                    ],
+                }
+            )
+        )
         manifest = tmp_path / "deploy.yaml"
-        manifest.write_text(json.dumps({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
-                                        "spec": {"template": {"spec": {"containers": [
-                                            {"name": "app", "image": f"{upstream.host}/team/app:1.0"}]}}}}))
+        manifest.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "app"},
+                    "spec": {
+                        "template": {
+                            "spec": {"containers": [{"name": "app", "image": f"{upstream.host}/team/app:1.0"}]}
+                        }
+                    },
+                }
+            )
+        )
 
         code = main(["check", "--config", str(config), "-o", "json", str(manifest)])
         [result] = json.loads(capsys.readouterr().out)["results"]
@@ -93,5 +118,7 @@ def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path, capsy
     (tmp_path / "pod.yaml").write_text("kind: Pod\nspec: {containers: [{name: c, image: nginx:1}]}\n")
     code = main(["check", "--config", str(config), str(tmp_path / "pod.yaml")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("ccr-webhook: configuration error: registry https://ccr.local: cannot read credentials file")
+    assert code == 2 and err.startswith(
+        "ccr-webhook: configuration error: registry https://ccr.local: cannot read credentials file"
+    )
     assert err.count("\n") == 1

@@ -2,8 +2,16 @@
 
 import pytest
 
-from webhook.config import (ConfigError, CopyMode, OnResolveError, RetentionConfig, SwapMode, load_config, parse_config,
-                            parse_duration)
+from webhook.config import (
+    ConfigError,
+    CopyMode,
+    OnResolveError,
+    RetentionConfig,
+    SwapMode,
+    load_config,
+    parse_config,
+    parse_duration,
+)
 
 MINIMAL = {"ccr": {"registry": "ccr.ccr-system.svc:5000"}}
 
@@ -28,8 +36,12 @@ def test_upstream_defaults():
 
 
 def test_ca_file_is_an_optional_path_per_registry(tmp_path):
-    config = parse_config({"ccr": {"registry": "ccr:5000", "caFile": "/etc/ccr-registry/ca/ca.crt"},
-                           "upstreams": [{"registry": "a.io", "caFile": "/etc/a/ca.pem"}, {"registry": "b.io"}]})
+    config = parse_config(
+        {
+            "ccr": {"registry": "ccr:5000", "caFile": "/etc/ccr-registry/ca/ca.crt"},
+            "upstreams": [{"registry": "a.io", "caFile": "/etc/a/ca.pem"}, {"registry": "b.io"}],
+        }
+    )
     assert config.ccr.ca_file == "/etc/ccr-registry/ca/ca.crt"
     assert [upstream.ca_file for upstream in config.upstreams] == ["/etc/a/ca.pem", None]
     assert parse_config(dict(MINIMAL)).ccr.ca_file is None
@@ -41,8 +53,15 @@ def test_ca_file_is_an_optional_path_per_registry(tmp_path):
 def test_load_config_reads_yaml_and_applies_environment(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("ccr:\n  registry: ccr:5000\npolicy:\n  swap: exists\n")
-    config = load_config(path, {"CCR_WEBHOOK_POLICY_SWAP": "always", "CCR_WEBHOOK_WEBHOOK_DEADLINE_SECONDS": "1.5",
-                                "CCR_WEBHOOK_POLICY_EXCLUDE": "[a/*, b]", "UNRELATED": "x"})
+    config = load_config(
+        path,
+        {
+            "CCR_WEBHOOK_POLICY_SWAP": "always",
+            "CCR_WEBHOOK_WEBHOOK_DEADLINE_SECONDS": "1.5",
+            "CCR_WEBHOOK_POLICY_EXCLUDE": "[a/*, b]",
+            "UNRELATED": "x",
+        },
+    )
     assert config.policy.swap is SwapMode.ALWAYS
     assert config.webhook.deadline_seconds == 1.5
     assert config.policy.exclude == ("a/*", "b")
@@ -52,15 +71,35 @@ def test_retention_defaults_keep_everything_until_enabled_and_read_durations():
     retention = parse_config(dict(MINIMAL)).retention
     assert (retention.enabled, retention.dry_run, retention.keep_newest) == (False, False, 3)
     assert (retention.max_unused_age_seconds, retention.interval_seconds) == (7 * 86400, 3600)
-    config = parse_config({**MINIMAL, "retention": {"enabled": True, "maxUnusedAge": "1d12h", "keepNewest": 0,
-                                                    "dryRun": True, "interval": 900}})
+    config = parse_config(
+        {
+            **MINIMAL,
+            "retention": {"enabled": True, "maxUnusedAge": "1d12h", "keepNewest": 0, "dryRun": True, "interval": 900},
+        }
+    )
     assert config.retention == RetentionConfig(True, 129600.0, 0, True, 900.0)
-    assert load_config(None, {"CCR_WEBHOOK_CCR_REGISTRY": "ccr", "CCR_WEBHOOK_RETENTION_MAX_UNUSED_AGE": "168h"}
-                       ).retention.max_unused_age_seconds == 168 * 3600
+    assert (
+        load_config(
+            None, {"CCR_WEBHOOK_CCR_REGISTRY": "ccr", "CCR_WEBHOOK_RETENTION_MAX_UNUSED_AGE": "168h"}
+        ).retention.max_unused_age_seconds
+        == 168 * 3600
+    )
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("168h", 604800), ("7d", 604800),
-                                               ("1h30m", 5400), ("1.5h", 5400), ("0s", 0), ("0", 0), ("2.5", 2.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("30m", 1800),
+        ("168h", 604800),
+        ("7d", 604800),
+        ("1h30m", 5400),
+        ("1.5h", 5400),
+        ("0s", 0),
+        ("0", 0),
+        ("2.5", 2.5),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -75,10 +114,19 @@ def test_durations(text, seconds):
         ({**MINIMAL, "policy": {"swapp": "always"}}, "policy.swapp: unknown key"),
         ({**MINIMAL, "webhook": {"deadlineSeconds": 45}}, "webhook.deadlineSeconds: 45 must stay below"),
         ({**MINIMAL, "webhook": {"tlsCert": "/c"}}, "tlsCert and tlsKey go together"),
-        ({**MINIMAL, "upstreams": [{"registry": "a.io", "endpoint": "http://a.io"}]}, "upstreams[0].endpoint: 'http://a.io' is plain HTTP"),
+        (
+            {**MINIMAL, "upstreams": [{"registry": "a.io", "endpoint": "http://a.io"}]},
+            "upstreams[0].endpoint: 'http://a.io' is plain HTTP",
+        ),
         ({**MINIMAL, "upstreams": [{"registry": "a.io", "endpoint": "https://u:p@a.io"}]}, "no path or credentials"),
-        ({**MINIMAL, "upstreams": [{"registry": "a.io"}, {"registry": "a.io"}]}, "upstreams[1].registry: a.io is listed twice"),
-        ({**MINIMAL, "upstreams": [{"registry": "a.io", "prefix": "m"}, {"registry": "b.io", "prefix": "m/b"}]}, "overlaps"),
+        (
+            {**MINIMAL, "upstreams": [{"registry": "a.io"}, {"registry": "a.io"}]},
+            "upstreams[1].registry: a.io is listed twice",
+        ),
+        (
+            {**MINIMAL, "upstreams": [{"registry": "a.io", "prefix": "m"}, {"registry": "b.io", "prefix": "m/b"}]},
+            "overlaps",
+        ),
         ({**MINIMAL, "upstreams": [{"registry": "a.io", "prefix": "Bad Prefix"}]}, "upstreams[0].prefix"),
         ({**MINIMAL, "upstreams": [{"registry": "ccr.ccr-system.svc:5000"}]}, "the CCR itself"),
         ({**MINIMAL, "upstreams": {"registry": "a.io"}}, "upstreams: must be a list"),
@@ -86,9 +134,14 @@ def test_durations(text, seconds):
         ({**MINIMAL, "bogus": {}}, "bogus: unknown key"),
         ({"ccr": {"registry": "ccr:5000", "caFile": True}}, "ccr.caFile: must be a string"),
         ({**MINIMAL, "upstreams": [{"registry": "a.io", "caFile": ["/a"]}]}, "upstreams[0].caFile: must be a string"),
-        ({**MINIMAL, "upstreams": [{"registry": "a.io", "redirectHosts": ["https://s.io/b"]}]},
-         "upstreams[0].redirectHosts: 'https://s.io/b' is not a host name or a glob"),
-        ({**MINIMAL, "upstreams": [{"registry": "a.io", "redirectHosts": "s.io"}]}, "upstreams[0].redirectHosts: must be a list"),
+        (
+            {**MINIMAL, "upstreams": [{"registry": "a.io", "redirectHosts": ["https://s.io/b"]}]},
+            "upstreams[0].redirectHosts: 'https://s.io/b' is not a host name or a glob",
+        ),
+        (
+            {**MINIMAL, "upstreams": [{"registry": "a.io", "redirectHosts": "s.io"}]},
+            "upstreams[0].redirectHosts: must be a list",
+        ),
         ({**MINIMAL, "retention": {"maxUnusedAge": "a week"}}, "retention.maxUnusedAge: must be seconds or a duration"),
         ({**MINIMAL, "retention": {"maxUnusedAge": "7d "}}, "retention.maxUnusedAge: must be seconds or a duration"),
         ({**MINIMAL, "retention": {"maxUnusedAge": -1}}, "retention.maxUnusedAge: must be at least 0 seconds"),

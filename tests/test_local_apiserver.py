@@ -12,8 +12,12 @@ from webhook.testing.apiserver import LocalAPIServer, Resource
 
 
 def pod(name: str, namespace: str = "default", **labels: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +35,26 @@ def core(server):
 
 def test_create_get_list_with_selectors_across_namespaces(server, core):
     server.create(pod("a", "ns1", app="web", tier="front"))
-    core.create_namespaced_pod("ns1", client.V1Pod(metadata=client.V1ObjectMeta(name="b", labels={"app": "db"}),
-                                                   spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="redis")])))
+    core.create_namespaced_pod(
+        "ns1",
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="b", labels={"app": "db"}),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="redis")]),
+        ),
+    )
     server.create(pod("c", "ns2", app="web"))
     assert core.read_namespaced_pod("b", "ns1").spec.containers[0].image == "redis"
     assert sorted(p.metadata.name for p in core.list_namespaced_pod("ns1").items) == ["a", "b"]
-    assert sorted(p.metadata.name for p in core.list_pod_for_all_namespaces(label_selector="app=web").items) == ["a", "c"]
-    assert [p.metadata.name for p in core.list_pod_for_all_namespaces(label_selector="app in (web,db),tier!=front").items] == ["b", "c"]
-    assert [p.metadata.name for p in core.list_pod_for_all_namespaces(field_selector="metadata.namespace=ns2").items] == ["c"]
+    assert sorted(p.metadata.name for p in core.list_pod_for_all_namespaces(label_selector="app=web").items) == [
+        "a",
+        "c",
+    ]
+    assert [
+        p.metadata.name for p in core.list_pod_for_all_namespaces(label_selector="app in (web,db),tier!=front").items
+    ] == ["b", "c"]
+    assert [
+        p.metadata.name for p in core.list_pod_for_all_namespaces(field_selector="metadata.namespace=ns2").items
+    ] == ["c"]
     listed = core.list_namespaced_pod("ns1")
     assert int(listed.metadata.resource_version) == server.resource_version
     assert {p.metadata.uid for p in listed.items} and all(p.metadata.resource_version for p in listed.items)
@@ -52,15 +68,26 @@ def test_create_get_list_with_selectors_across_namespaces(server, core):
 
 def test_every_patch_type_and_optimistic_concurrency(server, core):
     server.create(pod("p", "patching", app="x"))
-    merged = core.patch_namespaced_pod("p", "patching", {"metadata": {"labels": {"b": "1", "app": None}}}, _content_type="application/merge-patch+json")
+    merged = core.patch_namespaced_pod(
+        "p", "patching", {"metadata": {"labels": {"b": "1", "app": None}}}, _content_type="application/merge-patch+json"
+    )
     assert merged.metadata.labels == {"b": "1"}
-    strategic = core.patch_namespaced_pod("p", "patching", {"metadata": {"annotations": {"k": "v"}}}, _content_type="application/strategic-merge-patch+json")
+    strategic = core.patch_namespaced_pod(
+        "p",
+        "patching",
+        {"metadata": {"annotations": {"k": "v"}}},
+        _content_type="application/strategic-merge-patch+json",
+    )
     assert strategic.metadata.annotations == {"k": "v"}
-    jsonpatched = core.patch_namespaced_pod("p", "patching", [{"op": "replace", "path": "/spec/containers/0/image", "value": "nginx:1.26"}])
+    jsonpatched = core.patch_namespaced_pod(
+        "p", "patching", [{"op": "replace", "path": "/spec/containers/0/image", "value": "nginx:1.26"}]
+    )
     assert jsonpatched.spec.containers[0].image == "nginx:1.26"
     assert int(jsonpatched.metadata.resource_version) > int(merged.metadata.resource_version)
     with pytest.raises(ApiException) as err:  # a failed `test` fails the whole patch
-        core.patch_namespaced_pod("p", "patching", [{"op": "test", "path": "/spec/containers/0/image", "value": "other"}])
+        core.patch_namespaced_pod(
+            "p", "patching", [{"op": "test", "path": "/spec/containers/0/image", "value": "other"}]
+        )
     assert err.value.status == 422
     stale = merged
     stale.metadata.labels = {"lost": "update"}
@@ -73,23 +100,45 @@ def test_every_patch_type_and_optimistic_concurrency(server, core):
 def test_cluster_scoped_and_other_groups_and_custom_resources(server):
     api_client = server.api_client()
     core, coordination = client.CoreV1Api(api_client), client.CoordinationV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="team-a", labels={"ccr-webhook/policy": "enforce"})))
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name="team-a", labels={"ccr-webhook/policy": "enforce"}))
+    )
     assert server.get("Namespace", "team-a")["metadata"]["labels"] == {"ccr-webhook/policy": "enforce"}
-    lease = client.V1Lease(metadata=client.V1ObjectMeta(name="warmer"), spec=client.V1LeaseSpec(holder_identity="pod-1"))
+    lease = client.V1Lease(
+        metadata=client.V1ObjectMeta(name="warmer"), spec=client.V1LeaseSpec(holder_identity="pod-1")
+    )
     coordination.create_namespaced_lease("ccr-system", lease)
     got = coordination.read_namespaced_lease("warmer", "ccr-system")
     got.spec.holder_identity = "pod-2"
     coordination.replace_namespaced_lease("warmer", "ccr-system", got)
     assert server.objects("Lease", "ccr-system")[0]["spec"]["holderIdentity"] == "pod-2"
     events = client.EventsV1Api(api_client)
-    events.create_namespaced_event("default", client.EventsV1Event(metadata=client.V1ObjectMeta(generate_name="warm-"), event_time="2026-01-01T00:00:00.000000Z", reason="Warmed", action="Copy", reporting_controller="ccr-webhook", reporting_instance="x"))
+    events.create_namespaced_event(
+        "default",
+        client.EventsV1Event(
+            metadata=client.V1ObjectMeta(generate_name="warm-"),
+            event_time="2026-01-01T00:00:00.000000Z",
+            reason="Warmed",
+            action="Copy",
+            reporting_controller="ccr-webhook",
+            reporting_instance="x",
+        ),
+    )
     (event,) = server.objects("Event", api_version="events.k8s.io/v1")
     assert event["metadata"]["name"].startswith("warm-") and event["reason"] == "Warmed"
     assert server.objects("Event") == []  # core/v1 Events are another resource
     server.register(Resource("example.com", "v1", "Widget", "widgets"))
     custom = client.CustomObjectsApi(api_client)
-    custom.create_namespaced_custom_object("example.com", "v1", "default", "widgets", {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
-    assert custom.get_namespaced_custom_object("example.com", "v1", "default", "widgets", "w")["metadata"]["resourceVersion"]
+    custom.create_namespaced_custom_object(
+        "example.com",
+        "v1",
+        "default",
+        "widgets",
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
+    )
+    assert custom.get_namespaced_custom_object("example.com", "v1", "default", "widgets", "w")["metadata"][
+        "resourceVersion"
+    ]
     api_client.close()
 
 

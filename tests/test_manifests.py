@@ -28,8 +28,12 @@ def template(image="app:1"):
         ("apps/v1", "DaemonSet", {"spec": template()}, "/spec/template/spec/containers/0/image"),
         ("apps/v1", "ReplicaSet", {"spec": template()}, "/spec/template/spec/containers/0/image"),
         ("batch/v1", "Job", {"spec": template()}, "/spec/template/spec/containers/0/image"),
-        ("batch/v1", "CronJob", {"spec": {"jobTemplate": {"spec": template()}}},
-         "/spec/jobTemplate/spec/template/spec/containers/0/image"),
+        (
+            "batch/v1",
+            "CronJob",
+            {"spec": {"jobTemplate": {"spec": template()}}},
+            "/spec/jobTemplate/spec/template/spec/containers/0/image",
+        ),
         (None, "Deployment", {"spec": template()}, "/spec/template/spec/containers/0/image"),
     ],
 )
@@ -49,7 +53,9 @@ def test_every_workload_kind_yields_its_image(api_version, kind, body, pointer):
     [("v1", "Service"), ("v1", "ConfigMap"), ("argoproj.io/v1alpha1", "Deployment"), ("apps/v1", "Pod"), ("v1", "Job")],
 )
 def test_kinds_without_a_pod_spec_are_counted_and_skipped(api_version, kind):
-    inventory = find_images(parse_documents(json.dumps({"apiVersion": api_version, "kind": kind, "spec": template()}), "m", True))
+    inventory = find_images(
+        parse_documents(json.dumps({"apiVersion": api_version, "kind": kind, "spec": template()}), "m", True)
+    )
     assert inventory.images == [] and inventory.workloads == 0
     assert inventory.skipped == {kind: 1}
 
@@ -60,7 +66,9 @@ def test_init_ephemeral_and_regular_containers_in_spec_order():
         "initContainers": [{"name": "i", "image": "i:1"}],
         "ephemeralContainers": [{"name": "e", "image": "e:1"}],
     }
-    inventory = find_images(parse_documents(json.dumps({"kind": "Pod", "metadata": {"name": "p"}, "spec": spec}), "p", True))
+    inventory = find_images(
+        parse_documents(json.dumps({"kind": "Pod", "metadata": {"name": "p"}, "spec": spec}), "p", True)
+    )
     assert [(f.container_list, f.container, f.pointer) for f in inventory.images] == [
         ("initContainers", "i", "/spec/initContainers/0/image"),
         ("containers", "a", "/spec/containers/0/image"),
@@ -93,16 +101,27 @@ def test_yaml_stream_counts_documents_and_skips_empty_ones():
     assert [d.index for d in documents] == [1, 4, 5]
     inventory = find_images(documents)
     assert (inventory.documents, inventory.objects, inventory.workloads) == (3, 3, 2)
-    assert [(f.kind, f.name, f.image, f.document) for f in inventory.images] == [("Pod", "one", "a:1", 1), ("Job", "run-*", "b:2", 5)]
+    assert [(f.kind, f.name, f.image, f.document) for f in inventory.images] == [
+        ("Pod", "one", "a:1", 1),
+        ("Job", "run-*", "b:2", 5),
+    ]
     assert inventory.skipped == {"ConfigMap": 1}
 
 
 def test_list_items_are_spread_and_typed_lists_lend_their_kind():
-    items = {"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec("p:1")},
-        {"apiVersion": "apps/v1", "kind": "DeploymentList", "items": [{"metadata": {"name": "d"}, "spec": template("d:1")}]},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
-    ]}
+    items = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec("p:1")},
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DeploymentList",
+                "items": [{"metadata": {"name": "d"}, "spec": template("d:1")}],
+            },
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+        ],
+    }
     inventory = find_images(parse_documents(json.dumps(items), "list.json", as_json=True))
     assert [(f.kind, f.name, f.image) for f in inventory.images] == [("Pod", "p", "p:1"), ("Deployment", "d", "d:1")]
     assert (inventory.documents, inventory.objects, inventory.skipped) == (1, 3, {"Secret": 1})
@@ -115,7 +134,9 @@ def test_a_container_without_an_image_is_reported_with_an_empty_image():
 
 
 def test_a_workload_without_a_pod_spec_has_no_images():
-    inventory = find_images(parse_documents("kind: Deployment\napiVersion: apps/v1\nmetadata: {name: d}\n", "d.yaml", False))
+    inventory = find_images(
+        parse_documents("kind: Deployment\napiVersion: apps/v1\nmetadata: {name: d}\n", "d.yaml", False)
+    )
     assert inventory.workloads == 1 and inventory.images == []
 
 
@@ -127,8 +148,11 @@ def test_a_workload_without_a_pod_spec_has_no_images():
         ('{"kind": "Pod",\n "spec": }', True, "p.yaml:2:10: invalid JSON: Expecting value"),
         ("- just\n- a list\n", False, "p.yaml: document 1 is a list, not a Kubernetes object"),
         ("kind: List\nitems: [1, 2]\n", False, "p.yaml: document 1: List.items must be a list of objects"),
-        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: {}}\n", False,
-         "p.yaml: document 1 (Pod p): spec.containers must be a list of objects"),
+        (
+            "kind: Pod\nmetadata: {name: p}\nspec: {containers: {}}\n",
+            False,
+            "p.yaml: document 1 (Pod p): spec.containers must be a list of objects",
+        ),
         ("kind: Pod\nspec: {containers: [{image: 3}]}\n", False, "containers[0].image must be a string"),
         ("kind: Pod\nspec: [1]\n", False, "spec must be an object"),
     ],

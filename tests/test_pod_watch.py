@@ -7,9 +7,9 @@ import threading
 import pytest
 from kubernetes import client
 
-from webhook.testing.apiserver import LocalAPIServer
 from tests.support.waiting import wait_until
 from webhook.kube.informer import PodWatch
+from webhook.testing.apiserver import LocalAPIServer
 
 LABEL = "ccr-webhook/policy"
 
@@ -35,12 +35,20 @@ class Sink:
 
 
 def namespace(name, policy=None):
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {LABEL: policy} if policy else {}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {LABEL: policy} if policy else {}},
+    }
 
 
 def pod(name, ns):
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
-            "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+    }
 
 
 @pytest.fixture
@@ -54,8 +62,14 @@ def api():
 
 def start(api, values=("enforce",), **options):
     sink = Sink()
-    watch = PodWatch(client.CoreV1Api(api.api_client()), label=LABEL, values=values, on_pods=sink.pods,
-                     on_deleted=sink.gone, **options).start()
+    watch = PodWatch(
+        client.CoreV1Api(api.api_client()),
+        label=LABEL,
+        values=values,
+        on_pods=sink.pods,
+        on_deleted=sink.gone,
+        **options,
+    ).start()
     return watch, sink
 
 
@@ -101,7 +115,9 @@ def test_lists_again_when_the_watch_history_is_gone(api):
         api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bump", "namespace": "team"}})
         api.compact()  # the history now starts after the version the watch resumes from
         wait_until(lambda: lists() == 2, what="a new listing after 410 Gone")
-        wait_until(lambda: [name for name, complete in sink.seen if complete].count("team/team-1") == 2, what="relisted")
+        wait_until(
+            lambda: [name for name, complete in sink.seen if complete].count("team/team-1") == 2, what="relisted"
+        )
     finally:
         watch.stop()
 

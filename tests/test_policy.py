@@ -158,9 +158,7 @@ def test_already_pinned_upstream_image_the_ccr_lacks_is_left_and_warmed():
     assert decision.warm is not None
 
 
-@pytest.mark.parametrize(
-    ("on_error", "action"), [("allow", Action.UNPINNED), ("deny", Action.DENY)]
-)
+@pytest.mark.parametrize(("on_error", "action"), [("allow", Action.UNPINNED), ("deny", Action.DENY)])
 def test_resolve_error_follows_on_resolve_error(on_error, action):
     decision = verdict("nginx:1.25", ImageFacts(resolve_error="upstream timed out"), onResolveError=on_error)
     assert decision.action is action
@@ -205,11 +203,14 @@ def test_warm_request_for_names_the_ccr_copy_under_the_upstream_prefix():
     assert str(request.target) == f"{CCR}/mirror/quay/org/app:2@{D2}"
 
 
-@pytest.mark.parametrize(("image", "error"), [
-    ("registry.unlisted.io/app:1", NotMirrored),
-    (f"{CCR}/other/thing:1", NotMirrored),
-    ("Bad/Image", InvalidImageReference),
-])
+@pytest.mark.parametrize(
+    ("image", "error"),
+    [
+        ("registry.unlisted.io/app:1", NotMirrored),
+        (f"{CCR}/other/thing:1", NotMirrored),
+        ("Bad/Image", InvalidImageReference),
+    ],
+)
 def test_upstream_source_refuses_images_no_upstream_serves(image, error):
     with pytest.raises(error):
         upstream_source(image, make_config())

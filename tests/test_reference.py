@@ -57,7 +57,13 @@ def test_invalid_references_say_why(image, reason):
 
 @pytest.mark.parametrize(
     ("image", "latest"),
-    [("nginx", True), ("nginx:latest", True), (f"nginx:latest@{D64}", True), ("nginx:1", False), (f"nginx@{D64}", False)],
+    [
+        ("nginx", True),
+        ("nginx:latest", True),
+        (f"nginx:latest@{D64}", True),
+        ("nginx:1", False),
+        (f"nginx@{D64}", False),
+    ],
 )
 def test_implies_latest(image, latest):
     assert parse_image(image).implies_latest is latest

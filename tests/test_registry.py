@@ -18,10 +18,9 @@ import urllib3
 from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
-from webhook.registry import client as registry_module
 from webhook import tls
 from webhook.config import parse_config
-from webhook.testing.processes import RegistryServer, free_port
+from webhook.registry import client as registry_module
 from webhook.registry.client import (
     MANIFEST_MEDIA_TYPES,
     OCI_INDEX,
@@ -36,6 +35,7 @@ from webhook.registry.client import (
     RegistryUnavailable,
     digest_of,
 )
+from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def assert_no_secret(error: BaseException, secrets: tuple[str, ...] = SECRETS) -
 
 def upload_bytes(client: RegistryClient, repository: str, data: bytes) -> str:
     digest = digest_of(data)
-    client.upload_blob(repository, digest, len(data), [data[i:i + 65536] for i in range(0, len(data), 65536)])
+    client.upload_blob(repository, digest, len(data), [data[i : i + 65536] for i in range(0, len(data), 65536)])
     return digest
 
 
@@ -125,8 +125,9 @@ def sample(client):
 
 
 def test_resolve_digest_is_the_registry_header_and_the_sha256_of_the_served_bytes(client, open_registry, sample):
-    served = urllib3.request("GET", f"{open_registry.url}/v2/sample/single/manifests/v1",
-                             headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+    served = urllib3.request(
+        "GET", f"{open_registry.url}/v2/sample/single/manifests/v1", headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    )
     assert served.status == 200
     resolved = client.resolve_digest("sample/single", "v1")
     assert resolved == served.headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(served.data).hexdigest()
@@ -156,9 +157,18 @@ def test_manifest_bytes_are_pushed_and_served_unchanged(client, sample):
 
 
 def test_a_manifest_whose_blobs_are_missing_is_refused_with_the_registry_code(client):
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
-        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(b"absent"), "size": 6},
-        "layers": []}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest_of(b"absent"),
+                "size": 6,
+            },
+            "layers": [],
+        }
+    ).encode()
     with pytest.raises(RegistryProtocolError, match="MANIFEST_BLOB_UNKNOWN") as raised:
         client.put_manifest("sample/broken", "v1", manifest, OCI_MANIFEST)
     assert client.endpoint in str(raised.value) and "sample/broken" in str(raised.value)
@@ -259,11 +269,14 @@ def test_an_upload_whose_source_breaks_is_cancelled_and_leaves_no_blob(proxy):
     assert client.blob_size("blobs/aborted", digest) is None
 
 
-@pytest.mark.parametrize(("declared", "size", "error", "message"), [
-    (digest_of(b"something else"), 5, RegistryProtocolError, "DIGEST_INVALID"),
-    (digest_of(b"hello"), 9, ValueError, "ended after 5 of the declared 9 bytes"),
-    (digest_of(b"hello"), 3, ValueError, "longer than the declared 3 bytes"),
-])
+@pytest.mark.parametrize(
+    ("declared", "size", "error", "message"),
+    [
+        (digest_of(b"something else"), 5, RegistryProtocolError, "DIGEST_INVALID"),
+        (digest_of(b"hello"), 9, ValueError, "ended after 5 of the declared 9 bytes"),
+        (digest_of(b"hello"), 3, ValueError, "longer than the declared 3 bytes"),
+    ],
+)
 def test_an_upload_with_the_wrong_digest_or_length_is_refused_and_cancelled(proxy, declared, size, error, message):
     client = make_client(proxy.url)
     with pytest.raises(error, match=message):
@@ -353,16 +366,20 @@ def test_blob_redirects_to_plain_http_or_other_schemes_are_refused(client, proxy
         make_client(proxy.url, insecure=insecure).open_blob("redirect/scheme", digest)
 
 
-@pytest.mark.parametrize(("redirect_hosts", "storage_host", "followed"), [
-    (None, "localhost", True),  # no list: any host by name
-    (None, "127.0.0.1", False),  # ... but never an IP address
-    (("127.0.0.1",), "127.0.0.1", True),  # unless listed
-    (("*host",), "localhost", True),
-    (("storage.example",), "localhost", False),
-    ((), "localhost", False),  # an empty list: the registry's own endpoint only
-])
-def test_blob_redirects_go_only_to_storage_hosts_the_configuration_allows(client, proxy, open_registry, redirect_hosts,
-                                                                         storage_host, followed):
+@pytest.mark.parametrize(
+    ("redirect_hosts", "storage_host", "followed"),
+    [
+        (None, "localhost", True),  # no list: any host by name
+        (None, "127.0.0.1", False),  # ... but never an IP address
+        (("127.0.0.1",), "127.0.0.1", True),  # unless listed
+        (("*host",), "localhost", True),
+        (("storage.example",), "localhost", False),
+        ((), "localhost", False),  # an empty list: the registry's own endpoint only
+    ],
+)
+def test_blob_redirects_go_only_to_storage_hosts_the_configuration_allows(
+    client, proxy, open_registry, redirect_hosts, storage_host, followed
+):
     data = b"stored on a storage host" * 1000
     digest = upload_bytes(client, "redirect/hosts", data)
     storage = RegistryProxy(open_registry.host, name=storage_host).start()
@@ -447,8 +464,10 @@ def test_timeouts_are_honoured(silent_port):
 
 
 def test_basic_auth_with_configured_credentials(basic_registry, tmp_path):
-    client = make_client(basic_registry.url, docker_config(tmp_path / "c.json", f"http://{basic_registry.host}/",
-                                                          username=USER, password=PASSWORD))
+    client = make_client(
+        basic_registry.url,
+        docker_config(tmp_path / "c.json", f"http://{basic_registry.host}/", username=USER, password=PASSWORD),
+    )
     pushed = push_sample_image(client, "basic/app", "v1", [500], seed=4)
     assert client.resolve_digest("basic/app", "v1") == pushed.digest
 
@@ -481,8 +500,9 @@ def test_tokens_are_fetched_once_per_scope_and_reused(token_registry, issuer, tm
 def test_concurrent_requests_share_one_token_fetch(token_registry, issuer, tmp_path):
     writer = make_client(token_registry.url, docker_config(tmp_path / "c.json", token_registry.host, **basic_entry()))
     pushed = push_sample_image(writer, "token/busy", "v1", [100], seed=9)
-    reader = make_client(token_registry.url, docker_config(tmp_path / "c.json", token_registry.host, **basic_entry()),
-                         max_connections=8)
+    reader = make_client(
+        token_registry.url, docker_config(tmp_path / "c.json", token_registry.host, **basic_entry()), max_connections=8
+    )
     before = issuer.hits("repository:token/busy:pull")
     with ThreadPoolExecutor(max_workers=8) as pool:
         digests = list(pool.map(lambda _: reader.resolve_digest("token/busy", "v1"), range(32)))
@@ -550,10 +570,14 @@ def test_a_registry_with_a_private_ca_fails_tls_without_ca_file_and_is_trusted_w
     with pytest.raises(RegistryUnavailable, match="TLS failed: .*certificate verify failed"):
         make_client(server.url, insecure=False, ca_file=str(other_ca)).resolve_digest("tls/app", "v1")
     # caFile in the configuration reaches the client, for the CCR and for an upstream alike
-    registries = Registries(parse_config({
-        "ccr": {"registry": server.host, "caFile": str(ca_file)},
-        "upstreams": [{"registry": "mirror.local:5000", "endpoint": server.url, "caFile": str(ca_file)}],
-    }))
+    registries = Registries(
+        parse_config(
+            {
+                "ccr": {"registry": server.host, "caFile": str(ca_file)},
+                "upstreams": [{"registry": "mirror.local:5000", "endpoint": server.url, "caFile": str(ca_file)}],
+            }
+        )
+    )
     pushed = push_sample_image(registries.ccr, "tls/app", "v1", [500], seed=10)
     assert registries.upstream("mirror.local:5000").resolve_digest("tls/app", "v1") == pushed.digest
     registries.close()
@@ -563,11 +587,16 @@ def test_a_registry_with_a_private_ca_fails_tls_without_ca_file_and_is_trusted_w
 
 
 def test_registries_gives_configured_clients_once_and_refuses_any_other_host():
-    config = parse_config({
-        "ccr": {"registry": "ccr.local:5000", "endpoint": "http://127.0.0.1:1", "insecure": True},
-        "upstreams": [{"registry": "docker.io", "redirectHosts": ["*.cloudflare.docker.com"]}, {"registry": "quay.io"}],
-        "resolver": {"connectTimeoutSeconds": 0.5, "readTimeoutSeconds": 2},
-    })
+    config = parse_config(
+        {
+            "ccr": {"registry": "ccr.local:5000", "endpoint": "http://127.0.0.1:1", "insecure": True},
+            "upstreams": [
+                {"registry": "docker.io", "redirectHosts": ["*.cloudflare.docker.com"]},
+                {"registry": "quay.io"},
+            ],
+            "resolver": {"connectTimeoutSeconds": 0.5, "readTimeoutSeconds": 2},
+        }
+    )
     registries = Registries(config)
     assert registries.upstream("docker.io").redirect_hosts == ("*.cloudflare.docker.com",)
     assert registries.upstream("quay.io").redirect_hosts is None and registries.ccr.redirect_hosts is None

@@ -19,14 +19,27 @@ from webhook.registry.errors import (
 )
 
 
-@pytest.mark.parametrize(("header", "scheme", "params"), [
-    ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull"',
-     "bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                "scope": "repository:library/nginx:pull"}),
-    ('Basic realm="ccr-tests"', "basic", {"realm": "ccr-tests"}),
-    ("bearer realm=https://r.example/t, service=svc", "bearer", {"realm": "https://r.example/t", "service": "svc"}),
-    ('Bearer realm="https://r/t",error="insufficient_scope"', "bearer", {"realm": "https://r/t", "error": "insufficient_scope"}),
-])
+@pytest.mark.parametrize(
+    ("header", "scheme", "params"),
+    [
+        (
+            'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull"',
+            "bearer",
+            {
+                "realm": "https://auth.docker.io/token",
+                "service": "registry.docker.io",
+                "scope": "repository:library/nginx:pull",
+            },
+        ),
+        ('Basic realm="ccr-tests"', "basic", {"realm": "ccr-tests"}),
+        ("bearer realm=https://r.example/t, service=svc", "bearer", {"realm": "https://r.example/t", "service": "svc"}),
+        (
+            'Bearer realm="https://r/t",error="insufficient_scope"',
+            "bearer",
+            {"realm": "https://r/t", "error": "insufficient_scope"},
+        ),
+    ],
+)
 def test_challenges_are_parsed(header, scheme, params):
     challenge = parse_challenge(header)
     assert challenge is not None and challenge.scheme == scheme and dict(challenge.params) == params
@@ -68,13 +81,19 @@ def write_config(tmp_path, auths: dict) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(("key", "entry", "expected"), [
-    ("ccr.local:5000", {"auth": base64.b64encode(b"bob:pa:ss").decode()}, Credentials("bob", "pa:ss")),
-    ("https://ccr.local:5000/v1/", {"username": "bob", "password": "pw"}, Credentials("bob", "pw")),
-    ("ccr.local:5000", {"identitytoken": "refresh-me"}, Credentials(identity_token="refresh-me")),
-])
+@pytest.mark.parametrize(
+    ("key", "entry", "expected"),
+    [
+        ("ccr.local:5000", {"auth": base64.b64encode(b"bob:pa:ss").decode()}, Credentials("bob", "pa:ss")),
+        ("https://ccr.local:5000/v1/", {"username": "bob", "password": "pw"}, Credentials("bob", "pw")),
+        ("ccr.local:5000", {"identitytoken": "refresh-me"}, Credentials(identity_token="refresh-me")),
+    ],
+)
 def test_credentials_come_from_a_docker_config_by_host_or_url(tmp_path, key, entry, expected):
-    assert load_credentials(write_config(tmp_path, {"other:1": {"auth": "eDp5"}, key: entry}), "https://ccr.local:5000") == expected
+    assert (
+        load_credentials(write_config(tmp_path, {"other:1": {"auth": "eDp5"}, key: entry}), "https://ccr.local:5000")
+        == expected
+    )
 
 
 def test_docker_hub_credentials_match_under_any_of_its_names(tmp_path):
@@ -82,12 +101,15 @@ def test_docker_hub_credentials_match_under_any_of_its_names(tmp_path):
     assert load_credentials(path, "https://registry-1.docker.io") == Credentials("u", "p")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ({"auths": {"elsewhere:5000": {"auth": "eDp5"}}}, "no entry for ccr.local:5000 .it has: elsewhere:5000"),
-    ({"auths": {"ccr.local:5000": {"auth": "not base64!"}}}, "not base64"),
-    ({"auths": {"ccr.local:5000": {}}}, "credential helpers are not supported"),
-    ("not json", "not a docker config.json"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"auths": {"elsewhere:5000": {"auth": "eDp5"}}}, "no entry for ccr.local:5000 .it has: elsewhere:5000"),
+        ({"auths": {"ccr.local:5000": {"auth": "not base64!"}}}, "not base64"),
+        ({"auths": {"ccr.local:5000": {}}}, "credential helpers are not supported"),
+        ("not json", "not a docker config.json"),
+    ],
+)
 def test_unusable_credentials_files_are_named_in_the_error(tmp_path, content, message):
     path = tmp_path / "config.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
@@ -129,34 +151,57 @@ def test_basic_without_credentials_or_with_refused_ones_is_an_auth_error():
         authenticator.answer('Basic realm="x"', (), "a", None, refused=header)
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (401, RegistryAuthError), (403, RegistryAuthError), (404, NotFound), (429, RateLimited),
-    (500, RegistryUnavailable), (503, RegistryUnavailable), (400, RegistryProtocolError), (418, RegistryProtocolError),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, RegistryAuthError),
+        (403, RegistryAuthError),
+        (404, NotFound),
+        (429, RateLimited),
+        (500, RegistryUnavailable),
+        (503, RegistryUnavailable),
+        (400, RegistryProtocolError),
+        (418, RegistryProtocolError),
+    ],
+)
 def test_statuses_map_to_error_types_naming_endpoint_and_repository(status, kind):
     body = json.dumps({"errors": [{"code": "SOME_CODE", "message": "what went wrong", "detail": "ignored"}]}).encode()
-    error = error_for_status(status, {"Retry-After": "3"}, body, "HEAD manifest v1", endpoint="https://r.example",
-                             repository="team/app", missing=("manifest", "v1"))
+    error = error_for_status(
+        status,
+        {"Retry-After": "3"},
+        body,
+        "HEAD manifest v1",
+        endpoint="https://r.example",
+        repository="team/app",
+        missing=("manifest", "v1"),
+    )
     assert type(error) is kind
     assert "https://r.example" in str(error) and "team/app" in str(error)
     if kind is not NotFound:
         assert "SOME_CODE: what went wrong" in str(error) and "ignored" not in str(error)
 
 
-
 _UPLOAD = "/var/lib/registry/docker/registry/v2/repositories/team/app/_uploads/" + "x" * 80
 
 
-@pytest.mark.parametrize(("detail", "said"), [
-    (f"write {_UPLOAD}/data: no space left on device", "UNKNOWN: unknown error: write /var/lib/registry/"),
-    ({"DriverName": "filesystem", "Enclosed": {"Op": "write", "Path": f"{_UPLOAD}/startedat", "Err": 28}},
-     "UNKNOWN: unknown error: filesystem: write /var/lib/registry/"),
-])
+@pytest.mark.parametrize(
+    ("detail", "said"),
+    [
+        (f"write {_UPLOAD}/data: no space left on device", "UNKNOWN: unknown error: write /var/lib/registry/"),
+        (
+            {"DriverName": "filesystem", "Enclosed": {"Op": "write", "Path": f"{_UPLOAD}/startedat", "Err": 28}},
+            "UNKNOWN: unknown error: filesystem: write /var/lib/registry/",
+        ),
+    ],
+)
 def test_the_detail_of_an_unknown_error_is_kept_so_a_full_disk_says_so(detail, said):
     body = json.dumps({"errors": [{"code": "UNKNOWN", "message": "unknown error", "detail": detail}]}).encode()
-    error = error_for_status(500, {}, body, "upload blob sha256:1", endpoint="https://ccr.example", repository="team/app")
+    error = error_for_status(
+        500, {}, body, "upload blob sha256:1", endpoint="https://ccr.example", repository="team/app"
+    )
     assert type(error) is RegistryUnavailable
     assert f"({said}" in str(error) and "no space left on device)" in str(error)
+
 
 def test_retry_after_reads_seconds_and_http_dates():
     assert parse_retry_after("120") == 120.0

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from webhook.config import parse_config
-from webhook.registry.evaluate import evaluate_images
 from webhook.policy.decide import Action, ImageFacts, Lookup, plan_image
 from webhook.registry.errors import RateLimited
+from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import Resolver
 
 D1 = "sha256:" + "1" * 64
@@ -119,7 +119,6 @@ def test_errors_are_reported_and_cached_briefly():
     assert "error" in observed
 
 
-
 def test_a_rate_limited_lookup_is_not_repeated_before_retry_after_nor_past_the_cache_time():
     clock = Clock()
     upstream = PlainRegistry(error=RateLimited("HEAD manifest 1: rate limited, HTTP 429", 30))
@@ -137,6 +136,7 @@ def test_a_rate_limited_lookup_is_not_repeated_before_retry_after_nor_past_the_c
     clock.now += 61  # a day's Retry-After is held no longer than cacheSeconds
     resolver.gather([lookup()], 2)
     assert len(upstream.calls) == 4
+
 
 def test_concurrent_requests_for_one_tag_share_one_lookup():
     upstream = PlainRegistry({("app", "1"): D1})
@@ -193,7 +193,6 @@ def test_answers_by_the_deadline_and_fills_the_cache_afterwards():
     assert len(upstream.calls) == 1
 
 
-
 def test_a_silent_ccr_keeps_the_digest_learned_in_time_so_the_image_is_still_pinned():
     ccr = PlainRegistry(held={("up.io/app", D1)})
     ccr.gate.clear()
@@ -215,6 +214,7 @@ def test_lookups_still_queued_at_the_deadline_are_dropped_so_the_next_pod_is_not
     upstream.gate.set()
     assert resolver.gather([lookup("up.io/app100:1")], 2)[0].digest == D1
     assert len(upstream.calls) <= CONFIG.resolver.max_concurrency + 1  # the pool's threads' worth, then the next Pod
+
 
 def test_mark_and_forget_ccr():
     resolver, _, ccr, _ = make(ccr=PlainRegistry())

@@ -9,16 +9,16 @@ import pytest
 
 from tests.support.workloads import Clock, pod, wait_for
 from webhook.config import parse_config
-from webhook.registry.evaluate import evaluate_images
-from webhook.testing.processes import REGISTRY_BINARY, RegistryServer
 from webhook.policy.decide import Action, WarmRequest
 from webhook.policy.reference import parse_image
 from webhook.registry.client import Registries
+from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import Resolver
-from webhook.retention.run import Retention
 from webhook.retention.metrics import RetentionMetrics
+from webhook.retention.run import Retention
 from webhook.retention.usage import UsageTracker
 from webhook.retention.watch import ClusterUsage
+from webhook.testing.processes import REGISTRY_BINARY, RegistryServer
 from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,16 @@ def registries():
 @pytest.fixture
 def config(registries):
     upstream, ccr = registries
-    return parse_config({
-        "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
-        "upstreams": [{"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": "mirror/up"}],
-        "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
-        "resolver": {"ccrCacheSeconds": 30},
-    })
+    return parse_config(
+        {
+            "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
+            "upstreams": [
+                {"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": "mirror/up"}
+            ],
+            "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
+            "resolver": {"ccrCacheSeconds": 30},
+        }
+    )
 
 
 @pytest.fixture
@@ -67,15 +71,24 @@ def usage(cluster, config, clock):
 
 def push(clients, tag: str, year: int, platforms: int = 1, seed: int | None = None):
     """An image in the CCR built in `year`, its layers its own (the seed is the year unless given)."""
-    return push_sample_image(clients.ccr, REPOSITORY, tag, [2000, 30000], seed=seed or year, platforms=platforms,
-                             created=f"{year}-06-01T12:00:00.123456789Z")
+    return push_sample_image(
+        clients.ccr,
+        REPOSITORY,
+        tag,
+        [2000, 30000],
+        seed=seed or year,
+        platforms=platforms,
+        created=f"{year}-06-01T12:00:00.123456789Z",
+    )
 
 
 def upstream_name(config, image) -> str:
     return f"{config.upstreams[0].registry}/app@{image.digest}"
 
 
-def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_used(config, clients, cluster, usage, clock):
+def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_used(
+    config, clients, cluster, usage, clock
+):
     v1, v2, v3, v4 = (push(clients, f"v{n}", 2020 + n) for n in range(1, 5))
     cluster.create(pod("uses-v1", upstream_name(config, v1)))
     cluster.create(pod("used-v2", upstream_name(config, v2)))
@@ -87,8 +100,12 @@ def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_
     metrics = RetentionMetrics()
     result = Retention(config, clients.ccr, usage.tracker, usage.confirm, metrics=metrics, clock=clock).run()
     reasons = {verdict.image.tags: (verdict.evict, verdict.reason) for verdict in result.plan.verdicts}
-    assert reasons == {("v4",): (False, "among the newest 1 of its repository"), ("v1",): (False, "in use"),
-                       ("v2",): (False, "unused for 12h, less than maxUnusedAge 7d"), ("v3",): (True, "unused for 8d")}
+    assert reasons == {
+        ("v4",): (False, "among the newest 1 of its repository"),
+        ("v1",): (False, "in use"),
+        ("v2",): (False, "unused for 12h, less than maxUnusedAge 7d"),
+        ("v3",): (True, "unused for 8d"),
+    }
     assert [outcome.deleted for outcome in result.outcomes] == [(v3.digest,)]
     assert not clients.ccr.has_manifest(REPOSITORY, v3.digest)
     assert sorted(clients.ccr.list_tags(REPOSITORY)) == ["v1", "v2", "v4"]  # the tag went with its manifest
@@ -98,7 +115,8 @@ def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_
     assert sample("ccr_webhook_evicted_bytes_total") == result.plan.evictions[0].freed_bytes > 32000
     assert sample("ccr_webhook_in_use_digests") == 1
     assert sample("ccr_webhook_ccr_bytes", {"repository": REPOSITORY}) == sum(
-        image.total_bytes for image in (v1, v2, v4))
+        image.total_bytes for image in (v1, v2, v4)
+    )
 
 
 def test_dry_run_deletes_nothing_and_says_what_it_would(config, clients, usage, clock):
@@ -143,8 +161,10 @@ def test_each_delete_checks_the_live_watch_again(config, clients, cluster, usage
             wait_for(lambda: (REPOSITORY, other.digest) in usage.tracker.in_use().digests)
 
     result = Retention(config, PodAppearsAfterTheFirstDelete(), usage.tracker, usage.confirm, clock=clock).run()
-    assert [(o.verdict.image.digest, o.spared) for o in result.outcomes] == [(old.digest, None),
-                                                                             (older.digest, "in use since planning")]
+    assert [(o.verdict.image.digest, o.spared) for o in result.outcomes] == [
+        (old.digest, None),
+        (older.digest, "in use since planning"),
+    ]
     assert not ccr.has_manifest(REPOSITORY, old.digest) and ccr.has_manifest(REPOSITORY, older.digest)
 
 
@@ -170,10 +190,17 @@ def test_a_pod_pinned_to_one_platform_keeps_the_whole_index(config, clients, clu
 
 
 def test_after_an_eviction_the_webhook_pins_upstream_and_asks_for_a_warm_within_the_cache_bound(
-        registries, config, clients, usage, clock):
+    registries, config, clients, usage, clock
+):
     old, _ = push(clients, "old", 2020), push(clients, "new", 2024)
-    push_sample_image(clients.upstream(config.upstreams[0].registry), "app", "old", [2000, 30000], seed=2020,
-                      created="2020-06-01T12:00:00.123456789Z")
+    push_sample_image(
+        clients.upstream(config.upstreams[0].registry),
+        "app",
+        "old",
+        [2000, 30000],
+        seed=2020,
+        created="2020-06-01T12:00:00.123456789Z",
+    )
     image = f"{config.upstreams[0].registry}/app:old"
     webhook_clock = Clock(0.0)  # the webhook's own process, with its own resolver cache
     webhook = Resolver(config, clients, clock=webhook_clock)
@@ -184,8 +211,9 @@ def test_after_an_eviction_the_webhook_pins_upstream_and_asks_for_a_warm_within_
     clock.now = START + 30 * DAY
     in_process = Resolver(config, clients)  # a resolver in the retention process hears of evictions at once
     in_process.mark_in_ccr(REPOSITORY, old.digest)
-    result = Retention(config, clients.ccr, usage.tracker, usage.confirm, clock=clock,
-                       on_evicted=in_process.forget_ccr).run()
+    result = Retention(
+        config, clients.ccr, usage.tracker, usage.confirm, clock=clock, on_evicted=in_process.forget_ccr
+    ).run()
     assert [outcome.deleted for outcome in result.outcomes] == [(old.digest,)]
     (fresh,) = evaluate_images([image], config, in_process, timeout=5)
     assert fresh.action is Action.PIN
@@ -196,15 +224,22 @@ def test_after_an_eviction_the_webhook_pins_upstream_and_asks_for_a_warm_within_
     assert after.warm == WarmRequest(parse_image(image).with_digest(old.digest), target)  # the warmer copies it back
 
 
-def test_registry_garbage_collect_then_frees_the_evicted_blobs_and_keeps_every_kept_one(registries, config, clients, usage, clock):
+def test_registry_garbage_collect_then_frees_the_evicted_blobs_and_keeps_every_kept_one(
+    registries, config, clients, usage, clock
+):
     _, ccr_server = registries
     old, new = push(clients, "old", 2020, platforms=2), push(clients, "new", 2024, platforms=2)
     clock.now = START + 30 * DAY
     Retention(config, clients.ccr, usage.tracker, usage.confirm, clock=clock).run()
     assert all(clients.ccr.blob_size(REPOSITORY, blob) is not None for blob in old.blobs)  # deletes free no blob yet
     ccr_server.stop()  # the documented procedure: no writes while the registry's garbage collection runs
-    collect = subprocess.run([REGISTRY_BINARY, "garbage-collect", str(ccr_server.workdir / "config.yml")],
-                             capture_output=True, text=True, timeout=60, check=False)
+    collect = subprocess.run(
+        [REGISTRY_BINARY, "garbage-collect", str(ccr_server.workdir / "config.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert collect.returncode == 0, collect.stderr
     ccr_server.start()
     assert all(clients.ccr.blob_size(REPOSITORY, blob) is None for blob in old.blobs)

@@ -18,21 +18,31 @@ def digest(name: str) -> str:
     return "sha256:" + name.encode().hex().ljust(64, "0")[:64]
 
 
-def image(name: str, repository: str = "up.io/app", created: float | None = 0.0, tags: tuple[str, ...] = (),
-          children: tuple[str, ...] = (), blobs: dict[str, int] | None = None) -> StoredImage:
+def image(
+    name: str,
+    repository: str = "up.io/app",
+    created: float | None = 0.0,
+    tags: tuple[str, ...] = (),
+    children: tuple[str, ...] = (),
+    blobs: dict[str, int] | None = None,
+) -> StoredImage:
     """An image `name`: one manifest with `blobs` (default: a layer of its own), or an index over `children`."""
     top = digest(name)
     if children:
-        manifests = {top: {top: 10}, **{digest(child): {digest(child): 20, digest(child + "-layer"): 1000}
-                                        for child in children}}
+        manifests = {
+            top: {top: 10},
+            **{digest(child): {digest(child): 20, digest(child + "-layer"): 1000} for child in children},
+        }
     else:
         manifests = {top: {top: 10, **(blobs if blobs is not None else {digest(name + "-layer"): 1000})}}
     return StoredImage(repository, top, tags, manifests, created)
 
 
 def in_use(*pairs: tuple[str, str]) -> InUse:
-    return InUse(digests=frozenset(p for p in pairs if p[1].startswith("sha256:")),
-                 tags=frozenset(p for p in pairs if not p[1].startswith("sha256:")))
+    return InUse(
+        digests=frozenset(p for p in pairs if p[1].startswith("sha256:")),
+        tags=frozenset(p for p in pairs if not p[1].startswith("sha256:")),
+    )
 
 
 def plan(images, used=InUse(frozenset(), frozenset()), last_used=None, rules=RULES, first_seen=None):
@@ -57,9 +67,21 @@ def verdicts(result) -> dict[str, tuple[bool, str]]:
         ("in use by a tag on it stays", {}, (("up.io/app", "1.0"),), RULES, set()),
         ("a tag used in another repository does not count", {}, (("up.io/other", "1.0"),), RULES, {"old"}),
         ("a tag used recently counts as the image used", {"1.0": NOW - HOUR}, (), RULES, set()),
-        ("keepNewest 0 lets the newest go too", {}, (), RetentionConfig(max_unused_age_seconds=DAY, keep_newest=0), {"old", "new"}),
+        (
+            "keepNewest 0 lets the newest go too",
+            {},
+            (),
+            RetentionConfig(max_unused_age_seconds=DAY, keep_newest=0),
+            {"old", "new"},
+        ),
         ("keepNewest 2 keeps both", {}, (), RetentionConfig(max_unused_age_seconds=DAY, keep_newest=2), set()),
-        ("maxUnusedAge 0 evicts every unused image past the newest", {digest("old"): NOW}, (), RetentionConfig(max_unused_age_seconds=0, keep_newest=1), {"old"}),
+        (
+            "maxUnusedAge 0 evicts every unused image past the newest",
+            {digest("old"): NOW},
+            (),
+            RetentionConfig(max_unused_age_seconds=0, keep_newest=1),
+            {"old"},
+        ),
     ],
 )
 def test_verdicts(case, last_used, used, rules, evicted):
@@ -69,17 +91,27 @@ def test_verdicts(case, last_used, used, rules, evicted):
 
 
 def test_newest_is_the_config_created_time_then_first_seen_then_the_digest():
-    images = [image("built-late", created=50.0), image("built-early", created=5.0),
-              image("unknown-seen-late", created=None), image("unknown-seen-early", created=None)]
+    images = [
+        image("built-late", created=50.0),
+        image("built-early", created=5.0),
+        image("unknown-seen-late", created=None),
+        image("unknown-seen-early", created=None),
+    ]
     first_seen = {("up.io/app", digest("unknown-seen-late")): 40.0, ("up.io/app", digest("unknown-seen-early")): 1.0}
     result = plan(images, rules=RetentionConfig(max_unused_age_seconds=0, keep_newest=2), first_seen=first_seen)
     kept = {d for d, (evict, _) in verdicts(result).items() if not evict}
     assert kept == {digest("built-late"), digest("unknown-seen-late")}
-    assert [v.image.digest for v in result.verdicts] == [digest(n) for n in ("built-late", "unknown-seen-late", "built-early", "unknown-seen-early")]
+    assert [v.image.digest for v in result.verdicts] == [
+        digest(n) for n in ("built-late", "unknown-seen-late", "built-early", "unknown-seen-early")
+    ]
 
 
 def test_keep_newest_counts_per_repository():
-    images = [image("a1", "up.io/a", created=1.0), image("a2", "up.io/a", created=2.0), image("b1", "up.io/b", created=1.0)]
+    images = [
+        image("a1", "up.io/a", created=1.0),
+        image("a2", "up.io/a", created=2.0),
+        image("b1", "up.io/b", created=1.0),
+    ]
     evicted = {v.image.digest for v in plan(images).evictions}
     assert evicted == {digest("a1")}
 
@@ -102,7 +134,9 @@ def test_an_index_whose_child_is_in_use_stays_whole():
 
 def test_a_tagged_child_of_a_kept_index_is_never_deleted():
     index = image("index", created=2.0, children=("amd64",), tags=("multi",))
-    child_alone = StoredImage("up.io/app", digest("amd64"), ("amd64-only",), {digest("amd64"): {digest("amd64"): 20}}, 1.0)
+    child_alone = StoredImage(
+        "up.io/app", digest("amd64"), ("amd64-only",), {digest("amd64"): {digest("amd64"): 20}}, 1.0
+    )
     result = plan([index, child_alone])
     assert verdicts(result)[digest("amd64")] == (False, "a manifest of an image that stays")
     assert not result.evictions
@@ -125,7 +159,12 @@ def test_a_blob_shared_with_a_kept_image_frees_nothing_and_one_shared_by_two_evi
 
 
 def test_reasons_say_why():
-    images = [image("a", created=3.0), image("b", created=2.0, tags=("b",)), image("c", created=1.0), image("d", created=0.5)]
+    images = [
+        image("a", created=3.0),
+        image("b", created=2.0, tags=("b",)),
+        image("c", created=1.0),
+        image("d", created=0.5),
+    ]
     result = plan(images, in_use(("up.io/app", "b")), {digest("c"): NOW - 3 * HOUR, digest("d"): NOW - 8 * DAY})
     assert verdicts(result) == {
         digest("a"): (False, "among the newest 1 of its repository"),
@@ -136,10 +175,16 @@ def test_reasons_say_why():
 
 
 def test_bytes_by_repository_counts_each_blob_once():
-    images = [image("x", blobs={digest("l"): 100}), image("y", blobs={digest("l"): 100}), image("z", "up.io/b", blobs={})]
+    images = [
+        image("x", blobs={digest("l"): 100}),
+        image("y", blobs={digest("l"): 100}),
+        image("z", "up.io/b", blobs={}),
+    ]
     assert bytes_by_repository(images) == {"up.io/app": 10 + 10 + 100, "up.io/b": 10}
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59.9, "59s"), (3600, "1h"), (3660, "1h1m"), (90061, "1d1h"), (8 * DAY, "8d")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0s"), (59.9, "59s"), (3600, "1h"), (3660, "1h1m"), (90061, "1d1h"), (8 * DAY, "8d")]
+)
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text

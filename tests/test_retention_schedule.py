@@ -19,8 +19,12 @@ REPOSITORY = "mirror/up/app"
 
 
 def configure(server, **retention):
-    config = parse_config({"ccr": {"registry": server.host, "endpoint": server.url, "insecure": True},
-                           "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}]})
+    config = parse_config(
+        {
+            "ccr": {"registry": server.host, "endpoint": server.url, "insecure": True},
+            "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
+        }
+    )
     return dataclasses.replace(config, retention=RetentionConfig(**retention))
 
 
@@ -39,7 +43,9 @@ def test_only_the_leader_evicts_and_a_failed_run_does_not_stop_the_schedule(empt
     push_sample_image(registries.ccr, REPOSITORY, "new", [100], seed=2, created="2024-01-01T00:00:00Z")
     leading = False
     metrics = RetentionMetrics()
-    scheduled = ScheduledRetention(config, cluster.api_client(), registries.ccr, lambda: leading, metrics=metrics).start()
+    scheduled = ScheduledRetention(
+        config, cluster.api_client(), registries.ccr, lambda: leading, metrics=metrics
+    ).start()
     try:
         assert scheduled.usage.wait_synced(5)
         time.sleep(0.5)  # two intervals as a follower

@@ -44,30 +44,49 @@ def test_ccr_use_maps_ccr_and_upstream_names_to_the_ccr_repository(image, use):
     ],
 )
 def test_every_workload_kind_names_the_images_of_its_pod_template(kind, api_version, path):
-    body: dict = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "w", "namespace": "team-a"},
-                  "spec": {"replicas": 0}}
+    body: dict = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": "w", "namespace": "team-a"},
+        "spec": {"replicas": 0},
+    }
     spec = body
     for key in path:
         spec = spec.setdefault(key, {})
-    spec.update({"initContainers": [{"name": "i", "image": f"up.io/init@{D1}"}],
-                 "containers": [{"name": "c", "image": "ccr:5000/mirror/up/app:2"}]})
+    spec.update(
+        {
+            "initContainers": [{"name": "i", "image": f"up.io/init@{D1}"}],
+            "containers": [{"name": "c", "image": "ccr:5000/mirror/up/app:2"}],
+        }
+    )
     assert uses_of(body, CONFIG) == {ImageUse("mirror/up/init", D1, True), ImageUse("mirror/up/app", "2", False)}
 
 
 def test_a_pod_also_uses_the_digests_its_containers_report_running():
-    status = {"containerStatuses": [{"name": "c0", "imageID": f"docker-pullable://ccr:5000/mirror/up/app@{D2}"}],
-              "initContainerStatuses": [{"name": "i", "imageID": f"up.io/init@{D3}"}],
-              "ephemeralContainerStatuses": [{"name": "e", "imageID": ""}]}
+    status = {
+        "containerStatuses": [{"name": "c0", "imageID": f"docker-pullable://ccr:5000/mirror/up/app@{D2}"}],
+        "initContainerStatuses": [{"name": "i", "imageID": f"up.io/init@{D3}"}],
+        "ephemeralContainerStatuses": [{"name": "e", "imageID": ""}],
+    }
     uses = uses_of(pod("p", "ccr:5000/mirror/up/app:1", status=status), CONFIG)
-    assert uses == {ImageUse("mirror/up/app", "1", False), ImageUse("mirror/up/app", D2, False),
-                    ImageUse("mirror/up/init", D3, True)}
+    assert uses == {
+        ImageUse("mirror/up/app", "1", False),
+        ImageUse("mirror/up/app", D2, False),
+        ImageUse("mirror/up/init", D3, True),
+    }
 
 
 def test_ccr_names_count_everywhere_upstream_names_only_in_opted_in_namespaces():
     tracker = UsageTracker(CONFIG)
     tracker.replace("Namespace", [namespace("team-a"), namespace("elsewhere", opted_in=False)])
-    tracker.replace("Pod", [pod("a", f"up.io/app@{D1}"), pod("b", f"up.io/app@{D2}", namespace="elsewhere"),
-                            pod("c", f"ccr:5000/mirror/up/app@{D3}", namespace="elsewhere")])
+    tracker.replace(
+        "Pod",
+        [
+            pod("a", f"up.io/app@{D1}"),
+            pod("b", f"up.io/app@{D2}", namespace="elsewhere"),
+            pod("c", f"ccr:5000/mirror/up/app@{D3}", namespace="elsewhere"),
+        ],
+    )
     assert tracker.in_use().digests == {("mirror/up/app", D1), ("mirror/up/app", D3)}
     tracker.apply("MODIFIED", namespace("elsewhere"))
     assert ("mirror/up/app", D2) in tracker.in_use().digests
@@ -105,8 +124,17 @@ def test_opting_a_namespace_out_stamps_its_upstream_names_as_last_seen_then():
     clock = Clock(1000.0)
     tracker = UsageTracker(CONFIG, clock=clock)
     tracker.replace("Namespace", [namespace("team-a")])
-    tracker.replace("Deployment", [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "team-a"},
-                                    "spec": {"template": {"spec": {"containers": [{"name": "c", "image": f"up.io/app@{D1}"}]}}}}])
+    tracker.replace(
+        "Deployment",
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "d", "namespace": "team-a"},
+                "spec": {"template": {"spec": {"containers": [{"name": "c", "image": f"up.io/app@{D1}"}]}}},
+            }
+        ],
+    )
     clock.now = 2000.0
     tracker.apply("MODIFIED", namespace("team-a", opted_in=False))
     clock.now = 9000.0
@@ -127,16 +155,38 @@ def following(cluster, **options):
 
 def test_cluster_usage_lists_then_follows_every_kind_through_the_real_client(cluster):
     cluster.create(pod("running", f"up.io/app@{D1}"))
-    cluster.create({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "team-a"},
-                      "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": {
-                          "containers": [{"name": "c", "image": f"ccr:5000/mirror/up/batch@{D2}"}]}}}}}})
+    cluster.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "nightly", "namespace": "team-a"},
+            "spec": {
+                "schedule": "@daily",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {"spec": {"containers": [{"name": "c", "image": f"ccr:5000/mirror/up/batch@{D2}"}]}}
+                    }
+                },
+            },
+        }
+    )
     with following(cluster) as usage:
         assert usage.tracker.in_use().digests == {("mirror/up/app", D1), ("mirror/up/batch", D2)}
-        cluster.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "idle", "namespace": "team-a"},
-                          "spec": {"replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "up.io/web:3"}]}}}})
+        cluster.create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "idle", "namespace": "team-a"},
+                "spec": {"replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "up.io/web:3"}]}}},
+            }
+        )
         cluster.delete("Pod", "running", "team-a")
-        wait_for(lambda: usage.tracker.in_use() == InUse(digests=frozenset({("mirror/up/batch", D2)}),
-                                                         tags=frozenset({("mirror/up/web", "3")})))
+        wait_for(
+            lambda: (
+                usage.tracker.in_use()
+                == InUse(digests=frozenset({("mirror/up/batch", D2)}), tags=frozenset({("mirror/up/web", "3")}))
+            )
+        )
         time.sleep(1.2)  # past the watch's timeoutSeconds: it resumes from the last version seen
         cluster.create(pod("later", f"up.io/app@{D3}"))
         wait_for(lambda: ("mirror/up/app", D3) in usage.tracker.in_use().digests)

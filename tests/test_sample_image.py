@@ -10,8 +10,8 @@ import zlib
 import pytest
 
 from tests.support.registry_proxy import RegistryProxy
-from webhook.testing.processes import RegistryServer
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import CHUNK_BYTES, CONFIG_MEDIA_TYPE, GeneratedLayer, push_sample_image
 
 
@@ -79,8 +79,10 @@ def test_a_two_platform_image_is_an_index_of_two_manifests_with_their_own_layers
     index = client.get_manifest("samples/two", "v1")
     assert (index.media_type, index.digest) == (OCI_INDEX, pushed.digest)
     entries = json.loads(index.data)["manifests"]
-    assert [entry["platform"] for entry in entries] == [{"os": "linux", "architecture": "amd64"},
-                                                        {"os": "linux", "architecture": "arm64"}]
+    assert [entry["platform"] for entry in entries] == [
+        {"os": "linux", "architecture": "amd64"},
+        {"os": "linux", "architecture": "arm64"},
+    ]
     layers = []
     for entry in entries:
         child = client.get_manifest("samples/two", entry["digest"])
@@ -95,8 +97,14 @@ def test_the_same_seed_gives_the_same_digest_and_a_repush_uploads_nothing(client
     first = push_sample_image(client, "samples/a", "v1", [1000, 2000], seed=13, platforms=2)
     proxy = RegistryProxy(registry.host).start()
     try:
-        again = push_sample_image(RegistryClient(proxy.url, insecure=True, connect_timeout=1, read_timeout=10,
-                                                 max_connections=2), "samples/a", "v2", [1000, 2000], seed=13, platforms=2)
+        again = push_sample_image(
+            RegistryClient(proxy.url, insecure=True, connect_timeout=1, read_timeout=10, max_connections=2),
+            "samples/a",
+            "v2",
+            [1000, 2000],
+            seed=13,
+            platforms=2,
+        )
         assert not [path for method, path, _ in proxy.requests if method == "POST"]
     finally:
         proxy.stop()

@@ -14,9 +14,15 @@ def args(*argv):
 
 
 def test_command_line_overrides_the_file():
-    webhook = with_command_line(CONFIG, args("--listen", "127.0.0.1:9443", "--workers", "3",
-                                             "--tls-cert", "b.crt", "--tls-key", "b.key")).webhook
-    assert (webhook.listen, webhook.workers, webhook.tls_cert, webhook.tls_key) == ("127.0.0.1:9443", 3, "b.crt", "b.key")
+    webhook = with_command_line(
+        CONFIG, args("--listen", "127.0.0.1:9443", "--workers", "3", "--tls-cert", "b.crt", "--tls-key", "b.key")
+    ).webhook
+    assert (webhook.listen, webhook.workers, webhook.tls_cert, webhook.tls_key) == (
+        "127.0.0.1:9443",
+        3,
+        "b.crt",
+        "b.key",
+    )
 
 
 def test_the_file_stands_where_the_command_line_is_silent():

@@ -13,10 +13,10 @@ import pytest
 import urllib3
 
 from tests.support.faulty_servers import SilentServer
-from webhook.testing.processes import RegistryServer, free_port
-from webhook.testing.webhook_process import LocalWebhook
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import push_sample_image
+from webhook.testing.webhook_process import LocalWebhook
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,9 @@ MAX_REQUEST_BYTES = 64 * 1024
 
 def registry_digest(url, repository, reference):
     """The Docker-Content-Digest a registry answers for a manifest HEAD, asked without our client."""
-    head = urllib3.request("HEAD", f"{url}/v2/{repository}/manifests/{reference}",
-                           headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"})
+    head = urllib3.request(
+        "HEAD", f"{url}/v2/{repository}/manifests/{reference}", headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"}
+    )
     assert head.status == 200, head.status
     return head.headers["Docker-Content-Digest"]
 
@@ -41,7 +42,9 @@ def registries():
             platforms = 2 if name == "app" else 1
             for server, prefix in ((upstream, ""), (ccr, "up/")):
                 if not (name == "tool" and server is ccr):
-                    client = RegistryClient(server.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2)
+                    client = RegistryClient(
+                        server.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2
+                    )
                     push_sample_image(client, f"{prefix}team/{name}", "1.0", [512], seed, platforms)
         yield upstream, ccr
 
@@ -88,16 +91,27 @@ def images(registries, silent):
     upstream, ccr = registries
     down = silent[2]
     return {
-        "app": f"{upstream.host}/team/app:1.0", "init": f"{upstream.host}/team/init:1.0",
-        "debug": f"{upstream.host}/team/debug:1.0", "tool": f"{upstream.host}/team/tool:1.0",
-        "down": f"{down}/team/app:1.0", "slow": f"{silent[0].host}/team/app:1.0",
-        "unlisted": f"{silent[1].host}/team/app:1.0", "ccr": ccr.host,
+        "app": f"{upstream.host}/team/app:1.0",
+        "init": f"{upstream.host}/team/init:1.0",
+        "debug": f"{upstream.host}/team/debug:1.0",
+        "tool": f"{upstream.host}/team/tool:1.0",
+        "down": f"{down}/team/app:1.0",
+        "slow": f"{silent[0].host}/team/app:1.0",
+        "unlisted": f"{silent[1].host}/team/app:1.0",
+        "ccr": ccr.host,
     }
 
 
 def pool(server):
-    return urllib3.HTTPSConnectionPool("127.0.0.1", server.port, cert_reqs="CERT_REQUIRED",
-                                       ca_certs=str(server.ca_file), maxsize=4, timeout=10, retries=False)
+    return urllib3.HTTPSConnectionPool(
+        "127.0.0.1",
+        server.port,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=str(server.ca_file),
+        maxsize=4,
+        timeout=10,
+        retries=False,
+    )
 
 
 def pod(containers, init=(), ephemeral=(), annotations=None):
@@ -113,16 +127,20 @@ def pod(containers, init=(), ephemeral=(), annotations=None):
 
 
 def review(obj, uid="uid-1", **request):
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": uid, "operation": "CREATE", "object": obj, **request}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": uid, "operation": "CREATE", "object": obj, **request},
+    }
 
 
 def admit(server, body, path="/mutate", headers=None):
     """POST a review; the HTTP reply and how long it took."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     started = time.monotonic()
-    reply = pool(server).request("POST", path, body=data,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    reply = pool(server).request(
+        "POST", path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     return reply, time.monotonic() - started
 
 
@@ -154,14 +172,19 @@ def test_rewrites_to_the_ccr_pinned_to_the_registry_digest(hook, registries, ima
     assert app_digest == registry_digest(ccr.url, "up/team/app", "1.0")
     assert replaced["/spec/containers/0/image"] == f"{ccr.host}/up/team/app:1.0@{app_digest}"
     # the CCR lacks tool: pinned upstream to the digest the upstream reports
-    assert replaced["/spec/containers/1/image"] == f"{images['tool']}@{registry_digest(upstream.url, 'team/tool', '1.0')}"
+    assert (
+        replaced["/spec/containers/1/image"] == f"{images['tool']}@{registry_digest(upstream.url, 'team/tool', '1.0')}"
+    )
 
 
 def test_patched_pod_comes_back_unchanged(hook, images):
     obj = pod([("web", images["app"]), ("tool", images["tool"])], init=[("init", images["init"])])
     patched = jsonpatch.apply_patch(obj, patch_of(response_of(hook, review(obj))))
     assert json.loads(patched["metadata"]["annotations"]["ccr-webhook.io/original-images"]) == {
-        "containers/web": images["app"], "containers/tool": images["tool"], "initContainers/init": images["init"]}
+        "containers/web": images["app"],
+        "containers/tool": images["tool"],
+        "initContainers/init": images["init"],
+    }
     again = response_of(hook, review(patched, uid="uid-2"))
     assert again["allowed"] and "patch" not in again
 
@@ -192,8 +215,9 @@ def test_init_and_ephemeral_containers(hook, images):
     assert paths[:2] == ["/spec/containers/0/image", "/spec/initContainers/0/image"]
     old = pod([("web", images["app"])], ephemeral=[("debug-1", images["tool"])])
     new = pod([("web", images["app"])], ephemeral=[("debug-1", images["tool"]), ("debug-2", images["debug"])])
-    response = response_of(hook, review(new, uid="uid-e", operation="UPDATE", subResource="ephemeralcontainers",
-                                        oldObject=old))
+    response = response_of(
+        hook, review(new, uid="uid-e", operation="UPDATE", subResource="ephemeralcontainers", oldObject=old)
+    )
     [op] = patch_of(response)
     assert op["path"] == "/spec/ephemeralContainers/1/image" and op["value"].startswith(f"{ccr}/up/team/debug:1.0@")
 
@@ -206,13 +230,23 @@ def test_unlisted_registry_is_left_alone_and_never_contacted(hook, silent, image
 
 @pytest.mark.parametrize("role", ["down", "slow"])
 def test_unreachable_upstream_admits_unpinned_within_the_deadline(hook, images, role):
-    reply, elapsed = admit(hook, review(pod([("web", images[role]), ("ok", images["app"])], ), uid=f"uid-{role}"))
+    reply, elapsed = admit(
+        hook,
+        review(
+            pod(
+                [("web", images[role]), ("ok", images["app"])],
+            ),
+            uid=f"uid-{role}",
+        ),
+    )
     assert elapsed < DEADLINE + SLACK and reply.status == 200
     response = json.loads(reply.data)["response"]
     assert response["allowed"]
     assert [op["path"] for op in patch_of(response)][0] == "/spec/containers/1/image"
     [warning] = response["warnings"]
-    assert warning.startswith(f'container "web" image "{images[role]}": cannot resolve') and "admitted unpinned" in warning
+    assert (
+        warning.startswith(f'container "web" image "{images[role]}": cannot resolve') and "admitted unpinned" in warning
+    )
 
 
 @pytest.mark.parametrize("role", ["down", "slow"])
@@ -300,8 +334,13 @@ def test_sigterm_lets_an_answer_in_flight_finish(registries, silent, images):
 def test_serve_without_a_usable_certificate_fails_with_one_clear_line(tmp_path, files, message):
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"ccr": {"registry": "ccr.local:5000"}, "webhook": files}))
-    done = subprocess.run([sys.executable, "-m", "webhook.cli", "serve", "--config", str(config)],
-                          capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[1],
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("ccr-webhook: configuration error: ") and message in done.stderr
     assert "Traceback" not in done.stderr

@@ -30,7 +30,7 @@ DAY = datetime.timedelta(days=1)
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def serial(pem: bytes) -> int:
@@ -109,8 +109,12 @@ def test_plan_reissues_when_the_service_names_change_or_the_pair_is_broken():
     renamed, reason = tls.plan_tls_material(material, other, [], POLICY)
     assert reason == "the serving certificate names other hosts than the Service"
     assert tls.describe_certificate(renamed.serving.cert_pem).dns_names == tuple(other)
-    broken = tls.TLSMaterial(material.ca, material.ca_bundle, tls.KeyPair(material.serving.cert_pem, material.ca.key_pem))
-    assert tls.plan_tls_material(broken, NAMES, [], POLICY)[1] == "the serving key does not match the serving certificate"
+    broken = tls.TLSMaterial(
+        material.ca, material.ca_bundle, tls.KeyPair(material.serving.cert_pem, material.ca.key_pem)
+    )
+    assert (
+        tls.plan_tls_material(broken, NAMES, [], POLICY)[1] == "the serving key does not match the serving certificate"
+    )
     foreign = tls.TLSMaterial(material.ca, material.ca_bundle, tls.issue_serving_cert(tls.generate_ca(), NAMES))
     assert "does not verify against the CA" in tls.plan_tls_material(foreign, NAMES, [], POLICY)[1]
 
@@ -121,13 +125,18 @@ def test_plan_rotates_a_ca_near_its_end_keeping_the_old_one_trusted_until_it_exp
     rotated, reason = tls.plan_tls_material(material, NAMES, [], POLICY)
     assert reason.startswith("the CA expires")
     trusted = tls.load_certificates(rotated.ca_bundle)
-    assert [serial(c.public_bytes(tls.serialization.Encoding.PEM)) for c in trusted] == [serial(rotated.ca.cert_pem), serial(material.ca.cert_pem)]
+    assert [serial(c.public_bytes(tls.serialization.Encoding.PEM)) for c in trusted] == [
+        serial(rotated.ca.cert_pem),
+        serial(material.ca.cert_pem),
+    ]
     tls.verify_serving_certificate(rotated.ca_bundle, material.serving.cert_pem, HOST)  # old pair still trusted
     tls.verify_serving_certificate(rotated.ca_bundle, rotated.serving.cert_pem, HOST)
     # once the old CA has expired it leaves the bundle
     later, reason = tls.plan_tls_material(rotated, NAMES, [], POLICY, now=now() + 170 * DAY)
     assert later.ca_bundle == rotated.ca.cert_pem and reason.startswith("the serving certificate expired")
-    pruned, reason = tls.plan_tls_material(tls.TLSMaterial(rotated.ca, rotated.ca_bundle, later.serving), NAMES, [], POLICY, now=now() + 170 * DAY)
+    pruned, reason = tls.plan_tls_material(
+        tls.TLSMaterial(rotated.ca, rotated.ca_bundle, later.serving), NAMES, [], POLICY, now=now() + 170 * DAY
+    )
     assert reason == "expired CAs dropped from the bundle" and pruned.ca_bundle == rotated.ca.cert_pem
 
 
@@ -170,7 +179,9 @@ def test_reloading_keeps_the_last_good_pair_while_key_and_certificate_disagree(t
 def handshake(server_context: ssl.SSLContext, ca_file: Path, server_hostname: str = HOST) -> int:
     """One TLS handshake in memory (no sockets, no threads); the serial number of the certificate served."""
     client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
-    client = ssl.create_default_context(cafile=str(ca_file)).wrap_bio(client_in, client_out, server_hostname=server_hostname)
+    client = ssl.create_default_context(cafile=str(ca_file)).wrap_bio(
+        client_in, client_out, server_hostname=server_hostname
+    )
     server = server_context.wrap_bio(server_in, server_out, server_side=True)
     done = {client: False, server: False}
     for _ in range(10):
@@ -294,14 +305,14 @@ def test_handshakes_never_fail_while_the_pair_is_rewritten_in_a_tight_loop(tmp_p
         while time.monotonic() < stop_at:
             try:
                 served.append(handshake(reloading.context, tmp_path / "ca.crt", server_hostname))
-            except Exception as err:  # noqa: BLE001 - every failure is a finding
+            except Exception as err:
                 failures.append(f"handshake: {err!r}")
 
     def starts() -> None:
         while time.monotonic() < stop_at:
             try:
                 tls.ReloadingCertificate(tmp_path / "tls.crt", tmp_path / "tls.key")
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 failures.append(f"start: {err!r}")
 
     threads = [threading.Thread(target=handshakes, args=(name,)) for name in (HOST, "127.0.0.1", HOST)]
@@ -310,7 +321,9 @@ def test_handshakes_never_fail_while_the_pair_is_rewritten_in_a_tight_loop(tmp_p
         thread.start()
     while time.monotonic() < stop_at:
         renewals += 1
-        tls.write_serving_files(tmp_path, tls.TLSMaterial(material.ca, material.ca_bundle, pairs[renewals % len(pairs)]))
+        tls.write_serving_files(
+            tmp_path, tls.TLSMaterial(material.ca, material.ca_bundle, pairs[renewals % len(pairs)])
+        )
     for thread in threads:
         thread.join()
     assert failures == []
@@ -328,7 +341,10 @@ class Clients:
         self.progress = threading.Condition()
         self.done = threading.Event()
         # half the clients send SNI (as the API server does), half connect by address (no SNI)
-        self.threads = [threading.Thread(target=self._run, args=(i, HOST if i % 2 else "127.0.0.1"), daemon=True) for i in range(count)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(i, HOST if i % 2 else "127.0.0.1"), daemon=True)
+            for i in range(count)
+        ]
 
     def _request(self, server_hostname: str) -> int:
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
@@ -348,7 +364,7 @@ class Clients:
                 return
             try:
                 got = self._request(server_hostname)
-            except Exception as err:  # noqa: BLE001 - every failure is a finding
+            except Exception as err:
                 self.failures.append(f"{server_hostname}: {err!r}")
                 continue
             with self.progress:
@@ -358,7 +374,11 @@ class Clients:
     def wait_until_each_saw(self, serial_number: int, times: int) -> bool:
         with self.progress:
             return self.progress.wait_for(
-                lambda: all(s.count(serial_number) >= times for s in self.seen) or not any(t.is_alive() for t in self.threads), timeout=60
+                lambda: (
+                    all(s.count(serial_number) >= times for s in self.seen)
+                    or not any(t.is_alive() for t in self.threads)
+                ),
+                timeout=60,
             ) and all(s.count(serial_number) >= times for s in self.seen)
 
     def __enter__(self) -> Clients:
@@ -383,7 +403,9 @@ def running_gunicorn(tmp_path: Path, probe: bool = True) -> Iterator[tuple[int, 
     material, _ = tls.plan_tls_material(None, NAMES, ["127.0.0.1"], POLICY)
     tls.write_serving_files(certs, material)
     port = free_port()
-    (tmp_path / "app.py").write_text("def app(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n")
+    (tmp_path / "app.py").write_text(
+        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n"
+    )
     (tmp_path / "gunicorn.conf.py").write_text(
         textwrap.dedent(
             f"""
@@ -402,8 +424,10 @@ def running_gunicorn(tmp_path: Path, probe: bool = True) -> Iterator[tuple[int, 
     log = tmp_path / "gunicorn.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        cwd=tmp_path, env={"PYTHONPATH": f"{ROOT}:{tmp_path}", "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{ROOT}:{tmp_path}", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),
     )
     try:
         if probe:
@@ -448,7 +472,9 @@ def test_gunicorn_serves_a_renewed_certificate_under_load_without_a_failed_reque
     old = serial(material.serving.cert_pem)
     with Clients(port, certs / "ca.crt") as clients:
         assert clients.wait_until_each_saw(old, 5), clients.failures
-        renewed = tls.TLSMaterial(material.ca, material.ca_bundle, tls.issue_serving_cert(material.ca, NAMES, ["127.0.0.1"], 90))
+        renewed = tls.TLSMaterial(
+            material.ca, material.ca_bundle, tls.issue_serving_cert(material.ca, NAMES, ["127.0.0.1"], 90)
+        )
         tls.write_serving_files(certs, renewed)
         new = serial(renewed.serving.cert_pem)
         assert clients.wait_until_each_saw(new, 5), clients.failures
@@ -465,7 +491,7 @@ def test_a_server_that_wraps_its_socket_once_serves_the_renewed_pair_on_the_next
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.send_header("Connection", "close")
@@ -478,7 +504,9 @@ def test_a_server_that_wraps_its_socket_once_serves_the_renewed_pair_on_the_next
     material, _ = tls.plan_tls_material(None, NAMES, ["127.0.0.1"], POLICY)
     tls.write_serving_files(tmp_path, material)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = tls.reloading_ssl_context(tmp_path / "tls.crt", tmp_path / "tls.key").wrap_socket(server.socket, server_side=True)
+    server.socket = tls.reloading_ssl_context(tmp_path / "tls.crt", tmp_path / "tls.key").wrap_socket(
+        server.socket, server_side=True
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with Clients(server.server_address[1], tmp_path / "ca.crt", count=2) as clients:

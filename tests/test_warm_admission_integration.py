@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import pytest
 import urllib3
 
-from tests.support.warmer_scene import Scene, warm_scene
 from tests.support.waiting import wait_until
+from tests.support.warmer_scene import Scene, warm_scene
 from webhook.testing.webhook_process import LocalWebhook
 from webhook.warmer.service import Warmer
 
@@ -31,20 +31,36 @@ def webhook_and_warmer(scene: Scene, **sections) -> Iterator[tuple[LocalWebhook,
     warmer = scene.start_warmer(**sections)
     settings = scene.settings(**sections)
     # A generous deadline unless a test sets one: a loaded test machine must not turn a pin into "unpinned".
-    settings["webhook"] = {"deadlineSeconds": 10, **settings.get("webhook", {}),
-                           "warmerUrl": f"http://127.0.0.1:{warmer.hint_server.port}"}
+    settings["webhook"] = {
+        "deadlineSeconds": 10,
+        **settings.get("webhook", {}),
+        "warmerUrl": f"http://127.0.0.1:{warmer.hint_server.port}",
+    }
     with LocalWebhook(settings, workers=1) as hook:
         yield hook, warmer
 
 
 def admit(hook: LocalWebhook, image: str, path: str = "/mutate", uid: str = "uid", dry_run: bool = False) -> dict:
     """The image the webhook answers for a one-container Pod (its patched value, or the image unchanged)."""
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": uid, "operation": "CREATE", "dryRun": dry_run, "namespace": "team",
-        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team"},
-                   "spec": {"containers": [{"name": "c", "image": image}]}}}}
-    client = urllib3.HTTPSConnectionPool("127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file),
-                                         timeout=30, retries=False)
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "operation": "CREATE",
+            "dryRun": dry_run,
+            "namespace": "team",
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "team"},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
+        },
+    }
+    client = urllib3.HTTPSConnectionPool(
+        "127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file), timeout=30, retries=False
+    )
     reply = client.request("POST", path, body=json.dumps(review), headers={"Content-Type": "application/json"})
     assert reply.status == 200, reply.data
     response = json.loads(reply.data)["response"]

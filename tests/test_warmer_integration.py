@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
-from webhook.testing.warmer_process import LocalWarmer
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
-from webhook.testing.processes import RegistryServer
+from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
 from webhook.registry.errors import RegistryError
+from webhook.testing.processes import RegistryServer
+from webhook.testing.warmer_process import LocalWarmer
 from webhook.warmer.events import FINISHED, STARTED
 from webhook.warmer.service import Warmer
 
@@ -35,8 +35,12 @@ def run_warmer(scene):
 
 
 def post_hints(warmer: Warmer, requests: list[dict], wait: float = 0, peer: str = "127.0.0.1") -> list[dict]:
-    response = urllib3.request("POST", f"http://{peer}:{warmer.hint_server.port}/hints?wait={wait}",
-                               body=json.dumps({"requests": requests}), timeout=wait + 10)
+    response = urllib3.request(
+        "POST",
+        f"http://{peer}:{warmer.hint_server.port}/hints?wait={wait}",
+        body=json.dumps({"requests": requests}),
+        timeout=wait + 10,
+    )
     assert response.status == 200, response.data
     return json.loads(response.data)["results"]
 
@@ -71,8 +75,10 @@ def test_a_pod_listed_at_start_is_warmed_with_no_hint_at_all(scene, run_warmer):
     warmer = run_warmer()
     wait_until(scene.in_ccr, what="the image in the CCR")
     assert warmer.metrics.hints.labels("accepted")._value.get() == 0
-    events = wait_until(lambda: len(scene.api.objects("Event", NAMESPACE)) == 2 and scene.api.objects("Event", NAMESPACE),
-                        what="two Events")
+    events = wait_until(
+        lambda: len(scene.api.objects("Event", NAMESPACE)) == 2 and scene.api.objects("Event", NAMESPACE),
+        what="two Events",
+    )
     assert [(e["reason"], e["type"]) for e in events] == [(STARTED, "Normal"), (FINISHED, "Normal")]
     assert {e["involvedObject"]["uid"] for e in events} == {created["metadata"]["uid"]}
     assert scene.target in events[1]["message"] and "copied in" in events[1]["message"]
@@ -83,8 +89,10 @@ def test_copy_none_never_copies(scene, run_warmer):
     warmer = run_warmer(policy={"copy": "none"})
     (result,) = post_hints(warmer, [{"source": scene.source, "target": scene.target}], wait=1)
     assert result["state"] == "rejected" and "policy.copy is none" in result["reason"]
-    wait_until(lambda: [r for r in scene.api.requests_to("GET", "/api/v1/pods") if "watch" in r.query],
-               what="the Pod watch running")
+    wait_until(
+        lambda: [r for r in scene.api.requests_to("GET", "/api/v1/pods") if "watch" in r.query],
+        what="the Pod watch running",
+    )
     assert not scene.in_ccr() and scene.blob_downloads() == Counter()
 
 
@@ -93,9 +101,14 @@ def test_a_forged_hint_makes_the_warmer_contact_no_other_registry(scene, run_war
         bait = RegistryProxy(elsewhere.host).start()
         try:
             warmer = run_warmer()
-            forged_source = {"source": f"127.0.0.1:{bait.port}/team/app:1.0@{scene.image.digest}",
-                             "target": f"{scene.ccr.host}/mirror/team/app:1.0@{scene.image.digest}"}
-            forged_target = {"source": scene.source, "target": f"127.0.0.1:{bait.port}/mirror/team/app@{scene.image.digest}"}
+            forged_source = {
+                "source": f"127.0.0.1:{bait.port}/team/app:1.0@{scene.image.digest}",
+                "target": f"{scene.ccr.host}/mirror/team/app:1.0@{scene.image.digest}",
+            }
+            forged_target = {
+                "source": scene.source,
+                "target": f"127.0.0.1:{bait.port}/mirror/team/app@{scene.image.digest}",
+            }
             results = post_hints(warmer, [forged_source, forged_target], wait=2)
             assert [r["state"] for r in results] == ["rejected", "rejected"]
             assert "not a configured upstream" in results[0]["reason"] and "is not" in results[1]["reason"]
@@ -134,7 +147,9 @@ def test_a_warmer_killed_mid_copy_finishes_from_the_pod_list_after_a_restart(sce
         second = LocalWarmer(scene.settings(), scene.kubeconfig, "second").start()
         try:
             wait_until(scene.in_ccr, timeout=30, what="the copy finished by the restarted warmer")
-            wait_until(lambda: 'ccr_webhook_warms_total{result="done"} 1.0' in second.metrics(), what="the warm counted")
+            wait_until(
+                lambda: 'ccr_webhook_warms_total{result="done"} 1.0' in second.metrics(), what="the warm counted"
+            )
         finally:
             second.cleanup()
     finally:
@@ -147,13 +162,16 @@ def test_a_warmer_killed_mid_copy_finishes_from_the_pod_list_after_a_restart(sce
 def test_two_warmers_one_leader_watches_and_the_other_takes_over_when_it_dies(scene):
     warmers = [LocalWarmer(scene.settings(), scene.kubeconfig, name).start() for name in ("one", "two")]
     try:
+
         def holder() -> str | None:
             lease = scene.api.get("Lease", "ccr-webhook-warmer", "ccr-system")
             return lease and lease["spec"].get("holderIdentity")
 
         leader_name = wait_until(holder, what="a leader")
         leader, other = sorted(warmers, key=lambda w: w.identity != leader_name)
-        assert "ccr_webhook_warmer_leader 1.0" in leader.metrics() and "ccr_webhook_warmer_leader 0.0" in other.metrics()
+        assert (
+            "ccr_webhook_warmer_leader 1.0" in leader.metrics() and "ccr_webhook_warmer_leader 0.0" in other.metrics()
+        )
         leader.kill()
         wait_until(lambda: holder() == other.identity, what="the other warmer taking the Lease over")
         scene.api.create(pod("after", scene.tagged))  # only a watching leader can find this one

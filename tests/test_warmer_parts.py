@@ -7,21 +7,24 @@ import json
 import pytest
 
 from webhook.config import parse_config
+from webhook.copier.engine import CopyError, CopyResult
+from webhook.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
+from webhook.http_service import Request
 from webhook.policy.decide import WarmRequest
 from webhook.policy.reference import parse_image
 from webhook.registry.errors import NotFound, RegistryAuthError, RegistryUnavailable
 from webhook.registry.resolver import Resolver
-from webhook.copier.engine import CopyError, CopyResult
 from webhook.warmer.events import FAILED, FINISHED, STARTED, WarmEvents, scrub, warm_event
-from webhook.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
 from webhook.warmer.metrics import failure_reason
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
-from webhook.http_service import Request
 from webhook.warmer.sightings import Sightings
 
 DIGEST = "sha256:" + "d" * 64
-SETTINGS = {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}, {"registry": "ghcr.io", "prefix": "gh"}]}
+SETTINGS = {
+    "ccr": {"registry": "ccr.local"},
+    "upstreams": [{"registry": "docker.io"}, {"registry": "ghcr.io", "prefix": "gh"}],
+}
 
 
 def warm_request(image: str = f"docker.io/library/nginx:1.25@{DIGEST}") -> WarmRequest:
@@ -36,8 +39,12 @@ def test_hints_round_trip_and_bad_bodies_say_what_is_wrong():
     request = warm_request()
     assert parse_hints(encode_hints([request])) == [Hint(str(request.source), str(request.target))]
     assert parse_hints(b'{"requests": [{"source": "nginx:1"}]}') == [Hint("nginx:1", None)]
-    for body, message in [(b"{", "not JSON"), (b"[]", '{"requests"'), (b'{"requests": [{"source": 1}]}', r"requests\[0\]"),
-                          (json.dumps({"requests": [{"source": "a"}] * 65}).encode(), "at most 64")]:
+    for body, message in [
+        (b"{", "not JSON"),
+        (b"[]", '{"requests"'),
+        (b'{"requests": [{"source": 1}]}', r"requests\[0\]"),
+        (json.dumps({"requests": [{"source": "a"}] * 65}).encode(), "at most 64"),
+    ]:
         with pytest.raises(BadHints, match=message):
             parse_hints(body)
 
@@ -54,7 +61,9 @@ def test_hints_are_taken_from_loopback_only_and_the_wait_is_capped():
 
 def test_a_hint_client_whose_warmer_is_down_drops_and_counts_without_blocking():
     counted: list[tuple[str, int]] = []
-    client = HintClient("http://127.0.0.1:9", timeout=0.2, backlog=1, on_result=lambda result, n: counted.append((result, n)))
+    client = HintClient(
+        "http://127.0.0.1:9", timeout=0.2, backlog=1, on_result=lambda result, n: counted.append((result, n))
+    )
     client.send([warm_request(), warm_request(), warm_request()])  # returns at once; the backlog holds one
     assert client.warm([warm_request()], timeout=0.1) == set()
     assert ("dropped", 1) in counted  # the forced warm
@@ -96,9 +105,16 @@ def sightings(policy=None, ccr_digests=()):
 
 def test_sightings_warm_mirrors_of_configured_upstreams_only():
     checker, registries = sightings(ccr_digests=[("gh/org/tool", DIGEST)])
-    tag, pinned_ccr, present, forged, bad, missing = checker.check([
-        "nginx:1.25", f"ccr.local/docker.io/library/redis:7@{DIGEST}", f"ghcr.io/org/tool@{DIGEST}",
-        f"evil.example.com/x@{DIGEST}", "Not An Image", "nginx:9"])
+    tag, pinned_ccr, present, forged, bad, missing = checker.check(
+        [
+            "nginx:1.25",
+            f"ccr.local/docker.io/library/redis:7@{DIGEST}",
+            f"ghcr.io/org/tool@{DIGEST}",
+            f"evil.example.com/x@{DIGEST}",
+            "Not An Image",
+            "nginx:9",
+        ]
+    )
     assert tag.wanted and str(tag.request.target) == f"ccr.local/docker.io/library/nginx:1.25@{DIGEST}"
     assert str(pinned_ccr.request.source) == f"docker.io/library/redis:7@{DIGEST}" and pinned_ccr.wanted
     assert present.in_ccr is True and not present.wanted
@@ -108,8 +124,10 @@ def test_sightings_warm_mirrors_of_configured_upstreams_only():
     assert set(registries.hosts) <= {"docker.io", "ghcr.io"}
 
 
-@pytest.mark.parametrize(("policy", "problem"), [({"copy": "none"}, "policy.copy is none"),
-                                                 ({"exclude": ["docker.io/library/*"]}, "excluded")])
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [({"copy": "none"}, "policy.copy is none"), ({"exclude": ["docker.io/library/*"]}, "excluded")],
+)
 def test_sightings_respect_copy_none_and_exclude(policy, problem):
     checker, registries = sightings(policy)
     (sighting,) = checker.check(["nginx:1.25"])
@@ -120,9 +138,13 @@ def test_sightings_respect_copy_none_and_exclude(policy, problem):
 
 
 def pod(name, *images, init=()):
-    return {"metadata": {"namespace": "team", "name": name, "uid": f"uid-{name}"},
-            "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
-                     "initContainers": [{"name": "init", "image": image} for image in init]}}
+    return {
+        "metadata": {"namespace": "team", "name": name, "uid": f"uid-{name}"},
+        "spec": {
+            "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
+            "initContainers": [{"name": "init", "image": image} for image in init],
+        },
+    }
 
 
 def test_pod_index_knows_each_pods_images_and_the_pods_of_each_image():
@@ -161,7 +183,9 @@ def test_event_messages_say_what_happened_without_credentials():
     assert warm_event(job(JobState.RUNNING))[:2] == (STARTED, "Normal")
     assert warm_event(job(JobState.RUNNING, attempts=2)) is None  # a retry is not a new start
     reason, kind, message = warm_event(job(JobState.DONE, result=result))
-    assert (reason, kind) == (FINISHED, "Normal") and "12.3 MB copied in 4.2 s" in message and "3 blobs copied" in message
+    assert (
+        (reason, kind) == (FINISHED, "Normal") and "12.3 MB copied in 4.2 s" in message and "3 blobs copied" in message
+    )
     reason, kind, message = warm_event(job(JobState.FAILED, attempts=5, error="HTTP 401 from https://up.io"))
     assert (reason, kind) == (FAILED, "Warning") and "5 attempts" in message and "HTTP 401" in message
     assert warm_event(job(JobState.QUEUED)) is None
@@ -192,8 +216,13 @@ def test_events_are_limited_per_image_and_reason_and_capped_in_pods():
     posted = [(body["reason"], body["involvedObject"]["name"]) for _, body in core.events]
     assert posted == [(STARTED, "a"), (STARTED, "b"), (FAILED, "a"), (FAILED, "b"), (STARTED, "a"), (STARTED, "b")]
     namespace, body = core.events[0]
-    assert namespace == "team" and body["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "namespace": "team",
-                                                              "name": "a", "uid": "uid-a"}
+    assert namespace == "team" and body["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "namespace": "team",
+        "name": "a",
+        "uid": "uid-a",
+    }
     assert body["type"] == "Normal" and body["source"] == {"component": "ccr-webhook-warmer"}
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.policy.review import Mode, build_result, parse_review
+from webhook.admission.warming import Warming
 from webhook.config import parse_config
 from webhook.policy.decide import Action, ImageFacts, Lookup, decide_image, plan_image
+from webhook.policy.review import Mode, build_result, parse_review
 from webhook.registry.resolver import Resolver
-from webhook.admission.warming import Warming
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64
@@ -30,14 +30,33 @@ class Hints:
 
 
 def config(**policy):
-    return parse_config({"ccr": {"registry": CCR}, "upstreams": [{"registry": "docker.io"}], "policy": policy,
-                         "warmer": {"warmDryRunNamespaces": policy.pop("opt_in", False)}})
+    return parse_config(
+        {
+            "ccr": {"registry": CCR},
+            "upstreams": [{"registry": "docker.io"}],
+            "policy": policy,
+            "warmer": {"warmDryRunNamespaces": policy.pop("opt_in", False)},
+        }
+    )
 
 
 def review(dry_run=False, image=IMAGE):
-    return parse_review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "operation": "CREATE", "dryRun": dry_run,
-        "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}]}}}})
+    return parse_review(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "operation": "CREATE",
+                "dryRun": dry_run,
+                "object": {
+                    "kind": "Pod",
+                    "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "image": image}]},
+                },
+            },
+        }
+    )
 
 
 def admit(settings, hints, mode=Mode.ENFORCE, dry_run=False, image=IMAGE):
@@ -46,8 +65,9 @@ def admit(settings, hints, mode=Mode.ENFORCE, dry_run=False, image=IMAGE):
     warming = Warming(settings, resolver, hints)
     request = review(dry_run, image)
     plans = [plan_image(image.image, settings) for image in request.images]
-    decisions = [decide_image(p, ImageFacts(digest=D1, in_ccr=False), settings) if isinstance(p, Lookup) else p
-                 for p in plans]
+    decisions = [
+        decide_image(p, ImageFacts(digest=D1, in_ccr=False), settings) if isinstance(p, Lookup) else p for p in plans
+    ]
     decisions = warming.ensure_warm(request, mode, decisions, timeout=1.5)
     result = build_result(request, decisions, mode)
     warming.hint(request, mode, result)

@@ -25,8 +25,8 @@ from typing import Any
 
 import urllib3
 
-from webhook.policy.decide import WarmRequest
 from webhook.http_service import JSON, Reply, Request, Route
+from webhook.policy.decide import WarmRequest
 
 PATH = "/hints"
 MAX_HINTS = 64  # per request; the sender batches up to this many
@@ -90,6 +90,7 @@ def parse_hints(body: bytes) -> list[Hint]:
 
 def hints_route(handle: Callable[[list[Hint], float], list[HintResult]]) -> Route:
     """The POST /hints route: loopback clients only, body parsed, `handle(hints, wait_seconds)` answered as JSON."""
+
     def route(request: Request) -> Reply:
         if not request.from_loopback:
             return Reply(403, b"hints are taken from loopback only\n")
@@ -100,14 +101,16 @@ def hints_route(handle: Callable[[list[Hint], float], list[HintResult]]) -> Rout
             return Reply(400, f"{err}\n".encode())
         results = handle(hints, min(max(wait, 0.0), MAX_WAIT_SECONDS))
         return Reply(200, json.dumps({"results": [r.as_json() for r in results]}).encode(), JSON)
+
     return route
 
 
 class HintClient:
     """Sends hints to the warmer at `url`; `on_result(result, count)` hears `sent` and `dropped` counts."""
 
-    def __init__(self, url: str, *, timeout: float = 0.5, backlog: int = 256,
-                 on_result: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 0.5, backlog: int = 256, on_result: Callable[[str, int], None] | None = None
+    ) -> None:
         self._url = url.rstrip("/") + PATH
         self._timeout = timeout
         self._backlog: queue.Queue[WarmRequest] = queue.Queue(backlog)
@@ -157,8 +160,13 @@ class HintClient:
         """POST the hints; the results in order, or None when the warmer did not take them."""
         timeout = urllib3.Timeout(connect=self._timeout, read=self._timeout + wait)
         try:
-            response = self._http.request("POST", f"{self._url}?wait={wait:g}", body=encode_hints(requests),
-                                          headers={"Content-Type": JSON}, timeout=timeout)
+            response = self._http.request(
+                "POST",
+                f"{self._url}?wait={wait:g}",
+                body=encode_hints(requests),
+                headers={"Content-Type": JSON},
+                timeout=timeout,
+            )
             results = json.loads(response.data)["results"] if response.status == 200 else None
         except (urllib3.exceptions.HTTPError, ValueError, KeyError, TypeError) as err:
             log.warning("warm hints not delivered: %s", err)

@@ -61,11 +61,15 @@ def split_listen(listen: str) -> tuple[str, int]:
 class HTTPService:
     """Serves `routes` on `listen` from daemon threads until stop()."""
 
-    def __init__(self, listen: str, routes: Mapping[tuple[str, str], Route], *, max_body: int = 64 * 1024,
-                 name: str = "http") -> None:
+    def __init__(
+        self, listen: str, routes: Mapping[tuple[str, str], Route], *, max_body: int = 64 * 1024, name: str = "http"
+    ) -> None:
         host, port = split_listen(listen)
-        server_class = type("Server", (ThreadingHTTPServer,), {
-            "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET, "daemon_threads": True})
+        server_class = type(
+            "Server",
+            (ThreadingHTTPServer,),
+            {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET, "daemon_threads": True},
+        )
         self._server = server_class((host, port), _handler(dict(routes), max_body))
         self._name = name
         self._thread: threading.Thread | None = None
@@ -77,8 +81,9 @@ class HTTPService:
 
     def start(self) -> HTTPService:
         """Start serving in a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=self._name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=self._name, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -99,10 +104,10 @@ def _handler(routes: dict[tuple[str, str], Route], max_body: int) -> type[BaseHT
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class names it so
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._serve()
 
         do_POST = do_GET
@@ -121,7 +126,7 @@ def _handler(routes: dict[tuple[str, str], Route], max_body: int) -> type[BaseHT
             query = {key: values[-1] for key, values in urllib.parse.parse_qs(url.query).items()}
             try:
                 reply = route(Request(self.command, url.path, query, body, self.client_address[0]))
-            except Exception:  # noqa: BLE001 - a broken route answers 500; the server keeps serving
+            except Exception:
                 log.exception("route %s %s failed", self.command, url.path)
                 reply = Reply(500, b"internal error\n")
             self._send(reply)

@@ -39,8 +39,16 @@ class Outcome:
 class HTTPSLoad:
     """`threads` clients POSTing `body` to `path` on 127.0.0.1:`port`, trusting `context`, until the block ends."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, path: str, body: bytes, threads: int = 4,
-                 limit: int = 2000, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        context: ssl.SSLContext,
+        path: str,
+        body: bytes,
+        threads: int = 4,
+        limit: int = 2000,
+        timeout: float = 10.0,
+    ) -> None:
         self.port, self.context, self.path, self.body = port, context, path, body
         self.limit, self.timeout = limit, timeout
         self.outcomes: list[list[Outcome]] = [[] for _ in range(threads)]

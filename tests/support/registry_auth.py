@@ -21,5 +21,11 @@ def token_auth(workdir: Path, issuer: TokenIssuer) -> dict:
     """The registry `auth:` section trusting `issuer`'s JWTs (its certificate written as the root bundle)."""
     path = workdir / "token-root.pem"
     path.write_bytes(issuer.keypair.cert_pem)
-    return {"token": {"realm": issuer.realm, "service": issuer.service, "issuer": issuer.issuer,
-                      "rootcertbundle": str(path)}}
+    return {
+        "token": {
+            "realm": issuer.realm,
+            "service": issuer.service,
+            "issuer": issuer.issuer,
+            "rootcertbundle": str(path),
+        }
+    }

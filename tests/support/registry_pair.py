@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from webhook.testing.processes import RegistryServer
 from webhook.registry.client import RegistryClient
+from webhook.testing.processes import RegistryServer
 
 
 def client(url: str, credentials: Path | None = None) -> RegistryClient:
     """A client of a local registry, with the timeouts the tests use."""
-    return RegistryClient(url, credentials=str(credentials) if credentials else None, insecure=True,
-                          connect_timeout=1.0, read_timeout=10.0, max_connections=8)
+    return RegistryClient(
+        url,
+        credentials=str(credentials) if credentials else None,
+        insecure=True,
+        connect_timeout=1.0,
+        read_timeout=10.0,
+        max_connections=8,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,26 @@ class SmallDiskRegistry(RegistryServer):
 
     def command(self, config: Path) -> list[str]:
         self.root.mkdir(parents=True, exist_ok=True)
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_THEN_RUN, str(self.root),
-                str(self.size_bytes), *super().command(config)]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _MOUNT_THEN_RUN,
+            str(self.root),
+            str(self.size_bytes),
+            *super().command(config),
+        ]
 
     def grow(self, size_bytes: int) -> None:
         """Remount the registry's tmpfs with room for `size_bytes`, while it runs."""
         assert self.process is not None, "the registry is not running"
-        subprocess.run(["nsenter", "-t", str(self.process.pid), "-m", "mount", "-o", f"remount,size={size_bytes}",
-                        str(self.root)], check=True, capture_output=True, timeout=10)
+        subprocess.run(
+            ["nsenter", "-t", str(self.process.pid), "-m", "mount", "-o", f"remount,size={size_bytes}", str(self.root)],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
         self.size_bytes = size_bytes

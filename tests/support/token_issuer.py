@@ -40,9 +40,16 @@ class TokenRequest:
 class TokenIssuer(LoopbackServer):
     """A threaded token server on 127.0.0.1; `users` are user -> password, `refresh_tokens` token -> user."""
 
-    def __init__(self, users: dict[str, str], *, refresh_tokens: dict[str, str] | None = None,
-                 service: str = "ccr-tests-registry", issuer: str = "ccr-tests-issuer", expires_in: int = 300,
-                 anonymous_pull: bool = True) -> None:
+    def __init__(
+        self,
+        users: dict[str, str],
+        *,
+        refresh_tokens: dict[str, str] | None = None,
+        service: str = "ccr-tests-registry",
+        issuer: str = "ccr-tests-issuer",
+        expires_in: int = 300,
+        anonymous_pull: bool = True,
+    ) -> None:
         self.users = users
         self.refresh_tokens = refresh_tokens or {}
         self.service = service
@@ -75,13 +82,23 @@ class TokenIssuer(LoopbackServer):
             access.append({"type": kind, "name": name, "actions": granted})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "ES256", "x5c": [self._x5c]}
-        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + self.expires_in,
-                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": now + self.expires_in,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
         return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
-    def _authenticate(self, method: str, authorization: str | None, form: dict[str, list[str]]) -> tuple[bool, str | None]:
+    def _authenticate(
+        self, method: str, authorization: str | None, form: dict[str, list[str]]
+    ) -> tuple[bool, str | None]:
         """(accepted, user): a refresh token for POST, Basic for GET, or anonymous (user None) if allowed."""
         if method == "POST":
             user = self.refresh_tokens.get((form.get("refresh_token") or [""])[0])

@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.registry_proxy import RegistryProxy
-from webhook.testing.apiserver import LocalAPIServer
 from webhook.config import parse_config
-from webhook.testing.processes import RegistryServer
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryUnavailable
+from webhook.testing.apiserver import LocalAPIServer
+from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import PushedImage, push_sample_image
 from webhook.warmer.service import Warmer
+
 NAMESPACE = "team"  # labelled enforce in the tests' API server
 POLICY_LABEL = "ccr-webhook/policy"
 
 
-def mirror_settings(upstream_host: str, upstream_url: str, ccr: RegistryServer, **sections: dict[str, Any]) -> dict[str, Any]:
+def mirror_settings(
+    upstream_host: str, upstream_url: str, ccr: RegistryServer, **sections: dict[str, Any]
+) -> dict[str, Any]:
     """A configuration mirroring one plain-HTTP upstream under the prefix `mirror` into `ccr`, plus `sections`."""
     settings: dict[str, Any] = {
         "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
@@ -43,8 +46,12 @@ def labelled_namespace(name: str = NAMESPACE, policy: str = "enforce") -> dict[s
 
 def pod(name: str, *images: str, namespace: str = NAMESPACE) -> dict[str, Any]:
     """A Pod object running `images`."""
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"containers": [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]},
+    }
 
 
 @dataclass
@@ -78,8 +85,12 @@ class Scene:
     def settings(self, **sections: dict[str, Any]) -> dict[str, Any]:
         """The configuration for this scene (short Lease and backoff), with `sections` merged in."""
         fast = {"leaseSeconds": 2, "backoffSeconds": 0.2, "backoffMaxSeconds": 1}
-        return mirror_settings(self.upstream_host, self.proxy.url, self.ccr,
-                               **{**sections, "warmer": {**fast, **sections.get("warmer", {})}})
+        return mirror_settings(
+            self.upstream_host,
+            self.proxy.url,
+            self.ccr,
+            **{**sections, "warmer": {**fast, **sections.get("warmer", {})}},
+        )
 
     def start_warmer(self, **sections: dict[str, Any]) -> Warmer:
         """An in-process warmer on free ports, stopped when the scene ends."""

@@ -8,8 +8,12 @@ from collections.abc import Callable
 
 def pod(name: str, *images: str, namespace: str = "team-a", status: dict | None = None) -> dict:
     """A Pod running `images`, one container each."""
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]},
+    }
     if status is not None:
         body["status"] = status
     return body

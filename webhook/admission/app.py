@@ -20,6 +20,11 @@ from typing import Any
 
 from flask import Flask, Response
 
+from webhook.admission.metrics import Metrics
+from webhook.admission.warming import Warming
+from webhook.config import Config
+from webhook.logs import request_uid
+from webhook.policy.decide import Decision
 from webhook.policy.review import (
     AdmissionRequest,
     AdmissionResult,
@@ -31,11 +36,6 @@ from webhook.policy.review import (
     error_result,
     parse_review,
 )
-from webhook.config import Config
-from webhook.logs import request_uid
-from webhook.admission.metrics import Metrics
-from webhook.policy.decide import Decision
-from webhook.admission.warming import Warming
 
 # Decide the images of a Pod within `timeout` seconds: one decision per image, in order.
 Evaluate = Callable[[Sequence[str], float], list[Decision]]
@@ -67,8 +67,9 @@ def create_app(config: Config, evaluate: Evaluate, metrics: Metrics, warming: Wa
 class AdmissionEndpoints:
     """WSGI middleware answering /mutate (enforce) and /dry-run; every other path goes on to `next_app`."""
 
-    def __init__(self, next_app: WSGIApp, config: Config, evaluate: Evaluate, metrics: Metrics,
-                 warming: Warming | None = None) -> None:
+    def __init__(
+        self, next_app: WSGIApp, config: Config, evaluate: Evaluate, metrics: Metrics, warming: Warming | None = None
+    ) -> None:
         self.next_app = next_app
         self.warming = warming
         self.deadline = config.webhook.deadline_seconds
@@ -149,11 +150,20 @@ def log_answer(result: AdmissionResult, mode: Mode, started: float) -> None:
     response = result.review["response"]
     level = logging.INFO if not response["allowed"] or "warnings" in response else logging.DEBUG
     if log.isEnabledFor(level):
-        log.log(level, "answered", extra={"fields": {
-            "endpoint": _ENDPOINTS[mode], "allowed": response["allowed"], "patched": "patch" in response,
-            "warnings": len(response.get("warnings", ())), "images": len(result.decisions),
-            "ms": round((time.monotonic() - started) * 1000, 2),
-        }})
+        log.log(
+            level,
+            "answered",
+            extra={
+                "fields": {
+                    "endpoint": _ENDPOINTS[mode],
+                    "allowed": response["allowed"],
+                    "patched": "patch" in response,
+                    "warnings": len(response.get("warnings", ())),
+                    "images": len(result.decisions),
+                    "ms": round((time.monotonic() - started) * 1000, 2),
+                }
+            },
+        )
 
 
 def _exposition(metrics: Metrics) -> Response:

@@ -15,8 +15,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
-from webhook.policy.review import Mode
 from webhook.policy.decide import Action, Decision
+from webhook.policy.review import Mode
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOOKUP_RESULTS = ("hit", "miss", "error")
@@ -34,28 +34,40 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.admission_requests = Counter(
-            "ccr_webhook_admission_requests", "AdmissionReview requests answered, by endpoint and HTTP status code.",
-            ["endpoint", "code"], registry=self.registry,
+            "ccr_webhook_admission_requests",
+            "AdmissionReview requests answered, by endpoint and HTTP status code.",
+            ["endpoint", "code"],
+            registry=self.registry,
         )
         self.admission_duration = Histogram(
-            "ccr_webhook_admission_duration_seconds", "Time to answer an AdmissionReview, by endpoint.",
-            ["endpoint"], buckets=_DURATION_BUCKETS, registry=self.registry,
+            "ccr_webhook_admission_duration_seconds",
+            "Time to answer an AdmissionReview, by endpoint.",
+            ["endpoint"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
         )
         self.decisions = Counter(
-            "ccr_webhook_decisions", "Image decisions, by policy action and mode (enforce or dry-run).",
-            ["action", "mode"], registry=self.registry,
+            "ccr_webhook_decisions",
+            "Image decisions, by policy action and mode (enforce or dry-run).",
+            ["action", "mode"],
+            registry=self.registry,
         )
         self.resolver_lookups = Counter(
-            "ccr_webhook_resolver_lookups", "Resolver lookups, by result: hit (cache), miss (asked a registry), error.",
-            ["result"], registry=self.registry,
+            "ccr_webhook_resolver_lookups",
+            "Resolver lookups, by result: hit (cache), miss (asked a registry), error.",
+            ["result"],
+            registry=self.registry,
         )
         self.internal_errors = Counter(
-            "ccr_webhook_internal_errors", "Unexpected errors while answering; the Pod was admitted unchanged.",
+            "ccr_webhook_internal_errors",
+            "Unexpected errors while answering; the Pod was admitted unchanged.",
             registry=self.registry,
         )
         self.warm_hints = Counter(
-            "ccr_webhook_warm_hints", "Warm hints for the warmer, by result: sent, or dropped (warmer down, backlog full).",
-            ["result"], registry=self.registry,
+            "ccr_webhook_warm_hints",
+            "Warm hints for the warmer, by result: sent, or dropped (warmer down, backlog full).",
+            ["result"],
+            registry=self.registry,
         )
         self._requests: dict[tuple[str, int], Any] = {}
         self._durations: dict[str, Any] = {}

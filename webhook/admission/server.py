@@ -18,15 +18,15 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from webhook.admission.app import create_app
-from webhook.config import Config, ConfigError
-from webhook.registry.evaluate import evaluate_images
-from webhook.logs import logging_config
 from webhook.admission.metrics import Metrics, forget_worker
+from webhook.admission.warming import Warming
+from webhook.config import Config, ConfigError
+from webhook.hints import HintClient
+from webhook.logs import logging_config
 from webhook.registry.client import Registries
+from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import Resolver
 from webhook.tls import gunicorn_ssl_context
-from webhook.hints import HintClient
-from webhook.admission.warming import Warming
 
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
 
@@ -37,7 +37,9 @@ def build_app(config: Config) -> Flask:
     resolver = Resolver(config, Registries(config), observe=metrics.count_lookup)
     url = config.webhook.warmer_url
     warming = Warming(config, resolver, HintClient(url, on_result=metrics.count_hints) if url else None)
-    return create_app(config, lambda images, timeout: evaluate_images(images, config, resolver, timeout), metrics, warming)
+    return create_app(
+        config, lambda images, timeout: evaluate_images(images, config, resolver, timeout), metrics, warming
+    )
 
 
 class JsonLogger(Logger):
@@ -54,14 +56,17 @@ class WebhookServer(BaseApplication):
     def __init__(self, config: Config, log_level: str, threads: int) -> None:
         webhook = config.webhook
         if not webhook.tls_cert or not webhook.tls_key:
-            raise ConfigError("webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
-                              "the API server calls webhooks over HTTPS only")
+            raise ConfigError(
+                "webhook.tlsCert and webhook.tlsKey (or --tls-cert and --tls-key) are required: "
+                "the API server calls webhooks over HTTPS only"
+            )
         try:  # loaded here, in the master: every worker inherits a good pair, and a bad one fails once, here
             # TLS 1.2+, reloading the pair when the files change; each worker reloads on its own after the fork.
             self.ssl_context = gunicorn_ssl_context(webhook.tls_cert, webhook.tls_key)
         except (OSError, ssl.SSLError) as err:
-            raise ConfigError(f"webhook.tlsCert and webhook.tlsKey: cannot load {webhook.tls_cert} with "
-                              f"{webhook.tls_key}: {err}") from None
+            raise ConfigError(
+                f"webhook.tlsCert and webhook.tlsKey: cannot load {webhook.tls_cert} with {webhook.tls_key}: {err}"
+            ) from None
         self.config = config
         self.log_level = log_level
         self.threads = threads

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webhook.policy.review import AdmissionRequest, AdmissionResult, Mode, warm_requests
 from webhook.config import Config, CopyMode
-from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, WarmRequest, decide_image, plan_image
-from webhook.registry.resolver import Resolver
 from webhook.hints import HintClient
+from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, WarmRequest, decide_image, plan_image
+from webhook.policy.review import AdmissionRequest, AdmissionResult, Mode, warm_requests
+from webhook.registry.resolver import Resolver
 
 
 class Warming:
@@ -28,12 +28,20 @@ class Warming:
         self._hints = hints
         self._force = config.policy.copy is CopyMode.FORCE
 
-    def ensure_warm(self, request: AdmissionRequest, mode: Mode, decisions: Sequence[Decision],
-                    timeout: float) -> list[Decision]:
+    def ensure_warm(
+        self, request: AdmissionRequest, mode: Mode, decisions: Sequence[Decision], timeout: float
+    ) -> list[Decision]:
         """Under copy: force, wait up to `timeout` for the warms of an enforce review; redecide the images now in the CCR."""
         wanted = warm_requests(decisions)
         denied = any(decision.action is Action.DENY for decision in decisions)  # refused anyway: nothing to wait for
-        if not self._force or mode is not Mode.ENFORCE or request.dry_run or denied or not wanted or self._hints is None:
+        if (
+            not self._force
+            or mode is not Mode.ENFORCE
+            or request.dry_run
+            or denied
+            or not wanted
+            or self._hints is None
+        ):
             return list(decisions)
         done = self._hints.warm(wanted, timeout)
         for warm in done:

@@ -1,9 +1,9 @@
 """`ccr-webhook certs`: make certificates by hand, keep them valid in the cluster, look at them.
 
-    ccr-webhook certs generate --out DIR [--service S --namespace N] [--dns NAME]... [--ip ADDR]...
-    ccr-webhook certs bootstrap [--namespace N --secret S --service S --webhook-configuration C]
-                                [--write-dir DIR] [--watch [--interval SECONDS]] [--kubeconfig FILE]
-    ccr-webhook certs inspect FILE [--ca FILE] [--host HOST]
+ccr-webhook certs generate --out DIR [--service S --namespace N] [--dns NAME]... [--ip ADDR]...
+ccr-webhook certs bootstrap [--namespace N --secret S --service S --webhook-configuration C]
+                            [--write-dir DIR] [--watch [--interval SECONDS]] [--kubeconfig FILE]
+ccr-webhook certs inspect FILE [--ca FILE] [--host HOST]
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from webhook.kube.client import kubernetes_client
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("certs", help="TLS certificates: generate, bootstrap in the cluster, inspect", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "certs",
+        help="TLS certificates: generate, bootstrap in the cluster, inspect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = parser.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
 
     generate = actions.add_parser("generate", help="write a CA and a serving certificate to a directory")
@@ -31,35 +35,59 @@ def add_parser(subparsers: Any) -> None:
     generate.add_argument("--out", required=True, type=Path, help="directory for ca.crt, ca.key, tls.crt, tls.key")
     generate.add_argument("--days", type=int, default=365, help="serving certificate lifetime (default 365)")
     generate.add_argument("--ca-days", type=int, default=3650, help="CA lifetime (default 3650)")
-    generate.add_argument("--reuse-ca", action="store_true", help="sign with the ca.crt/ca.key already in --out instead of a new CA")
+    generate.add_argument(
+        "--reuse-ca", action="store_true", help="sign with the ca.crt/ca.key already in --out instead of a new CA"
+    )
     generate.set_defaults(func=run, certs_action=_generate)
 
     bootstrap = actions.add_parser("bootstrap", help="create or renew the TLS Secret and set the webhooks' caBundle")
     _add_names(bootstrap)
     bootstrap.add_argument("--secret", default="ccr-webhook-tls", help="the TLS Secret (default ccr-webhook-tls)")
-    bootstrap.add_argument("--webhook-configuration", action="append", dest="configurations", metavar="NAME",
-                           help="MutatingWebhookConfiguration to set caBundle on (repeatable; default ccr-webhook)")
-    bootstrap.add_argument("--serving-days", type=int, default=90, help="serving certificate lifetime; renewed with a third left (default 90)")
+    bootstrap.add_argument(
+        "--webhook-configuration",
+        action="append",
+        dest="configurations",
+        metavar="NAME",
+        help="MutatingWebhookConfiguration to set caBundle on (repeatable; default ccr-webhook)",
+    )
+    bootstrap.add_argument(
+        "--serving-days",
+        type=int,
+        default=90,
+        help="serving certificate lifetime; renewed with a third left (default 90)",
+    )
     bootstrap.add_argument("--write-dir", help="also write tls.crt, tls.key, ca.crt here for the server to load")
     bootstrap.add_argument("--watch", action="store_true", help="keep running: check again every --interval seconds")
-    bootstrap.add_argument("--interval", type=float, default=300.0, help="seconds between checks with --watch (default 300)")
-    bootstrap.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
+    bootstrap.add_argument(
+        "--interval", type=float, default=300.0, help="seconds between checks with --watch (default 300)"
+    )
+    bootstrap.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)"
+    )
     bootstrap.set_defaults(func=run, certs_action=_bootstrap)
 
     inspect = actions.add_parser("inspect", help="show a certificate's names and validity; verify it against a CA")
     inspect.add_argument("cert", type=Path, help="PEM certificate file")
     inspect.add_argument("--ca", type=Path, help="CA bundle to verify against")
     inspect.add_argument("--host", help="name or address the certificate must be valid for (with --ca)")
-    inspect.add_argument("--warn-days", type=int, default=30, help="exit 1 if it expires within this many days (default 30)")
+    inspect.add_argument(
+        "--warn-days", type=int, default=30, help="exit 1 if it expires within this many days (default 30)"
+    )
     inspect.set_defaults(func=run, certs_action=_inspect)
 
 
 def _add_names(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", default="ccr-webhook", help="the webhook's Service (default ccr-webhook)")
     parser.add_argument("--namespace", default="ccr-system", help="its namespace (default ccr-system)")
-    parser.add_argument("--cluster-domain", default="cluster.local", help="the cluster DNS domain (default cluster.local)")
-    parser.add_argument("--dns", action="append", default=[], metavar="NAME", help="another DNS name for the certificate (repeatable)")
-    parser.add_argument("--ip", action="append", default=[], metavar="ADDR", help="an IP address for the certificate (repeatable)")
+    parser.add_argument(
+        "--cluster-domain", default="cluster.local", help="the cluster DNS domain (default cluster.local)"
+    )
+    parser.add_argument(
+        "--dns", action="append", default=[], metavar="NAME", help="another DNS name for the certificate (repeatable)"
+    )
+    parser.add_argument(
+        "--ip", action="append", default=[], metavar="ADDR", help="an IP address for the certificate (repeatable)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +109,9 @@ def _generate(args: argparse.Namespace) -> int:
     serving = tls.issue_serving_cert(ca, _dns_names(args), args.ip, days=args.days)
     serving.write(out / "tls.crt", out / "tls.key")
     info = tls.describe_certificate(serving.cert_pem)
-    print(f"wrote {out}/ca.crt, ca.key, tls.crt, tls.key; valid until {info.not_after:%Y-%m-%d} for {', '.join(info.dns_names + info.ip_addresses)}")
+    print(
+        f"wrote {out}/ca.crt, ca.key, tls.crt, tls.key; valid until {info.not_after:%Y-%m-%d} for {', '.join(info.dns_names + info.ip_addresses)}"
+    )
     return 0
 
 
@@ -117,13 +147,16 @@ def _report(result: tls.BootstrapResult) -> None:
     info = tls.describe_certificate(result.material.serving.cert_pem)
     why = f" ({result.reason})" if result.reason else ""
     patched = f"; caBundle set on {', '.join(result.patched)}" if result.patched else ""
-    print(f"secret {result.secret}{why}; serving certificate valid until {info.not_after:%Y-%m-%dT%H:%M:%SZ}{patched}", flush=True)
+    print(
+        f"secret {result.secret}{why}; serving certificate valid until {info.not_after:%Y-%m-%dT%H:%M:%SZ}{patched}",
+        flush=True,
+    )
 
 
 def _inspect(args: argparse.Namespace) -> int:
     pem = args.cert.read_bytes()
     info = tls.describe_certificate(pem)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     print(f"subject:   {info.subject}")
     print(f"issuer:    {info.issuer}")
     print(f"valid:     {info.not_before:%Y-%m-%dT%H:%M:%SZ} .. {info.not_after:%Y-%m-%dT%H:%M:%SZ}")

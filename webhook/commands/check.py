@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import TextIO
 
 from webhook.config import Config, ConfigError, load_config
-from webhook.policy.report import Verdict, offline_verdicts, render_table, report_json, summarize, summary_line, verdict_of
-from webhook.registry.evaluate import evaluate_images
+from webhook.policy.report import (
+    Verdict,
+    offline_verdicts,
+    render_table,
+    report_json,
+    summarize,
+    summary_line,
+    verdict_of,
+)
 from webhook.policy.workloads import Document, ManifestError, find_images, looks_like_json, parse_documents
 from webhook.registry.client import Registries
 from webhook.registry.errors import RegistryAuthError
+from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import RegistrySource, Resolver
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -33,14 +41,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="manifest file or directory (*.yaml, *.yml, *.json); - reads stdin")
-    parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), metavar="FILE",
-                        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)")
-    parser.add_argument("--offline", action="store_true", help="never contact a registry; report what needs one as undecided")
-    parser.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                        help="how long registry lookups may take in all (default: 30); what is not known by then "
-                             "is handled as policy.onResolveError says")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="manifest file or directory (*.yaml, *.yml, *.json); - reads stdin"
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
+        metavar="FILE",
+        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)",
+    )
+    parser.add_argument(
+        "--offline", action="store_true", help="never contact a registry; report what needs one as undecided"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long registry lookups may take in all (default: 30); what is not known by then "
+        "is handled as policy.onResolveError says",
+    )
+    parser.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -117,8 +140,11 @@ def manifest_files(path: Path) -> list[Path]:
         found: list[Path] = []
         for root, dirs, files in os.walk(path, onerror=_unreadable_directory):
             dirs[:] = sorted(name for name in dirs if not name.startswith("."))
-            found.extend(Path(root, name) for name in sorted(files)
-                         if name.endswith(MANIFEST_SUFFIXES) and not name.startswith("."))
+            found.extend(
+                Path(root, name)
+                for name in sorted(files)
+                if name.endswith(MANIFEST_SUFFIXES) and not name.startswith(".")
+            )
         return found
     if not path.exists():
         raise ManifestError(str(path), "no such file or directory")

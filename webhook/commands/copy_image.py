@@ -12,18 +12,22 @@ import argparse
 import os
 import sys
 
-from webhook.config import Config, ConfigError, load_config
 from webhook.commands.progress import CopyJob, run_copies
+from webhook.config import Config, ConfigError, load_config
+from webhook.copier.engine import copy_image
 from webhook.policy.reference import InvalidImageReference, parse_image
 from webhook.registry.client import Registries, RegistryClient
 from webhook.registry.errors import RegistryAuthError, RegistryNotAllowed
-from webhook.copier.engine import copy_image
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `copy`."""
-    parser = subparsers.add_parser("copy", help="copy an image between the CCR and its configured upstreams",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "copy",
+        help="copy an image between the CCR and its configured upstreams",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("source", metavar="SRC", help="the image to copy, e.g. docker.io/library/nginx:1.25")
     parser.add_argument("destination", metavar="DST", help="where to, e.g. ccr.example:5000/mirror/nginx:1.25")
     add_copy_options(parser)
@@ -32,10 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_copy_options(parser: argparse.ArgumentParser) -> None:
     """The options every copying command takes: the configuration, and how many blobs move at once."""
-    parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), metavar="FILE",
-                        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)")
-    parser.add_argument("--concurrency", type=_positive, default=4, metavar="N",
-                        help="blobs copied at once (default: 4)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
+        metavar="FILE",
+        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive, default=4, metavar="N", help="blobs copied at once (default: 4)"
+    )
 
 
 def _positive(text: str) -> int:
@@ -68,14 +77,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"ccr-webhook copy: {err}", file=sys.stderr)
             return 2
         if destination.digest and destination.digest != source.digest:
-            print(f"ccr-webhook copy: DST names digest {destination.digest}, which is not SRC's; give DST a tag "
-                  "or SRC's digest", file=sys.stderr)
+            print(
+                f"ccr-webhook copy: DST names digest {destination.digest}, which is not SRC's; give DST a tag "
+                "or SRC's digest",
+                file=sys.stderr,
+            )
             return 2
         known = (source.repository,) if source_client is target_client else ()  # the same registry: mount
-        job = CopyJob(f"{source} to {destination}", lambda progress: copy_image(
-            source_client, source.repository, source.reference or "latest", target_client, destination.repository,
-            tag=destination.tag or source.tag, concurrency=args.concurrency, known_repositories=known,
-            progress=progress))
+        job = CopyJob(
+            f"{source} to {destination}",
+            lambda progress: copy_image(
+                source_client,
+                source.repository,
+                source.reference or "latest",
+                target_client,
+                destination.repository,
+                tag=destination.tag or source.tag,
+                concurrency=args.concurrency,
+                known_repositories=known,
+                progress=progress,
+            ),
+        )
         return run_copies([job], sys.stdout, sys.stderr)
     finally:
         registries.close()

@@ -8,10 +8,12 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `demo`."""
     parser = subparsers.add_parser(
-        "demo", help="run the webhook, the warmer and two local registries, and send sample Pods through",
+        "demo",
+        help="run the webhook, the warmer and two local registries, and send sample Pods through",
         description="Starts two local distribution registries (an upstream and the CCR), an in-memory Kubernetes "
-                    "API, the webhook over TLS and the warmer, all on 127.0.0.1; sends sample Pods through "
-                    "/mutate and /dry-run and prints what happened. Exit 0 when everything happened as described.")
+        "API, the webhook over TLS and the warmer, all on 127.0.0.1; sends sample Pods through "
+        "/mutate and /dry-run and prints what happened. Exit 0 when everything happened as described.",
+    )
     parser.set_defaults(func=run)
 
 

@@ -33,17 +33,36 @@ if TYPE_CHECKING:  # imported in run(): retention brings prometheus_client, whic
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `gc`."""
-    parser = subparsers.add_parser("gc", help="evict images no workload uses from the CCR (retention, once)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), metavar="FILE",
-                        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)")
+    parser = subparsers.add_parser(
+        "gc",
+        help="evict images no workload uses from the CCR (retention, once)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
+        metavar="FILE",
+        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
-    parser.add_argument("--max-unused-age", type=_duration, metavar="DURATION",
-                        help="override retention.maxUnusedAge (seconds, or 90s, 30m, 168h, 7d); 0: unused now is enough")
+    parser.add_argument(
+        "--max-unused-age",
+        type=_duration,
+        metavar="DURATION",
+        help="override retention.maxUnusedAge (seconds, or 90s, 30m, 168h, 7d); 0: unused now is enough",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
-    parser.add_argument("--sync-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long listing the cluster may take (default: 60)")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long listing the cluster may take (default: 60)",
+    )
+    parser.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,7 +71,9 @@ def _duration(text: str) -> float:
     try:
         return parse_duration(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be seconds or a duration such as 30m, 168h or 7d, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be seconds or a duration such as 30m, 168h or 7d, got {text!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         usage.start()
         if not usage.wait_synced(args.sync_timeout):
-            print(f"ccr-webhook gc: could not list the cluster's workloads within {args.sync_timeout:g} s", file=sys.stderr)
+            print(
+                f"ccr-webhook gc: could not list the cluster's workloads within {args.sync_timeout:g} s",
+                file=sys.stderr,
+            )
             return 1
         retention = Retention(config, registries.ccr, usage.tracker, usage.confirm)
         result = retention.run(dry_run=args.dry_run or None, max_unused_age=args.max_unused_age)
@@ -94,27 +118,45 @@ def render(result: RunResult) -> str:
         image = verdict.image
         outcome = outcomes.get((image.repository, image.digest))
         why = (outcome and (outcome.error or outcome.spared)) or verdict.reason
-        lines.append(f"{_state(outcome, result.dry_run):<13} {image.repository}@{image.digest[:19]} "
-                     f"{','.join(image.tags) or '-'} {format_bytes(verdict.freed_bytes)} ({why})")
+        lines.append(
+            f"{_state(outcome, result.dry_run):<13} {image.repository}@{image.digest[:19]} "
+            f"{','.join(image.tags) or '-'} {format_bytes(verdict.freed_bytes)} ({why})"
+        )
     kept = len(result.plan.verdicts) - len(result.plan.evictions)
     evicted = [o for o in result.outcomes if o.deleted and not o.error]
-    freed = sum(o.verdict.freed_bytes for o in evicted) if not result.dry_run else sum(
-        v.freed_bytes for v in result.plan.evictions)
+    freed = (
+        sum(o.verdict.freed_bytes for o in evicted)
+        if not result.dry_run
+        else sum(v.freed_bytes for v in result.plan.evictions)
+    )
     verb = "would evict" if result.dry_run else "evicted"
     count = len(result.plan.evictions) if result.dry_run else len(evicted)
-    lines.append(f"{verb} {count} image(s), {format_bytes(freed)} to be freed by the registry's garbage collection; "
-                 f"kept {kept}")
+    lines.append(
+        f"{verb} {count} image(s), {format_bytes(freed)} to be freed by the registry's garbage collection; kept {kept}"
+    )
     return "\n".join(lines)
 
 
 def report_json(result: RunResult) -> dict[str, Any]:
     """The run as data: every verdict, and for evictions what happened."""
     outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
-    return {"dryRun": result.dry_run, "images": [
-        {"repository": v.image.repository, "digest": v.image.digest, "tags": list(v.image.tags), "evict": v.evict,
-         "reason": v.reason, "freedBytes": v.freed_bytes,
-         "state": _state(outcomes.get((v.image.repository, v.image.digest)), result.dry_run) if v.evict else "kept"}
-        for v in result.plan.verdicts]}
+    return {
+        "dryRun": result.dry_run,
+        "images": [
+            {
+                "repository": v.image.repository,
+                "digest": v.image.digest,
+                "tags": list(v.image.tags),
+                "evict": v.evict,
+                "reason": v.reason,
+                "freedBytes": v.freed_bytes,
+                "state": _state(outcomes.get((v.image.repository, v.image.digest)), result.dry_run)
+                if v.evict
+                else "kept",
+            }
+            for v in result.plan.verdicts
+        ],
+    }
 
 
 def _state(outcome: Outcome | None, dry_run: bool) -> str:

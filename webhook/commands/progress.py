@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from webhook.registry.errors import RegistryError
 from webhook.copier.engine import CopyError, CopyProgress, CopyResult
+from webhook.registry.errors import RegistryError
 
 REDRAW_SECONDS = 0.1
 
@@ -41,8 +41,10 @@ def progress_text(progress: CopyProgress) -> str:
     """One line: blobs and bytes done of the total, the rate, and the phase once the blobs are done."""
     percent = 100 * progress.bytes_done / progress.bytes_total if progress.bytes_total else 100.0
     phase = {"blobs": "", "manifests": "  pushing manifests"}.get(progress.phase, f"  {progress.phase}")
-    return (f"blobs {progress.blobs_done}/{progress.blobs_total}  {size_text(progress.bytes_done)} / "
-            f"{size_text(progress.bytes_total)} ({percent:.0f}%)  {size_text(progress.rate)}/s{phase}")
+    return (
+        f"blobs {progress.blobs_done}/{progress.blobs_total}  {size_text(progress.bytes_done)} / "
+        f"{size_text(progress.bytes_total)} ({percent:.0f}%)  {size_text(progress.rate)}/s{phase}"
+    )
 
 
 def result_text(result: CopyResult) -> str:
@@ -50,9 +52,11 @@ def result_text(result: CopyResult) -> str:
     if not result.manifests:
         return f"{result.digest}: already there ({result.seconds:.2f} s)"
     rate = result.bytes_copied / result.seconds if result.seconds > 0 else 0.0
-    return (f"{result.digest}: {result.blobs_copied} blobs copied ({size_text(result.bytes_copied)}), "
-            f"{result.blobs_skipped} already there, {result.blobs_mounted} mounted, {len(result.manifests)} manifests, "
-            f"{result.seconds:.1f} s, {size_text(rate)}/s")
+    return (
+        f"{result.digest}: {result.blobs_copied} blobs copied ({size_text(result.bytes_copied)}), "
+        f"{result.blobs_skipped} already there, {result.blobs_mounted} mounted, {len(result.manifests)} manifests, "
+        f"{result.seconds:.1f} s, {size_text(rate)}/s"
+    )
 
 
 class ProgressDisplay:

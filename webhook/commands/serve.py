@@ -24,10 +24,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: webhook.workers)")
     # Each review waiting on a slow registry holds a thread, so fewer threads stall sooner when an upstream is
     # slow; more threads contend for the GIL, which widens the latency tail under load (bench/admission).
-    parser.add_argument("--threads", type=int, default=8, metavar="N",
-                        help="threads per worker: each review waiting on a registry holds one (default: 8)")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning"), default="info",
-                        help="info logs denials, warnings and errors; debug also every routine answer")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        metavar="N",
+        help="threads per worker: each review waiting on a registry holds one (default: 8)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning"),
+        default="info",
+        help="info logs denials, warnings and errors; debug also every routine answer",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,5 +65,7 @@ def with_command_line(config: Config, args: argparse.Namespace) -> Config:
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be at least 1, got {value}")
     overrides = {"listen": args.listen, "tls_cert": args.tls_cert, "tls_key": args.tls_key, "workers": args.workers}
-    webhook = dataclasses.replace(config.webhook, **{key: value for key, value in overrides.items() if value is not None})
+    webhook = dataclasses.replace(
+        config.webhook, **{key: value for key, value in overrides.items() if value is not None}
+    )
     return dataclasses.replace(config, webhook=webhook)

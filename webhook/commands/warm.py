@@ -14,18 +14,22 @@ import sys
 from collections.abc import Callable
 
 from webhook.commands.copy_image import add_copy_options, load_registries
-from webhook.config import Config
 from webhook.commands.progress import CopyJob, run_copies
+from webhook.config import Config
+from webhook.copier.engine import CopyProgress, CopyResult, copy_warm_request
 from webhook.policy.decide import NotMirrored, upstream_source, warm_request_for
 from webhook.policy.reference import ImageReference, InvalidImageReference
 from webhook.registry.client import Registries
-from webhook.copier.engine import CopyProgress, CopyResult, copy_warm_request
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `warm`."""
-    parser = subparsers.add_parser("warm", help="copy images into the CCR ahead of a rollout",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "warm",
+        help="copy images into the CCR ahead of a rollout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="an image, e.g. docker.io/library/nginx:1.25")
     add_copy_options(parser)
     parser.set_defaults(func=run)
@@ -50,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
         registries.close()
 
 
-def _warming(registries: Registries, config: Config, source: ImageReference,
-             concurrency: int) -> Callable[[Callable[[CopyProgress], None]], CopyResult]:
+def _warming(
+    registries: Registries, config: Config, source: ImageReference, concurrency: int
+) -> Callable[[Callable[[CopyProgress], None]], CopyResult]:
     """The copy of one image: its tag resolved upstream now, then copied to where admission will look."""
+
     def warm(progress: Callable[[CopyProgress], None]) -> CopyResult:
-        digest = source.digest or registries.upstream(source.registry).resolve_digest(source.repository,
-                                                                                     source.tag or "latest")
+        digest = source.digest or registries.upstream(source.registry).resolve_digest(
+            source.repository, source.tag or "latest"
+        )
         request = warm_request_for(source, digest, config)
         return copy_warm_request(registries, request, concurrency=concurrency, progress=progress)
+
     return warm

@@ -24,15 +24,32 @@ from webhook.logs import logging_config
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `warmer`."""
-    parser = subparsers.add_parser("warmer", help="run the warmer sidecar (copies images into the CCR)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=os.environ.get("CCR_WEBHOOK_CONFIG"), required=not os.environ.get("CCR_WEBHOOK_CONFIG"),
-                        metavar="FILE", help="the configuration file (default: $CCR_WEBHOOK_CONFIG)")
+    parser = subparsers.add_parser(
+        "warmer",
+        help="run the warmer sidecar (copies images into the CCR)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
+        required=not os.environ.get("CCR_WEBHOOK_CONFIG"),
+        metavar="FILE",
+        help="the configuration file (default: $CCR_WEBHOOK_CONFIG)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
-    parser.add_argument("--identity", default=default_identity(),
-                        help="this replica's name in the Lease (default: $POD_NAME or the host name, with a random suffix)")
-    parser.add_argument("--grace", type=float, default=20.0, metavar="SECONDS",
-                        help="how long running copies may take to finish on SIGTERM (default: 20)")
+    parser.add_argument(
+        "--identity",
+        default=default_identity(),
+        help="this replica's name in the Lease (default: $POD_NAME or the host name, with a random suffix)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long running copies may take to finish on SIGTERM (default: 20)",
+    )
     parser.set_defaults(func=run)
 
 

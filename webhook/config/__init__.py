@@ -18,12 +18,16 @@ from typing import Any
 import yaml
 
 ENV_PREFIX = "CCR_WEBHOOK_"
-_HOST_PORT = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_HOST_PORT = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
 _PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _HOST_PATTERN = re.compile(r"^(?:[a-z0-9*?-]+(?:\.[a-z0-9*?-]+)*|\[[0-9a-f:.]+\])$")
 _LEGACY_DOCKER_HUB = "index.docker.io"
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+)
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -192,7 +196,7 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict
     for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
-        words = name[len(ENV_PREFIX):].lower().split("_")
+        words = name[len(ENV_PREFIX) :].lower().split("_")
         section, key = _split_env_name(words)
         try:
             value = yaml.safe_load(text)
@@ -261,7 +265,9 @@ def _parse_upstreams(readers: list[_Reader]) -> tuple[UpstreamConfig, ...]:
         endpoint = reader.endpoint("endpoint", registry, insecure, default_endpoint)
         prefix = reader.string("prefix", registry.replace(":", "-").strip("[]")).strip("/")
         if not _PREFIX.match(prefix):
-            raise ConfigError(f"{reader.path}.prefix: {prefix!r} is not a valid repository path (lowercase, / separated)")
+            raise ConfigError(
+                f"{reader.path}.prefix: {prefix!r} is not a valid repository path (lowercase, / separated)"
+            )
         credentials = reader.string("credentials", None)
         ca_file = reader.string("caFile", None)
         redirect_hosts = reader.host_patterns("redirectHosts")
@@ -306,7 +312,9 @@ def _parse_webhook(reader: _Reader) -> WebhookConfig:
     defaults = WebhookConfig()
     deadline = reader.number("deadlineSeconds", defaults.deadline_seconds, minimum=0.1)
     if deadline > 29:
-        raise ConfigError(f"{reader.path}.deadlineSeconds: {deadline} must stay below the API server's 30 s webhook limit")
+        raise ConfigError(
+            f"{reader.path}.deadlineSeconds: {deadline} must stay below the API server's 30 s webhook limit"
+        )
     webhook = WebhookConfig(
         deadline_seconds=deadline,
         listen=reader.listen("listen", defaults.listen),
@@ -341,11 +349,15 @@ def _parse_warmer(reader: _Reader, lease_namespace: str) -> WarmerConfig:
         lease_namespace=reader.name("leaseNamespace", lease_namespace),
         lease_seconds=reader.number("leaseSeconds", defaults.lease_seconds, minimum=1),
         event_interval_seconds=reader.number("eventIntervalSeconds", defaults.event_interval_seconds, minimum=0),
-        event_pods_per_image=int(reader.number("eventPodsPerImage", defaults.event_pods_per_image, minimum=0, integer=True)),
+        event_pods_per_image=int(
+            reader.number("eventPodsPerImage", defaults.event_pods_per_image, minimum=0, integer=True)
+        ),
     )
     if warmer.backoff_max_seconds < warmer.backoff_seconds:
-        raise ConfigError(f"{reader.path}.backoffMaxSeconds: {warmer.backoff_max_seconds} is below backoffSeconds "
-                          f"({warmer.backoff_seconds})")
+        raise ConfigError(
+            f"{reader.path}.backoffMaxSeconds: {warmer.backoff_max_seconds} is below backoffSeconds "
+            f"({warmer.backoff_seconds})"
+        )
     reader.finish()
     return warmer
 
@@ -446,9 +458,13 @@ class _Reader:
             try:
                 value = parse_duration(value)
             except ValueError:
-                raise ConfigError(f"{self._key(key)}: must be seconds or a duration such as 90s, 30m, 168h or 7d, got {value!r}") from None
+                raise ConfigError(
+                    f"{self._key(key)}: must be seconds or a duration such as 90s, 30m, 168h or 7d, got {value!r}"
+                ) from None
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{self._key(key)}: must be seconds or a duration such as 90s, 30m, 168h or 7d, got {value!r}")
+            raise ConfigError(
+                f"{self._key(key)}: must be seconds or a duration such as 90s, 30m, 168h or 7d, got {value!r}"
+            )
         if value < minimum:
             raise ConfigError(f"{self._key(key)}: must be at least {minimum:g} seconds, got {value:g}")
         return float(value)
@@ -489,7 +505,9 @@ class _Reader:
         patterns = tuple(pattern.lower() for pattern in self.strings(key))
         for pattern in patterns:
             if not _HOST_PATTERN.match(pattern):
-                raise ConfigError(f"{self._key(key)}: {pattern!r} is not a host name or a glob of one (no scheme, port or path)")
+                raise ConfigError(
+                    f"{self._key(key)}: {pattern!r} is not a host name or a glob of one (no scheme, port or path)"
+                )
         return patterns
 
     def endpoint(self, key: str, registry: str, insecure: bool, default: str | None = None) -> str:
@@ -500,7 +518,9 @@ class _Reader:
         if not re.match(r"^https?://[^/?#@]+$", value):
             raise ConfigError(f"{self._key(key)}: {value!r} must be http(s)://host[:port] with no path or credentials")
         if value.startswith("http://") and not insecure:
-            raise ConfigError(f"{self._key(key)}: {value!r} is plain HTTP; set insecure: true to allow it (tests and demos only)")
+            raise ConfigError(
+                f"{self._key(key)}: {value!r} is plain HTTP; set insecure: true to allow it (tests and demos only)"
+            )
         return value
 
     def finish(self) -> None:

@@ -14,11 +14,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from webhook.copier.retry import RetryPolicy
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryAuthError, RegistryProtocolError
-from webhook.registry.streams import BlobStream
 from webhook.registry.oci import Descriptor
-from webhook.copier.retry import RetryPolicy
+from webhook.registry.streams import BlobStream
 
 MAX_MOUNT_SOURCES = 4  # each refused mount costs a POST and a DELETE
 
@@ -64,8 +64,15 @@ class VerifiedBlob:
     `stop` set breaks the pass off with CopyAborted.
     """
 
-    def __init__(self, source: RegistryClient, repository: str, blob: Descriptor, *, stop: threading.Event,
-                 on_bytes: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        source: RegistryClient,
+        repository: str,
+        blob: Descriptor,
+        *,
+        stop: threading.Event,
+        on_bytes: Callable[[int], None],
+    ) -> None:
         self._source, self._repository, self._blob = source, repository, blob
         self._stop, self._on_bytes = stop, on_bytes
 
@@ -88,7 +95,9 @@ class VerifiedBlob:
         if stream.size is not None and stream.size != self._blob.size:
             raise RegistryProtocolError(
                 f"blob {self._blob.digest}: the registry serves {stream.size} bytes, the manifest says {self._blob.size}",
-                endpoint=self._source.endpoint, repository=self._repository)
+                endpoint=self._source.endpoint,
+                repository=self._repository,
+            )
 
 
 @dataclass
@@ -122,8 +131,9 @@ class BlobCopier:
     def _mount(self, digest: str) -> bool:
         """Mount `digest` from a repository known to hold it (this process's copies first); False if none would."""
         last_seen = self.locations.find(self.target.endpoint, digest)
-        candidates = dict.fromkeys(name for name in (last_seen, *self.known_repositories)
-                                   if name and name != self.target_repository)
+        candidates = dict.fromkeys(
+            name for name in (last_seen, *self.known_repositories) if name and name != self.target_repository
+        )
         for repository in list(candidates)[:MAX_MOUNT_SOURCES]:
             try:
                 if self.target.mount_blob(self.target_repository, digest, repository):

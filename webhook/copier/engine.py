@@ -17,12 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from webhook.copier.blobs import BlobCopier, BlobLocations, BlobOutcome
+from webhook.copier.retry import TRANSIENT_ERRORS, RetryPolicy
 from webhook.policy.decide import WarmRequest
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, Manifest, Registries, RegistryClient
 from webhook.registry.errors import NotFound, RegistryError, RegistryNotAllowed, RegistryProtocolError
-from webhook.copier.blobs import BlobCopier, BlobLocations, BlobOutcome
 from webhook.registry.oci import Descriptor, child_manifests, image_blobs
-from webhook.copier.retry import TRANSIENT_ERRORS, RetryPolicy
 
 T = TypeVar("T")
 MAX_INDEX_DEPTH = 4  # an index of indexes is allowed, an endless one is not
@@ -74,17 +74,36 @@ class CopyError(Exception):
         super().__init__(f"copy {image}: {step}: {cause}{note}")
 
 
-def copy_image(source: RegistryClient, source_repository: str, reference: str, target: RegistryClient,
-               target_repository: str, *, tag: str | None = None, concurrency: int = 4,
-               known_repositories: Iterable[str] = (), progress: Callable[[CopyProgress], None] | None = None,
-               retry: RetryPolicy = RetryPolicy()) -> CopyResult:
+def copy_image(
+    source: RegistryClient,
+    source_repository: str,
+    reference: str,
+    target: RegistryClient,
+    target_repository: str,
+    *,
+    tag: str | None = None,
+    concurrency: int = 4,
+    known_repositories: Iterable[str] = (),
+    progress: Callable[[CopyProgress], None] | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> CopyResult:
     """Copy image `reference` (a tag or digest) into `target_repository`, tagged `tag` if given; CopyError if not.
 
     `known_repositories` are target repositories that may hold some of the blobs (mounted, not copied);
     `concurrency` blobs move at once; `progress` hears every change, from the copy's threads.
     """
-    return _Copy(source, source_repository, reference, target, target_repository, tag=tag, concurrency=concurrency,
-                 known_repositories=tuple(known_repositories), progress=progress, retry=retry).run()
+    return _Copy(
+        source,
+        source_repository,
+        reference,
+        target,
+        target_repository,
+        tag=tag,
+        concurrency=concurrency,
+        known_repositories=tuple(known_repositories),
+        progress=progress,
+        retry=retry,
+    ).run()
 
 
 def copy_warm_request(registries: Registries, request: WarmRequest, **options: Any) -> CopyResult:
@@ -94,8 +113,15 @@ def copy_warm_request(registries: Registries, request: WarmRequest, **options: A
         upstream = registries.upstream(source.registry)
     except RegistryNotAllowed as err:
         raise CopyError(f"{source} to {target}", "choose the upstream registry", err) from err
-    return copy_image(upstream, source.repository, source.digest or source.tag or "latest", registries.ccr,
-                      target.repository, tag=target.tag, **options)
+    return copy_image(
+        upstream,
+        source.repository,
+        source.digest or source.tag or "latest",
+        registries.ccr,
+        target.repository,
+        tag=target.tag,
+        **options,
+    )
 
 
 def _image_name(client: RegistryClient, repository: str, reference: str | None) -> str:
@@ -131,10 +157,12 @@ class _Tally:
 
     def sending(self, blob: Descriptor) -> Callable[[int], None]:
         """The callback that hears how far the current pass over `blob` has got."""
+
         def sent(count: int) -> None:
             with self._lock:
                 self._in_flight[blob.digest] = count
                 self._report()
+
         return sent
 
     def finished(self, blob: Descriptor, outcome: BlobOutcome) -> None:
@@ -159,34 +187,58 @@ class _Tally:
         if self._progress is None:
             return
         in_flight = sum(self._in_flight.values())
-        self._progress(CopyProgress(
-            self._image, self._phase, self._blobs_total, sum(map(len, self.outcomes.values())), self._bytes_total,
-            self._bytes_finished + in_flight, self.bytes_copied() + in_flight, self.seconds))
+        self._progress(
+            CopyProgress(
+                self._image,
+                self._phase,
+                self._blobs_total,
+                sum(map(len, self.outcomes.values())),
+                self._bytes_total,
+                self._bytes_finished + in_flight,
+                self.bytes_copied() + in_flight,
+                self.seconds,
+            )
+        )
 
 
 class _Copy:
     """One copy_image call: its settings, its progress, and the manifests it has pushed so far."""
 
-    def __init__(self, source: RegistryClient, source_repository: str, reference: str, target: RegistryClient,
-                 target_repository: str, *, tag: str | None, concurrency: int, known_repositories: tuple[str, ...],
-                 progress: Callable[[CopyProgress], None] | None, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        source: RegistryClient,
+        source_repository: str,
+        reference: str,
+        target: RegistryClient,
+        target_repository: str,
+        *,
+        tag: str | None,
+        concurrency: int,
+        known_repositories: tuple[str, ...],
+        progress: Callable[[CopyProgress], None] | None,
+        retry: RetryPolicy,
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.source, self.source_repository, self.reference = source, source_repository, reference
         self.target, self.target_repository, self.tag = target, target_repository, tag
         self.concurrency, self.retry = concurrency, retry
-        self.name = f"{_image_name(source, source_repository, reference)} to {_image_name(target, target_repository, tag)}"
+        self.name = (
+            f"{_image_name(source, source_repository, reference)} to {_image_name(target, target_repository, tag)}"
+        )
         self.tally = _Tally(self.name, progress)
         self.stop = threading.Event()
-        self.blobs = BlobCopier(source, source_repository, target, target_repository, _BLOB_LOCATIONS,
-                                known_repositories, retry, self.stop)
+        self.blobs = BlobCopier(
+            source, source_repository, target, target_repository, _BLOB_LOCATIONS, known_repositories, retry, self.stop
+        )
         self.pushed: list[str] = []
 
     def run(self) -> CopyResult:
         digest = self.reference
         if ":" not in digest:
-            digest = self._step(f"resolve {self.reference}", lambda: self.source.resolve_digest(
-                self.source_repository, self.reference))
+            digest = self._step(
+                f"resolve {self.reference}", lambda: self.source.resolve_digest(self.source_repository, self.reference)
+            )
         if self._step("check the target", lambda: self.target.has_manifest(self.target_repository, digest)):
             self._retag(digest)
             return self._result(digest)
@@ -205,9 +257,15 @@ class _Copy:
 
     def _result(self, digest: str) -> CopyResult:
         outcomes = self.tally.outcomes
-        return CopyResult(digest, tuple(self.pushed), len(outcomes[BlobOutcome.COPIED]),
-                          len(outcomes[BlobOutcome.SKIPPED]), len(outcomes[BlobOutcome.MOUNTED]),
-                          self.tally.bytes_copied(), self.tally.seconds)
+        return CopyResult(
+            digest,
+            tuple(self.pushed),
+            len(outcomes[BlobOutcome.COPIED]),
+            len(outcomes[BlobOutcome.SKIPPED]),
+            len(outcomes[BlobOutcome.MOUNTED]),
+            self.tally.bytes_copied(),
+            self.tally.seconds,
+        )
 
     def _step(self, step: str, operation: Callable[[], T]) -> T:
         """Run one retried step; a failure becomes a CopyError naming the image and the step."""
@@ -221,8 +279,9 @@ class _Copy:
         tag = self.tag
         if tag is None or self._step(f"resolve {tag} in the target", lambda: self._tagged(tag)) == digest:
             return
-        manifest = self._step(f"read manifest {digest} in the target",
-                              lambda: self.target.get_manifest(self.target_repository, digest))
+        manifest = self._step(
+            f"read manifest {digest} in the target", lambda: self.target.get_manifest(self.target_repository, digest)
+        )
         self._step(f"tag {digest} as {tag}", lambda: self._put(manifest, tag))
 
     def _tagged(self, tag: str) -> str | None:
@@ -235,10 +294,14 @@ class _Copy:
         """Manifest `digest` from the source (digest-checked by the client), refused if no registry takes its type."""
         manifest = self.source.get_manifest(self.source_repository, digest)
         if manifest.media_type not in MANIFEST_MEDIA_TYPES:
-            raise RegistryProtocolError(f"manifest {digest} has media type {manifest.media_type!r}, which is not "
-                                        f"copied (only {', '.join(MANIFEST_MEDIA_TYPES)})")
+            raise RegistryProtocolError(
+                f"manifest {digest} has media type {manifest.media_type!r}, which is not "
+                f"copied (only {', '.join(MANIFEST_MEDIA_TYPES)})"
+            )
         if expected is not None and expected.size != len(manifest.data):
-            raise RegistryProtocolError(f"manifest {digest} is {len(manifest.data)} bytes, its index says {expected.size}")
+            raise RegistryProtocolError(
+                f"manifest {digest} is {len(manifest.data)} bytes, its index says {expected.size}"
+            )
         return manifest
 
     def _walk(self, manifest: Manifest, pool: ThreadPoolExecutor, depth: int) -> list[Manifest]:
@@ -246,12 +309,16 @@ class _Copy:
         if not manifest.is_index:
             return [manifest]
         if depth >= MAX_INDEX_DEPTH:
-            raise CopyError(self.name, f"read index {manifest.digest}", RegistryProtocolError(
-                f"indexes nested deeper than {MAX_INDEX_DEPTH} levels"))
+            raise CopyError(
+                self.name,
+                f"read index {manifest.digest}",
+                RegistryProtocolError(f"indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
+            )
         entries = self._step(f"read index {manifest.digest}", lambda: child_manifests(manifest))
         unique = list({entry.digest: entry for entry in entries}.values())
-        children = pool.map(lambda entry: self._step(f"read manifest {entry.digest}",
-                                                     lambda: self._fetch(entry.digest, entry)), unique)
+        children = pool.map(
+            lambda entry: self._step(f"read manifest {entry.digest}", lambda: self._fetch(entry.digest, entry)), unique
+        )
         ordered = [below for child in list(children) for below in self._walk(child, pool, depth + 1)]
         return list({found.digest: found for found in ordered + [manifest]}.values())
 
@@ -265,7 +332,8 @@ class _Copy:
         ordered = sorted(blobs.values(), key=lambda blob: blob.size, reverse=True)
         self.tally.begin(ordered)
         futures: dict[Future[BlobOutcome], Descriptor] = {
-            pool.submit(self.blobs.copy, blob, self.tally.sending(blob)): blob for blob in ordered}
+            pool.submit(self.blobs.copy, blob, self.tally.sending(blob)): blob for blob in ordered
+        }
         for future in as_completed(futures):
             blob = futures[future]
             try:
@@ -282,7 +350,9 @@ class _Copy:
         try:
             for manifest in children:
                 step = f"push manifest {manifest.digest}"
-                if not self.retry.run(lambda: self.target.has_manifest(self.target_repository, manifest.digest), self.stop):
+                if not self.retry.run(
+                    lambda: self.target.has_manifest(self.target_repository, manifest.digest), self.stop
+                ):
                     self.retry.run(lambda: self._put(manifest, manifest.digest), self.stop)
             step = f"push manifest {top.digest}"
             self.retry.run(lambda: self._put(top, top.digest), self.stop)
@@ -297,8 +367,11 @@ class _Copy:
         """Push `manifest` byte for byte under `reference`; the target must store it under the same digest."""
         stored = self.target.put_manifest(self.target_repository, reference, manifest.data, manifest.media_type)
         if stored != manifest.digest:
-            raise RegistryProtocolError(f"manifest {manifest.digest} was stored as {stored}",
-                                        endpoint=self.target.endpoint, repository=self.target_repository)
+            raise RegistryProtocolError(
+                f"manifest {manifest.digest} was stored as {stored}",
+                endpoint=self.target.endpoint,
+                repository=self.target_repository,
+            )
         if reference == manifest.digest:
             self.pushed.append(manifest.digest)
 

@@ -32,9 +32,18 @@ class PodWatch:
     `complete` is True for a full listing (every watched Pod there is); `on_deleted(pod)` hears deletions.
     """
 
-    def __init__(self, core: CoreV1Api, *, label: str, values: Iterable[str],
-                 on_pods: Callable[[list[Obj], bool], None], on_deleted: Callable[[Obj], None],
-                 resync_seconds: float = 600.0, watch_seconds: float = 300.0, retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        core: CoreV1Api,
+        *,
+        label: str,
+        values: Iterable[str],
+        on_pods: Callable[[list[Obj], bool], None],
+        on_deleted: Callable[[Obj], None],
+        resync_seconds: float = 600.0,
+        watch_seconds: float = 300.0,
+        retry_seconds: float = 1.0,
+    ) -> None:
         self._core = core
         self._selector = f"{label} in ({','.join(sorted(values))})"
         self._on_pods, self._on_deleted = on_pods, on_deleted
@@ -72,8 +81,12 @@ class PodWatch:
     # -- the two loops ---------------------------------------------------------------------------------
 
     def _namespace_loop(self) -> None:
-        self._list_and_watch("namespaces", lambda **kw: self._core.list_namespace(label_selector=self._selector, **kw),
-                             self._namespaces_listed, self._namespace_event)
+        self._list_and_watch(
+            "namespaces",
+            lambda **kw: self._core.list_namespace(label_selector=self._selector, **kw),
+            self._namespaces_listed,
+            self._namespace_event,
+        )
 
     def _pod_loop(self) -> None:
         self._namespaces_known.wait()
@@ -119,8 +132,9 @@ class PodWatch:
 
     # -- list, then watch ------------------------------------------------------------------------------
 
-    def _list_and_watch(self, what: str, list_call: ListCall, on_list: Callable[[list[Obj]], None],
-                        on_event: Callable[[str, Obj], None]) -> None:
+    def _list_and_watch(
+        self, what: str, list_call: ListCall, on_list: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None]
+    ) -> None:
         """List, hand the items over, watch from the listing's resourceVersion; again on 410, error or resync."""
         retry = self._retry
         while not self._stopped.is_set():
@@ -140,7 +154,7 @@ class PodWatch:
                 if self._stopped.is_set():
                     return
                 log.warning("list/watch of %s failed: %s; again in %g s", what, err, retry)
-            except Exception:  # noqa: BLE001 - a bug handling one item must not end the watch for good
+            except Exception:
                 log.exception("list/watch of %s failed; again in %g s", what, retry)
             self._stopped.wait(retry)
             retry = min(retry * 2, 30.0)
@@ -154,8 +168,13 @@ class PodWatch:
                 self._watches.add(open_watch)
             try:
                 seconds = max(1, int(min(self._watch_seconds, remaining)))
-                for event in open_watch.stream(list_call, resource_version=resource_version, timeout_seconds=seconds,
-                                               allow_watch_bookmarks=True, _request_timeout=seconds + 30):
+                for event in open_watch.stream(
+                    list_call,
+                    resource_version=resource_version,
+                    timeout_seconds=seconds,
+                    allow_watch_bookmarks=True,
+                    _request_timeout=seconds + 30,
+                ):
                     obj = event["raw_object"]
                     resource_version = obj["metadata"]["resourceVersion"]
                     if event["type"] != "BOOKMARK":

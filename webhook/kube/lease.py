@@ -35,9 +35,18 @@ class _Outcome(enum.Enum):
 class LeaderElection:
     """Runs `on_started` when this replica becomes the leader and `on_stopped` when it stops being one."""
 
-    def __init__(self, coordination: client.CoordinationV1Api, *, name: str, namespace: str, identity: str,
-                 lease_seconds: float, on_started: Callable[[], None], on_stopped: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        coordination: client.CoordinationV1Api,
+        *,
+        name: str,
+        namespace: str,
+        identity: str,
+        lease_seconds: float,
+        on_started: Callable[[], None],
+        on_stopped: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._api = coordination
         self._name, self._namespace, self.identity = name, namespace, identity
         self._duration = max(1, math.ceil(lease_seconds))
@@ -78,7 +87,7 @@ class LeaderElection:
         while not self._stopped.is_set():
             try:
                 self.campaign_once()
-            except Exception:  # noqa: BLE001 - an unexpected answer must not end the election for good
+            except Exception:
                 log.exception("leader election round failed")
             self._stopped.wait(self._retry)
         if self._leading:
@@ -96,7 +105,9 @@ class LeaderElection:
                 log.info("leading: holding Lease %s/%s as %s", self._namespace, self._name, self.identity)
                 self._on_started()
         elif self._leading and (outcome is _Outcome.OTHERS or now - self._renewed_at > self._renew_deadline):
-            self._step_down("the Lease went to another replica" if outcome is _Outcome.OTHERS else "could not renew the Lease")
+            self._step_down(
+                "the Lease went to another replica" if outcome is _Outcome.OTHERS else "could not renew the Lease"
+            )
         return self._leading
 
     def _step_down(self, why: str) -> None:
@@ -149,8 +160,14 @@ class LeaderElection:
         stamp = _now()
         return client.V1Lease(
             metadata=client.V1ObjectMeta(name=self._name, namespace=self._namespace),
-            spec=client.V1LeaseSpec(holder_identity=self.identity, lease_duration_seconds=self._duration,
-                                    acquire_time=stamp, renew_time=stamp, lease_transitions=0))
+            spec=client.V1LeaseSpec(
+                holder_identity=self.identity,
+                lease_duration_seconds=self._duration,
+                acquire_time=stamp,
+                renew_time=stamp,
+                lease_transitions=0,
+            ),
+        )
 
     def _release(self) -> None:
         """Give the Lease up (no holder), so the next replica need not wait for it to expire."""
@@ -166,4 +183,4 @@ class LeaderElection:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

@@ -104,7 +104,9 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     if digest is None and lookup.need_digest:
         why = facts.resolve_error or "no answer"
         if policy.on_resolve_error is OnResolveError.DENY:
-            return Decision(Action.DENY, image, f"cannot resolve {source} to a digest ({why}); policy.onResolveError is deny")
+            return Decision(
+                Action.DENY, image, f"cannot resolve {source} to a digest ({why}); policy.onResolveError is deny"
+            )
         return Decision(Action.UNPINNED, image, f"cannot resolve {source} to a digest ({why}); admitted unpinned")
     pinned = source.with_digest(digest) if digest else source
     in_ccr = pinned.with_registry(config.ccr.registry, lookup.upstream.prefix)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from webhook.config import Config
-from webhook.policy.workloads import Inventory, WorkloadImage
 from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, decide_image, plan_image
+from webhook.policy.workloads import Inventory, WorkloadImage
 
 OFFLINE_REASON = "needs registry lookup; skipped (--offline)"
 _ANY_DIGEST = "sha256:" + "0" * 64
@@ -47,7 +47,9 @@ def _undecided(lookup: Lookup, config: Config) -> Verdict:
     """The actions the registries' answers could lead to (e.g. `pin/rewrite`): decide once per answer the CCR could give."""
     digest = lookup.source.digest or _ANY_DIGEST
     outcomes = (decide_image(lookup, ImageFacts(digest=digest, in_ccr=held), config) for held in (False, True))
-    return Verdict("/".join(dict.fromkeys(outcome.action.value for outcome in outcomes)), OFFLINE_REASON, None, decided=False)
+    return Verdict(
+        "/".join(dict.fromkeys(outcome.action.value for outcome in outcomes)), OFFLINE_REASON, None, decided=False
+    )
 
 
 def report_json(results: Sequence[tuple[WorkloadImage, Verdict]], summary: dict[str, object]) -> dict[str, object]:
@@ -55,7 +57,9 @@ def report_json(results: Sequence[tuple[WorkloadImage, Verdict]], summary: dict[
     return {"results": [{**asdict(found), **asdict(verdict)} for found, verdict in results], "summary": summary}
 
 
-def summarize(inventory: Inventory, results: Sequence[tuple[WorkloadImage, Verdict]], offline: bool) -> dict[str, object]:
+def summarize(
+    inventory: Inventory, results: Sequence[tuple[WorkloadImage, Verdict]], offline: bool
+) -> dict[str, object]:
     """The counts CI wants at a glance: by action, and what was read and skipped."""
     return {
         "images": len(results),
@@ -77,8 +81,10 @@ def summary_line(summary: dict[str, object]) -> str:
         read += f" holding {_count(summary['objects'], 'object')}"
     skipped = ", ".join(f"{count} {kind}" for kind, count in summary["skipped_kinds"].items()) or "none"
     actions = ", ".join(f"{count} {action}" for action, count in summary["actions"].items()) or "nothing to do"
-    line = (f"{_count(summary['images'], 'image')} in {_count(summary['workloads'], 'workload')} "
-            f"({read}; skipped: {skipped}): {actions}")
+    line = (
+        f"{_count(summary['images'], 'image')} in {_count(summary['workloads'], 'workload')} "
+        f"({read}; skipped: {skipped}): {actions}"
+    )
     if summary["undecided"]:
         line += f" ({summary['undecided']} undecided: {OFFLINE_REASON})"
     return line
@@ -91,7 +97,12 @@ def _count(number: int, noun: str) -> str:
 # Column headers with the widest a cell may grow (None: as wide as it needs); longer cells are cut in the middle.
 # The last column is never cut: it wraps within the terminal, its continuation lines indented under it.
 COLUMNS: tuple[tuple[str, int | None], ...] = (
-    ("KIND", None), ("NAMESPACE/NAME", 28), ("CONTAINER", 16), ("IMAGE", 40), ("ACTION", None), ("RESULT/REASON", None),
+    ("KIND", None),
+    ("NAMESPACE/NAME", 28),
+    ("CONTAINER", 16),
+    ("IMAGE", 40),
+    ("ACTION", None),
+    ("RESULT/REASON", None),
 )
 IMAGE_COLUMN, MIN_IMAGE_WIDTH, MIN_LAST_COLUMN = 3, 32, 24
 
@@ -130,4 +141,4 @@ def _fit(cell: str, width: int) -> str:
     if len(cell) <= width:
         return cell
     head = (width - 3 + 1) // 2
-    return cell[:head] + "..." + cell[len(cell) - (width - 3 - head):]
+    return cell[:head] + "..." + cell[len(cell) - (width - 3 - head) :]

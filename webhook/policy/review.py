@@ -100,8 +100,10 @@ def parse_review(review: Any) -> AdmissionRequest:
     if not isinstance(review, dict):
         raise BadReview("the body must be a JSON object (an AdmissionReview)")
     if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
-        raise BadReview(f"expected apiVersion {API_VERSION} and kind AdmissionReview, got "
-                        f"{review.get('apiVersion')!r} and {review.get('kind')!r}")
+        raise BadReview(
+            f"expected apiVersion {API_VERSION} and kind AdmissionReview, got "
+            f"{review.get('apiVersion')!r} and {review.get('kind')!r}"
+        )
     request = review.get("request")
     if not isinstance(request, dict):
         raise BadReview("request is missing or not an object")

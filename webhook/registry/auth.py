@@ -33,7 +33,9 @@ _DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docke
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 
 # (method, url, headers, body, deadline, repository) -> (status, headers, body): one exchange, redirects not followed.
-Exchange = Callable[[str, str, dict[str, str], bytes | None, float | None, str | None], tuple[int, Mapping[str, str], bytes]]
+Exchange = Callable[
+    [str, str, dict[str, str], bytes | None, float | None, str | None], tuple[int, Mapping[str, str], bytes]
+]
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class Credentials:
     def secrets(self) -> list[str]:
         """Every string that must never show in a message."""
         basic = self.basic_header()
-        values = [self.password, self.identity_token, basic[len("Basic "):] if basic else None]
+        values = [self.password, self.identity_token, basic[len("Basic ") :] if basic else None]
         return [value for value in values if value]
 
     def __repr__(self) -> str:
@@ -96,14 +98,17 @@ def load_credentials(path: str | os.PathLike[str], endpoint: str) -> Credentials
     except OSError as err:
         raise RegistryAuthError(f"cannot read credentials file {path}: {err.strerror}", **where) from None
     except (ValueError, AttributeError):
-        raise RegistryAuthError(f"credentials file {path} is not a docker config.json (JSON with `auths`)", **where) from None
+        raise RegistryAuthError(
+            f"credentials file {path} is not a docker config.json (JSON with `auths`)", **where
+        ) from None
     host = host_of(endpoint)
     wanted = _DOCKER_HUB_HOSTS if host in _DOCKER_HUB_HOSTS else {host}
     for key, entry in auths.items():
         if host_of(key) in wanted and isinstance(entry, dict):
             return _credentials_from_entry(entry, path, key, where)
     raise RegistryAuthError(
-        f"credentials file {path} has no entry for {host} (it has: {', '.join(sorted(auths)) or 'none'})", **where)
+        f"credentials file {path} has no entry for {host} (it has: {', '.join(sorted(auths)) or 'none'})", **where
+    )
 
 
 def _credentials_from_entry(entry: dict, path: object, key: str, where: dict) -> Credentials:
@@ -113,13 +118,17 @@ def _credentials_from_entry(entry: dict, path: object, key: str, where: dict) ->
         try:
             username, _, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            raise RegistryAuthError(f"credentials file {path}: `auth` of {key} is not base64 of user:password", **where) from None
+            raise RegistryAuthError(
+                f"credentials file {path}: `auth` of {key} is not base64 of user:password", **where
+            ) from None
         return Credentials(username, password)
     if entry.get("username") and entry.get("password") is not None:
         return Credentials(entry["username"], entry["password"])
     raise RegistryAuthError(
         f"credentials file {path}: entry {key} has no auth, username/password or identitytoken "
-        "(credential helpers are not supported)", **where)
+        "(credential helpers are not supported)",
+        **where,
+    )
 
 
 class TokenCache:
@@ -165,8 +174,15 @@ class TokenCache:
 class Authenticator:
     """The Authorization header for each request to one registry, learning the scheme from its challenges."""
 
-    def __init__(self, endpoint: str, credentials: Credentials | None, exchange: Exchange, *, insecure: bool,
-                 cache: TokenCache | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credentials | None,
+        exchange: Exchange,
+        *,
+        insecure: bool,
+        cache: TokenCache | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.credentials = credentials
         self.cache = cache or TokenCache()
@@ -183,23 +199,33 @@ class Authenticator:
             return self.credentials.basic_header() if self.credentials else None
         return "Bearer " + self._token(challenge, scopes, repository, deadline)
 
-    def answer(self, header: str | None, scopes: tuple[str, ...], repository: str | None, deadline: float | None,
-               refused: str | None) -> str:
+    def answer(
+        self,
+        header: str | None,
+        scopes: tuple[str, ...],
+        repository: str | None,
+        deadline: float | None,
+        refused: str | None,
+    ) -> str:
         """The header to retry with after a 401 carrying `header`; `refused` is what we had sent, if anything."""
         where = {"endpoint": self.endpoint, "repository": repository}
         challenge = parse_challenge(header)
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
-            raise RegistryAuthError("the registry answered 401 without a Basic or Bearer challenge we can answer", **where)
+            raise RegistryAuthError(
+                "the registry answered 401 without a Basic or Bearer challenge we can answer", **where
+            )
         self._challenge = challenge
         if challenge.scheme == "basic":
             basic = self.credentials.basic_header() if self.credentials else None
             if basic is None:
-                raise RegistryAuthError("the registry requires Basic credentials and none are configured for it", **where)
+                raise RegistryAuthError(
+                    "the registry requires Basic credentials and none are configured for it", **where
+                )
             if refused == basic:
                 raise RegistryAuthError("the registry refused the configured user and password", **where)
             return basic
         if refused and refused.startswith("Bearer "):
-            self.cache.drop(self._cache_key(challenge, scopes), refused[len("Bearer "):])
+            self.cache.drop(self._cache_key(challenge, scopes), refused[len("Bearer ") :])
         return "Bearer " + self._token(challenge, scopes, repository, deadline)
 
     def redact(self, text: str) -> str:
@@ -213,7 +239,9 @@ class Authenticator:
     def _cache_key(challenge: Challenge, scopes: tuple[str, ...]) -> tuple:
         return challenge.params.get("realm"), challenge.params.get("service"), scopes
 
-    def _token(self, challenge: Challenge, scopes: tuple[str, ...], repository: str | None, deadline: float | None) -> str:
+    def _token(
+        self, challenge: Challenge, scopes: tuple[str, ...], repository: str | None, deadline: float | None
+    ) -> str:
         key = self._cache_key(challenge, scopes)
         token = self.cache.get(key)
         if token is not None:
@@ -225,21 +253,29 @@ class Authenticator:
                 self.cache.put(key, token, lifetime)
         return token
 
-    def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...], repository: str | None,
-                     deadline: float | None) -> tuple[str, float]:
+    def _fetch_token(
+        self, challenge: Challenge, scopes: tuple[str, ...], repository: str | None, deadline: float | None
+    ) -> tuple[str, float]:
         where = {"endpoint": self.endpoint, "repository": repository}
         realm = challenge.params.get("realm", "")
         parts = urllib.parse.urlsplit(realm)
         if parts.scheme != "https" and not (parts.scheme == "http" and self._insecure):
             raise RegistryAuthError(
                 f"the registry's token realm {parts.scheme or '?'}://{parts.netloc} is not https; refusing to ask it "
-                "(set insecure only for a test registry)", **where)
+                "(set insecure only for a test registry)",
+                **where,
+            )
         service = challenge.params.get("service")
         credentials = self.credentials
         headers = {"Accept": "application/json"}
         if credentials is not None and credentials.identity_token:
-            form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token,
-                    "client_id": "ccr-webhook", "scope": " ".join(scopes), **({"service": service} if service else {})}
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credentials.identity_token,
+                "client_id": "ccr-webhook",
+                "scope": " ".join(scopes),
+                **({"service": service} if service else {}),
+            }
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             method, url, body = "POST", realm, urllib.parse.urlencode(form).encode()
         else:
@@ -254,7 +290,9 @@ class Authenticator:
         if status != 200:
             error = error_for_status(status, answer_headers, answer, what, **where)
             if status in (401, 403):
-                who = "the configured credentials" if credentials else "an anonymous request (no credentials configured)"
+                who = (
+                    "the configured credentials" if credentials else "an anonymous request (no credentials configured)"
+                )
                 error = RegistryAuthError(f"{what}: the token service refused {who}, HTTP {status}", **where)
             raise error
         return _parse_token(answer, what, where)
@@ -266,8 +304,9 @@ def _parse_token(body: bytes, what: str, where: dict) -> tuple[str, float]:
         token = document.get("token") or document.get("access_token")
         lifetime = float(document.get("expires_in") or DEFAULT_TOKEN_SECONDS)
     except (ValueError, AttributeError, TypeError):
-        raise RegistryProtocolError(f"{what}: the token service answered something that is not a token document", **where) from None
+        raise RegistryProtocolError(
+            f"{what}: the token service answered something that is not a token document", **where
+        ) from None
     if not isinstance(token, str) or not token:
         raise RegistryProtocolError(f"{what}: the token service answered without a token", **where)
     return token, max(lifetime, 1.0)
-

@@ -52,8 +52,18 @@ from webhook.registry.errors import (
 from webhook.registry.streams import BlobStream, UploadBody, UploadPart, release
 
 __all__ = [
-    "BlobStream", "Manifest", "NotFound", "RateLimited", "Registries", "RegistryAuthError", "RegistryClient",
-    "RegistryError", "RegistryNotAllowed", "RegistryProtocolError", "RegistryUnavailable", "digest_of",
+    "BlobStream",
+    "Manifest",
+    "NotFound",
+    "RateLimited",
+    "Registries",
+    "RegistryAuthError",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryNotAllowed",
+    "RegistryProtocolError",
+    "RegistryUnavailable",
+    "digest_of",
 ]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -98,7 +108,9 @@ def _is_address(host: str) -> bool:
 
 def _with_query(url: str, **params: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.urlencode(list(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) + list(params.items()))
+    query = urllib.parse.urlencode(
+        list(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) + list(params.items())
+    )
     return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
@@ -135,17 +147,31 @@ class RegistryClient:
     blob download may be redirected to; None allows any host by name.
     """
 
-    def __init__(self, endpoint: str, *, credentials: str | None = None, insecure: bool = False,
-                 ca_file: str | None = None, connect_timeout: float, read_timeout: float,
-                 max_connections: int, redirect_hosts: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        credentials: str | None = None,
+        insecure: bool = False,
+        ca_file: str | None = None,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int,
+        redirect_hosts: tuple[str, ...] | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.insecure = insecure
         self.redirect_hosts = redirect_hosts
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         loaded: Credentials | None = load_credentials(credentials, self.endpoint) if credentials else None
-        self._pool = urllib3.PoolManager(num_pools=8, maxsize=max_connections, block=True,
-                                         headers={"User-Agent": "ccr-webhook"}, ca_certs=ca_file or None)
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=max_connections,
+            block=True,
+            headers={"User-Agent": "ccr-webhook"},
+            ca_certs=ca_file or None,
+        )
         self._auth = Authenticator(self.endpoint, loaded, self._exchange, insecure=insecure)
         self._chunked_uploads_only = False
 
@@ -162,24 +188,39 @@ class RegistryClient:
         """The digest a tag (or digest) names now, by HEAD; `timeout` caps the whole call, auth included."""
         deadline = None if timeout is None else time.monotonic() + timeout
         what = f"HEAD manifest {reference}"
-        response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}", what, repository, _pull(repository),
-                              headers=_ACCEPT_MANIFESTS, deadline=deadline)
+        response = self._send(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            what,
+            repository,
+            _pull(repository),
+            headers=_ACCEPT_MANIFESTS,
+            deadline=deadline,
+        )
         self._expect(response, (200,), what, repository, missing=("manifest", reference))
         self._read_body(response, 0, what, repository)
         digest = response.headers.get("Docker-Content-Digest")
         if digest is None:
             return self._get_manifest(repository, reference, deadline).digest
         if not _is_digest(digest) or (_is_digest(reference) and digest != reference):
-            raise RegistryProtocolError(f"{what}: the registry answered digest {digest[:80]!r}", endpoint=self.endpoint,
-                                        repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: the registry answered digest {digest[:80]!r}", endpoint=self.endpoint, repository=repository
+            )
         return digest
 
     def has_manifest(self, repository: str, digest: str, timeout: float | None = None) -> bool:
         """Whether the registry holds manifest `digest` (HEAD), so callers can skip or swap without a GET."""
         deadline = None if timeout is None else time.monotonic() + timeout
         what = f"HEAD manifest {digest}"
-        response = self._send("HEAD", f"/v2/{repository}/manifests/{digest}", what, repository, _pull(repository),
-                              headers=_ACCEPT_MANIFESTS, deadline=deadline)
+        response = self._send(
+            "HEAD",
+            f"/v2/{repository}/manifests/{digest}",
+            what,
+            repository,
+            _pull(repository),
+            headers=_ACCEPT_MANIFESTS,
+            deadline=deadline,
+        )
         if response.status == 404:
             self._read_body(response, 0, what, repository)
             return False
@@ -193,38 +234,61 @@ class RegistryClient:
 
     def _get_manifest(self, repository: str, reference: str, deadline: float | None) -> Manifest:
         what = f"GET manifest {reference}"
-        response = self._send("GET", f"/v2/{repository}/manifests/{reference}", what, repository, _pull(repository),
-                              headers=_ACCEPT_MANIFESTS, deadline=deadline)
+        response = self._send(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            what,
+            repository,
+            _pull(repository),
+            headers=_ACCEPT_MANIFESTS,
+            deadline=deadline,
+        )
         self._expect(response, (200,), what, repository, missing=("manifest", reference))
         data = self._read_body(response, MAX_MANIFEST_BYTES, what, repository)
         try:
             document = json.loads(data)
             declared = document.get("mediaType") if isinstance(document, dict) else None
         except ValueError:
-            raise RegistryProtocolError(f"{what}: the registry served a manifest that is not JSON",
-                                        endpoint=self.endpoint, repository=repository) from None
+            raise RegistryProtocolError(
+                f"{what}: the registry served a manifest that is not JSON",
+                endpoint=self.endpoint,
+                repository=repository,
+            ) from None
         content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
         media_type = content_type if content_type in MANIFEST_MEDIA_TYPES else (declared or content_type)
         algorithm = reference.split(":", 1)[0] if _is_digest(reference) else "sha256"
         digest = digest_of(data, algorithm)
         claimed = reference if _is_digest(reference) else response.headers.get("Docker-Content-Digest")
         if claimed and claimed.startswith(algorithm + ":") and claimed != digest:
-            raise RegistryProtocolError(f"{what}: the registry claims digest {claimed} but the bytes have {digest}",
-                                        endpoint=self.endpoint, repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: the registry claims digest {claimed} but the bytes have {digest}",
+                endpoint=self.endpoint,
+                repository=repository,
+            )
         return Manifest(media_type, data, digest)
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """Push manifest bytes unchanged under a tag or digest; returns their digest."""
         what = f"PUT manifest {reference}"
-        response = self._send("PUT", f"/v2/{repository}/manifests/{reference}", what, repository, _push(repository),
-                              headers={"Content-Type": media_type}, body=data)
+        response = self._send(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            what,
+            repository,
+            _push(repository),
+            headers={"Content-Type": media_type},
+            body=data,
+        )
         self._expect(response, (200, 201), what, repository)
         self._read_body(response, MAX_LISTING_BYTES, what, repository)
         digest = digest_of(data)
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
-            raise RegistryProtocolError(f"{what}: the registry stored digest {claimed}, the bytes pushed have {digest}",
-                                        endpoint=self.endpoint, repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: the registry stored digest {claimed}, the bytes pushed have {digest}",
+                endpoint=self.endpoint,
+                repository=repository,
+            )
         return digest
 
     def delete_manifest(self, repository: str, digest: str) -> None:
@@ -251,8 +315,9 @@ class RegistryClient:
         self._read_body(response, 0, what, repository)
         length = response.headers.get("Content-Length", "")
         if not length.isdigit():
-            raise RegistryProtocolError(f"{what}: no Content-Length in the answer", endpoint=self.endpoint,
-                                        repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: no Content-Length in the answer", endpoint=self.endpoint, repository=repository
+            )
         return int(length)
 
     def open_blob(self, repository: str, digest: str) -> BlobStream:
@@ -271,8 +336,11 @@ class RegistryClient:
             url = urllib.parse.urljoin(url, location)
             scheme, host = _origin(url)
             if scheme != "https" and not (scheme == "http" and self.insecure):
-                raise RegistryProtocolError(f"{what}: refusing a redirect to {scheme}://{host} (https only)",
-                                            endpoint=self.endpoint, repository=repository)
+                raise RegistryProtocolError(
+                    f"{what}: refusing a redirect to {scheme}://{host} (https only)",
+                    endpoint=self.endpoint,
+                    repository=repository,
+                )
             if (scheme, host) == _origin(self.endpoint):
                 response = self._send("GET", url, what, repository, _pull(repository), stream=True)
             else:  # storage host: no Authorization header of ours
@@ -294,8 +362,9 @@ class RegistryClient:
         else:
             reason = f"the IP address {named}; list it in redirectHosts to allow it" if _is_address(host) else None
         if reason is not None:
-            raise RegistryProtocolError(f"{what}: refusing a redirect to {reason}", endpoint=self.endpoint,
-                                        repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: refusing a redirect to {reason}", endpoint=self.endpoint, repository=repository
+            )
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Link blob `digest` from another repository of this registry without copying; False if not offered."""
@@ -323,9 +392,16 @@ class RegistryClient:
             body = UploadBody(chunks, size, digest)
             location = self._start_upload(repository, what)
             with self._cancel_on_failure(location, repository, body):
-                response = self._send("PUT", _with_query(location, digest=digest), what, repository, _push(repository),
-                                      headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                                      body=iter(body), replayable=False)
+                response = self._send(
+                    "PUT",
+                    _with_query(location, digest=digest),
+                    what,
+                    repository,
+                    _push(repository),
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                    body=iter(body),
+                    replayable=False,
+                )
                 if response.status not in _MONOLITHIC_REFUSED:
                     self._finish_upload(response, digest, what, repository)
                     return
@@ -335,7 +411,10 @@ class RegistryClient:
             if iter(chunks) is chunks:
                 raise RegistryProtocolError(
                     f"{what}: the registry refused a monolithic upload (HTTP {response.status}) and the data cannot "
-                    "be read twice; retry: this client now uploads in chunks", endpoint=self.endpoint, repository=repository)
+                    "be read twice; retry: this client now uploads in chunks",
+                    endpoint=self.endpoint,
+                    repository=repository,
+                )
         body = UploadBody(chunks, size, digest)
         location = self._start_upload(repository, what)
         with self._cancel_on_failure(location, repository, body):
@@ -358,23 +437,43 @@ class RegistryClient:
         self._read_body(response, MAX_LISTING_BYTES, what, repository)
         return self._location(response, what, repository)
 
-    def _upload_chunked(self, location: str, repository: str, digest: str, size: int, body: UploadBody, what: str) -> None:
+    def _upload_chunked(
+        self, location: str, repository: str, digest: str, size: int, body: UploadBody, what: str
+    ) -> None:
         source = iter(body)
         leftover = b""
         for start in range(0, size, PATCH_BYTES):
             length = min(PATCH_BYTES, size - start)
             part = UploadPart(source, leftover, length)
-            response = self._send("PATCH", location, what, repository, _push(repository), body=iter(part), replayable=False,
-                                  headers={"Content-Type": "application/octet-stream", "Content-Length": str(length),
-                                           "Content-Range": f"{start}-{start + length - 1}"})
+            response = self._send(
+                "PATCH",
+                location,
+                what,
+                repository,
+                _push(repository),
+                body=iter(part),
+                replayable=False,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(length),
+                    "Content-Range": f"{start}-{start + length - 1}",
+                },
+            )
             self._expect(response, (202,), what, repository)
             self._read_body(response, MAX_LISTING_BYTES, what, repository)
             leftover = part.leftover
             location = self._location(response, what, repository)
         for _ in source:  # nothing may follow: UploadBody raises if the data runs past `size`
             pass
-        response = self._send("PUT", _with_query(location, digest=digest), what, repository, _push(repository),
-                              headers={"Content-Length": "0"}, body=b"")
+        response = self._send(
+            "PUT",
+            _with_query(location, digest=digest),
+            what,
+            repository,
+            _push(repository),
+            headers={"Content-Length": "0"},
+            body=b"",
+        )
         self._finish_upload(response, digest, what, repository)
 
     def _finish_upload(self, response: BaseHTTPResponse, digest: str, what: str, repository: str) -> None:
@@ -382,8 +481,9 @@ class RegistryClient:
         self._read_body(response, MAX_LISTING_BYTES, what, repository)
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed != digest:
-            raise RegistryProtocolError(f"{what}: the registry stored the blob as {claimed}",
-                                        endpoint=self.endpoint, repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: the registry stored the blob as {claimed}", endpoint=self.endpoint, repository=repository
+            )
 
     def _abandon(self, location: str, repository: str) -> None:
         """Cancel an upload session, best effort: the registry also expires abandoned uploads on its own."""
@@ -397,13 +497,19 @@ class RegistryClient:
         """The absolute upload URL from a Location header (relative or absolute), kept to our own origin."""
         location = response.headers.get("Location")
         if not location:
-            raise RegistryProtocolError(f"{what}: the registry answered without an upload Location",
-                                        endpoint=self.endpoint, repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: the registry answered without an upload Location",
+                endpoint=self.endpoint,
+                repository=repository,
+            )
         url = urllib.parse.urljoin(self.endpoint + "/", location)
         if _origin(url) != _origin(self.endpoint):
             raise RegistryProtocolError(
                 f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; refusing to send "
-                "data and credentials there", endpoint=self.endpoint, repository=repository)
+                "data and credentials there",
+                endpoint=self.endpoint,
+                repository=repository,
+            )
         return url
 
     # -- listings -------------------------------------------------------------------------------------
@@ -416,7 +522,9 @@ class RegistryClient:
         """Every repository of the registry, following Link pagination (needs catalog access)."""
         return self._paginate("/v2/_catalog", "repositories", None, ("registry:catalog:*",), page_size)
 
-    def _paginate(self, path: str, key: str, repository: str | None, scopes: tuple[str, ...], page_size: int) -> list[str]:
+    def _paginate(
+        self, path: str, key: str, repository: str | None, scopes: tuple[str, ...], page_size: int
+    ) -> list[str]:
         what = f"list {key}"
         url: str | None = f"{self.endpoint}{path}?n={page_size}"
         items: list[str] = []
@@ -427,25 +535,40 @@ class RegistryClient:
             try:
                 page = json.loads(body).get(key) or []
             except (ValueError, AttributeError):
-                raise RegistryProtocolError(f"{what}: the answer is not a JSON listing", endpoint=self.endpoint,
-                                            repository=repository) from None
+                raise RegistryProtocolError(
+                    f"{what}: the answer is not a JSON listing", endpoint=self.endpoint, repository=repository
+                ) from None
             items.extend(page)
             link = _NEXT_LINK.search(response.headers.get("Link", ""))
             url = urllib.parse.urljoin(url, link.group(1)) if link else None
             if url and _origin(url) != _origin(self.endpoint):
-                raise RegistryProtocolError(f"{what}: the next page is on another host", endpoint=self.endpoint,
-                                            repository=repository)
+                raise RegistryProtocolError(
+                    f"{what}: the next page is on another host", endpoint=self.endpoint, repository=repository
+                )
         return items
 
     # -- transport ------------------------------------------------------------------------------------
 
-    def _send(self, method: str, path_or_url: str, what: str, repository: str | None, scopes: tuple[str, ...], *,
-              headers: Mapping[str, str] | None = None, body: bytes | Iterable[bytes] | None = None,
-              deadline: float | None = None, stream: bool = False, replayable: bool = True) -> BaseHTTPResponse:
+    def _send(
+        self,
+        method: str,
+        path_or_url: str,
+        what: str,
+        repository: str | None,
+        scopes: tuple[str, ...],
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | Iterable[bytes] | None = None,
+        deadline: float | None = None,
+        stream: bool = False,
+        replayable: bool = True,
+    ) -> BaseHTTPResponse:
         """One request to the registry with our Authorization; on a 401 answer the challenge and retry once."""
         url = path_or_url if "://" in path_or_url else self.endpoint + path_or_url
         authorization = self._auth.authorization(scopes, repository, deadline)
-        response = self._urlopen(method, url, _authorized(headers, authorization), body, deadline, what, repository, stream)
+        response = self._urlopen(
+            method, url, _authorized(headers, authorization), body, deadline, what, repository, stream
+        )
         if response.status != 401 or not replayable:
             return response
         challenge = response.headers.get("WWW-Authenticate")
@@ -453,35 +576,68 @@ class RegistryClient:
         authorization = self._auth.answer(challenge, scopes, repository, deadline, refused=authorization)
         return self._urlopen(method, url, _authorized(headers, authorization), body, deadline, what, repository, stream)
 
-    def _urlopen(self, method: str, url: str, headers: Mapping[str, str], body: bytes | Iterable[bytes] | None,
-                 deadline: float | None, what: str, repository: str | None, stream: bool = False) -> BaseHTTPResponse:
+    def _urlopen(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | Iterable[bytes] | None,
+        deadline: float | None,
+        what: str,
+        repository: str | None,
+        stream: bool = False,
+    ) -> BaseHTTPResponse:
         """One HTTP exchange, no redirects, no retries; connection failures become RegistryUnavailable."""
         timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
         pool_timeout = None
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RegistryUnavailable(f"{what}: the caller's deadline passed", endpoint=self.endpoint,
-                                          repository=repository)
-            timeout = urllib3.Timeout(connect=min(self.connect_timeout, remaining),
-                                      read=min(self.read_timeout, remaining), total=remaining)
+                raise RegistryUnavailable(
+                    f"{what}: the caller's deadline passed", endpoint=self.endpoint, repository=repository
+                )
+            timeout = urllib3.Timeout(
+                connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining), total=remaining
+            )
             pool_timeout = remaining
         try:
-            return self._pool.request(method, url, body=body, headers=dict(headers), timeout=timeout, retries=False,
-                                      redirect=False, preload_content=False, decode_content=not stream,
-                                      pool_timeout=pool_timeout)
+            return self._pool.request(
+                method,
+                url,
+                body=body,
+                headers=dict(headers),
+                timeout=timeout,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                decode_content=not stream,
+                pool_timeout=pool_timeout,
+            )
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise RegistryUnavailable(f"{what}: {describe_transport_error(err)}", endpoint=self.endpoint,
-                                      repository=repository) from None
+            raise RegistryUnavailable(
+                f"{what}: {describe_transport_error(err)}", endpoint=self.endpoint, repository=repository
+            ) from None
 
-    def _exchange(self, method: str, url: str, headers: dict[str, str], body: bytes | None, deadline: float | None,
-                  repository: str | None) -> tuple[int, Mapping[str, str], bytes]:
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        deadline: float | None,
+        repository: str | None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """A token request for the Authenticator: no redirects followed, the body read in full."""
         response = self._urlopen(method, url, headers, body, deadline, "token request", repository)
-        return response.status, response.headers, self._read_body(response, MAX_LISTING_BYTES, "token request", repository)
+        return (
+            response.status,
+            response.headers,
+            self._read_body(response, MAX_LISTING_BYTES, "token request", repository),
+        )
 
-    def _read_body(self, response: BaseHTTPResponse, limit: int, what: str, repository: str | None,
-                   complete: bool = True) -> bytes:
+    def _read_body(
+        self, response: BaseHTTPResponse, limit: int, what: str, repository: str | None, complete: bool = True
+    ) -> bytes:
         """The whole body (at most `limit` bytes) and the connection back to the pool; `complete=False` discards it."""
         if not complete:
             release(response, complete=False)
@@ -498,29 +654,45 @@ class RegistryClient:
                 received += len(data)
         except (urllib3.exceptions.HTTPError, OSError) as err:
             release(response, complete=False)
-            raise RegistryUnavailable(f"{what}: {describe_transport_error(err)}", endpoint=self.endpoint,
-                                      repository=repository) from None
+            raise RegistryUnavailable(
+                f"{what}: {describe_transport_error(err)}", endpoint=self.endpoint, repository=repository
+            ) from None
         release(response, complete=False)
-        raise RegistryProtocolError(f"{what}: the answer is larger than {limit} bytes", endpoint=self.endpoint,
-                                    repository=repository)
+        raise RegistryProtocolError(
+            f"{what}: the answer is larger than {limit} bytes", endpoint=self.endpoint, repository=repository
+        )
 
-    def _expect(self, response: BaseHTTPResponse, statuses: tuple[int, ...], what: str, repository: str | None,
-                missing: tuple[str, str] | None = None) -> None:
+    def _expect(
+        self,
+        response: BaseHTTPResponse,
+        statuses: tuple[int, ...],
+        what: str,
+        repository: str | None,
+        missing: tuple[str, str] | None = None,
+    ) -> None:
         """Raise the error an unexpected status means, with the registry's error codes (credentials masked)."""
         if response.status in statuses:
             return
         if 300 <= response.status < 400:
             target = _origin(urllib.parse.urljoin(self.endpoint + "/", response.headers.get("Location", "")))[1]
             self._read_body(response, 0, what, repository, complete=False)
-            raise RegistryProtocolError(f"{what}: unexpected redirect to {target}, not followed", endpoint=self.endpoint,
-                                        repository=repository)
+            raise RegistryProtocolError(
+                f"{what}: unexpected redirect to {target}, not followed", endpoint=self.endpoint, repository=repository
+            )
         try:
             body = self._read_body(response, 65536, what, repository)
         except RegistryProtocolError:
             body = b""
         masked = self._auth.redact(body.decode("utf-8", "replace")).encode()
-        raise error_for_status(response.status, response.headers, masked, what, endpoint=self.endpoint,
-                               repository=repository, missing=missing)
+        raise error_for_status(
+            response.status,
+            response.headers,
+            masked,
+            what,
+            endpoint=self.endpoint,
+            repository=repository,
+            missing=missing,
+        )
 
 
 def _authorized(headers: Mapping[str, str] | None, authorization: str | None) -> dict[str, str]:
@@ -536,17 +708,30 @@ class Registries:
     def __init__(self, config: Config) -> None:
         resolver = config.resolver
 
-        def client(endpoint: str, credentials: str | None, insecure: bool, ca_file: str | None,
-                   redirect_hosts: tuple[str, ...] | None = None) -> RegistryClient:
-            return RegistryClient(endpoint, credentials=credentials, insecure=insecure, ca_file=ca_file,
-                                  connect_timeout=resolver.connect_timeout_seconds,
-                                  read_timeout=resolver.read_timeout_seconds, max_connections=resolver.max_concurrency,
-                                  redirect_hosts=redirect_hosts)
+        def client(
+            endpoint: str,
+            credentials: str | None,
+            insecure: bool,
+            ca_file: str | None,
+            redirect_hosts: tuple[str, ...] | None = None,
+        ) -> RegistryClient:
+            return RegistryClient(
+                endpoint,
+                credentials=credentials,
+                insecure=insecure,
+                ca_file=ca_file,
+                connect_timeout=resolver.connect_timeout_seconds,
+                read_timeout=resolver.read_timeout_seconds,
+                max_connections=resolver.max_concurrency,
+                redirect_hosts=redirect_hosts,
+            )
 
         ccr = config.ccr
         self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file)
-        self._upstreams = {up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts)
-                           for up in config.upstreams}
+        self._upstreams = {
+            up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts)
+            for up in config.upstreams
+        }
 
     def upstream(self, registry: str) -> RegistryClient:
         """The client of configured upstream `registry`; any other host raises RegistryNotAllowed."""
@@ -555,7 +740,8 @@ class Registries:
             allowed = ", ".join(sorted(self._upstreams)) or "none"
             raise RegistryNotAllowed(
                 f"registry {registry!r} is not a configured upstream, so ccr-webhook does not contact it "
-                f"(configured: {allowed}); add it under `upstreams` to allow it")
+                f"(configured: {allowed}); add it under `upstreams` to allow it"
+            )
         return found
 
     def close(self) -> None:

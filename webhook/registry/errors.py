@@ -22,10 +22,14 @@ class RegistryError(Exception):
         self.detail = detail
         self.endpoint = endpoint
         self.repository = repository
-        where = ", ".join(part for part in (
-            f"registry {endpoint}" if endpoint else "",
-            f"repository {repository}" if repository else "",
-        ) if part)
+        where = ", ".join(
+            part
+            for part in (
+                f"registry {endpoint}" if endpoint else "",
+                f"repository {repository}" if repository else "",
+            )
+            if part
+        )
         super().__init__(f"{where}: {detail}" if where else detail)
 
 
@@ -40,7 +44,9 @@ class RegistryAuthError(RegistryError):
 class NotFound(RegistryError):
     """The registry has no such manifest, blob or repository (404)."""
 
-    def __init__(self, kind: str, reference: str, *, endpoint: str | None = None, repository: str | None = None) -> None:
+    def __init__(
+        self, kind: str, reference: str, *, endpoint: str | None = None, repository: str | None = None
+    ) -> None:
         self.kind = kind
         self.reference = reference
         super().__init__(f"{kind} {reference} not found", endpoint=endpoint, repository=repository)
@@ -49,8 +55,9 @@ class NotFound(RegistryError):
 class RateLimited(RegistryError):
     """The registry asked us to slow down (429); `retry_after` is the seconds it asked for, if it said."""
 
-    def __init__(self, detail: str, retry_after: float | None, *, endpoint: str | None = None,
-                 repository: str | None = None) -> None:
+    def __init__(
+        self, detail: str, retry_after: float | None, *, endpoint: str | None = None, repository: str | None = None
+    ) -> None:
         self.retry_after = retry_after
         suffix = f"; retry after {retry_after:g} s" if retry_after is not None else ""
         super().__init__(detail + suffix, endpoint=endpoint, repository=repository)
@@ -87,8 +94,10 @@ def registry_error_codes(body: bytes) -> str:
     """
     try:
         errors = json.loads(body.decode("utf-8")).get("errors") or []
-        parts = [": ".join(str(part) for part in (error["code"], error.get("message"), _unknown_detail(error)) if part)
-                 for error in errors[:3]]
+        parts = [
+            ": ".join(str(part) for part in (error["code"], error.get("message"), _unknown_detail(error)) if part)
+            for error in errors[:3]
+        ]
     except (ValueError, AttributeError, TypeError, KeyError, UnicodeDecodeError):
         return ""
     text = "; ".join(parts)
@@ -106,12 +115,22 @@ def _unknown_detail(error: dict) -> str | None:
     enclosed = detail.get("Enclosed") if isinstance(detail, dict) else None
     if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
         reason = os.strerror(enclosed["Err"])  # Go writes errno texts in lower case: keep the registry's own words
-        return f"{detail.get('DriverName')}: {enclosed.get('Op')} {enclosed.get('Path')}: {reason[:1].lower()}{reason[1:]}"
+        return (
+            f"{detail.get('DriverName')}: {enclosed.get('Op')} {enclosed.get('Path')}: {reason[:1].lower()}{reason[1:]}"
+        )
     return None
 
 
-def error_for_status(status: int, headers: Mapping[str, str], body: bytes, what: str, *, endpoint: str,
-                     repository: str | None, missing: tuple[str, str] | None = None) -> RegistryError:
+def error_for_status(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    what: str,
+    *,
+    endpoint: str,
+    repository: str | None,
+    missing: tuple[str, str] | None = None,
+) -> RegistryError:
     """The error for an unexpected answer to `what` (e.g. 'HEAD manifest latest'); `missing` is (kind, ref) for 404."""
     codes = registry_error_codes(body)
     said = f" ({codes})" if codes else ""
@@ -119,11 +138,15 @@ def error_for_status(status: int, headers: Mapping[str, str], body: bytes, what:
     if status in (401, 403):
         return RegistryAuthError(
             f"{what}: access denied, HTTP {status}{said}; check the credentials configured for this registry "
-            "and that they grant this repository", **where)
+            "and that they grant this repository",
+            **where,
+        )
     if status == 404 and missing is not None:
         return NotFound(*missing, **where)
     if status == 429:
-        return RateLimited(f"{what}: rate limited, HTTP 429{said}", parse_retry_after(headers.get("Retry-After")), **where)
+        return RateLimited(
+            f"{what}: rate limited, HTTP 429{said}", parse_retry_after(headers.get("Retry-After")), **where
+        )
     if status >= 500:
         return RegistryUnavailable(f"{what}: registry error, HTTP {status}{said}", **where)
     return RegistryProtocolError(f"{what}: unexpected HTTP {status}{said}", **where)

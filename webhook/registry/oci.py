@@ -16,8 +16,10 @@ from webhook.registry.errors import RegistryProtocolError
 
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 # Layers a registry never holds (Windows base layers): pulled from their `urls`, so a copy leaves them be.
-_NON_DISTRIBUTABLE = ("application/vnd.docker.image.rootfs.foreign.diff.tar",
-                      "application/vnd.oci.image.layer.nondistributable.")
+_NON_DISTRIBUTABLE = (
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.oci.image.layer.nondistributable.",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,8 +69,12 @@ class Resolver:
     def gather(self, lookups: Sequence[Lookup], timeout: float) -> list[ImageFacts]:
         """Facts for each lookup, returned within `timeout` seconds; what is not known by then is None."""
         deadline = self._clock() + timeout
-        facts: list[ImageFacts | None] = [self._from_cache(lookup) or self._stuck(lookup, timeout) for lookup in lookups]
-        pending = {i: self._pool_submit(self._facts_for, lookup) for i, lookup in enumerate(lookups) if facts[i] is None}
+        facts: list[ImageFacts | None] = [
+            self._from_cache(lookup) or self._stuck(lookup, timeout) for lookup in lookups
+        ]
+        pending = {
+            i: self._pool_submit(self._facts_for, lookup) for i, lookup in enumerate(lookups) if facts[i] is None
+        }
         if pending:
             wait(pending.values(), timeout=max(0.0, deadline - self._clock()))
         for i, future in pending.items():
@@ -79,12 +83,14 @@ class Resolver:
             else:
                 facts[i] = self._timed_out(lookups[i], timeout, future)
         for future in pending.values():  # one still queued for a thread is dropped: a Pod of thousands of images
-            future.cancel()              # must not hold up the lookups of the Pods that come after it
+            future.cancel()  # must not hold up the lookups of the Pods that come after it
         return [fact if fact is not None else ImageFacts() for fact in facts]
 
     def mark_in_ccr(self, repository: str, digest: str) -> None:
         """Record that the CCR now holds `repository@digest` (a warm just finished)."""
-        self._store(("ccr", repository, digest), _Answer(True, None, self._clock() + self._config.resolver.ccr_cache_seconds))
+        self._store(
+            ("ccr", repository, digest), _Answer(True, None, self._clock() + self._config.resolver.ccr_cache_seconds)
+        )
 
     def forget_ccr(self, repository: str, digest: str) -> None:
         """Drop what is known about `repository@digest` in the CCR (it was evicted)."""
@@ -129,7 +135,7 @@ class Resolver:
         try:
             client = self._registries.upstream(lookup.upstream.registry)
             digest = client.resolve_digest(source.repository, source.tag or "latest")
-        except Exception as err:  # noqa: BLE001 - every failure becomes a cached, reported error
+        except Exception as err:
             self._observe("error")
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
@@ -139,7 +145,7 @@ class Resolver:
         repository = self._ccr_repository(lookup)
         try:
             held = self._registries.ccr.has_manifest(repository, digest)
-        except Exception as err:  # noqa: BLE001 - the CCR being down means "unknown", not a failed Pod
+        except Exception as err:
             self._observe("error")
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
         ttl = settings.ccr_cache_seconds if held else settings.negative_cache_seconds
@@ -236,7 +242,9 @@ class Resolver:
         if self._pool is None:  # created on first use, so a forked gunicorn worker gets its own threads
             with self._lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._config.resolver.max_concurrency, thread_name_prefix="resolver")
+                    self._pool = ThreadPoolExecutor(
+                        self._config.resolver.max_concurrency, thread_name_prefix="resolver"
+                    )
         return self._pool.submit(fn, *args)
 
 

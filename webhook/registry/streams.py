@@ -22,7 +22,6 @@ def release(response: BaseHTTPResponse, complete: bool) -> None:
     response.release_conn()
 
 
-
 class BlobStream:
     """A blob download in progress, read in pieces; the digest is checked at the end. Close it when done."""
 
@@ -48,7 +47,8 @@ class BlobStream:
             self.close()
             raise RegistryUnavailable(
                 f"blob {self.digest}: download broke after {self._received} bytes: {describe_transport_error(err)}",
-                **self._where) from None
+                **self._where,
+            ) from None
         if data:
             self._hash.update(data)
             self._received += len(data)
@@ -110,7 +110,9 @@ class UploadBody:
                 raise self.error
             yield chunk
         if sent != self._size:
-            self.error = ValueError(f"blob {self._digest}: the data ended after {sent} of the declared {self._size} bytes")
+            self.error = ValueError(
+                f"blob {self._digest}: the data ended after {sent} of the declared {self._size} bytes"
+            )
             raise self.error
 
 

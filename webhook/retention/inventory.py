@@ -17,8 +17,8 @@ from typing import Protocol
 
 from webhook.registry.client import Manifest
 from webhook.registry.errors import NotFound, RegistryProtocolError
-from webhook.registry.streams import BlobStream
 from webhook.registry.oci import Descriptor, child_manifests, image_blobs
+from webhook.registry.streams import BlobStream
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,9 @@ def _read_image(ccr: CCRReader, repository: str, digest: str, tags: tuple[str, .
         top = ccr.get_manifest(repository, digest)
         manifests: dict[str, dict[str, int]] = {digest: {digest: len(top.data)}}
         created: list[float] = []
-        platforms = [ccr.get_manifest(repository, child.digest) for child in child_manifests(top)] if top.is_index else [top]
+        platforms = (
+            [ccr.get_manifest(repository, child.digest) for child in child_manifests(top)] if top.is_index else [top]
+        )
         for manifest in platforms:
             blobs = manifests.setdefault(manifest.digest, {manifest.digest: len(manifest.data)})
             if manifest.is_index:  # an index inside an index: kept with its parent, never looked into
@@ -135,6 +137,8 @@ def _created(ccr: CCRReader, repository: str, config: Descriptor) -> float | Non
         data = b"".join(iter(lambda: stream.read(), b""))
     try:
         text = json.loads(data).get("created")
-        return datetime.datetime.fromisoformat(_FRACTION.sub(r"\1", text)).timestamp() if isinstance(text, str) else None
+        return (
+            datetime.datetime.fromisoformat(_FRACTION.sub(r"\1", text)).timestamp() if isinstance(text, str) else None
+        )
     except (ValueError, AttributeError):
         return None

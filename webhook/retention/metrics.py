@@ -11,16 +11,22 @@ class RetentionMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ccr_bytes = Gauge(
-            "ccr_webhook_ccr_bytes", "Unique blob bytes of the images in the CCR, by repository, as of the last retention run.",
-            ["repository"], registry=self.registry,
+            "ccr_webhook_ccr_bytes",
+            "Unique blob bytes of the images in the CCR, by repository, as of the last retention run.",
+            ["repository"],
+            registry=self.registry,
         )
-        self.evictions = Counter("ccr_webhook_evictions", "Images evicted from the CCR by retention.", registry=self.registry)
+        self.evictions = Counter(
+            "ccr_webhook_evictions", "Images evicted from the CCR by retention.", registry=self.registry
+        )
         self.evicted_bytes = Counter(
-            "ccr_webhook_evicted_bytes", "Blob bytes released by evictions (freed by the registry's garbage collection).",
+            "ccr_webhook_evicted_bytes",
+            "Blob bytes released by evictions (freed by the registry's garbage collection).",
             registry=self.registry,
         )
         self.in_use_digests = Gauge(
-            "ccr_webhook_in_use_digests", "CCR digests named by live workloads, as of the last retention run.",
+            "ccr_webhook_in_use_digests",
+            "CCR digests named by live workloads, as of the last retention run.",
             registry=self.registry,
         )
 

@@ -41,24 +41,32 @@ class Plan:
         return tuple(verdict for verdict in self.verdicts if verdict.evict)
 
 
-
-def plan_evictions(images: Sequence[StoredImage], in_use: InUse, last_used: Callable[[str, str], float],
-                   first_seen: Mapping[tuple[str, str], float], rules: RetentionConfig, now: float) -> Plan:
+def plan_evictions(
+    images: Sequence[StoredImage],
+    in_use: InUse,
+    last_used: Callable[[str, str], float],
+    first_seen: Mapping[tuple[str, str], float],
+    rules: RetentionConfig,
+    now: float,
+) -> Plan:
     """The verdict for every image; `last_used(repository, reference)` is when a workload last named it."""
     reasons: dict[tuple[str, str], str] = {}
     idle: dict[tuple[str, str], float] = {}
     for group in _by_repository(images):
         ranked = sorted(group, key=lambda image: (_built(image, first_seen, now), image.digest), reverse=True)
         for rank, image in enumerate(ranked):
-            unused = now - max(last_used(image.repository, reference)
-                               for reference in (image.digest, *image.tags, *image.children))
+            unused = now - max(
+                last_used(image.repository, reference) for reference in (image.digest, *image.tags, *image.children)
+            )
             if named(image, in_use):
                 reasons[_key(image)] = "in use"
             elif rank < rules.keep_newest:
                 reasons[_key(image)] = f"among the newest {rules.keep_newest} of its repository"
             elif unused < rules.max_unused_age_seconds:
-                reasons[_key(image)] = (f"unused for {format_duration(unused)}, "
-                                      f"less than maxUnusedAge {format_duration(rules.max_unused_age_seconds)}")
+                reasons[_key(image)] = (
+                    f"unused for {format_duration(unused)}, "
+                    f"less than maxUnusedAge {format_duration(rules.max_unused_age_seconds)}"
+                )
             else:
                 idle[_key(image)] = unused
     kept_manifests = _keep_manifests_of_kept(images, reasons)
@@ -70,13 +78,22 @@ def plan_evictions(images: Sequence[StoredImage], in_use: InUse, last_used: Call
         if _key(image) in reasons:
             verdicts.append(Verdict(image, False, reasons[_key(image)]))
             continue
-        delete = tuple(digest for digest in (image.digest, *image.children)
-                       if (image.repository, digest) not in kept_manifests | deleted)
+        delete = tuple(
+            digest
+            for digest in (image.digest, *image.children)
+            if (image.repository, digest) not in kept_manifests | deleted
+        )
         deleted.update((image.repository, digest) for digest in delete)
-        freed = {blob: size for digest in delete for blob, size in image.manifests[digest].items()
-                 if blob not in kept_blobs and blob not in counted}
+        freed = {
+            blob: size
+            for digest in delete
+            for blob, size in image.manifests[digest].items()
+            if blob not in kept_blobs and blob not in counted
+        }
         counted.update(freed)
-        verdicts.append(Verdict(image, True, f"unused for {format_duration(idle[_key(image)])}", delete, sum(freed.values())))
+        verdicts.append(
+            Verdict(image, True, f"unused for {format_duration(idle[_key(image)])}", delete, sum(freed.values()))
+        )
     return Plan(tuple(verdicts))
 
 
@@ -118,7 +135,8 @@ def _built(image: StoredImage, first_seen: Mapping[tuple[str, str], float], now:
 def named(image: StoredImage, in_use: InUse) -> bool:
     """Whether a live workload names the image, one of its tags, or one of its child manifests."""
     return in_use.names(image.repository, image.digest, image.tags) or any(
-        (image.repository, child) in in_use.digests for child in image.children)
+        (image.repository, child) in in_use.digests for child in image.children
+    )
 
 
 def _keep_manifests_of_kept(images: Sequence[StoredImage], reasons: dict[tuple[str, str], str]) -> set[tuple[str, str]]:

@@ -58,9 +58,17 @@ class RunResult:
 class Retention:
     """Runs retention against one CCR with live usage; remembers when it first saw each image, for ranking."""
 
-    def __init__(self, config: Config, ccr: CCRWriter, tracker: UsageTracker, confirm: Callable[[], InUse], *,
-                 metrics: RetentionMetrics | None = None, on_evicted: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        ccr: CCRWriter,
+        tracker: UsageTracker,
+        confirm: Callable[[], InUse],
+        *,
+        metrics: RetentionMetrics | None = None,
+        on_evicted: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
         self._ccr = ccr
         self._tracker = tracker
@@ -78,8 +86,10 @@ class Retention:
         dry_run = rules.dry_run if dry_run is None else dry_run
         images = read_inventory(self._ccr, self._tracker.seen_digests())
         now = self._clock()
-        self._first_seen = {(image.repository, image.digest): self._first_seen.get((image.repository, image.digest), now)
-                            for image in images}
+        self._first_seen = {
+            (image.repository, image.digest): self._first_seen.get((image.repository, image.digest), now)
+            for image in images
+        }
         in_use = self._tracker.in_use()
         plan = plan_evictions(images, in_use, self._tracker.last_seen, self._first_seen, rules, now)
         outcomes: tuple[Outcome, ...] = ()
@@ -114,6 +124,11 @@ class Retention:
             self._on_evicted(image.repository, digest)
         if self._metrics is not None:
             self._metrics.count_eviction(verdict.freed_bytes)
-        log.info("retention: evicted %s@%s (%s), %d bytes to free", image.repository, image.digest, verdict.reason,
-                 verdict.freed_bytes)
+        log.info(
+            "retention: evicted %s@%s (%s), %d bytes to free",
+            image.repository,
+            image.digest,
+            verdict.reason,
+            verdict.freed_bytes,
+        )
         return Outcome(verdict, tuple(deleted))

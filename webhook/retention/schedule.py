@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook.config import Config
-from webhook.retention.run import CCRWriter, Retention, RunResult
 from webhook.retention.metrics import RetentionMetrics
+from webhook.retention.run import CCRWriter, Retention, RunResult
 from webhook.retention.watch import ClusterUsage
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,22 @@ log = logging.getLogger(__name__)
 class ScheduledRetention:
     """Follows usage through `api_client` and runs retention against `ccr` every interval while `is_leader()`."""
 
-    def __init__(self, config: Config, api_client: Any, ccr: CCRWriter, is_leader: Callable[[], bool], *,
-                 metrics: RetentionMetrics | None = None, on_evicted: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        api_client: Any,
+        ccr: CCRWriter,
+        is_leader: Callable[[], bool],
+        *,
+        metrics: RetentionMetrics | None = None,
+        on_evicted: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._config = config
         self._is_leader = is_leader
         self.usage = ClusterUsage(api_client, config)
-        self.retention = Retention(config, ccr, self.usage.tracker, self.usage.confirm, metrics=metrics,
-                                   on_evicted=on_evicted)
+        self.retention = Retention(
+            config, ccr, self.usage.tracker, self.usage.confirm, metrics=metrics, on_evicted=on_evicted
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
 
@@ -50,7 +59,7 @@ class ScheduledRetention:
             return None
         try:
             return self.retention.run()
-        except Exception:  # noqa: BLE001 - a failed run is logged and tried again at the next interval
+        except Exception:
             log.exception("retention: the run failed; next try in %g s", self._config.retention.interval_seconds)
             return None
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import Config
-from webhook.policy.workloads import Document, ManifestError, find_images
 from webhook.policy.reference import InvalidImageReference, parse_image
+from webhook.policy.workloads import Document, ManifestError, find_images
 
 OPT_IN_LABEL = "ccr-webhook/policy"
 WORKLOAD_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
@@ -130,8 +130,12 @@ class UsageTracker:
         """What live workloads name now; marks each as seen now."""
         now = self._clock()
         with self._lock:
-            named = {(use.repository, use.reference) for key, uses in self._objects.items() for use in uses
-                     if self._counts(key, use)}
+            named = {
+                (use.repository, use.reference)
+                for key, uses in self._objects.items()
+                for use in uses
+                if self._counts(key, use)
+            }
             for pair in named:
                 self._last_seen[pair] = now
         digests = frozenset(pair for pair in named if _is_digest(pair[1]))

@@ -54,8 +54,15 @@ class _Relist(Exception):
 class ClusterUsage:
     """Keeps a UsageTracker current from the API server, and confirms usage with a fresh list before deletes."""
 
-    def __init__(self, api_client: client.ApiClient, config: Config, tracker: UsageTracker | None = None, *,
-                 watch_seconds: int = 300, retry_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        config: Config,
+        tracker: UsageTracker | None = None,
+        *,
+        watch_seconds: int = 300,
+        retry_seconds: float = 5.0,
+    ) -> None:
         self.tracker = tracker or UsageTracker(config)
         self._config = config
         self._api_client = api_client
@@ -101,8 +108,10 @@ class ClusterUsage:
                     version = self._watch(watched, version)
             except _Relist:
                 continue
-            except Exception as err:  # noqa: BLE001 - the API server may fail in any way; list again after a pause
-                log.warning("usage: listing or watching %s failed, retrying in %g s: %s", watched.kind, self._retry_seconds, err)
+            except Exception as err:
+                log.warning(
+                    "usage: listing or watching %s failed, retrying in %g s: %s", watched.kind, self._retry_seconds, err
+                )
                 self._stop.wait(self._retry_seconds)
 
     def _list(self, watched: WatchedKind) -> tuple[list[dict[str, Any]], str]:
@@ -112,7 +121,9 @@ class ClusterUsage:
         token: str | None = None
         while True:
             page = json.loads(call(limit=LIST_PAGE, _continue=token, _preload_content=False).data)
-            objects += [{**item, "kind": watched.kind, "apiVersion": watched.api_version} for item in page.get("items") or []]
+            objects += [
+                {**item, "kind": watched.kind, "apiVersion": watched.api_version} for item in page.get("items") or []
+            ]
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return objects, str(page["metadata"]["resourceVersion"])
@@ -120,8 +131,13 @@ class ClusterUsage:
     def _watch(self, watched: WatchedKind, version: str) -> str:
         """Apply the events of one watch request from `version`; return the last version seen."""
         call = getattr(watched.api(self._api_client), watched.method)
-        response = call(watch=True, resource_version=version, timeout_seconds=self._watch_seconds,
-                        allow_watch_bookmarks=True, _preload_content=False)
+        response = call(
+            watch=True,
+            resource_version=version,
+            timeout_seconds=self._watch_seconds,
+            allow_watch_bookmarks=True,
+            _preload_content=False,
+        )
         try:
             for event in _events(response):
                 obj = event.get("object") or {}

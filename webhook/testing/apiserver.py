@@ -74,11 +74,33 @@ BUILTIN_RESOURCES = (
     Resource("batch", "v1", "CronJob", "cronjobs"),
     Resource("events.k8s.io", "v1", "Event", "events"),
     Resource("coordination.k8s.io", "v1", "Lease", "leases"),
-    Resource("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", namespaced=False),
-    Resource("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", namespaced=False),
+    Resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        namespaced=False,
+    ),
+    Resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        namespaced=False,
+    ),
 )
 
-_REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable"}
+_REASONS = {
+    400: "BadRequest",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 
 
 class APIError(Exception):
@@ -90,7 +112,15 @@ class APIError(Exception):
         self.reason = reason or _REASONS.get(code, "Unknown")
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": str(self), "reason": self.reason, "code": self.code}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": str(self),
+            "reason": self.reason,
+            "code": self.code,
+        }
 
 
 @dataclass(frozen=True)
@@ -163,7 +193,9 @@ class LocalAPIServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self._workdir / "tls.crt", self._workdir / "tls.key")
             self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-apiserver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-apiserver", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -240,7 +272,9 @@ class LocalAPIServer:
     def resource(self, kind: str, api_version: str | None = None) -> Resource:
         """The resource for a kind ("Pod"), or plural ("pods"), optionally of one apiVersion."""
         matches = [
-            r for r in self._resources if kind in (r.kind, r.plural) and (api_version is None or r.api_version == api_version)
+            r
+            for r in self._resources
+            if kind in (r.kind, r.plural) and (api_version is None or r.api_version == api_version)
         ]
         if not matches:
             raise KeyError(f"unknown kind {kind!r}{f' in {api_version}' if api_version else ''}; register() it")
@@ -249,9 +283,13 @@ class LocalAPIServer:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Store a new object (as POST would) and return it with its metadata filled in."""
         resource = self.resource(obj["kind"], obj.get("apiVersion"))
-        return self._create(resource, obj.get("metadata", {}).get("namespace", "default" if resource.namespaced else ""), obj)
+        return self._create(
+            resource, obj.get("metadata", {}).get("namespace", "default" if resource.namespaced else ""), obj
+        )
 
-    def get(self, kind: str, name: str, namespace: str | None = None, api_version: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, kind: str, name: str, namespace: str | None = None, api_version: str | None = None
+    ) -> dict[str, Any] | None:
         resource = self.resource(kind, api_version)
         with self._changed:
             found = self._store.objects.get(self._key(resource, namespace or "", name))
@@ -277,7 +315,14 @@ class LocalAPIServer:
     def delete(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         return self._delete(self.resource(kind), namespace or "", name)
 
-    def fail_next(self, status: int, method: str | None = None, path_contains: str | None = None, times: int = 1, message: str = "injected failure") -> None:
+    def fail_next(
+        self,
+        status: int,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int = 1,
+        message: str = "injected failure",
+    ) -> None:
         """Answer the next `times` matching requests with an error Status instead of serving them."""
         with self._changed:
             self._faults.append(_Fault(status, method, path_contains, times, message))
@@ -301,7 +346,9 @@ class LocalAPIServer:
     def _key(resource: Resource, namespace: str, name: str) -> tuple[str, str, str, str]:
         return (resource.group, resource.plural, namespace if resource.namespaced else "", name)
 
-    def _select(self, resource: Resource, namespace: str | None, label_selector: str, field_selector: str) -> list[dict[str, Any]]:
+    def _select(
+        self, resource: Resource, namespace: str | None, label_selector: str, field_selector: str
+    ) -> list[dict[str, Any]]:
         labels, fields = _parse_label_selector(label_selector), _parse_field_selector(field_selector)
         found = []
         for (group, plural, ns, _name), obj in self._store.objects.items():
@@ -313,7 +360,14 @@ class LocalAPIServer:
 
     def _record(self, event_type: str, resource: Resource, obj: dict[str, Any]) -> None:
         """Called with the lock held, after a change."""
-        self._store.events.append(_Event(int(obj["metadata"]["resourceVersion"]), event_type, (resource.group, resource.plural), copy.deepcopy(obj)))
+        self._store.events.append(
+            _Event(
+                int(obj["metadata"]["resourceVersion"]),
+                event_type,
+                (resource.group, resource.plural),
+                copy.deepcopy(obj),
+            )
+        )
         if len(self._store.events) > self.history:
             dropped = self._store.events.pop(0)
             self._store.compacted_through = dropped.resource_version
@@ -328,7 +382,10 @@ class LocalAPIServer:
         meta = obj.setdefault("metadata", {})
         if resource.namespaced:
             if meta.get("namespace", namespace) != namespace:
-                raise APIError(400, f"the namespace of the object ({meta['namespace']}) does not match the namespace of the request ({namespace})")
+                raise APIError(
+                    400,
+                    f"the namespace of the object ({meta['namespace']}) does not match the namespace of the request ({namespace})",
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -357,16 +414,23 @@ class LocalAPIServer:
             raise APIError(404, f'{resource.plural} "{name}" not found')
         return found
 
-    def _replace(self, resource: Resource, namespace: str, name: str, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def _replace(
+        self, resource: Resource, namespace: str, name: str, obj: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
         with self._changed:
             old = self._existing(resource, namespace, name)
             meta = obj.setdefault("metadata", {})
             if meta.get("name", name) != name:
-                raise APIError(400, f"the name of the object ({meta['name']}) does not match the name in the request ({name})")
+                raise APIError(
+                    400, f"the name of the object ({meta['name']}) does not match the name in the request ({name})"
+                )
             wanted = meta.get("resourceVersion")
             if wanted and wanted != old["metadata"]["resourceVersion"]:
-                raise APIError(409, f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been modified; please apply your changes to the latest version and try again')
+                raise APIError(
+                    409,
+                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been modified; please apply your changes to the latest version and try again',
+                )
             for kept in ("uid", "creationTimestamp", "namespace"):
                 if kept in old["metadata"]:
                     meta[kept] = old["metadata"][kept]
@@ -381,7 +445,9 @@ class LocalAPIServer:
             self._record("MODIFIED", resource, obj)
             return copy.deepcopy(obj)
 
-    def _patch(self, resource: Resource, namespace: str, name: str, content_type: str, patch: Any, dry_run: bool = False) -> dict[str, Any]:
+    def _patch(
+        self, resource: Resource, namespace: str, name: str, content_type: str, patch: Any, dry_run: bool = False
+    ) -> dict[str, Any]:
         with self._changed:
             old = copy.deepcopy(self._existing(resource, namespace, name))
             if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
@@ -449,9 +515,19 @@ class LocalAPIServer:
 
     def _list_body(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         with self._changed:
-            items = [copy.deepcopy(o) for o in self._select(resource, namespace, query.get("labelSelector", ""), query.get("fieldSelector", ""))]
+            items = [
+                copy.deepcopy(o)
+                for o in self._select(
+                    resource, namespace, query.get("labelSelector", ""), query.get("fieldSelector", "")
+                )
+            ]
             version = str(self._store.resource_version)
-        return {"kind": f"{resource.kind}List", "apiVersion": resource.api_version, "metadata": {"resourceVersion": version}, "items": items}
+        return {
+            "kind": f"{resource.kind}List",
+            "apiVersion": resource.api_version,
+            "metadata": {"resourceVersion": version},
+            "items": items,
+        }
 
     def _watch(self, resource: Resource, namespace: str | None, query: dict[str, str], send: Any) -> None:
         """Stream events until timeoutSeconds, the client leaving, or the server stopping."""
@@ -472,12 +548,18 @@ class LocalAPIServer:
         with self._changed:
             if start == "0":
                 since = self._store.resource_version
-                initial = [("ADDED", copy.deepcopy(o)) for o in self._select(resource, namespace, "", "") if _matches(o, labels, fields)]
+                initial = [
+                    ("ADDED", copy.deepcopy(o))
+                    for o in self._select(resource, namespace, "", "")
+                    if _matches(o, labels, fields)
+                ]
             else:
                 since = int(start)
                 initial = []
                 if since < self._store.compacted_through:
-                    gone = APIError(410, f"too old resource version: {since} ({self._store.compacted_through})", "Expired")
+                    gone = APIError(
+                        410, f"too old resource version: {since} ({self._store.compacted_through})", "Expired"
+                    )
                     initial = [("ERROR", gone.status())]
         for event_type, obj in initial:
             send(event_type, obj)
@@ -504,22 +586,22 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     api: LocalAPIServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it so
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._serve("PUT")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._serve("PATCH")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
@@ -671,4 +753,4 @@ def _merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _timestamp() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webhook.testing.apiserver import LocalAPIServer
-from webhook.testing.processes import RegistryServer
-from webhook.testing.warmer_process import LocalWarmer
-from webhook.testing.webhook_process import LocalWebhook
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryUnavailable
+from webhook.testing.apiserver import LocalAPIServer
+from webhook.testing.processes import RegistryServer
 from webhook.testing.review_client import PodDenied, admitted_pod, patch_of, pod_object, pod_review, send_review
 from webhook.testing.sample_image import PushedImage, push_sample_image
+from webhook.testing.warmer_process import LocalWarmer
+from webhook.testing.webhook_process import LocalWebhook
 
 POLICY_LABEL = "ccr-webhook/policy"
 ENFORCED, DRY_RUN = "shop", "staging"
@@ -85,8 +85,10 @@ def running_cluster(say: Callable[[str], None]) -> Iterator[Cluster]:
         hook = LocalWebhook(settings, workers=2)
         stack.callback(hook.cleanup)
         hook.start()
-        say(f"  upstream registry  {upstream.host}   demo/shop:1.4 ({len(shop.blobs)} blobs, {_mib(shop.total_bytes)}), "
-            f"demo/tools:2.1 (index of {len(tools.manifests)} platforms)")
+        say(
+            f"  upstream registry  {upstream.host}   demo/shop:1.4 ({len(shop.blobs)} blobs, {_mib(shop.total_bytes)}), "
+            f"demo/tools:2.1 (index of {len(tools.manifests)} platforms)"
+        )
         say(f"  CCR                {ccr.host}   empty; upstream images go under {ccr.host}/{PREFIX}/")
         say(f"  Kubernetes API     {api.url}   namespaces {ENFORCED} ({POLICY_LABEL}=enforce), {DRY_RUN} (=dry-run)")
         say(f"  webhook            {hook.url}   gunicorn, TLS with its own CA, /mutate and /dry-run")
@@ -115,8 +117,12 @@ def run_demo(say: Callable[[str], None] = print) -> int:
 def _first_pod(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]:
     upstream = cluster.upstream.host
     say(f"\n1. A first Pod in namespace {ENFORCED} (enforce): the CCR does not hold its images yet")
-    pod = pod_object("web-1", ENFORCED, [("web", f"{upstream}/demo/shop:1.4"), ("tools", f"{upstream}/demo/tools:2.1")],
-                     init_containers=[("migrate", f"{upstream}/demo/shop:1.4")])
+    pod = pod_object(
+        "web-1",
+        ENFORCED,
+        [("web", f"{upstream}/demo/shop:1.4"), ("tools", f"{upstream}/demo/tools:2.1")],
+        init_containers=[("migrate", f"{upstream}/demo/shop:1.4")],
+    )
     review, response = cluster.submit(pod)
     stored = admitted_pod(review, response)
     cluster.api.create(stored)  # what the API server does next: the warmer's Pod watch sees it too
@@ -131,7 +137,9 @@ def _first_pod(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]
 def _latest_refused(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]:
     upstream = cluster.upstream.host
     say("\n2. `latest`, explicit or implied, is refused")
-    pod = pod_object("web-latest", ENFORCED, [("web", f"{upstream}/demo/shop:latest"), ("tools", f"{upstream}/demo/tools")])
+    pod = pod_object(
+        "web-latest", ENFORCED, [("web", f"{upstream}/demo/shop:latest"), ("tools", f"{upstream}/demo/tools")]
+    )
     review, response = cluster.submit(pod)
     try:
         admitted_pod(review, response)
@@ -145,9 +153,13 @@ def _latest_refused(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, 
 def _dry_run(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]:
     upstream = cluster.upstream.host
     say(f"\n3. Namespace {DRY_RUN} is in dry-run: everything is evaluated, nothing changed or refused")
-    pod = pod_object("web-1", DRY_RUN, [("web", f"{upstream}/demo/shop:1.4"), ("debug", f"{upstream}/demo/shop:latest")])
+    pod = pod_object(
+        "web-1", DRY_RUN, [("web", f"{upstream}/demo/shop:1.4"), ("debug", f"{upstream}/demo/shop:latest")]
+    )
     _, response = cluster.submit(pod, path="/dry-run")
-    say(f"   allowed: {response['allowed']}, patch: {'none' if not patch_of(response) else 'YES'}; the API server shows:")
+    say(
+        f"   allowed: {response['allowed']}, patch: {'none' if not patch_of(response) else 'YES'}; the API server shows:"
+    )
     for warning in response.get("warnings", []):
         say(f"     Warning: {warning}")
     for key, value in sorted((response.get("auditAnnotations") or {}).items()):
@@ -169,16 +181,24 @@ def _the_warm(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]:
     ccr = cluster.client(cluster.ccr)
     wanted = [(f"{PREFIX}/demo/shop", cluster.shop), (f"{PREFIX}/demo/tools", cluster.tools)]
     started = time.monotonic()
-    while time.monotonic() - started < 60 and not all(_holds(ccr, repository, image.digest) for repository, image in wanted):
+    while time.monotonic() - started < 60 and not all(
+        _holds(ccr, repository, image.digest) for repository, image in wanted
+    ):
         time.sleep(0.2)
     held = all(_holds(ccr, repository, image.digest) for repository, image in wanted)
     children = all(ccr.has_manifest(f"{PREFIX}/demo/tools", child) for child in cluster.tools.manifests)
     blobs = all(ccr.blob_size(repository, blob) is not None for repository, image in wanted for blob in image.blobs)
-    say(f"   the CCR holds both (every platform, every blob verified): {'yes' if held and children and blobs else 'NO'}")
+    say(
+        f"   the CCR holds both (every platform, every blob verified): {'yes' if held and children and blobs else 'NO'}"
+    )
     time.sleep(1.0)  # the Events are posted from a background queue
     for event in sorted(cluster.api.objects("Event", namespace=ENFORCED), key=lambda e: e.get("reason", "")):
         say(f"   Event on pod/{event['involvedObject']['name']}: {event['reason']}: {event['message']}")
-    copied = [line.split()[1] for line in cluster.warmer.metrics().splitlines() if line.startswith("ccr_webhook_warm_bytes_total ")]
+    copied = [
+        line.split()[1]
+        for line in cluster.warmer.metrics().splitlines()
+        if line.startswith("ccr_webhook_warm_bytes_total ")
+    ]
     say(f"   warmer metric ccr_webhook_warm_bytes_total: {_mib(int(float(copied[0]))) if copied else 'missing'}")
     return "warm into the CCR", held and children and blobs
 
@@ -191,7 +211,10 @@ def _second_pod(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool
     review, response = cluster.submit(pod)
     stored = admitted_pod(review, response)
     _show_patch(response, say)
-    expected = [f"{ccr}/{PREFIX}/demo/shop:1.4@{cluster.shop.digest}", f"{ccr}/{PREFIX}/demo/tools:2.1@{cluster.tools.digest}"]
+    expected = [
+        f"{ccr}/{PREFIX}/demo/shop:1.4@{cluster.shop.digest}",
+        f"{ccr}/{PREFIX}/demo/tools:2.1@{cluster.tools.digest}",
+    ]
     rewritten = [container["image"] for container in stored["spec"]["containers"]] == expected
     say("\n7. Sent again (the API server reinvokes webhooks): nothing changes")
     again_review = pod_review(stored)

@@ -60,8 +60,9 @@ class RegistryServer:
     Restartable: stop() then start() keeps the storage and the port.
     """
 
-    def __init__(self, auth: dict | None = None, root: Path | None = None,
-                 tls: tuple[str | Path, str | Path] | None = None) -> None:
+    def __init__(
+        self, auth: dict | None = None, root: Path | None = None, tls: tuple[str | Path, str | Path] | None = None
+    ) -> None:
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="ccr-registry-"))
         self.root = root or self.workdir / "storage"
@@ -98,7 +99,7 @@ class RegistryServer:
         """The command line that serves `config`; a subclass may wrap it (in a namespace, under limits)."""
         return [REGISTRY_BINARY, "serve", str(config)]
 
-    def start(self) -> "RegistryServer":
+    def start(self) -> RegistryServer:
         config = self._write_config()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(config), stdout=log, stderr=log)
@@ -121,12 +122,11 @@ class RegistryServer:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "RegistryServer":
+    def __enter__(self) -> RegistryServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
-
 
 
 class LocalCommand:

@@ -52,8 +52,9 @@ def pod_review(pod: dict[str, Any], *, dry_run: bool = False, uid: str | None = 
 
 def send_review(url: str, review: dict[str, Any], context: ssl.SSLContext, timeout: float = 30.0) -> dict[str, Any]:
     """POST `review` to `url` (the webhook's /mutate or /dry-run) over HTTPS; the `response` of its answer."""
-    request = urllib.request.Request(url, data=json.dumps(review).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(review).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, context=context, timeout=timeout) as reply:
         answer = json.loads(reply.read())
     response = answer.get("response") or {}

@@ -76,14 +76,22 @@ def _descriptor(media_type: str, digest: str, size: int, **extra: object) -> dic
     return {"mediaType": media_type, "digest": digest, "size": size, **extra}
 
 
-def _push_blob_if_missing(client: RegistryClient, repository: str, digest: str, size: int,
-                          chunks: Iterable[bytes]) -> None:
+def _push_blob_if_missing(
+    client: RegistryClient, repository: str, digest: str, size: int, chunks: Iterable[bytes]
+) -> None:
     if client.blob_size(repository, digest) is None:
         client.upload_blob(repository, digest, size, chunks)
 
 
-def push_sample_image(client: RegistryClient, repository: str, tag: str, layer_sizes: Sequence[int], seed: int,
-                      platforms: int = 1, created: str = "1970-01-01T00:00:00Z") -> PushedImage:
+def push_sample_image(
+    client: RegistryClient,
+    repository: str,
+    tag: str,
+    layer_sizes: Sequence[int],
+    seed: int,
+    platforms: int = 1,
+    created: str = "1970-01-01T00:00:00Z",
+) -> PushedImage:
     """Push a generated image (an OCI manifest, or a linux/amd64 + linux/arm64 index when `platforms` is 2).
 
     `created` is the build time its configs state (RFC 3339), which retention ranks images by.
@@ -94,20 +102,29 @@ def push_sample_image(client: RegistryClient, repository: str, tag: str, layer_s
     children: list[tuple[dict, bytes]] = []
     total = 0
     for os_name, architecture in PLATFORMS[:platforms]:
-        layers = [GeneratedLayer(f"ccr-sample:{seed}:{architecture}:{index}", size) for index, size in enumerate(layer_sizes)]
+        layers = [
+            GeneratedLayer(f"ccr-sample:{seed}:{architecture}:{index}", size) for index, size in enumerate(layer_sizes)
+        ]
         for layer in layers:
             _push_blob_if_missing(client, repository, layer.digest, layer.size, layer)
-        config = _canonical_json({
-            "architecture": architecture, "os": os_name, "created": created,
-            "config": {"Labels": {"io.ccr-webhook.sample-seed": str(seed)}},
-            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
-        })
+        config = _canonical_json(
+            {
+                "architecture": architecture,
+                "os": os_name,
+                "created": created,
+                "config": {"Labels": {"io.ccr-webhook.sample-seed": str(seed)}},
+                "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+            }
+        )
         _push_blob_if_missing(client, repository, digest_of(config), len(config), [config])
-        manifest = _canonical_json({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": _descriptor(CONFIG_MEDIA_TYPE, digest_of(config), len(config)),
-            "layers": [_descriptor(LAYER_MEDIA_TYPE, layer.digest, layer.size) for layer in layers],
-        })
+        manifest = _canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": _descriptor(CONFIG_MEDIA_TYPE, digest_of(config), len(config)),
+                "layers": [_descriptor(LAYER_MEDIA_TYPE, layer.digest, layer.size) for layer in layers],
+            }
+        )
         blobs += [layer.digest for layer in layers] + [digest_of(config)]
         total += sum(layer.size for layer in layers) + len(config) + len(manifest)
         children.append(({"os": os_name, "architecture": architecture}, manifest))
@@ -116,10 +133,21 @@ def push_sample_image(client: RegistryClient, repository: str, tag: str, layer_s
     else:
         for _, manifest in children:
             client.put_manifest(repository, digest_of(manifest), manifest, OCI_MANIFEST)
-        top, media_type = _canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-            _descriptor(OCI_MANIFEST, digest_of(manifest), len(manifest), platform=platform)
-            for platform, manifest in children]}), OCI_INDEX
+        top, media_type = (
+            _canonical_json(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_INDEX,
+                    "manifests": [
+                        _descriptor(OCI_MANIFEST, digest_of(manifest), len(manifest), platform=platform)
+                        for platform, manifest in children
+                    ],
+                }
+            ),
+            OCI_INDEX,
+        )
         total += len(top)
     digest = client.put_manifest(repository, tag, top, media_type)
-    return PushedImage(repository, tag, digest, media_type, tuple(digest_of(manifest) for _, manifest in children),
-                       tuple(blobs), total)
+    return PushedImage(
+        repository, tag, digest, media_type, tuple(digest_of(manifest) for _, manifest in children), tuple(blobs), total
+    )

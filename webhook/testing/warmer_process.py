@@ -18,8 +18,11 @@ class LocalWarmer(LocalCommand):
         self.hint_port, self.metrics_port = free_port(), free_port()
         self.identity = identity
         self.kubeconfig = kubeconfig
-        warmer = {**settings.get("warmer", {}), "listen": f"127.0.0.1:{self.hint_port}",
-                  "metricsListen": f"127.0.0.1:{self.metrics_port}"}
+        warmer = {
+            **settings.get("warmer", {}),
+            "listen": f"127.0.0.1:{self.hint_port}",
+            "metricsListen": f"127.0.0.1:{self.metrics_port}",
+        }
         super().__init__("warmer", {**settings, "warmer": warmer}, prefix="ccr-warmer-")
 
     @property
@@ -35,8 +38,9 @@ class LocalWarmer(LocalCommand):
 
     def hint(self, requests: list[dict[str, str]], wait: float = 0) -> list[dict[str, Any]]:
         """POST hints, waiting up to `wait` seconds for them, and return the warmer's answer for each."""
-        response = urllib3.request("POST", f"{self.hint_url}/hints?wait={wait}",
-                                   body=json.dumps({"requests": requests}), timeout=wait + 10)
+        response = urllib3.request(
+            "POST", f"{self.hint_url}/hints?wait={wait}", body=json.dumps({"requests": requests}), timeout=wait + 10
+        )
         if response.status != 200:
             raise RuntimeError(f"the warmer refused the hints: {response.status} {response.data[:200]!r}")
         return json.loads(response.data)["results"]

@@ -35,8 +35,12 @@ class LocalWebhook(LocalCommand):
         self.ca_file = self.workdir / "ca.crt"
         self.ca_file.write_bytes(ca.cert_pem)
         pair.write(self.workdir / "tls.crt", self.workdir / "tls.key")
-        webhook_section = {**settings.get("webhook", {}), "listen": f"127.0.0.1:{self.port}",
-                           "tlsCert": str(self.workdir / "tls.crt"), "tlsKey": str(self.workdir / "tls.key")}
+        webhook_section = {
+            **settings.get("webhook", {}),
+            "listen": f"127.0.0.1:{self.port}",
+            "tlsCert": str(self.workdir / "tls.crt"),
+            "tlsKey": str(self.workdir / "tls.key"),
+        }
         self.config_path.write_text(yaml.safe_dump({**settings, "webhook": webhook_section}))
 
     @property

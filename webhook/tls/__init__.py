@@ -57,14 +57,18 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
-def generate_ca(common_name: str = "ccr-webhook CA", days: int = 3650, *, now: datetime.datetime | None = None) -> KeyPair:
+def generate_ca(
+    common_name: str = "ccr-webhook CA", days: int = 3650, *, now: datetime.datetime | None = None
+) -> KeyPair:
     """A self-signed CA that may sign serving certificates only (path length 0); `now` backdates it for tests."""
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -78,9 +82,7 @@ def generate_ca(common_name: str = "ccr-webhook CA", days: int = 3650, *, now: d
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -120,11 +122,10 @@ def issue_serving_cert(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
         .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+            critical=False,  # type: ignore[arg-type]
         )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
@@ -141,7 +142,12 @@ class CertificateError(ValueError):
 
 def service_dns_names(service: str, namespace: str, cluster_domain: str = "cluster.local") -> list[str]:
     """Every name under which a Service is reached in the cluster; the API server uses `<svc>.<ns>.svc`."""
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.{cluster_domain}"]
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.{cluster_domain}",
+    ]
 
 
 def load_certificates(pem: bytes) -> list[x509.Certificate]:
@@ -205,12 +211,14 @@ def key_matches_certificate(cert_pem: bytes, key_pem: bytes) -> bool:
         cert = load_certificates(cert_pem)[0]
     except (ValueError, TypeError, CertificateError):
         return False
-    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == (
-        cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == (cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def verify_serving_certificate(ca_bundle_pem: bytes, cert_pem: bytes, host: str, now: datetime.datetime | None = None) -> None:
+def verify_serving_certificate(
+    ca_bundle_pem: bytes, cert_pem: bytes, host: str, now: datetime.datetime | None = None
+) -> None:
     """Check, as a TLS client would, that `cert_pem` chains to a CA of the bundle and is valid for `host`.
 
     `host` is a DNS name or an IP address. Raises CertificateError saying what is wrong.
@@ -274,15 +282,23 @@ def plan_tls_material(
     if current is None:
         return _fresh_material(None, dns_names, ip_addresses, policy, now), "no certificate yet"
     if not key_matches_certificate(current.ca.cert_pem, current.ca.key_pem):
-        return _fresh_material(None, dns_names, ip_addresses, policy, now), "the CA key does not match the CA certificate"
+        return _fresh_material(
+            None, dns_names, ip_addresses, policy, now
+        ), "the CA key does not match the CA certificate"
     ca_info = describe_certificate(current.ca.cert_pem)
     if policy.ca_due(ca_info, now):
-        return _fresh_material(current, dns_names, ip_addresses, policy, now), f"the CA expires {ca_info.not_after:%Y-%m-%d}"
+        return _fresh_material(
+            current, dns_names, ip_addresses, policy, now
+        ), f"the CA expires {ca_info.not_after:%Y-%m-%d}"
     reason = _serving_problem(current, dns_names, ip_addresses, policy, now)
     bundle = _bundle([load_certificates(current.ca.cert_pem)[0], *load_certificates(current.ca_bundle)], now)
     if reason is None and bundle == current.ca_bundle:
         return current, None
-    serving = current.serving if reason is None else issue_serving_cert(current.ca, dns_names, ip_addresses, policy.serving_days, now=now)
+    serving = (
+        current.serving
+        if reason is None
+        else issue_serving_cert(current.ca, dns_names, ip_addresses, policy.serving_days, now=now)
+    )
     return TLSMaterial(current.ca, bundle, serving), reason or "expired CAs dropped from the bundle"
 
 
@@ -299,7 +315,9 @@ def _serving_problem(
         return f"the serving certificate does not verify against the CA: {err}"
     if not key_matches_certificate(current.serving.cert_pem, current.serving.key_pem):
         return "the serving key does not match the serving certificate"
-    if set(info.dns_names) != set(dns_names) or set(info.ip_addresses) != {str(ipaddress.ip_address(a)) for a in ip_addresses}:
+    if set(info.dns_names) != set(dns_names) or set(info.ip_addresses) != {
+        str(ipaddress.ip_address(a)) for a in ip_addresses
+    }:
         return "the serving certificate names other hosts than the Service"
     if policy.serving_due(info, now):
         return f"the serving certificate expires {info.not_after:%Y-%m-%d}"
@@ -307,7 +325,11 @@ def _serving_problem(
 
 
 def _fresh_material(
-    previous: TLSMaterial | None, dns_names: list[str], ip_addresses: list[str], policy: RenewalPolicy, now: datetime.datetime
+    previous: TLSMaterial | None,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    policy: RenewalPolicy,
+    now: datetime.datetime,
 ) -> TLSMaterial:
     """A new CA and serving pair; the CAs of `previous` stay in the bundle while they are valid."""
     ca = generate_ca(days=policy.ca_days, now=now)
@@ -440,12 +462,16 @@ class ReloadingCertificate:
                 cert_pem, key_pem = stamp
                 try:
                     if cert_pem is None or key_pem is None:
-                        raise FileNotFoundError(f"{self.cert_path if cert_pem is None else self.key_path} cannot be read")
+                        raise FileNotFoundError(
+                            f"{self.cert_path if cert_pem is None else self.key_path} cannot be read"
+                        )
                     context = self._build(cert_pem, key_pem)
                 except (OSError, ssl.SSLError) as err:
                     self._failed_stamp = stamp
-                    log.warning("TLS certificate at %s not loaded, still serving the previous one: %s", self.cert_path, err)
-                except Exception:  # noqa: BLE001 - a reload must never cost a handshake
+                    log.warning(
+                        "TLS certificate at %s not loaded, still serving the previous one: %s", self.cert_path, err
+                    )
+                except Exception:
                     self._failed_stamp = stamp
                     log.exception("TLS certificate at %s not loaded, still serving the previous one", self.cert_path)
                 else:
@@ -459,11 +485,11 @@ class ReloadingCertificate:
         # raised here would abort the handshake, so none leaves.
         try:
             ssl_object.context = self.current()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("TLS certificate check failed; this handshake keeps the last loaded pair")
             try:
                 ssl_object.context = self._current
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("TLS context not switched; this handshake uses the listening socket's pair")
 
 
@@ -573,7 +599,9 @@ class BootstrapError(RuntimeError):
     """The bootstrap cannot do its job; the message says what an operator should look at."""
 
 
-def bootstrap_certificates(api_client: Any, settings: BootstrapSettings, now: datetime.datetime | None = None) -> BootstrapResult:
+def bootstrap_certificates(
+    api_client: Any, settings: BootstrapSettings, now: datetime.datetime | None = None
+) -> BootstrapResult:
     """Make the TLS Secret valid (create, renew), set the caBundle of our webhooks, write the files.
 
     Safe to run in every replica at once: the Secret is written with its resourceVersion, so of two
@@ -592,16 +620,22 @@ def bootstrap_certificates(api_client: Any, settings: BootstrapSettings, now: da
             action, material = "external", _material_from_secret(secret, settings, external=True)
             break
         current = _material_from_secret(secret, settings) if secret is not None else None
-        material, reason = plan_tls_material(current, settings.dns_names, list(settings.ip_addresses), settings.policy, now)
+        material, reason = plan_tls_material(
+            current, settings.dns_names, list(settings.ip_addresses), settings.policy, now
+        )
         if reason is None:
             break
         if _write_secret(core, settings, secret, material):
             action = "created" if secret is None else "renewed"
             log.info("TLS Secret %s/%s %s: %s", settings.namespace, settings.secret, action, reason)
             break
-        log.info("TLS Secret %s/%s changed under us (another replica); reading it again", settings.namespace, settings.secret)
+        log.info(
+            "TLS Secret %s/%s changed under us (another replica); reading it again", settings.namespace, settings.secret
+        )
     else:
-        raise BootstrapError(f"Secret {settings.namespace}/{settings.secret} kept changing under us; is something else writing it?")
+        raise BootstrapError(
+            f"Secret {settings.namespace}/{settings.secret} kept changing under us; is something else writing it?"
+        )
     assert material is not None
     patched, missing = publish_ca_bundle(api_client, settings, material.ca_bundle)
     written = write_serving_files(settings.write_dir, material) if settings.write_dir else False
@@ -629,7 +663,11 @@ def _material_from_secret(secret: Any, settings: BootstrapSettings, external: bo
                 f"Secret {settings.namespace}/{settings.secret} is not managed by {MANAGED_BY} and lacks ca.crt, tls.crt or tls.key; "
                 f"complete it, or delete it to have one generated"
             )
-        return TLSMaterial(KeyPair(load_certificates(ca_bundle)[0].public_bytes(serialization.Encoding.PEM), b""), ca_bundle, KeyPair(cert, key))
+        return TLSMaterial(
+            KeyPair(load_certificates(ca_bundle)[0].public_bytes(serialization.Encoding.PEM), b""),
+            ca_bundle,
+            KeyPair(cert, key),
+        )
     if not (ca_bundle and cert and key and data.get("ca.key")):
         return None
     try:
@@ -674,7 +712,9 @@ def _write_secret(core: Any, settings: BootstrapSettings, existing: Any, materia
     return True
 
 
-def publish_ca_bundle(api_client: Any, settings: BootstrapSettings, ca_bundle: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def publish_ca_bundle(
+    api_client: Any, settings: BootstrapSettings, ca_bundle: bytes
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Set `caBundle` on every webhook of the named configurations that calls our Service.
 
     Webhooks that call another Service (someone else's, added to the same configuration) are left
@@ -707,7 +747,9 @@ def publish_ca_bundle(api_client: Any, settings: BootstrapSettings, ca_bundle: b
             operations.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": wanted})
             patched.append(f"{name}/{webhook.name}")
         if operations:
-            admission.patch_mutating_webhook_configuration(name, operations, _content_type="application/json-patch+json")
+            admission.patch_mutating_webhook_configuration(
+                name, operations, _content_type="application/json-patch+json"
+            )
             log.info("caBundle set on %s", ", ".join(p for p in patched if p.startswith(name + "/")))
     return tuple(patched), tuple(missing)
 
@@ -731,11 +773,14 @@ def run_certificate_bootstrap(
         try:
             result = bootstrap_certificates(api_client, settings)
             if result.missing:
-                log.warning("webhook configuration(s) %s not found yet; caBundle will be set when they exist", ", ".join(result.missing))
+                log.warning(
+                    "webhook configuration(s) %s not found yet; caBundle will be set when they exist",
+                    ", ".join(result.missing),
+                )
                 wait = retry
             if on_pass is not None:
                 on_pass(result)
-        except Exception as err:  # noqa: BLE001 - the loop must outlive any one failure
+        except Exception as err:
             log.error("certificate bootstrap failed, retrying in %.0f s: %s", retry, err)
             wait = retry
         stop.wait(wait)

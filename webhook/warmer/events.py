@@ -39,12 +39,21 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
         return STARTED, "Normal", f"copying {source} into the CCR as {target}"
     if job.state is JobState.DONE and isinstance(job.result, CopyResult):
         result = job.result
-        return FINISHED, "Normal", (
-            f"{target} is in the CCR: {_size(result.bytes_copied)} copied in {result.seconds:.1f} s "
-            f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, {result.blobs_mounted} mounted)")
+        return (
+            FINISHED,
+            "Normal",
+            (
+                f"{target} is in the CCR: {_size(result.bytes_copied)} copied in {result.seconds:.1f} s "
+                f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, {result.blobs_mounted} mounted)"
+            ),
+        )
     if job.state is JobState.FAILED:
         tries = f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"
-        return FAILED, "Warning", f"could not copy {source} into the CCR ({tries}): {job.error}; it stays on its upstream"
+        return (
+            FAILED,
+            "Warning",
+            f"could not copy {source} into the CCR ({tries}): {job.error}; it stays on its upstream",
+        )
     return None
 
 
@@ -57,9 +66,17 @@ def scrub(message: str) -> str:
 class WarmEvents:
     """Posts warm Events on the Pods `pods_for(job_key, limit)` names, within the limits above."""
 
-    def __init__(self, core: CoreV1Api, pods_for: Callable[[str, int], list[PodRef]], *, interval: float,
-                 pods_per_image: int, instance: str, backlog: int = 256,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        core: CoreV1Api,
+        pods_for: Callable[[str, int], list[PodRef]],
+        *,
+        interval: float,
+        pods_per_image: int,
+        instance: str,
+        backlog: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._core = core
         self._pods_for = pods_for
         self._interval, self._pods_per_image = interval, pods_per_image
@@ -109,24 +126,40 @@ class WarmEvents:
             return True
 
     def _event(self, pod: PodRef, reason: str, kind: str, message: str) -> dict[str, Any]:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"name": f"{pod.name}.{secrets.token_hex(8)}", "namespace": pod.namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name,
-                               "uid": pod.uid},
-            "reason": reason, "type": kind, "message": scrub(message), "count": 1,
-            "firstTimestamp": stamp, "lastTimestamp": stamp,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT, "reportingInstance": self._instance,
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": pod.namespace,
+                "name": pod.name,
+                "uid": pod.uid,
+            },
+            "reason": reason,
+            "type": kind,
+            "message": scrub(message),
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
         }
 
     def _post_forever(self) -> None:
         while (event := self._backlog.get()) is not None:
             try:
                 self._core.create_namespaced_event(event["metadata"]["namespace"], event)
-            except Exception as err:  # noqa: BLE001 - an Event is never worth the thread
-                log.warning("could not post Event %s on %s: %s", event["reason"], event["involvedObject"]["name"],
-                            getattr(err, "reason", None) or err)
+            except Exception as err:
+                log.warning(
+                    "could not post Event %s on %s: %s",
+                    event["reason"],
+                    event["involvedObject"]["name"],
+                    getattr(err, "reason", None) or err,
+                )
 
 
 def _size(count: int) -> str:

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from webhook.policy.reference import InvalidImageReference, parse_image
 from webhook.hints import Hint, HintResult
+from webhook.policy.reference import InvalidImageReference, parse_image
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, WarmQueue, job_key
 from webhook.warmer.sightings import Sighting, Sightings
@@ -23,8 +23,13 @@ log = logging.getLogger("webhook.warmer.intake")
 class Intake:
     """Turns hints and Pods into submissions to `queue`; `on_hint(accepted)` counts each hint taken or refused."""
 
-    def __init__(self, sightings: Sightings, queue: WarmQueue, index: PodIndex,
-                 on_hint: Callable[[bool], None] = lambda accepted: None) -> None:
+    def __init__(
+        self,
+        sightings: Sightings,
+        queue: WarmQueue,
+        index: PodIndex,
+        on_hint: Callable[[bool], None] = lambda accepted: None,
+    ) -> None:
         self._sightings = sightings
         self._queue = queue
         self._index = index
@@ -54,7 +59,9 @@ class Intake:
         if complete:
             self._index.retain(refs)
         images_of = {ref: pod_images(pod) for ref, pod in zip(refs, pods)}
-        todo = {ref: images if complete else self._index.unseen_images(ref, images) for ref, images in images_of.items()}
+        todo = {
+            ref: images if complete else self._index.unseen_images(ref, images) for ref, images in images_of.items()
+        }
         distinct = sorted(set().union(*todo.values()))
         checked = dict(zip(distinct, self._sightings.check(distinct))) if distinct else {}
         for ref, images in images_of.items():
@@ -88,4 +95,6 @@ def _with_state(result: HintResult, job: WarmJob | None) -> HintResult:
     """`result` with the state its job has now (queued, running, done, failed and why); as it is without a job."""
     if job is None:
         return result
-    return HintResult(result.source, result.target, job.state.value, job.error if job.state is JobState.FAILED else None)
+    return HintResult(
+        result.source, result.target, job.state.value, job.error if job.state is JobState.FAILED else None
+    )

@@ -11,8 +11,15 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from webhook.registry.errors import NotFound, RateLimited, RegistryAuthError, RegistryNotAllowed, RegistryProtocolError, RegistryUnavailable
 from webhook.copier.engine import CopyResult
+from webhook.registry.errors import (
+    NotFound,
+    RateLimited,
+    RegistryAuthError,
+    RegistryNotAllowed,
+    RegistryProtocolError,
+    RegistryUnavailable,
+)
 from webhook.warmer.queue import JobState, WarmJob
 
 # Copies take from a fraction of a second (already there, small image) to many minutes (gigabytes).
@@ -43,22 +50,45 @@ class WarmerMetrics:
 
     def __init__(self, depth: Callable[[], int], in_flight: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
-        Gauge("ccr_webhook_warm_queue_depth", "Images waiting to be copied into the CCR (backoff included).",
-              registry=self.registry).set_function(depth)
-        Gauge("ccr_webhook_warm_in_flight", "Images being copied into the CCR now.",
-              registry=self.registry).set_function(in_flight)
-        self.bytes = Counter("ccr_webhook_warm_bytes", "Blob bytes copied into the CCR (skipped and mounted blobs not counted).",
-                             registry=self.registry)
-        self.duration = Histogram("ccr_webhook_warm_duration_seconds", "Time one successful copy into the CCR took.",
-                                  buckets=_DURATION_BUCKETS, registry=self.registry)
-        self.warms = Counter("ccr_webhook_warms", "Warms that ended, by result: done, or failed after every attempt.",
-                             ["result"], registry=self.registry)
-        self.failures = Counter("ccr_webhook_warm_failures", "Failed copy attempts, by reason.",
-                                ["reason"], registry=self.registry)
-        self.hints = Counter("ccr_webhook_warmer_hints", "Hints received from the webhook, by result: accepted or rejected.",
-                             ["result"], registry=self.registry)
-        self.leader = Gauge("ccr_webhook_warmer_leader", "1 while this replica holds the Lease and runs the Pod watch.",
-                            registry=self.registry)
+        Gauge(
+            "ccr_webhook_warm_queue_depth",
+            "Images waiting to be copied into the CCR (backoff included).",
+            registry=self.registry,
+        ).set_function(depth)
+        Gauge(
+            "ccr_webhook_warm_in_flight", "Images being copied into the CCR now.", registry=self.registry
+        ).set_function(in_flight)
+        self.bytes = Counter(
+            "ccr_webhook_warm_bytes",
+            "Blob bytes copied into the CCR (skipped and mounted blobs not counted).",
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "ccr_webhook_warm_duration_seconds",
+            "Time one successful copy into the CCR took.",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.warms = Counter(
+            "ccr_webhook_warms",
+            "Warms that ended, by result: done, or failed after every attempt.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "ccr_webhook_warm_failures", "Failed copy attempts, by reason.", ["reason"], registry=self.registry
+        )
+        self.hints = Counter(
+            "ccr_webhook_warmer_hints",
+            "Hints received from the webhook, by result: accepted or rejected.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "ccr_webhook_warmer_leader",
+            "1 while this replica holds the Lease and runs the Pod watch.",
+            registry=self.registry,
+        )
         for result in ("done", "failed"):
             self.warms.labels(result)
         for result in ("accepted", "rejected"):

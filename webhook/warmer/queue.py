@@ -106,8 +106,12 @@ class WarmQueue:
         key = job_key(request)
         with self._lock:
             job = self._jobs.get(key)
-            recent = job is not None and job.finished_at is not None and self._clock() - job.finished_at < self._remember
-            if job is not None and (job.state in (JobState.QUEUED, JobState.RUNNING) or recent and job.state is JobState.DONE):
+            recent = (
+                job is not None and job.finished_at is not None and self._clock() - job.finished_at < self._remember
+            )
+            if job is not None and (
+                job.state in (JobState.QUEUED, JobState.RUNNING) or (recent and job.state is JobState.DONE)
+            ):
                 return job
             job = WarmJob(request)
             self._jobs[key] = job
@@ -185,7 +189,7 @@ class WarmQueue:
             self._on_change(job)
             try:
                 job.result = self._copy(job.request)
-            except Exception as err:  # noqa: BLE001 - any failure is recorded on the job and maybe retried
+            except Exception as err:
                 self._failed(job, err)
             else:
                 with self._lock:

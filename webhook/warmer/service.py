@@ -14,22 +14,22 @@ from typing import Any
 from kubernetes.client import CoordinationV1Api, CoreV1Api
 
 from webhook.config import Config
+from webhook.copier.engine import CopyResult, copy_warm_request
+from webhook.hints import PATH, hints_route
+from webhook.http_service import HTTPService, Reply, Request
+from webhook.kube.informer import PodWatch
+from webhook.kube.lease import LeaderElection
 from webhook.policy.decide import WarmRequest
 from webhook.registry.client import Registries
 from webhook.registry.resolver import Resolver
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.schedule import ScheduledRetention
-from webhook.copier.engine import CopyResult, copy_warm_request
 from webhook.warmer.events import WarmEvents
-from webhook.hints import PATH, hints_route
 from webhook.warmer.intake import Intake
-from webhook.kube.lease import LeaderElection
 from webhook.warmer.metrics import WarmerMetrics
 from webhook.warmer.pods import PodIndex
 from webhook.warmer.queue import JobState, WarmJob, WarmQueue
-from webhook.http_service import HTTPService, Reply, Request
 from webhook.warmer.sightings import Sightings
-from webhook.kube.informer import PodWatch
 
 log = logging.getLogger("webhook.warmer")
 
@@ -43,29 +43,59 @@ class Warmer:
         self.registries = Registries(config)
         self.resolver = Resolver(config, self.registries)
         self.index = PodIndex()
-        self.queue = WarmQueue(self._copy, concurrency=settings.concurrency, max_attempts=settings.max_attempts,
-                               backoff_seconds=settings.backoff_seconds, backoff_max_seconds=settings.backoff_max_seconds,
-                               on_change=self._job_changed)
+        self.queue = WarmQueue(
+            self._copy,
+            concurrency=settings.concurrency,
+            max_attempts=settings.max_attempts,
+            backoff_seconds=settings.backoff_seconds,
+            backoff_max_seconds=settings.backoff_max_seconds,
+            on_change=self._job_changed,
+        )
         self.metrics = WarmerMetrics(lambda: self.queue.depth, lambda: self.queue.in_flight)
         self._core = CoreV1Api(api_client)
-        self.events = WarmEvents(self._core, self.index.pods_for, interval=settings.event_interval_seconds,
-                                 pods_per_image=settings.event_pods_per_image, instance=identity)
+        self.events = WarmEvents(
+            self._core,
+            self.index.pods_for,
+            interval=settings.event_interval_seconds,
+            pods_per_image=settings.event_pods_per_image,
+            instance=identity,
+        )
         lookup_seconds = config.resolver.connect_timeout_seconds + config.resolver.read_timeout_seconds
-        self.intake = Intake(Sightings(config, self.resolver, lookup_seconds), self.queue, self.index,
-                             on_hint=lambda accepted: self.metrics.hints.labels("accepted" if accepted else "rejected").inc())
-        self.election = LeaderElection(CoordinationV1Api(api_client), name=settings.lease_name,
-                                       namespace=settings.lease_namespace, identity=identity,
-                                       lease_seconds=settings.lease_seconds, on_started=self._lead,
-                                       on_stopped=self._stop_watching)
+        self.intake = Intake(
+            Sightings(config, self.resolver, lookup_seconds),
+            self.queue,
+            self.index,
+            on_hint=lambda accepted: self.metrics.hints.labels("accepted" if accepted else "rejected").inc(),
+        )
+        self.election = LeaderElection(
+            CoordinationV1Api(api_client),
+            name=settings.lease_name,
+            namespace=settings.lease_namespace,
+            identity=identity,
+            lease_seconds=settings.lease_seconds,
+            on_started=self._lead,
+            on_stopped=self._stop_watching,
+        )
         self.hint_server = HTTPService(settings.listen, {("POST", PATH): hints_route(self.intake.hinted)}, name="hints")
-        self.metrics_server = HTTPService(settings.metrics_listen, {
-            ("GET", "/metrics"): self._exposition, ("GET", "/healthz"): self._healthz,
-            ("GET", "/readyz"): lambda request: Reply(200, b"ready\n")}, name="metrics")
+        self.metrics_server = HTTPService(
+            settings.metrics_listen,
+            {
+                ("GET", "/metrics"): self._exposition,
+                ("GET", "/healthz"): self._healthz,
+                ("GET", "/readyz"): lambda request: Reply(200, b"ready\n"),
+            },
+            name="metrics",
+        )
         self._watch: PodWatch | None = None
         # Retention follows usage on every replica and evicts on the leader; an eviction is forgotten here at once.
-        self.retention = ScheduledRetention(config, api_client, self.registries.ccr, lambda: self.election.leading,
-                                            metrics=RetentionMetrics(self.metrics.registry),
-                                            on_evicted=self._evicted)
+        self.retention = ScheduledRetention(
+            config,
+            api_client,
+            self.registries.ccr,
+            lambda: self.election.leading,
+            metrics=RetentionMetrics(self.metrics.registry),
+            on_evicted=self._evicted,
+        )
 
     def start(self) -> Warmer:
         """Start copying, serving, and campaigning for the Lease."""
@@ -75,8 +105,12 @@ class Warmer:
         self.election.start()
         self.retention.start()
         self.metrics_server.start()  # last: /readyz answers once everything else runs
-        log.info("warmer %s: hints on %s, metrics on %s", self.election.identity, self.config.warmer.listen,
-                 self.config.warmer.metrics_listen)
+        log.info(
+            "warmer %s: hints on %s, metrics on %s",
+            self.election.identity,
+            self.config.warmer.listen,
+            self.config.warmer.metrics_listen,
+        )
         return self
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -96,9 +130,14 @@ class Warmer:
 
     def _lead(self) -> None:
         values = ("enforce", "dry-run") if self.config.warmer.warm_dry_run_namespaces else ("enforce",)
-        self._watch = PodWatch(self._core, label=self.config.warmer.namespace_label, values=values,
-                               on_pods=self.intake.pods_seen, on_deleted=self.intake.pod_deleted,
-                               resync_seconds=self.config.warmer.resync_seconds).start()
+        self._watch = PodWatch(
+            self._core,
+            label=self.config.warmer.namespace_label,
+            values=values,
+            on_pods=self.intake.pods_seen,
+            on_deleted=self.intake.pod_deleted,
+            resync_seconds=self.config.warmer.resync_seconds,
+        ).start()
         self.metrics.leader.set(1)
 
     def _stop_watching(self) -> None:

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.config import Config, CopyMode
-from webhook.policy.decide import ImageFacts, Lookup, NotMirrored, WarmRequest, excluded_by, upstream_source, warm_request_for
+from webhook.policy.decide import (
+    ImageFacts,
+    Lookup,
+    NotMirrored,
+    WarmRequest,
+    excluded_by,
+    upstream_source,
+    warm_request_for,
+)
 from webhook.policy.reference import InvalidImageReference
 from webhook.registry.resolver import Resolver
 
