@@ -143,6 +143,18 @@ class WarmerConfig:
 
 
 @dataclass(frozen=True)
+class CopyConfig:
+    """Limits on copying one image (the warmer, `warm`, `copy`), so a hostile or broken upstream exhausts nothing."""
+
+    max_index_children: int = 256  # manifests one index may list
+    max_manifest_bytes_per_image: int = 16 * 1024 * 1024  # the index and every manifest below it, together
+    max_blobs_per_image: int = 4096  # distinct layers and configs over every platform
+    minimum_rate_bytes: int = 1024 * 1024  # a blob download must move this much...
+    minimum_rate_window_seconds: float = 60.0  # ...in every window of this length
+    blob_deadline_seconds: float = 3600.0  # and finish within this long
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     """What the CCR keeps: images unused for `max_unused_age_seconds` go, the newest `keep_newest` per repository stay."""
 
@@ -163,6 +175,7 @@ class Config:
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     warmer: WarmerConfig = field(default_factory=WarmerConfig)
+    copy: CopyConfig = field(default_factory=CopyConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def upstream_for(self, registry: str) -> UpstreamConfig | None:
@@ -238,6 +251,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str] | None = None) 
         resolver=_parse_resolver(top.section("resolver")),
         webhook=_parse_webhook(top.section("webhook")),
         warmer=_parse_warmer(top.section("warmer"), (environ or {}).get("POD_NAMESPACE") or DEFAULT_LEASE_NAMESPACE),
+        copy=_parse_copy(top.section("copy")),
         retention=_parse_retention(top.section("retention")),
     )
     top.finish()
@@ -360,6 +374,26 @@ def _parse_warmer(reader: _Reader, lease_namespace: str) -> WarmerConfig:
         )
     reader.finish()
     return warmer
+
+
+def _parse_copy(reader: _Reader) -> CopyConfig:
+    defaults = CopyConfig()
+
+    def whole(key: str, default: int, minimum: int) -> int:
+        return int(reader.number(key, default, minimum=minimum, integer=True))
+
+    limits = CopyConfig(
+        max_index_children=whole("maxIndexChildren", defaults.max_index_children, 1),
+        max_manifest_bytes_per_image=whole("maxManifestBytesPerImage", defaults.max_manifest_bytes_per_image, 1024),
+        max_blobs_per_image=whole("maxBlobsPerImage", defaults.max_blobs_per_image, 1),
+        minimum_rate_bytes=whole("minimumRateBytes", defaults.minimum_rate_bytes, 0),
+        minimum_rate_window_seconds=reader.number(
+            "minimumRateWindowSeconds", defaults.minimum_rate_window_seconds, minimum=0.1
+        ),
+        blob_deadline_seconds=reader.number("blobDeadlineSeconds", defaults.blob_deadline_seconds, minimum=1),
+    )
+    reader.finish()
+    return limits
 
 
 def _parse_retention(reader: _Reader) -> RetentionConfig:
