@@ -10,7 +10,6 @@ server and the real kubernetes client.
 
 from __future__ import annotations
 
-import json
 import socket
 import tracemalloc
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import urllib3
 
 from tests.support.registry_proxy import PaddedManifest
 from tests.support.waiting import wait_until
-from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
+from tests.support.warmer_scene import NAMESPACE, Scene, pod, post_hints, warm_scene
 from webhook.copier.engine import copy_warm_request
 from webhook.policy.decide import WarmRequest
 from webhook.policy.reference import parse_image
@@ -28,7 +27,6 @@ from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, NotFound, RegistryC
 from webhook.testing.sample_image import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, push_sample_image
 from webhook.warmer.events import FAILED
 from webhook.warmer.queue import JobState
-from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -38,17 +36,6 @@ MiB = 1024 * 1024
 def scene(tmp_path) -> Iterator[Scene]:
     with warm_scene(tmp_path) as running:
         yield running
-
-
-def post_hints(warmer: Warmer, requests: list[dict], wait: float = 0) -> list[dict]:
-    response = urllib3.request(
-        "POST",
-        f"http://127.0.0.1:{warmer.hint_server.port}/hints?wait={wait}",
-        body=json.dumps({"requests": requests}),
-        timeout=wait + 10,
-    )
-    assert response.status == 200, response.data
-    return json.loads(response.data)["results"]
 
 
 def upstream_client(scene: Scene) -> RegistryClient:

@@ -150,10 +150,6 @@ def _handler(
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def setup(self) -> None:
-            self.timeout = timeout  # every read and write of the connection, the request line first
-            super().setup()
-
         def log_message(self, format: str, *args: object) -> None:
             pass
 
@@ -211,4 +207,5 @@ def _handler(
             self.end_headers()
             self.wfile.write(reply.body)
 
+    Handler.timeout = timeout  # every read and write of a connection, its request line first
     return Handler
