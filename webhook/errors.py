@@ -1,28 +1,32 @@
 """One hierarchy for the errors ccr-webhook raises on purpose, so a caller can catch "ours" in one clause.
 
 Every error below carries a message written for a cluster operator (what is wrong, which key, image or
-registry, what to do). Each class lives beside the code that raises it; this module holds the base and the map:
+registry, what to do). Each class lives beside the code that raises it (modules below are under `webhook.`);
+this module holds the base and the map:
 
     CCRWebhookError
-    ├── ConfigError                      webhook.config.checks: the configuration names a bad key or value
-    │   └── Invalid                        one value failed its check (the reader adds the key's path)
-    ├── InvalidImageReference            webhook.policy.reference: an image string outside the grammar
-    ├── BadReview                        webhook.policy.review: an AdmissionReview that cannot be answered
-    ├── ManifestError                    webhook.policy.workloads: a Kubernetes manifest that is not a workload
-    ├── NotMirrored                      webhook.policy.decide: an image under no configured upstream
-    ├── RegistryError                    webhook.registry.errors: a registry answered badly or not at all
-    │   ├── RegistryUnavailable            down, slow, refused, TLS failed (worth retrying)
-    │   ├── RegistryAuthError              401/403 after authenticating
-    │   ├── NotFound                       404: no such manifest, tag or blob
-    │   ├── RateLimited                    429, with the Retry-After it gave
-    │   ├── RegistryProtocolError          an answer that breaks the distribution protocol
-    │   └── RegistryNotAllowed             an address the configuration does not allow (after DNS)
-    ├── CopyError                        webhook.copier.engine: an image could not be copied into the CCR
-    ├── CopyAborted                      webhook.copier.blobs: a copy was stopped (shutdown, lost lease)
-    ├── BadHints                         webhook.hints: a hint body the warmer refuses
-    ├── NotWarmed                        webhook.warmer.sightings: a sighting that names nothing to warm
-    ├── CertificateError                 webhook.tls: a certificate or key that cannot serve
-    └── BootstrapError                   webhook.tls: the serving certificate could not be set up in the cluster
+    ├── ConfigError                  config.checks: the configuration is invalid; names the key and what is expected
+    │   └── Invalid                    one value failed its check; the reader puts the key's path in front
+    ├── InvalidImageReference        policy.reference: an image string the reference grammar refuses, and why
+    ├── BadReview                    policy.review: a body that is not an AdmissionReview v1 for a Pod (a 400)
+    ├── ManifestError                policy.workloads: text that is not a readable manifest; source and line
+    ├── NotMirrored                  policy.decide: an image no configured upstream serves
+    ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
+    │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
+    │   ├── RateLimited                429, with the Retry-After it asked for: transient
+    │   ├── RegistryAuthError          refused (401/403) even after authenticating, or no way to authenticate
+    │   ├── NotFound                   no such manifest, blob or repository (404)
+    │   ├── RegistryProtocolError      an answer we cannot use (unexpected status, garbage, digest mismatch)
+    │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
+    ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
+    ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
+    ├── BadHints                     hints: a hint body that is not the protocol's JSON
+    ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
+    ├── CertificateError             tls: a certificate, key or chain is unusable; which and why
+    └── BootstrapError               tls: the certificate bootstrap cannot do its job; what to look at
+
+Plain ValueError and TypeError still mean a programming error (an argument out of its contract), not
+something an operator or a remote party did.
 
 Internal control flow (`webhook.retention.watch._Relist`) derives from it too, so the one rule holds without
 exceptions; the test harness (`webhook.testing`) is not part of the product and keeps its own.

@@ -13,6 +13,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from webhook.config import Config, CopyMode, OnResolveError, SwapMode, UpstreamConfig
+from webhook.errors import CCRWebhookError
 from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
 
 
@@ -122,7 +123,7 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm)
 
 
-class NotMirrored(ValueError):
+class NotMirrored(CCRWebhookError):
     """An image that no configured upstream serves, so the CCR does not mirror it."""
 
 

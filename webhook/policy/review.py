@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.errors import CCRWebhookError
 from webhook.policy.decide import Action, Decision, WarmRequest
 
 API_VERSION = "admission.k8s.io/v1"
@@ -30,7 +31,7 @@ _dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _quote = json.JSONEncoder(ensure_ascii=False).encode
 
 
-class BadReview(ValueError):
+class BadReview(CCRWebhookError):
     """The body is not an AdmissionReview v1 for a Pod; `reason` says what is wrong, for a 400 answer."""
 
     def __init__(self, reason: str) -> None:

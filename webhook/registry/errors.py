@@ -14,8 +14,10 @@ from collections.abc import Mapping
 
 import urllib3.exceptions
 
+from webhook.errors import CCRWebhookError
 
-class RegistryError(Exception):
+
+class RegistryError(CCRWebhookError):
     """A registry operation failed; `detail` says what, `endpoint` and `repository` say where."""
 
     def __init__(self, detail: str, *, endpoint: str | None = None, repository: str | None = None) -> None:
