@@ -140,7 +140,10 @@ def upstream_source(image: str, config: Config) -> ImageReference:
 
 
 def warm_request_for(source: ImageReference, digest: str, config: Config) -> WarmRequest:
-    """The warm request admission makes for upstream `source` at `digest`: into `<ccr>/<prefix>/<repository>:<tag>@<digest>`."""
+    """The warm request admission makes for upstream `source` at `digest`.
+
+    Its target is `<ccr>/<prefix>/<repository>:<tag>@<digest>`.
+    """
     upstream = config.upstream_for(source.registry)
     if upstream is None:
         raise NotMirrored(f"{source}: registry {source.registry} is not a configured upstream; it is not mirrored")

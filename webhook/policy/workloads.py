@@ -105,7 +105,7 @@ def find_images(documents: Iterable[Document]) -> Inventory:
             inventory.skipped[kind if isinstance(kind, str) and kind else "(no kind)"] += 1
             continue
         inventory.workloads += 1
-        inventory.images.extend(_workload_images(document, kind, path))
+        inventory.images.extend(_workload_images(document, str(kind), path))
     inventory.documents = len(read)
     return inventory
 
