@@ -223,3 +223,13 @@ def test_the_pod_namespace_is_the_default_lease_namespace_and_is_checked():
     assert parse_config(dict(MINIMAL), {}).warmer.lease_namespace == "ccr-system"
     with pytest.raises(ConfigError, match=r"warmer\.leaseNamespace: 'Team_A' is not a Kubernetes name"):
         parse_config(dict(MINIMAL), {"POD_NAMESPACE": "Team_A"})
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    ports: tuple[int, ...] = key((), doc="A list the reader does not know how to read.")
+
+
+def test_a_declaration_of_a_type_the_reader_does_not_know_fails_loudly():
+    with pytest.raises(TypeError, match=r"extra\.ports"):
+        read_section(_Unreadable, {"ports": [1]}, "extra", {})

@@ -168,13 +168,16 @@ def _read(hint: Any, value: Any, where: str, declared: Key, environ: Mapping[str
         except ValueError:
             allowed = ", ".join(member.value for member in hint)
             raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}") from None
+    if hint not in (int, float):
+        raise TypeError(f"{where}: {hint!r} is not a type the reader knows (docs/development.md lists them)")
     if declared.duration:
         return _read_duration(value, where, declared)
     return _read_number(value, where, declared, whole=hint is int)
 
 
 def _read_list(item: Any, value: Any, where: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
-    """A list of sections (`upstreams`) or of strings."""
+    """A list of sections (`upstreams`) or of strings; an empty value (`""`) reads as an empty list."""
+    value = value or []
     if dataclasses.is_dataclass(item):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: must be a list, got {type(value).__name__}")
@@ -182,6 +185,8 @@ def _read_list(item: Any, value: Any, where: str, environ: Mapping[str, str]) ->
             read_section(typing.cast(type[Any], item), entry, f"{where}[{index}]", environ)
             for index, entry in enumerate(value)
         )
+    if item is not str:
+        raise TypeError(f"{where}: a list of {item!r} is not a type the reader knows")
     if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
         raise ConfigError(f"{where}: must be a list of strings, got {value!r}")
     return tuple(value)
