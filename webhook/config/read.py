@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from webhook.config.checks import ConfigError, Invalid, parse_duration
-from webhook.config.declare import Key, declared_keys, has_default, yaml_name
+from webhook.config.declare import Derive, Key, declared_keys, has_default, yaml_name
 from webhook.config.keys import Config
 
 ENV_PREFIX = "CCR_WEBHOOK_"
@@ -89,7 +89,7 @@ def read_section(section: type[Section], raw: Any, path: str, environ: Mapping[s
         raise ConfigError(f"{path or 'configuration'}: must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(section)
     values: dict[str, Any] = {}
-    derived: list[tuple[str, Key, str]] = []
+    derived: list[tuple[str, Derive, Key, str]] = []
     known: list[str] = []
     for field, declared in declared_keys(section):
         name = yaml_name(field, declared)
@@ -98,7 +98,7 @@ def read_section(section: type[Section], raw: Any, path: str, environ: Mapping[s
         hint = hints[field.name]
         given = raw.get(name)
         if given is None and declared.derive is not None:
-            derived.append((field.name, declared, where))
+            derived.append((field.name, declared.derive, declared, where))
             continue
         if given is None and dataclasses.is_dataclass(hint) and has_default(field):
             given = {}  # an absent section is read from nothing, so its defaults from the Pod's environment apply
@@ -106,9 +106,8 @@ def read_section(section: type[Section], raw: Any, path: str, environ: Mapping[s
             _default(field, declared, where, environ) if given is None else _read(hint, given, where, declared, environ)
         )
         values[field.name] = _checked(value, declared, where)
-    for field_name, declared, where in derived:
-        assert declared.derive is not None
-        values[field_name] = _checked(declared.derive(values), declared, where)
+    for field_name, derive, declared, where in derived:  # after the others: a derived default reads them
+        values[field_name] = _checked(derive(values), declared, where)
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{_join(path, unknown[0])}: unknown key (known here: {', '.join(sorted(known))})")
