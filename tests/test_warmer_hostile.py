@@ -185,7 +185,7 @@ def test_the_hint_port_refuses_a_foreign_peer_before_reading_its_body(scene, mon
     monkeypatch.setattr("webhook.http_service.is_loopback", lambda peer: False, raising=False)  # as from another Pod
     with socket.create_connection(("127.0.0.1", warmer.hint_server.port), timeout=5) as connection:
         connection.sendall(b"POST /hints HTTP/1.1\r\nHost: warmer\r\nContent-Length: 1000\r\n\r\n")  # no body
-        answer = connection.recv(4096)
+        answer = b"".join(iter(lambda: connection.recv(4096), b""))  # until the warmer closes it
     assert answer.startswith(b"HTTP/1.1 403") and b"loopback clients only" in answer
     assert warmer.metrics.hints.labels("accepted")._value.get() == 0
     metrics = urllib3.request("GET", f"http://127.0.0.1:{warmer.metrics_server.port}/healthz", timeout=5)
