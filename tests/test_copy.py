@@ -13,8 +13,7 @@ import urllib3
 
 from tests.support.faulty_servers import corrupt_blob
 from tests.support.registry_auth import token_auth
-from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
-from tests.support.registry_pair import client as make_client
+from tests.support.local_registry import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
 from webhook.copier.blobs import VerifiedBlob

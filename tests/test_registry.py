@@ -16,6 +16,7 @@ import pytest
 import urllib3
 
 from tests.support.registry_auth import htpasswd_auth, token_auth
+from tests.support.local_registry import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
 from webhook import tls
@@ -42,11 +43,6 @@ pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "alice", "pa55-w0rd-never-shown"
 SECRETS = (PASSWORD, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
-
-
-def make_client(url: str, credentials: Path | None = None, **overrides) -> RegistryClient:
-    options = {"insecure": True, "connect_timeout": 1.0, "read_timeout": 5.0, "max_connections": 4, **overrides}
-    return RegistryClient(url, credentials=str(credentials) if credentials else None, **options)
 
 
 def docker_config(path: Path, key: str, **entry: str) -> Path:
