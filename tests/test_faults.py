@@ -78,7 +78,7 @@ def ccr() -> Iterator[RegistryServer]:
 
 
 def settings(upstream: Upstream, ccr_endpoint: str, on_resolve_error: str = "allow") -> dict:
-    """The webhook's configuration: the proxied upstream, the CCR at `ccr_endpoint`, short negative caching, no warmer."""
+    """The webhook's configuration: the proxied upstream, the CCR at `ccr_endpoint`, short negative cache, no warmer."""
     return {
         "ccr": {"registry": "ccr.local:5000", "endpoint": ccr_endpoint, "insecure": True},
         "upstreams": [{"registry": upstream.host, "endpoint": upstream.front.url, "insecure": True, "prefix": "up"}],
@@ -313,7 +313,7 @@ def test_a_worker_killed_under_load_fails_only_the_requests_it_held(upstream, cc
     with LocalWebhook(settings(upstream, ccr.url), workers=2) as hook:
         with HTTPSLoad(hook.port, hook.client_ssl_context(), "/mutate", review_body(image), threads=6) as load:
             assert load.wait_until(_each_thread_has(5)), "the load is running"
-            master, victim, *_ = hook.pids()
+            _, victim, *_ = hook.pids()
             killed = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda: _reaped(victim), timeout=10, what="the worker's death")

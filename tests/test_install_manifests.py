@@ -149,7 +149,8 @@ def test_overlay_renders_and_every_object_validates_strictly(overlay):
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(
-                    f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {err.message} at {list(err.path)}"
+                    f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: "
+                    f"{err.message} at {list(err.path)}"
                 )
 
 
@@ -415,7 +416,8 @@ def test_credentials_and_ca_files_are_files_of_the_mounted_secrets(overlay):
         for registry in (config.ccr, *config.upstreams):
             if registry.credentials:
                 assert secret_file(deployment, name, registry.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY), (
-                    f"{overlay}: {name}: credentials of {registry.registry} ({registry.credentials}) are not the mounted config.json"
+                    f"{overlay}: {name}: credentials of {registry.registry} ({registry.credentials}) "
+                    "are not the mounted config.json"
                 )
             if registry.ca_file:
                 assert secret_file(deployment, name, registry.ca_file), (
@@ -562,7 +564,7 @@ def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_pu
     assert pull["storage"]["s3"] == push["storage"]["s3"]
     assert pull["storage"]["maintenance"]["readonly"]["enabled"] is True
     assert push["storage"]["delete"]["enabled"] is True and "readonly" not in push["storage"]["maintenance"]
-    for config, account in ((pull, "ccr-pull-htpasswd"), (push, "ccr-push-htpasswd")):
+    for config in (pull, push):
         assert config["http"]["tls"]["certificate"] and config["auth"]["htpasswd"]["path"]
         assert config["storage"]["redirect"]["disable"] is True
     for name, account in (("ccr", "ccr-pull-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
@@ -691,7 +693,7 @@ def test_dockerfile_builds_in_one_stage_and_runs_gunicorn_as_non_root_from_a_sli
 
 
 def test_links_between_docs_resolve():
-    pages = list((ROOT / "docs").glob("*.md")) + [ROOT / "certs/README.md", ROOT / "manifests/README.md"]
+    pages = [*(ROOT / "docs").glob("*.md"), ROOT / "certs/README.md", ROOT / "manifests/README.md"]
     for page in pages:
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:

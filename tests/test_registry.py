@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.local_registry import client as make_client
+from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
 from webhook import tls
@@ -474,7 +474,7 @@ def test_basic_auth_refusal_is_an_auth_error_without_secrets(basic_registry, tmp
     with pytest.raises(RegistryAuthError) as raised:
         make_client(basic_registry.url, credentials).resolve_digest("basic/app", "v1")
     assert basic_registry.url in str(raised.value) and "basic/app" in str(raised.value)
-    assert_no_secret(raised.value, SECRETS + ("wrong-password", entry["auth"] if entry else PASSWORD))
+    assert_no_secret(raised.value, (*SECRETS, "wrong-password", entry["auth"] if entry else PASSWORD))
 
 
 # -- token auth ------------------------------------------------------------------------------------------
@@ -558,12 +558,12 @@ def private_ca_registry(tmp_path_factory):
 def test_a_registry_with_a_private_ca_fails_tls_without_ca_file_and_is_trusted_with_it(private_ca_registry, tmp_path):
     server, ca_file = private_ca_registry
     assert server.url == f"https://{server.host}"
-    with pytest.raises(RegistryUnavailable, match="TLS failed: .*certificate verify failed") as raised:
+    with pytest.raises(RegistryUnavailable, match=r"TLS failed: .*certificate verify failed") as raised:
         make_client(server.url, insecure=False).resolve_digest("tls/app", "v1")
     assert server.url in str(raised.value)
     other_ca = tmp_path / "other-ca.crt"
     other_ca.write_bytes(tls.generate_ca("another CA").cert_pem)
-    with pytest.raises(RegistryUnavailable, match="TLS failed: .*certificate verify failed"):
+    with pytest.raises(RegistryUnavailable, match=r"TLS failed: .*certificate verify failed"):
         make_client(server.url, insecure=False, ca_file=str(other_ca)).resolve_digest("tls/app", "v1")
     # caFile in the configuration reaches the client, for the CCR and for an upstream alike
     registries = Registries(

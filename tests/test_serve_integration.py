@@ -242,7 +242,7 @@ def test_unreachable_upstream_admits_unpinned_within_the_deadline(hook, images, 
     assert elapsed < DEADLINE + SLACK and reply.status == 200
     response = json.loads(reply.data)["response"]
     assert response["allowed"]
-    assert [op["path"] for op in patch_of(response)][0] == "/spec/containers/1/image"
+    assert patch_of(response)[0]["path"] == "/spec/containers/1/image"
     [warning] = response["warnings"]
     assert (
         warning.startswith(f'container "web" image "{images[role]}": cannot resolve') and "admitted unpinned" in warning
@@ -320,7 +320,7 @@ def test_sigterm_lets_an_answer_in_flight_finish(registries, silent, images):
         time.sleep(DEADLINE / 3)
         assert server.terminate() == 0
         slow.join()
-        reply, elapsed = answers[0]
+        reply, _ = answers[0]
         assert reply.status == 200 and json.loads(reply.data)["response"]["allowed"]
 
 

@@ -347,16 +347,18 @@ class Clients:
         ]
 
     def _request(self, server_hostname: str) -> int:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
-            with self.context.wrap_socket(raw, server_hostname=server_hostname) as conn:
-                served = x509.load_der_x509_certificate(conn.getpeercert(binary_form=True)).serial_number
-                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                response = b""
-                while chunk := conn.recv(65536):
-                    response += chunk
-                if not response.startswith(b"HTTP/1.1 200") or not response.endswith(b"ok"):
-                    raise AssertionError(f"unexpected response {response[:80]!r}")
-                return served
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw,
+            self.context.wrap_socket(raw, server_hostname=server_hostname) as conn,
+        ):
+            served = x509.load_der_x509_certificate(conn.getpeercert(binary_form=True)).serial_number
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+            if not response.startswith(b"HTTP/1.1 200") or not response.endswith(b"ok"):
+                raise AssertionError(f"unexpected response {response[:80]!r}")
+            return served
 
     def _run(self, index: int, server_hostname: str) -> None:
         for _ in range(self.limit):
@@ -404,7 +406,9 @@ def running_gunicorn(tmp_path: Path, probe: bool = True) -> Iterator[tuple[int, 
     tls.write_serving_files(certs, material)
     port = free_port()
     (tmp_path / "app.py").write_text(
-        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n"
     )
     (tmp_path / "gunicorn.conf.py").write_text(
         textwrap.dedent(
@@ -422,13 +426,14 @@ def running_gunicorn(tmp_path: Path, probe: bool = True) -> Iterator[tuple[int, 
         )
     )
     log = tmp_path / "gunicorn.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        cwd=tmp_path,
-        env={"PYTHONPATH": f"{ROOT}:{tmp_path}", "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "wb"),
-    )
+    with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+            cwd=tmp_path,
+            env={"PYTHONPATH": f"{ROOT}:{tmp_path}", "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         if probe:
             wait_for_port(port, process)
