@@ -5,40 +5,15 @@ import json
 import pytest
 import urllib3
 
+from tests.support.fake_registry import FakeRegistries, FakeRegistry
 from webhook.cli import main
 from webhook.commands.check import online_verdicts
 from webhook.config import parse_config
 from webhook.registry.client import OCI_MANIFEST, RegistryClient
-from webhook.registry.errors import NotFound
 from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import push_sample_image
 
 DIGEST = "sha256:" + "d" * 64
-
-
-class FakeRegistry:
-    """A registry that knows some tags and some digests."""
-
-    def __init__(self, tags=None, digests=()):
-        self.tags = tags or {}
-        self.digests = set(digests)
-
-    def resolve_digest(self, repository, reference):
-        if (repository, reference) not in self.tags:
-            raise NotFound(f"manifest {repository}:{reference} not found")
-        return self.tags[repository, reference]
-
-    def has_manifest(self, repository, digest):
-        return (repository, digest) in self.digests
-
-
-class FakeRegistries:
-    def __init__(self, upstream, ccr):
-        self.ccr = ccr
-        self._upstream = upstream
-
-    def upstream(self, registry):
-        return self._upstream
 
 
 @pytest.mark.parametrize(
@@ -61,7 +36,7 @@ def test_online_verdicts_follow_the_registry_answers(image, ccr_digests, policy,
     config = parse_config(
         {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": policy}
     )
-    registries = FakeRegistries(FakeRegistry({("library/nginx", "1.25"): DIGEST}), FakeRegistry(digests=ccr_digests))
+    registries = FakeRegistries(FakeRegistry({("library/nginx", "1.25"): DIGEST}), FakeRegistry(held=ccr_digests))
     [verdict] = online_verdicts([image], config, registries, timeout=5)
     assert (verdict.action, verdict.new_image, verdict.decided) == (action, new_image, True)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.workloads import wait_for
+from tests.support.waiting import wait_until
 from webhook.config import RetentionConfig, parse_config
 from webhook.registry.client import Registries
 from webhook.retention.metrics import RetentionMetrics
@@ -54,8 +54,8 @@ def test_only_the_leader_evicts_and_a_failed_run_does_not_stop_the_schedule(empt
         leading = True
         time.sleep(0.5)
         empty_ccr.start()
-        wait_for(lambda: not registries.ccr.has_manifest(REPOSITORY, old.digest))
-        wait_for(lambda: metrics.registry.get_sample_value("ccr_webhook_evictions_total") == 1)
+        wait_until(lambda: not registries.ccr.has_manifest(REPOSITORY, old.digest))
+        wait_until(lambda: metrics.registry.get_sample_value("ccr_webhook_evictions_total") == 1)
     finally:
         scheduled.stop()
         registries.close()

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from tests.support.workloads import Clock, namespace, pod, wait_for
+from tests.support.clock import Clock
+from tests.support.waiting import wait_until
+from tests.support.workloads import namespace, pod
 from webhook.config import parse_config
 from webhook.retention.usage import ImageUse, InUse, UsageTracker, ccr_use, uses_of
 from webhook.retention.watch import ClusterUsage
@@ -181,7 +183,7 @@ def test_cluster_usage_lists_then_follows_every_kind_through_the_real_client(clu
             }
         )
         cluster.delete("Pod", "running", "team-a")
-        wait_for(
+        wait_until(
             lambda: (
                 usage.tracker.in_use()
                 == InUse(digests=frozenset({("mirror/up/batch", D2)}), tags=frozenset({("mirror/up/web", "3")}))
@@ -189,7 +191,7 @@ def test_cluster_usage_lists_then_follows_every_kind_through_the_real_client(clu
         )
         time.sleep(1.2)  # past the watch's timeoutSeconds: it resumes from the last version seen
         cluster.create(pod("later", f"up.io/app@{D3}"))
-        wait_for(lambda: ("mirror/up/app", D3) in usage.tracker.in_use().digests)
+        wait_until(lambda: ("mirror/up/app", D3) in usage.tracker.in_use().digests)
 
 
 def test_cluster_usage_lists_again_after_410_gone_and_after_errors(cluster):
@@ -198,7 +200,7 @@ def test_cluster_usage_lists_again_after_410_gone_and_after_errors(cluster):
         cluster.compact()  # the next watch from an old version gets 410 Gone
         time.sleep(1.2)
         cluster.create(pod("after-compaction", f"up.io/app@{D1}"))
-        wait_for(lambda: ("mirror/up/app", D1) in usage.tracker.in_use().digests)
+        wait_until(lambda: ("mirror/up/app", D1) in usage.tracker.in_use().digests)
 
 
 def test_confirm_lists_afresh_so_an_object_the_watch_has_not_delivered_still_counts(cluster):

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.support.clock import Clock
+from tests.support.fake_registry import FakeRegistries, FakeRegistry
 from webhook.config import parse_config
 from webhook.copier.engine import CopyError, CopyResult
 from webhook.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
@@ -73,33 +75,9 @@ def test_a_hint_client_whose_warmer_is_down_drops_and_counts_without_blocking():
 # -- sightings -----------------------------------------------------------------------------------------
 
 
-class Registry:
-    def __init__(self, tags=None, digests=()):
-        self.tags, self.digests, self.asked = tags or {}, set(digests), []
-
-    def resolve_digest(self, repository, reference):
-        self.asked.append(("resolve", repository, reference))
-        if (repository, reference) not in self.tags:
-            raise NotFound("manifest", f"{repository}:{reference}")
-        return self.tags[repository, reference]
-
-    def has_manifest(self, repository, digest):
-        self.asked.append(("has", repository, digest))
-        return (repository, digest) in self.digests
-
-
-class Registries:
-    def __init__(self, upstream, ccr):
-        self.ccr, self._upstream, self.hosts = ccr, upstream, []
-
-    def upstream(self, registry):
-        self.hosts.append(registry)
-        return self._upstream
-
-
 def sightings(policy=None, ccr_digests=()):
     config = parse_config({**SETTINGS, "policy": policy or {}})
-    registries = Registries(Registry({("library/nginx", "1.25"): DIGEST}), Registry(digests=ccr_digests))
+    registries = FakeRegistries(FakeRegistry({("library/nginx", "1.25"): DIGEST}), FakeRegistry(held=ccr_digests))
     return Sightings(config, Resolver(config, registries), timeout=5), registries
 
 
@@ -162,14 +140,6 @@ def test_pod_index_knows_each_pods_images_and_the_pods_of_each_image():
 
 
 # -- Events --------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def job(state, attempts=1, result=None, error=None):
