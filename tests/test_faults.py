@@ -24,7 +24,7 @@ from tests.support import small_disk
 from tests.support.faulty_servers import SilentServer, corrupt_blob
 from tests.support.https_load import HTTPSLoad, Outcome
 from tests.support.registry_proxy import DROP, RegistryProxy
-from tests.support.waiting import wait_until
+from tests.support.waiting import deadline_ceiling, wait_until
 from tests.support.warmer_scene import Scene, warm_scene
 from webhook import tls
 from webhook.registry.client import NotFound, RegistryClient
@@ -36,7 +36,8 @@ from webhook.warmer.service import Warmer
 pytestmark = pytest.mark.integration
 
 DEADLINE = 1.0
-SLACK = 0.5  # what "answered before the deadline" allows for scheduling and the round trip
+ANSWERED_WITHIN = deadline_ceiling(DEADLINE)  # "answered by the deadline", generous for a loaded CI
+READ_TIMEOUT = ANSWERED_WITHIN + 1  # above it: an answer that waited for a silent registry's read timeout fails
 
 
 @dataclass
@@ -83,7 +84,7 @@ def settings(upstream: Upstream, ccr_endpoint: str, on_resolve_error: str = "all
         "ccr": {"registry": "ccr.local:5000", "endpoint": ccr_endpoint, "insecure": True},
         "upstreams": [{"registry": upstream.host, "endpoint": upstream.front.url, "insecure": True, "prefix": "up"}],
         "policy": {"onResolveError": on_resolve_error},
-        "resolver": {"negativeCacheSeconds": 0.2, "connectTimeoutSeconds": 0.5, "readTimeoutSeconds": 2 * DEADLINE},
+        "resolver": {"negativeCacheSeconds": 0.2, "connectTimeoutSeconds": 0.5, "readTimeoutSeconds": READ_TIMEOUT},
         "webhook": {"deadlineSeconds": DEADLINE, "warmerUrl": ""},
     }
 
@@ -116,14 +117,14 @@ def review_body(image: str, uid: str = "uid-fault") -> bytes:
 
 
 def answer(hook: LocalWebhook, image: str) -> dict:
-    """The review's response, asserted to come back as an AdmissionReview before the deadline (plus slack)."""
+    """The review's response, asserted to come back as an AdmissionReview by the deadline (with a generous margin)."""
     client = urllib3.HTTPSConnectionPool(
         "127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file), timeout=10, retries=False
     )
     started = time.monotonic()
     reply = client.request("POST", "/mutate", body=review_body(image), headers={"Content-Type": "application/json"})
     elapsed = time.monotonic() - started
-    assert reply.status == 200 and elapsed < DEADLINE + SLACK, (reply.status, elapsed, reply.data[:300])
+    assert reply.status == 200 and elapsed < ANSWERED_WITHIN, (reply.status, elapsed, reply.data[:300])
     return json.loads(reply.data)["response"]
 
 
@@ -327,7 +328,7 @@ def test_a_worker_killed_under_load_fails_only_the_requests_it_held(upstream, cc
         (round(o.started - killed, 3), round(o.ended - killed, 3), round(dead - killed, 3), o.status, o.error)
         for o in failed
     ]
-    assert all(o.ended - o.started < DEADLINE + SLACK for o in outcomes if o.ok)
+    assert all(o.ended - o.started < ANSWERED_WITHIN for o in outcomes if o.ok)
     with capsys.disabled():
         print(
             f"\nworker killed under load: {len(failed)} failed of {len(held)} in flight at the kill, "
@@ -350,7 +351,7 @@ def test_a_certificate_renewed_under_load_is_served_without_a_failed_request(ups
             tls.write_serving_files(hook.workdir, tls.TLSMaterial(new_ca, bundle, renewed))
             assert load.wait_until(_each_thread_has(5, ok=lambda o: o.serial == new)), "served the renewed certificate"
     for outcomes in load.outcomes:
-        assert all(o.ok and o.ended - o.started < DEADLINE + SLACK for o in outcomes)
+        assert all(o.ok and o.ended - o.started < ANSWERED_WITHIN for o in outcomes)
         serials = [o.serial for o in outcomes]
         first_new = serials.index(new)
         assert set(serials[:first_new]) == {old} and set(serials[first_new:]) == {new}  # never back to the old one

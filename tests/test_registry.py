@@ -19,6 +19,7 @@ from tests.support.local_registry import client as make_client
 from tests.support.registry_auth import htpasswd_auth, token_auth
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
+from tests.support.waiting import deadline_ceiling
 from webhook import tls
 from webhook.config import parse_config
 from webhook.registry import client as registry_module
@@ -431,7 +432,7 @@ def test_an_unreachable_registry_is_unavailable_at_once():
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable, match="cannot connect") as raised:
         client.resolve_digest("any/repo", "v1")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < deadline_ceiling(client.connect_timeout)  # not retried, not waited out
     assert "any/repo" in str(raised.value)
 
 
@@ -449,11 +450,11 @@ def test_timeouts_are_honoured(silent_port):
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable, match="no answer in time"):
         make_client(url, read_timeout=0.3).resolve_digest("any/repo", "v1")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < deadline_ceiling(0.3)
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable):
         make_client(url, read_timeout=30).resolve_digest("any/repo", "v1", timeout=0.2)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < deadline_ceiling(0.2)  # the call's timeout, not the read timeout
 
 
 # -- Basic auth ------------------------------------------------------------------------------------------
