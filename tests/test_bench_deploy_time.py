@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,6 @@ from bench.nodes import (
 from bench.report import deployment_table, without_backoff_wait
 from bench.results import ScenarioResult, Settings, load_results, save_results
 from tests.support.clock import Clock
-from webhook.registry.client import RegistryClient
-from webhook.testing.processes import RegistryServer
-from webhook.testing.sample_image import push_sample_image
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -119,26 +115,6 @@ def test_no_manifest_or_an_index_is_not_an_image_held(tmp_path):
     write_image(tmp_path / "index", [b"{}"], media_type="application/vnd.oci.image.index.v1+json")
     with pytest.raises(ImageNotHeld, match="index"):
         image_held(tmp_path / "index")
-
-
-@pytest.mark.integration
-def test_what_skopeo_pulls_is_verified_blob_by_blob(tmp_path):
-    with RegistryServer() as registry:
-        client = RegistryClient(registry.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=2)
-        pushed = push_sample_image(client, "team/app", "1.0", [3000, 2000], seed=1)
-        subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--quiet",
-                "--src-tls-verify=false",
-                f"docker://{pullable_reference(f'{registry.host}/{pushed.reference}')}",
-                f"dir:{tmp_path / 'image'}",
-            ],
-            check=True,
-        )
-    manifest = (tmp_path / "image" / "manifest.json").read_bytes()
-    assert image_held(tmp_path / "image") == pushed.total_bytes - len(manifest)  # the config and both layers
 
 
 def test_layers_add_up_to_the_image_size():

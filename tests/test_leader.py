@@ -10,6 +10,8 @@ from tests.support.waiting import wait_until
 from webhook.kube.lease import LeaderElection
 from webhook.testing.apiserver import LocalAPIServer
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def api():

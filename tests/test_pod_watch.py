@@ -11,6 +11,8 @@ from tests.support.waiting import wait_until
 from webhook.kube.informer import PodWatch
 from webhook.testing.apiserver import LocalAPIServer
 
+pytestmark = pytest.mark.integration
+
 LABEL = "ccr-webhook/policy"
 
 
