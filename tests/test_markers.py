@@ -73,7 +73,7 @@ def marked_integration(tree: ast.Module) -> bool:
     )
 
 
-MODULES = sorted(path.name for path in TESTS.glob("test_*.py"))
+MODULES = sorted(str(path.relative_to(TESTS)) for path in TESTS.rglob("test_*.py"))
 
 
 @pytest.mark.parametrize("name", MODULES)
