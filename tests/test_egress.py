@@ -12,10 +12,10 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from tests.support import tally
-from tests.support.hostile import image_strings
+from tests.support.hostile import examples, image_strings
 from webhook.config import parse_config
 from webhook.registry.client import Registries
 from webhook.registry.evaluate import evaluate_images
@@ -56,9 +56,7 @@ def recorded_connections() -> Iterator[list[str]]:
         socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo  # type: ignore[method-assign]
 
 
-@settings(
-    max_examples=500, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@examples(500)
 @given(image_strings([UPSTREAM, CCR]))
 def test_admission_and_the_warmer_connect_to_configured_registries_only(image):
     tally.count("hostile image strings (egress)")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import tally
-from tests.support.hostile import check_answer, image_strings, reviews
+from tests.support.hostile import check_answer, examples, image_strings, reviews
 from webhook.config import parse_config
 from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, decide_image, plan_image
 from webhook.policy.reference import InvalidImageReference, parse_image
@@ -25,15 +25,8 @@ D1 = "sha256:" + "1" * 64
 CONFIG = parse_config(
     {"ccr": {"registry": CCR}, "upstreams": [{"registry": "registry.example"}, {"registry": "docker.io"}]}
 )
-# Bounded and repeatable: the same examples on every run, nothing remembered between runs.
-PURE = settings(
-    max_examples=2000,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-REVIEWS = settings(PURE, max_examples=1000)  # a review is dearer to generate than a string
+PURE = examples(2000)
+REVIEWS = examples(1000)  # a review is dearer to generate than a string
 
 
 def decide_all(images: list[str]) -> list[Decision]:

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 import urllib3
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import tally
-from tests.support.hostile import check_answer, deeply_nested, reviews
+from tests.support.hostile import check_answer, deeply_nested, examples, reviews
 from tests.support.waiting import deadline_ceiling
 from webhook.policy.review import BadReview, parse_review
 from webhook.registry.client import RegistryClient
@@ -31,14 +31,7 @@ pytestmark = pytest.mark.integration
 DEADLINE = 2.0  # the real server's, for thousands of containers
 
 
-# Bounded and repeatable: the same examples on every run, nothing remembered between runs.
-SERVER = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SERVER = examples(150)
 
 
 @pytest.fixture(scope="module")

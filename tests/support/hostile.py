@@ -15,9 +15,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import jsonpatch
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from webhook.policy.review import API_VERSION, ORIGINAL_IMAGES_ANNOTATION
+
+
+def examples(count: int) -> settings:
+    """Hypothesis settings for `count` examples, bounded and repeatable: the same ones on every run, none remembered."""
+    return settings(
+        max_examples=count,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
 
 ODD_HOSTS = (
     "169.254.169.254",
