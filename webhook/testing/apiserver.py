@@ -5,7 +5,9 @@ Product code beside local_servers.py: `ccr-webhook demo` runs the warmer against
 Generic over resources: any group/version/plural, namespaced or cluster-scoped. It keeps what the
 client relies on: create/get/list/update/patch/delete, a resourceVersion on every object with conflicts
 on stale writes, label and field selectors, and list+watch (JSON lines of ADDED/MODIFIED/DELETED from a
-resourceVersion, an ERROR event with 410 Gone for one too old, timeoutSeconds). No authentication,
+resourceVersion, an ERROR event with 410 Gone for one too old, timeoutSeconds; as the real watch cache, an
+object that starts or stops matching a watch's selector arrives as ADDED or DELETED, and with
+allowWatchBookmarks a BOOKMARK carries the latest resourceVersion every `bookmark_seconds`). No authentication,
 admission, defaulting, validation, garbage collection or server-side apply.
 
     with LocalAPIServer() as server:
@@ -149,6 +151,7 @@ class _Event:
     type: str
     key: tuple[str, str]  # (group, plural)
     obj: dict[str, Any]
+    previous: dict[str, Any] | None = None  # the object before a MODIFIED, to judge selectors as the watch cache does
 
 
 @dataclass
@@ -165,6 +168,7 @@ class LocalAPIServer:
     def __init__(self, tls: bool = False, history: int = 10_000, resources: tuple[Resource, ...] = ()) -> None:
         self.tls = tls
         self.history = history
+        self.bookmark_seconds = 60.0  # how often an idle watch that allows bookmarks gets one (as the watch cache)
         self._resources: list[Resource] = list(BUILTIN_RESOURCES) + list(resources)
         self._store = _Store()
         self._changed = threading.Condition()
@@ -358,7 +362,9 @@ class LocalAPIServer:
                 found.append(obj)
         return found
 
-    def _record(self, event_type: str, resource: Resource, obj: dict[str, Any]) -> None:
+    def _record(
+        self, event_type: str, resource: Resource, obj: dict[str, Any], previous: dict[str, Any] | None = None
+    ) -> None:
         """Called with the lock held, after a change."""
         self._store.events.append(
             _Event(
@@ -366,6 +372,7 @@ class LocalAPIServer:
                 event_type,
                 (resource.group, resource.plural),
                 copy.deepcopy(obj),
+                copy.deepcopy(previous),
             )
         )
         if len(self._store.events) > self.history:
@@ -442,7 +449,7 @@ class LocalAPIServer:
                 return obj
             meta["resourceVersion"] = self._next_version()
             self._store.objects[self._key(resource, namespace, name)] = obj
-            self._record("MODIFIED", resource, obj)
+            self._record("MODIFIED", resource, obj, old)
             return copy.deepcopy(obj)
 
     def _patch(
@@ -536,13 +543,24 @@ class LocalAPIServer:
         timeout = float(query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
 
-        def wanted(event: _Event) -> bool:
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("1", "true")
+
+        def seen(event: _Event) -> tuple[str, dict[str, Any]] | None:
+            """The event as this watch sees it, as the watch cache filters: an object leaving the selector is DELETED."""
             obj = event.obj
-            return (
-                event.key == (resource.group, resource.plural)
-                and (not namespace or obj["metadata"].get("namespace") == namespace)
-                and _matches(obj, labels, fields)
-            )
+            if event.key != (resource.group, resource.plural):
+                return None
+            if namespace and obj["metadata"].get("namespace") != namespace:
+                return None
+            now = _matches(obj, labels, fields)
+            before = event.previous is not None and _matches(event.previous, labels, fields)
+            if event.type != "MODIFIED" or now == before:
+                return (event.type, obj) if now else None
+            if now:
+                return ("ADDED", obj)
+            gone = copy.deepcopy(event.previous or {})
+            gone.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            return ("DELETED", gone)
 
         start = query.get("resourceVersion") or "0"
         with self._changed:
@@ -565,21 +583,31 @@ class LocalAPIServer:
             send(event_type, obj)
             if event_type == "ERROR":
                 return
+        last_sent = time.monotonic()
         while True:
             with self._changed:
                 pending = [e for e in self._store.events if e.resource_version > since]
                 while not pending and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    now = time.monotonic()
+                    if deadline - now <= 0:
                         return
-                    self._changed.wait(remaining)
+                    if bookmarks and now - last_sent >= self.bookmark_seconds:
+                        break
+                    wake = min(deadline, last_sent + self.bookmark_seconds) if bookmarks else deadline
+                    self._changed.wait(max(wake - now, 0.001))
                     pending = [e for e in self._store.events if e.resource_version > since]
                 if self._stopping:
                     return
+            if not pending:
+                bookmark = {"kind": resource.kind, "apiVersion": resource.api_version}
+                send("BOOKMARK", {**bookmark, "metadata": {"resourceVersion": str(since)}})
+                last_sent = time.monotonic()
             for event in pending:
                 since = event.resource_version
-                if wanted(event):
-                    send(event.type, event.obj)
+                delivered = seen(event)
+                if delivered is not None:
+                    send(*delivered)
+                    last_sent = time.monotonic()
 
 
 class _Handler(BaseHTTPRequestHandler):
