@@ -29,11 +29,13 @@ import datetime
 import json
 import re
 import secrets
+import select
 import ssl
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,6 +177,7 @@ class LocalAPIServer:
         self._faults: list[_Fault] = []
         self._stopping = False
         self.requests: list[RecordedRequest] = []
+        self._open_watches: list[str] = []  # the paths of the watch streams being served
         self._workdir = Path(tempfile.mkdtemp(prefix="ccr-apiserver-"))
         self.ca_file: Path | None = None
         self._httpd: ThreadingHTTPServer | None = None
@@ -340,6 +343,11 @@ class LocalAPIServer:
     @property
     def resource_version(self) -> int:
         return self._store.resource_version
+
+    def open_watches(self, path: str) -> int:
+        """How many watch streams on exactly `path` (e.g. `/api/v1/pods`) are open now."""
+        with self._changed:
+            return self._open_watches.count(path)
 
     def requests_to(self, method: str, path_contains: str = "") -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and path_contains in r.path]
@@ -536,7 +544,14 @@ class LocalAPIServer:
             "items": items,
         }
 
-    def _watch(self, resource: Resource, namespace: str | None, query: dict[str, str], send: Any) -> None:
+    def _watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        query: dict[str, str],
+        send: Any,
+        client_gone: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Stream events until timeoutSeconds, the client leaving, or the server stopping."""
         labels = _parse_label_selector(query.get("labelSelector", ""))
         fields = _parse_field_selector(query.get("fieldSelector", ""))
@@ -593,8 +608,10 @@ class LocalAPIServer:
                         return
                     if bookmarks and now - last_sent >= self.bookmark_seconds:
                         break
+                    if client_gone():
+                        return
                     wake = min(deadline, last_sent + self.bookmark_seconds) if bookmarks else deadline
-                    self._changed.wait(max(wake - now, 0.001))
+                    self._changed.wait(min(max(wake - now, 0.001), _GONE_CHECK_SECONDS))
                     pending = [e for e in self._store.events if e.resource_version > since]
                 if self._stopping:
                     return
@@ -682,6 +699,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _client_gone(self) -> bool:
+        """Whether the watch's client hung up (it sends nothing while it watches, so anything readable is its end)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable)
+
     def _stream(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -693,13 +715,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             self.wfile.flush()
 
+        path = urlsplit(self.path).path
+        with self.api._changed:
+            self.api._open_watches.append(path)
         try:
-            self.api._watch(resource, namespace, query, send)
+            self.api._watch(resource, namespace, query, send, self._client_gone)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
+        finally:
+            with self.api._changed:
+                self.api._open_watches.remove(path)
 
+
+_GONE_CHECK_SECONDS = 0.25  # how often an idle watch looks whether its client is still there, as the real one does
 
 # -- selectors and patches ----------------------------------------------------------------------------
 
