@@ -1,4 +1,4 @@
-"""An in-memory Kubernetes API server on 127.0.0.1 for the demo and the tests, spoken to by the real `kubernetes` client.
+"""An in-memory Kubernetes API server on 127.0.0.1 for the demo and the tests, spoken to by the real kubernetes client.
 
 Product code beside local_servers.py: `ccr-webhook demo` runs the warmer against it as the tests do.
 
@@ -399,7 +399,8 @@ class LocalAPIServer:
             if meta.get("namespace", namespace) != namespace:
                 raise APIError(
                     400,
-                    f"the namespace of the object ({meta['namespace']}) does not match the namespace of the request ({namespace})",
+                    f"the namespace of the object ({meta['namespace']}) does not match the namespace of the request "
+                    f"({namespace})",
                 )
             meta["namespace"] = namespace
         else:
@@ -444,7 +445,8 @@ class LocalAPIServer:
             if wanted and wanted != old["metadata"]["resourceVersion"]:
                 raise APIError(
                     409,
-                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been modified; please apply your changes to the latest version and try again',
+                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
                 )
             for kept in ("uid", "creationTimestamp", "namespace"):
                 if kept in old["metadata"]:
@@ -561,7 +563,7 @@ class LocalAPIServer:
         bookmarks = query.get("allowWatchBookmarks", "").lower() in ("1", "true")
 
         def seen(event: _Event) -> tuple[str, dict[str, Any]] | None:
-            """The event as this watch sees it, as the watch cache filters: an object leaving the selector is DELETED."""
+            """The event as this watch sees it, filtered as the watch cache does: leaving the selector is DELETED."""
             obj = event.obj
             if event.key != (resource.group, resource.plural):
                 return None
@@ -676,7 +678,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, api._list_body(resource, namespace, query))
             elif method == "GET":
                 with api._changed:
-                    found = copy.deepcopy(api._existing(resource, namespace or "", name))
+                    found = copy.deepcopy(api._existing(resource, namespace or "", name or ""))
                 self._send(200, found)
             elif method == "POST" and name is None:
                 self._send(201, api._create(resource, namespace or "", body or {}, dry_run))
@@ -788,10 +790,10 @@ def _matches(obj: dict[str, Any], labels: list[tuple[str, str, set[str]]], field
         if operator in ("!=", "notin") and value in values:
             return False
     for path, operator, expected in fields:
-        value: Any = obj
+        found: Any = obj
         for step in path.split("."):
-            value = value.get(step) if isinstance(value, dict) else None
-        actual = "" if value is None else str(value)
+            found = found.get(step) if isinstance(found, dict) else None
+        actual = "" if found is None else str(found)
         if (actual == expected) != (operator == "="):
             return False
     return True

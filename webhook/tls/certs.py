@@ -109,8 +109,8 @@ def issue_serving_cert(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
-            critical=False,  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
         )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
@@ -210,7 +210,7 @@ def verify_serving_certificate(
     """
     try:
         address = ipaddress.ip_address(host)
-        subject: x509.GeneralName = x509.IPAddress(address)
+        subject: x509.DNSName | x509.IPAddress = x509.IPAddress(address)
     except ValueError:
         subject = x509.DNSName(host)
     chain = load_certificates(cert_pem)

@@ -119,7 +119,14 @@ class ReloadingCertificate:
 
 # A lock held by another thread at a fork stays held in the child forever: each process gets new ones.
 _RELOADING: weakref.WeakSet[ReloadingCertificate] = weakref.WeakSet()
-os.register_at_fork(after_in_child=lambda: [reloading._after_fork() for reloading in list(_RELOADING)])
+
+
+def _renew_locks_in_child() -> None:
+    for reloading in list(_RELOADING):
+        reloading._after_fork()
+
+
+os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 @contextlib.contextmanager
