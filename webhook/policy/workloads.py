@@ -35,12 +35,7 @@ CONTAINER_LISTS: tuple[str, ...] = ("containers", "initContainers", "ephemeralCo
 
 
 class PodSpecError(ValueError):
-    """A malformed container list of a pod spec; `path` is where under the spec, e.g. `containers[0].image`."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path} {problem}")
-        self.path = path
-        self.problem = problem
+    """A malformed container list of a pod spec, said from the spec down: `containers[0].image must be a string`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +66,17 @@ def container_images(
             continue
         if not isinstance(containers, list):
             if strict:
-                raise PodSpecError(list_name, "must be a list of objects")
+                raise PodSpecError(f"{list_name} must be a list of objects")
             continue
         for index, container in enumerate(containers):
             if not isinstance(container, dict):
                 if strict:
-                    raise PodSpecError(f"{list_name}[{index}]", "must be an object")
+                    raise PodSpecError(f"{list_name}[{index}] must be an object")
                 continue
             image, name = container.get("image"), container.get("name")
             if image is not None and not isinstance(image, str):
                 if strict:
-                    raise PodSpecError(f"{list_name}[{index}].image", "must be a string")
+                    raise PodSpecError(f"{list_name}[{index}].image must be a string")
                 continue
             yield ContainerImage(
                 container_list=list_name,
