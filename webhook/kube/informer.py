@@ -154,6 +154,9 @@ class Informer:
                     continue  # the watch was cut for a new handler
                 if not self._stop.is_set():
                     log.warning("list/watch of %s failed: %s; again in %g s", self.kind, err, delay)
+            except Exception:  # whatever else breaks, the loop goes on after the backoff
+                if not self._stop.is_set():
+                    log.exception("list/watch of %s failed; again in %g s", self.kind, delay)
             self._stop.wait(delay)
             delay = min(delay * 2, self._retry_max)
 
