@@ -25,6 +25,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from webhook.errors import CCRWebhookError
+
 Obj = dict[str, Any]
 log = logging.getLogger("webhook.kube.informer")
 LIST_PAGE = 500
@@ -43,7 +45,7 @@ class Handler(Protocol):
         """One ADDED, MODIFIED or DELETED object (DELETED also when it stops matching the label selector)."""
 
 
-class _Expired(Exception):
+class _Expired(CCRWebhookError):
     """410 Gone: the watch cannot resume from its version; list again."""
 
 

@@ -34,7 +34,7 @@ POD_SPEC_PATHS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
 CONTAINER_LISTS: tuple[str, ...] = ("containers", "initContainers", "ephemeralContainers")
 
 
-class PodSpecError(ValueError):
+class PodSpecError(CCRWebhookError):
     """A malformed container list of a pod spec, said from the spec down: `containers[0].image must be a string`."""
 
 
