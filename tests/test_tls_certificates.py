@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.support.certificates import HOST, NAMES, POLICY, serial
 from webhook import tls
@@ -96,7 +97,7 @@ def test_plan_rotates_a_ca_near_its_end_keeping_the_old_one_trusted_until_it_exp
     rotated, reason = tls.plan_tls_material(material, NAMES, [], POLICY)
     assert reason.startswith("the CA expires")
     trusted = tls.load_certificates(rotated.ca_bundle)
-    assert [serial(c.public_bytes(tls.serialization.Encoding.PEM)) for c in trusted] == [
+    assert [serial(c.public_bytes(serialization.Encoding.PEM)) for c in trusted] == [
         serial(rotated.ca.cert_pem),
         serial(material.ca.cert_pem),
     ]
