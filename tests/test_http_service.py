@@ -12,6 +12,7 @@ import pytest
 from tests.support.waiting import wait_until
 from webhook.http_service import HTTPService, Reply
 
+pytestmark = pytest.mark.integration
 MAX_BODY = 4096
 
 

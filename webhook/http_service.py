@@ -161,23 +161,26 @@ def _handler(
         def _serve(self) -> None:
             peer = self.client_address[0]
             if loopback_only and not is_loopback(peer):
-                return self._refuse(Reply(403, b"this port serves loopback clients only\n"))
+                self._refuse(Reply(403, b"this port serves loopback clients only\n"))
+                return
             length = self._body_length()
             if isinstance(length, Reply):
-                return self._refuse(length)
+                self._refuse(length)
+                return
             body = self.rfile.read(length) if length else b""
             url = urllib.parse.urlsplit(self.path)
             route = routes.get((self.command, url.path))
             if route is None:
                 known = any(path == url.path for _, path in routes)
-                return self._send(Reply(405 if known else 404, b"no such route\n"))
+                self._send(Reply(405 if known else 404, b"no such route\n"))
+                return
             query = {key: values[-1] for key, values in urllib.parse.parse_qs(url.query).items()}
             try:
                 reply = route(Request(self.command, url.path, query, body, peer))
             except Exception:
                 log.exception("route %s %s failed", self.command, url.path)
                 reply = Reply(500, b"internal error\n")
-            return self._send(reply)
+            self._send(reply)
 
         def _body_length(self) -> int | Reply:
             """The declared body length, or the 4xx answer to a length that is missing, malformed or too large."""

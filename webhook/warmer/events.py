@@ -158,7 +158,8 @@ class WarmEvents:
     def _post_forever(self) -> None:
         while (event := self._backlog.get()) is not None:
             try:
-                self._core.create_namespaced_event(event["metadata"]["namespace"], event)
+                # A plain dict is sent as it is; the client's stubs only name its model class.
+                self._core.create_namespaced_event(event["metadata"]["namespace"], event)  # type: ignore[arg-type]
             except Exception as err:
                 log.warning(
                     "could not post Event %s on %s: %s",

@@ -159,7 +159,7 @@ class WarmQueue:
             return sum(1 for job in self._jobs.values() if job.state is JobState.RUNNING)
 
     def forget(self, target_name: str, digest: str) -> None:
-        """Forget a finished job for `target_name@digest` (the CCR lost the image), so a new sighting copies it again."""
+        """Forget the finished job for `target_name@digest` (the CCR lost the image): a new sighting copies it again."""
         with self._lock:
             job = self._jobs.get(f"{target_name}@{digest}")
             if job is not None and job.state in (JobState.DONE, JobState.FAILED):
