@@ -14,6 +14,7 @@ this module holds the base and the map:
     ├── NotMirrored                  policy.decide: an image no configured upstream serves
     ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
     │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
+    │   │   └── RegistryServerError    it answered 5xx: reached, but failing on its side
     │   │   └── TransferTooSlow          registry.streams: a blob transfer below its MinimumRate or past its deadline
     │   ├── RateLimited                429, with the Retry-After it asked for: transient
     │   ├── RegistryAuthError          refused (401/403) even after authenticating, or no way to authenticate
