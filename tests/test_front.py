@@ -3,8 +3,10 @@ counts, paces, holds, cuts or corrupts blob downloads) and the CCR it commits in
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
+import json
 import os
 import re
 import subprocess
@@ -14,11 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import urllib3
 
+from tests.support.registry_auth import htpasswd_auth
 from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
 from tests.support.registry_pair import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
+from webhook import tls
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, NotFound, RegistryClient
 from webhook.registry.oci import child_manifests, image_blobs
 from webhook.testing.front_process import LocalFront
@@ -371,3 +376,45 @@ def test_skopeo_pulls_a_cold_image_through_the_front(scene: Scene) -> None:
         assert sha256(files[digest.removeprefix("sha256:")]) == digest
     wait_until(lambda: scene.ccr.has_manifest(scene.target, pushed.digest), what="the image committed")
     assert all(scene.blob_gets(digest) == 1 for digest in pushed.blobs)
+
+
+def test_over_tls_the_ccr_keeps_its_access_control_and_the_front_pushes_with_its_own(
+    upstream: RegistryServer,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    ca = tls.generate_ca("front tests")
+    tls.issue_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    with RegistryServer(auth=htpasswd_auth(tmp_path, "puller", "secret")) as locked:
+        credentials = tmp_path / "config.json"
+        token = base64.b64encode(b"puller:secret").decode()
+        credentials.write_text(json.dumps({"auths": {locked.host: {"auth": token}}}))
+        scene = Scene(upstream, locked, "apps/tls-and-access")
+        try:
+            pushed = scene.push([MiB], seed=117)
+            front = LocalFront(
+                {
+                    "ccr": {
+                        "registry": "ccr.test",
+                        "endpoint": locked.url,
+                        "insecure": True,
+                        "credentials": str(credentials),
+                    },
+                    "upstreams": [
+                        {"registry": "upstream.test", "endpoint": scene.proxy.url, "insecure": True, "prefix": PREFIX}
+                    ],
+                    "front": {"tlsCert": str(tmp_path / "tls.crt"), "tlsKey": str(tmp_path / "tls.key")},
+                }
+            ).start()
+            scene.fronts.append(front)
+            pool = urllib3.PoolManager(ca_certs=str(tmp_path / "ca.crt"))
+            url = f"https://127.0.0.1:{front.port}/v2/{scene.target}/blobs/{pushed.blobs[0]}"
+            refused = pool.request("GET", url, retries=False)
+            assert refused.status == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+            assert scene.proxy.requests == [], "an unauthenticated node never makes the front fetch"
+            allowed = pool.request("GET", url, headers={"Authorization": f"Basic {token}"}, retries=False)
+            assert allowed.status == 200 and sha256(allowed.data) == pushed.blobs[0]
+            scene.ccr = make_client(locked.url, credentials)
+            wait_until(lambda: scene.ccr_has_blob(pushed.blobs[0]), what="the blob committed with the front's account")
+        finally:
+            scene.close()

@@ -85,13 +85,16 @@ class Spool:
 class RateGuard:
     """Ends a transfer that runs past `deadline_seconds` or averages below `min_bytes_per_second`."""
 
-    def __init__(self, deadline_seconds: float, min_bytes_per_second: int) -> None:
-        self._started = time.monotonic()
+    def __init__(
+        self, deadline_seconds: float, min_bytes_per_second: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._started = clock()
         self._deadline_seconds, self._min_rate = deadline_seconds, min_bytes_per_second
 
     def check(self, received: int) -> None:
         """Raise FlightFailed(too-slow) if the transfer with `received` bytes so far breaks a bound."""
-        elapsed = time.monotonic() - self._started
+        elapsed = self._clock() - self._started
         if elapsed > self._deadline_seconds:
             raise FlightFailed(f"the transfer took longer than {self._deadline_seconds:g} s", "too-slow")
         if elapsed > RATE_GRACE_SECONDS and received < self._min_rate * elapsed:
