@@ -206,12 +206,15 @@ def test_range_requests_during_the_fetch_and_after_it(scene: Scene) -> None:
     whole = b"".join(make_client(scene.upstream.url).open_blob(scene.repository, layer))
     scene.proxy.blob_gate = threading.Event()
     front = scene.front()
-    early = get(front, blob_path(scene, layer), {"Range": "bytes=1000-1999"})  # inside the held first half
-    assert early.status == 206 and bytes(early.received) == whole[1000:2000]
-    assert early.answer["Content-Range"] == f"bytes 1000-1999/{len(whole)}"
+    early = Reader(front, blob_path(scene, layer), {"Range": "bytes=1000-1999"})  # inside the held first half
+    early.start()
+    wait_until(lambda: len(early.received) == 999, what="all but the last byte of the range, before verification")
+    assert early.status == 206 and early.answer["Content-Range"] == f"bytes 1000-1999/{len(whole)}"
     tail = Reader(front, blob_path(scene, layer), {"Range": "bytes=-100"})
     tail.start()
+    assert not early.ended.is_set()
     scene.proxy.blob_gate.set()
+    assert early.finish().status == 206 and bytes(early.received) == whole[1000:2000]
     assert tail.finish().status == 206 and bytes(tail.received) == whole[-100:]
     wait_until(lambda: scene.ccr_has_blob(layer), what="the blob committed")
     resumed = get(front, blob_path(scene, layer), {"Range": f"bytes={MiB}-"})
