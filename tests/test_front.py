@@ -340,11 +340,12 @@ def test_a_repository_outside_every_upstream_prefix_is_404_and_upstream_never_as
     assert scene.proxy.requests == []
 
 
-def test_writes_are_refused(scene: Scene) -> None:
+def test_writes_are_refused_and_sigterm_stops_it(scene: Scene) -> None:
     front = scene.front()
     connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
     connection.request("POST", f"/v2/{scene.target}/blobs/uploads/")
     assert connection.getresponse().status == 405
+    assert front.terminate() == 0, "SIGTERM stops the front cleanly"
 
 
 def head(front: LocalFront, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
