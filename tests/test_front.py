@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import urllib3
 
+from tests.support.local_registry import client as make_client
 from tests.support.registry_auth import htpasswd_auth
-from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
-from tests.support.registry_pair import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
 from webhook import tls
@@ -92,7 +91,7 @@ class Scene:
 
 
 @pytest.fixture
-def scene(upstream: RegistryServer, ccr: RegistryServer, request: pytest.FixtureRequest) -> Iterator[Scene]:  # noqa: F811
+def scene(upstream: RegistryServer, ccr: RegistryServer, request: pytest.FixtureRequest) -> Iterator[Scene]:
     made = Scene(upstream, ccr, "apps/" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-"))
     yield made
     made.close()
@@ -399,7 +398,7 @@ def test_skopeo_pulls_a_cold_image_through_the_front(scene: Scene) -> None:
 
 
 def test_over_tls_the_ccr_keeps_its_access_control_and_the_front_pushes_with_its_own(
-    upstream: RegistryServer,  # noqa: F811 - the fixture
+    upstream: RegistryServer,
     tmp_path: Path,
 ) -> None:
     ca = tls.generate_ca("front tests")
