@@ -39,8 +39,8 @@ class ConfigError(ValueError):
 class SwapMode(str, enum.Enum):
     """When an image is rewritten to the CCR."""
 
-    EXISTS = "exists"  # only when the CCR already holds the digest
-    ALWAYS = "always"  # always, trusting the warmer to fill the CCR before the pull
+    EXISTS = "exists"  # only when the CCR already holds the digest; upstream is the fallback while it does not
+    ALWAYS = "always"  # always: the CCR front streams a cold image to the nodes as it fetches it (the default)
 
 
 class CopyMode(str, enum.Enum):
@@ -88,7 +88,7 @@ class PolicyConfig:
 
     reject_latest: bool = True
     pin_digest: bool = True
-    swap: SwapMode = SwapMode.EXISTS
+    swap: SwapMode = SwapMode.ALWAYS
     copy: CopyMode = CopyMode.DELAYED
     exclude: tuple[str, ...] = ()
     on_resolve_error: OnResolveError = OnResolveError.ALLOW
@@ -140,6 +140,7 @@ class WarmerConfig:
     lease_seconds: float = 15.0
     event_interval_seconds: float = 300.0  # at most one Event per image and reason in this time
     event_pods_per_image: int = 5  # and on at most this many Pods
+    through_front: bool = False  # read cold images through the CCR front at ccr.registry, sharing its one fetch
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ def _parse_policy(reader: _Reader) -> PolicyConfig:
     policy = PolicyConfig(
         reject_latest=reader.boolean("rejectLatest", True),
         pin_digest=reader.boolean("pinDigest", True),
-        swap=reader.choice("swap", SwapMode, SwapMode.EXISTS),
+        swap=reader.choice("swap", SwapMode, PolicyConfig.swap),
         copy=reader.choice("copy", CopyMode, CopyMode.DELAYED),
         exclude=tuple(reader.strings("exclude")),
         on_resolve_error=reader.choice("onResolveError", OnResolveError, OnResolveError.ALLOW),
@@ -352,6 +353,7 @@ def _parse_warmer(reader: _Reader, lease_namespace: str) -> WarmerConfig:
         event_pods_per_image=int(
             reader.number("eventPodsPerImage", defaults.event_pods_per_image, minimum=0, integer=True)
         ),
+        through_front=reader.boolean("throughFront", defaults.through_front),
     )
     if warmer.backoff_max_seconds < warmer.backoff_seconds:
         raise ConfigError(

@@ -182,6 +182,7 @@ def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode:
         response = _response(request.uid, [w for w in warnings if w], audit)
         return AdmissionResult(_review(response), tuple(decisions), ())
     warnings = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.UNPINNED]
+    warnings += _cold_warnings(pairs)
     response = _response(request.uid, warnings, audit)
     if denied:
         response["allowed"] = False
@@ -250,6 +251,12 @@ def _dry_run_warning(image: PodImage, decision: Decision) -> str | None:
     if decision.action is Action.UNPINNED:
         return f"dry-run: {image.label}: {decision.reason}"
     return None
+
+
+def _cold_warnings(pairs: Sequence[tuple[PodImage, Decision]]) -> list[str]:
+    """One warning per distinct image the CCR said it lacks (a Pod often runs one image in several containers)."""
+    cold = {decision.image: (image, decision.cold) for image, decision in reversed(pairs) if decision.cold}
+    return [f"{image.label}: {text}" for image, text in reversed(cold.values())]
 
 
 def warm_requests(decisions: Sequence[Decision]) -> tuple[WarmRequest, ...]:
