@@ -728,6 +728,10 @@ class Registries:
 
         ccr = config.ccr
         self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file)
+        # What nodes pull from (the CCR front), with the CCR's account and CA: the warmer reads cold images there.
+        self.front = client(
+            f"{'http' if ccr.insecure else 'https'}://{ccr.registry}", ccr.credentials, ccr.insecure, ccr.ca_file
+        )
         self._upstreams = {
             up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts)
             for up in config.upstreams
@@ -746,5 +750,5 @@ class Registries:
 
     def close(self) -> None:
         """Close every client's connections."""
-        for client in (self.ccr, *self._upstreams.values()):
+        for client in (self.ccr, self.front, *self._upstreams.values()):
             client.close()
