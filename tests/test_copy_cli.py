@@ -167,12 +167,13 @@ def test_a_warm_through_the_front_reads_the_ccr_name_from_what_nodes_pull_and_ne
             {
                 "ccr": {"registry": front.host, "endpoint": ccr.url, "insecure": True},
                 "upstreams": [{"registry": silent, "insecure": True, "prefix": PREFIX}],
+                "warmer": {"throughFront": True},
             }
         )
         registries = Registries(config)
         try:
             request = warm_request_for(parse_image(f"{silent}/app/front:v1"), image.digest, config)
-            result = copy_warm_request(registries, request, through_front=True)
+            result = copy_warm_request(registries, request)
         finally:
             registries.close()
     assert result.digest == image.digest and result.blobs_copied == len(image.blobs)

@@ -106,21 +106,20 @@ def copy_image(
     ).run()
 
 
-def copy_warm_request(
-    registries: Registries, request: WarmRequest, *, through_front: bool = False, **options: Any
-) -> CopyResult:
+def copy_warm_request(registries: Registries, request: WarmRequest, **options: Any) -> CopyResult:
     """Copy a warm request's pinned upstream image into the CCR under its target name and tag (for the warm queue).
 
-    `through_front` reads it from the CCR front under its CCR name instead of from the upstream itself, so the
-    front's one fetch from upstream serves the warm and the nodes alike (the front commits it too; blobs and
-    manifests are idempotent by digest, so the two commits agree).
+    With a CCR front to read through (warmer.throughFront), the image is read from the front under its CCR name
+    rather than from the upstream, so the front's one fetch from upstream serves the warm and the nodes alike
+    (the front commits it too; blobs and manifests go by digest, so the two commits agree).
     """
     source, target = request.source, request.target
     try:
         upstream = registries.upstream(source.registry)
     except RegistryNotAllowed as err:
         raise CopyError(f"{source} to {target}", "choose the upstream registry", err) from err
-    reader, repository = (registries.front, target.repository) if through_front else (upstream, source.repository)
+    front = registries.front
+    reader, repository = (front, target.repository) if front is not None else (upstream, source.repository)
     return copy_image(
         reader,
         repository,

@@ -149,10 +149,7 @@ class Warmer:
     def _copy(self, request: WarmRequest) -> CopyResult:
         try:
             return copy_warm_request(
-                self.registries,
-                request,
-                through_front=self.config.warmer.through_front,
-                progress=lambda progress: self.events.progress(request, progress),
+                self.registries, request, progress=lambda progress: self.events.progress(request, progress)
             )
         except Exception as err:
             self.metrics.attempt_failed(err)
