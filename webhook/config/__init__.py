@@ -155,6 +155,20 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class FrontConfig:
+    """The CCR front: the pull endpoint nodes reach as `ccr.registry`, filling misses from upstream once."""
+
+    listen: str = "0.0.0.0:5000"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    spool_dir: str = "/var/cache/ccr-front"
+    spool_max_bytes: int = 20 * 1024**3  # blobs being fetched; a fetch that would not fit is refused (503)
+    max_concurrent_fetches: int = 8  # upstream blob transfers at once; more wait for a slot
+    fetch_deadline_seconds: float = 3600.0  # one upstream blob transfer, start to verified end
+    min_bytes_per_second: int = 64 * 1024  # a transfer slower than this (averaged, after a grace) is cut
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything ccr-webhook is told, validated."""
 
@@ -165,6 +179,7 @@ class Config:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     warmer: WarmerConfig = field(default_factory=WarmerConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    front: FrontConfig = field(default_factory=FrontConfig)
 
     def upstream_for(self, registry: str) -> UpstreamConfig | None:
         """The configured upstream for a normalized registry host, or None if it is not one."""
@@ -240,6 +255,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str] | None = None) 
         webhook=_parse_webhook(top.section("webhook")),
         warmer=_parse_warmer(top.section("warmer"), (environ or {}).get("POD_NAMESPACE") or DEFAULT_LEASE_NAMESPACE),
         retention=_parse_retention(top.section("retention")),
+        front=_parse_front(top.section("front")),
     )
     top.finish()
     return config
@@ -375,6 +391,28 @@ def _parse_retention(reader: _Reader) -> RetentionConfig:
     )
     reader.finish()
     return retention
+
+
+def _parse_front(reader: _Reader) -> FrontConfig:
+    defaults = FrontConfig()
+    front = FrontConfig(
+        listen=reader.listen("listen", defaults.listen),
+        tls_cert=reader.string("tlsCert", None),
+        tls_key=reader.string("tlsKey", None),
+        spool_dir=reader.string("spoolDir", defaults.spool_dir) or defaults.spool_dir,
+        spool_max_bytes=int(reader.number("spoolMaxBytes", defaults.spool_max_bytes, minimum=1024**2, integer=True)),
+        max_concurrent_fetches=int(
+            reader.number("maxConcurrentFetches", defaults.max_concurrent_fetches, minimum=1, integer=True)
+        ),
+        fetch_deadline_seconds=reader.number("fetchDeadlineSeconds", defaults.fetch_deadline_seconds, minimum=1),
+        min_bytes_per_second=int(
+            reader.number("minBytesPerSecond", defaults.min_bytes_per_second, minimum=0, integer=True)
+        ),
+    )
+    if (front.tls_cert is None) != (front.tls_key is None):
+        raise ConfigError(f"{reader.path}: tlsCert and tlsKey go together; set both or neither")
+    reader.finish()
+    return front
 
 
 def parse_duration(value: str) -> float:
