@@ -255,8 +255,11 @@ def _dry_run_warning(image: PodImage, decision: Decision) -> str | None:
 
 def _cold_warnings(pairs: Sequence[tuple[PodImage, Decision]]) -> list[str]:
     """One warning per distinct image the CCR said it lacks (a Pod often runs one image in several containers)."""
-    cold = {decision.image: (image, decision.cold) for image, decision in reversed(pairs) if decision.cold}
-    return [f"{image.label}: {text}" for image, text in reversed(cold.values())]
+    cold: dict[str, str] = {}
+    for image, decision in pairs:
+        if decision.cold and decision.image not in cold:
+            cold[decision.image] = f"{image.label}: {decision.cold}"
+    return list(cold.values())
 
 
 def warm_requests(decisions: Sequence[Decision]) -> tuple[WarmRequest, ...]:
