@@ -4,13 +4,16 @@ It forwards every request to the registry unchanged (keeping the Host header, so
 headers point back at the proxy) and records (method, path, Authorization) of each. Set its attributes
 to refuse monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in
 half, slow blob downloads down, or answer the next requests with given statuses (or DROP: an answer that
-announces 100 bytes, sends 10 and closes the connection).
+announces 100 bytes, sends 10 and closes the connection). Blob downloads can also be paced
+(`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served with their last
+byte changed (`corrupt_blobs`: same length, wrong digest).
 """
 
 from __future__ import annotations
 
 import http.client
 import re
+import threading
 import time
 import urllib.parse
 
@@ -34,6 +37,10 @@ class RegistryProxy(LoopbackServer):
         self.redirect_blobs_to: str | None = None
         self.truncate_blobs = False
         self.blob_delay_seconds = 0.0  # each blob download waits this long before its answer starts
+        self.blob_bytes_per_second = 0.0  # pace blob downloads (0: as fast as the socket takes them)
+        self.blob_gate: threading.Event | None = None  # when set: blob downloads stop at half until it is set
+        self.corrupt_blobs = False
+        self.gate_seconds = 60.0  # a gate never set lets go after this, so a broken test cannot hang
         super().__init__(self._handler_class())
 
     @property
@@ -68,11 +75,35 @@ class RegistryProxy(LoopbackServer):
                 if self.command == "GET" and _BLOB_GET.match(path) and proxy.blob_delay_seconds:
                     time.sleep(proxy.blob_delay_seconds)
                 status, headers, data = self._forward(body)
-                if self.command == "GET" and _BLOB_GET.match(path) and proxy.truncate_blobs and status == 200:
-                    self._reply(status, headers, data[: len(data) // 2], length=len(data))
-                    self.close_connection = True
-                    return None
+                if self.command == "GET" and _BLOB_GET.match(path) and status == 200:
+                    return self._reply_blob(headers, data)
                 return self._reply(status, headers, data)
+
+            def _reply_blob(self, headers: dict[str, str], data: bytes) -> None:
+                if proxy.corrupt_blobs and data:
+                    data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                self.send_response(200)
+                for key, value in headers.items():
+                    if key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                half = len(data) // 2
+                end = half if proxy.truncate_blobs else len(data)
+                position, piece = 0, 64 * 1024
+                while position < end:
+                    stop = min(position + piece, end)
+                    held = proxy.blob_gate is not None and position < half <= stop
+                    stop = half if held else stop
+                    self.wfile.write(data[position:stop])
+                    if held and proxy.blob_gate is not None:
+                        self.wfile.flush()
+                        proxy.blob_gate.wait(proxy.gate_seconds)
+                    elif proxy.blob_bytes_per_second:
+                        time.sleep((stop - position) / proxy.blob_bytes_per_second)
+                    position = stop
+                if proxy.truncate_blobs:
+                    self.close_connection = True
 
             def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
                 connection = http.client.HTTPConnection(proxy.upstream, timeout=30)

@@ -24,6 +24,7 @@ from webhook.config import Config
 from webhook.front.commit import ImageCommits, commit_blob
 from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights, Spool, SpoolFull
 from webhook.front.metrics import FrontMetrics
+from webhook.front.splice import relay
 from webhook.front.upstream import Origin, UpstreamManifests, is_digest, origin_for
 from webhook.registry.client import MAX_MANIFEST_BYTES, Registries
 from webhook.registry.errors import NotFound, RegistryError, describe_transport_error
@@ -129,8 +130,8 @@ class Front:
             answer = {name: response.headers[name] for name in _RELAYED_ANSWER if name in response.headers}
             if request.command == "HEAD" or "Content-Length" in answer:
                 request.send_head(response.status, answer)
-                if request.command != "HEAD":
-                    request.stream(response, "ccr")
+                if request.command != "HEAD" and not request.stream(response, "ccr"):
+                    return True  # spliced past the parser: the connection is not reused
             else:  # an answer of unknown length (no registry sends one for content): read whole, within a cap
                 body = response.read(MAX_MANIFEST_BYTES)
                 request.send_head(response.status, {**answer, "Content-Length": str(len(body))})
@@ -283,11 +284,15 @@ class FrontRequestHandler(BaseHTTPRequestHandler):
         self._sent(len(data), source)
         self.wfile.write(data)
 
-    def stream(self, response: urllib3.BaseHTTPResponse, source: str) -> None:
-        """A body read from `response` in large pieces."""
+    def stream(self, response: urllib3.BaseHTTPResponse, source: str) -> bool:
+        """The body of `response` (in the kernel where possible); True if urllib3 read it (connection reusable)."""
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and relay(response, self.connection, int(length), lambda count: self._sent(count, source)):
+            return False
         while data := response.read(CHUNK_BYTES, decode_content=False):
             self._sent(len(data), source)
             self.wfile.write(data)
+        return True
 
     def send_file(self, spool: object, offset: int, count: int) -> None:
         """`count` bytes of the spool file at `offset` (sendfile where the socket allows it)."""
