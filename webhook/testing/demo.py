@@ -55,7 +55,7 @@ class Cluster:
     default_webhook: LocalWebhook  # the default policy (swap: always), rewriting to the front
     model: PushedImage  # an image nothing else in the demo touches: cold until step 8
 
-    def client(self, server: RegistryServer) -> RegistryClient:
+    def client(self, server: RegistryServer | LocalFront) -> RegistryClient:
         """A registry client for one of the demo's registries."""
         return RegistryClient(server.url, insecure=True, connect_timeout=2, read_timeout=10, max_connections=4)
 
@@ -337,7 +337,8 @@ class _Node(threading.Thread):
     def __init__(self, name: str, client: RegistryClient, repository: str, digest: str) -> None:
         super().__init__(name=name, daemon=True)
         self.client, self.repository, self.digest = client, repository, digest
-        self.received, self.seconds, self.ok, self.error = 0, 0.0, False, None
+        self.received, self.seconds, self.ok = 0, 0.0, False
+        self.error: Exception | None = None
 
     def run(self) -> None:
         started = time.monotonic()
