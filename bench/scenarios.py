@@ -47,6 +47,14 @@ SCENARIOS = (
         front=True,
     ),
     Scenario(
+        "front-no-warm",
+        "CCR front, no warm",
+        "as CCR front, but copy: none: the front alone fetches the image, as the nodes pull it; no warm reads "
+        "through it and uploads the image into the CCR a second time, and there are no progress Events.",
+        {"copy": "none"},
+        front=True,
+    ),
+    Scenario(
         "ccr-default",
         "CCR exists",
         "the default before the front (swap: exists, copy: delayed). The CCR lacks the image, so admission pins it "
