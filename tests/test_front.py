@@ -3,8 +3,10 @@ counts, paces, holds, cuts or corrupts blob downloads) and the CCR it commits in
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
+import json
 import os
 import re
 import subprocess
@@ -14,11 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import urllib3
 
+from tests.support.registry_auth import htpasswd_auth
 from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
 from tests.support.registry_pair import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
+from webhook import tls
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, NotFound, RegistryClient
 from webhook.registry.oci import child_manifests, image_blobs
 from webhook.testing.front_process import LocalFront
@@ -149,6 +154,15 @@ def metric(front: LocalFront, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def readers_on_the_flight(front: LocalFront, path: str, count: int) -> list[Reader]:
+    """`count` readers of blob `path`, once all of them follow its (held) fetch."""
+    readers = [Reader(front, path) for _ in range(count)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: metric(front, "ccr_front_flight_readers") == count, what=f"{count} readers on the flight")
+    return readers
+
+
 def nothing_committed(scene: Scene, pushed: PushedImage, blob: str) -> bool:
     """Neither the failed blob nor the image is in the CCR (other blobs that verified may be)."""
     return not scene.ccr.has_manifest(scene.target, pushed.digest) and not scene.ccr_has_blob(blob)
@@ -159,10 +173,7 @@ def test_concurrent_readers_of_a_cold_blob_share_one_upstream_fetch(scene: Scene
     layer = pushed.blobs[0]
     scene.proxy.blob_gate = threading.Event()
     front = scene.front()
-    readers = [Reader(front, blob_path(scene, layer)) for _ in range(4)]
-    for reader in readers:
-        reader.start()
-    wait_until(lambda: metric(front, "ccr_front_flight_readers") == 4, what="four readers on the flight")
+    readers = readers_on_the_flight(front, blob_path(scene, layer), 4)
     scene.proxy.blob_gate.set()
     for reader in readers:
         reader.finish()
@@ -201,12 +212,15 @@ def test_range_requests_during_the_fetch_and_after_it(scene: Scene) -> None:
     whole = b"".join(make_client(scene.upstream.url).open_blob(scene.repository, layer))
     scene.proxy.blob_gate = threading.Event()
     front = scene.front()
-    early = get(front, blob_path(scene, layer), {"Range": "bytes=1000-1999"})  # inside the held first half
-    assert early.status == 206 and bytes(early.received) == whole[1000:2000]
-    assert early.answer["Content-Range"] == f"bytes 1000-1999/{len(whole)}"
+    early = Reader(front, blob_path(scene, layer), {"Range": "bytes=1000-1999"})  # inside the held first half
+    early.start()
+    wait_until(lambda: len(early.received) == 999, what="all but the last byte of the range, before verification")
+    assert early.status == 206 and early.answer["Content-Range"] == f"bytes 1000-1999/{len(whole)}"
     tail = Reader(front, blob_path(scene, layer), {"Range": "bytes=-100"})
     tail.start()
+    assert not early.ended.is_set()
     scene.proxy.blob_gate.set()
+    assert early.finish().status == 206 and bytes(early.received) == whole[1000:2000]
     assert tail.finish().status == 206 and bytes(tail.received) == whole[-100:]
     wait_until(lambda: scene.ccr_has_blob(layer), what="the blob committed")
     resumed = get(front, blob_path(scene, layer), {"Range": f"bytes={MiB}-"})
@@ -232,10 +246,7 @@ def test_a_failed_fetch_cuts_every_reader_and_commits_nothing(scene: Scene, faul
     front = scene.front(fetchDeadlineSeconds=2) if fault == "slow" else scene.front()
     manifest = get(front, f"/v2/{scene.target}/manifests/v1", {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
     assert manifest.status == 200 and sha256(bytes(manifest.received)) == pushed.digest
-    readers = [Reader(front, blob_path(scene, layer)) for _ in range(3)]
-    for reader in readers:
-        reader.start()
-    wait_until(lambda: metric(front, "ccr_front_flight_readers") == 3, what="three readers on the flight")
+    readers = readers_on_the_flight(front, blob_path(scene, layer), 3)
     scene.proxy.blob_gate.set()
     for reader in readers:
         reader.finish()
@@ -371,3 +382,45 @@ def test_skopeo_pulls_a_cold_image_through_the_front(scene: Scene) -> None:
         assert sha256(files[digest.removeprefix("sha256:")]) == digest
     wait_until(lambda: scene.ccr.has_manifest(scene.target, pushed.digest), what="the image committed")
     assert all(scene.blob_gets(digest) == 1 for digest in pushed.blobs)
+
+
+def test_over_tls_the_ccr_keeps_its_access_control_and_the_front_pushes_with_its_own(
+    upstream: RegistryServer,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    ca = tls.generate_ca("front tests")
+    tls.issue_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    with RegistryServer(auth=htpasswd_auth(tmp_path, "puller", "secret")) as locked:
+        credentials = tmp_path / "config.json"
+        token = base64.b64encode(b"puller:secret").decode()
+        credentials.write_text(json.dumps({"auths": {locked.host: {"auth": token}}}))
+        scene = Scene(upstream, locked, "apps/tls-and-access")
+        try:
+            pushed = scene.push([MiB], seed=117)
+            front = LocalFront(
+                {
+                    "ccr": {
+                        "registry": "ccr.test",
+                        "endpoint": locked.url,
+                        "insecure": True,
+                        "credentials": str(credentials),
+                    },
+                    "upstreams": [
+                        {"registry": "upstream.test", "endpoint": scene.proxy.url, "insecure": True, "prefix": PREFIX}
+                    ],
+                    "front": {"tlsCert": str(tmp_path / "tls.crt"), "tlsKey": str(tmp_path / "tls.key")},
+                }
+            ).start()
+            scene.fronts.append(front)
+            pool = urllib3.PoolManager(ca_certs=str(tmp_path / "ca.crt"))
+            url = f"https://127.0.0.1:{front.port}/v2/{scene.target}/blobs/{pushed.blobs[0]}"
+            refused = pool.request("GET", url, retries=False)
+            assert refused.status == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+            assert scene.proxy.requests == [], "an unauthenticated node never makes the front fetch"
+            allowed = pool.request("GET", url, headers={"Authorization": f"Basic {token}"}, retries=False)
+            assert allowed.status == 200 and sha256(allowed.data) == pushed.blobs[0]
+            scene.ccr = make_client(locked.url, credentials)
+            wait_until(lambda: scene.ccr_has_blob(pushed.blobs[0]), what="the blob committed with the front's account")
+        finally:
+            scene.close()

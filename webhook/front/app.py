@@ -201,7 +201,7 @@ class Front:
         """Send the flight's bytes (the requested range) as they arrive; cut the answer if the fetch fails."""
         size = flight.size
         assert size is not None
-        wanted = _byte_range(request.headers.get("Range"), size)
+        wanted = byte_range(request.headers.get("Range"), size)
         if wanted is None:
             return request.oci_error(416, "RANGE_INVALID", "unsatisfiable range", content_range=f"bytes */{size}")
         start, end = wanted
@@ -231,7 +231,7 @@ def _blob_headers(digest: str, length: int) -> dict[str, str]:
     }
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) that a Range header asks for (the whole blob without one, or for a form we do not take)."""
     found = _RANGE.match(header or "")
     if found is None:

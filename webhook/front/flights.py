@@ -1,10 +1,11 @@
 """Single flight per blob: one upstream fetch, spooled to disk, followed by every reader as it grows.
 
 A Flight is one blob of one CCR repository being fetched from its upstream. Readers join it at any
-moment: they read what the spool holds at disk speed, then wait for more. The last byte is held back
-from every reader until the whole blob has been sha256-verified, so a reader never receives a complete
-blob with wrong bytes: on a digest mismatch, an upstream that breaks off, a transfer slower than the
-minimum rate or past its deadline, the flight fails and every reader's answer is cut short. A verified
+moment: they read what the spool holds at disk speed, then wait for more. The last byte of every answer
+(the whole blob or a Range of it) is held back until the whole blob has been sha256-verified, so no
+reader ever completes an answer with wrong bytes: on a digest mismatch, an upstream that breaks off,
+a transfer slower than the minimum rate or past its deadline, the flight fails and every reader's
+answer is cut short. A verified
 blob is uploaded from the spool into the CCR, and the flight leaves the table: later readers get it
 from the CCR. The spool has a byte cap; a fetch that would not fit is refused (SpoolFull), not
 streamed unspooled, because late readers and the commit both need the bytes on disk.
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from webhook.errors import CCRWebhookError
 from webhook.front.metrics import FrontMetrics
 from webhook.front.upstream import Origin
 from webhook.registry.client import RegistryClient
@@ -33,7 +35,7 @@ RATE_GRACE_SECONDS = 10.0  # the minimum rate is judged only after this long (co
 READER_SLACK_SECONDS = 60.0  # a reader waits at most the fetch deadline plus this for bytes
 
 
-class FlightFailed(Exception):
+class FlightFailed(CCRWebhookError):
     """A blob fetch failed; `outcome` is the metrics label, the message says why (no upstream secrets)."""
 
     def __init__(self, message: str, outcome: str = "upstream-error") -> None:
@@ -85,13 +87,16 @@ class Spool:
 class RateGuard:
     """Ends a transfer that runs past `deadline_seconds` or averages below `min_bytes_per_second`."""
 
-    def __init__(self, deadline_seconds: float, min_bytes_per_second: int) -> None:
-        self._started = time.monotonic()
+    def __init__(
+        self, deadline_seconds: float, min_bytes_per_second: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._started = clock()
         self._deadline_seconds, self._min_rate = deadline_seconds, min_bytes_per_second
 
     def check(self, received: int) -> None:
         """Raise FlightFailed(too-slow) if the transfer with `received` bytes so far breaks a bound."""
-        elapsed = time.monotonic() - self._started
+        elapsed = self._clock() - self._started
         if elapsed > self._deadline_seconds:
             raise FlightFailed(f"the transfer took longer than {self._deadline_seconds:g} s", "too-slow")
         if elapsed > RATE_GRACE_SECONDS and received < self._min_rate * elapsed:
@@ -120,11 +125,9 @@ class Flight:
     def key(self) -> tuple[str, str]:
         return (self.origin.target_repository, self.digest)
 
-    def readable(self) -> int:
-        """Bytes a reader may have now: all once verified, else all but the last."""
-        if self.verified or self.size is None:
-            return self.written
-        return min(self.written, self.size - 1)
+    def readable(self, end: int) -> int:
+        """How far into [0, end) a reader may read now: to `end` once verified, else short of it by one byte."""
+        return min(self.written, end if self.verified else end - 1)
 
     def wait_started(self, timeout: float) -> None:
         """Wait until the size is known (or the blob turned out present); FlightFailed if it failed."""
@@ -144,18 +147,16 @@ class Flight:
         position = start
         while position < end:
             with self.condition:
-                while self.readable() <= position:
+                while self.readable(end) <= position:
                     if self.error is not None:
                         raise self.error
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise FlightFailed(f"blob {self.digest}: no new bytes within {timeout:g} s")
                     self.condition.wait(min(remaining, 1.0))
-                available = min(self.readable(), end)
+                available = self.readable(end)
             yield position, available - position
             position = available
-        if self.error is not None:
-            raise self.error
 
     def _update(self, **changes: object) -> None:
         with self.condition:
