@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from webhook.config import ConfigError
 from webhook.errors import CCRWebhookError
 from webhook.front.metrics import FrontMetrics
 from webhook.front.upstream import Origin
@@ -59,7 +60,10 @@ class Spool:
         self._reserved = 0
         self._lock = threading.Lock()
         shutil.rmtree(self.directory / "blobs", ignore_errors=True)
-        (self.directory / "blobs").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.directory / "blobs").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"front.spoolDir: cannot use {directory}: {err.strerror}") from None
 
     def reserve(self, size: int) -> Path:
         """A new, empty spool file with `size` bytes set aside for it; SpoolFull if they do not fit."""
