@@ -100,7 +100,7 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def webhook_config(objects, container_name: str = "webhook", deployment_name: str = SERVICE) -> Any:
-    """The ccr-webhook configuration as a container sees it: the ConfigMap it mounts at /etc/ccr-webhook, plus its env."""
+    """The configuration a container sees: the ConfigMap it mounts at /etc/ccr-webhook, plus its env overrides."""
     deployment = one(objects, "Deployment", deployment_name)
     seen_by = container(deployment, container_name)
     mounted = next(m for m in seen_by["volumeMounts"] if m["mountPath"] == "/etc/ccr-webhook")
