@@ -23,12 +23,12 @@ class FakeRegistry:
         self.tags = tags or {}
         self.digests = set(digests)
 
-    def resolve_digest(self, repository, reference):
+    def resolve_digest(self, repository, reference, timeout=None):
         if (repository, reference) not in self.tags:
             raise NotFound(f"manifest {repository}:{reference} not found")
         return self.tags[repository, reference]
 
-    def has_manifest(self, repository, digest):
+    def has_manifest(self, repository, digest, timeout=None):
         return (repository, digest) in self.digests
 
 

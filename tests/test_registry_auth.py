@@ -8,6 +8,7 @@ import json
 import pytest
 
 from webhook.registry.auth import Authenticator, Credentials, TokenCache, load_credentials, parse_challenge
+from webhook.registry.egress import check_destination
 from webhook.registry.errors import (
     NotFound,
     RateLimited,
@@ -126,25 +127,29 @@ def test_a_missing_credentials_file_is_an_auth_error(tmp_path):
 def test_credentials_hide_their_secrets():
     credentials = Credentials("bob", "hunter2", "refresh-me")
     assert "hunter2" not in repr(credentials) and "refresh-me" not in repr(credentials)
-    authenticator = Authenticator("https://r", credentials, exchange=None, insecure=False)
+    authenticator = Authenticator("https://r", credentials, exchange=None, realm=None)
     authenticator.cache.put(("k",), "tok-123", 300)
     text = f"x hunter2 {credentials.basic_header()} refresh-me tok-123 y"
     assert authenticator.redact(text) == "x *** Basic *** *** *** y"
 
 
+def judge_realm(url):
+    return check_destination(url, insecure=False, listed=None, key="tokenHosts", trusted_host="r")
+
+
 def test_a_bearer_realm_on_plain_http_is_refused_unless_insecure():
     calls = []
-    authenticator = Authenticator("https://r", Credentials("u", "p"), lambda *args: calls.append(args), insecure=False)
-    with pytest.raises(RegistryAuthError, match="not https"):
+    authenticator = Authenticator("https://r", Credentials("u", "p"), lambda *args: calls.append(args), judge_realm)
+    with pytest.raises(RegistryAuthError, match=r"token realm: http://evil.example \(https only\)"):
         authenticator.answer('Bearer realm="http://evil.example/token"', ("repository:a:pull",), "a", None, None)
     assert calls == []
 
 
 def test_basic_without_credentials_or_with_refused_ones_is_an_auth_error():
     with pytest.raises(RegistryAuthError, match="none are configured"):
-        Authenticator("https://r", None, None, insecure=False).answer('Basic realm="x"', (), "a", None, None)
+        Authenticator("https://r", None, None, None).answer('Basic realm="x"', (), "a", None, None)
     credentials = Credentials("u", "p")
-    authenticator = Authenticator("https://r", credentials, None, insecure=False)
+    authenticator = Authenticator("https://r", credentials, None, None)
     header = authenticator.answer('Basic realm="x"', (), "a", None, None)
     assert header == credentials.basic_header() == authenticator.authorization((), "a", None)
     with pytest.raises(RegistryAuthError, match="refused the configured user and password"):

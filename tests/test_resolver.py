@@ -37,7 +37,7 @@ class PlainRegistry:
         self.gate.set()
         self.lock = threading.Lock()
 
-    def resolve_digest(self, repository, reference):
+    def resolve_digest(self, repository, reference, timeout=None):
         with self.lock:
             self.calls.append(("digest", repository, reference))
         self.gate.wait(10)
@@ -45,7 +45,7 @@ class PlainRegistry:
             raise self.error
         return self.digests[(repository, reference)]
 
-    def has_manifest(self, repository, digest):
+    def has_manifest(self, repository, digest, timeout=None):
         with self.lock:
             self.calls.append(("ccr", repository, digest))
         self.gate.wait(10)

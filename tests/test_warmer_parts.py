@@ -77,13 +77,13 @@ class Registry:
     def __init__(self, tags=None, digests=()):
         self.tags, self.digests, self.asked = tags or {}, set(digests), []
 
-    def resolve_digest(self, repository, reference):
+    def resolve_digest(self, repository, reference, timeout=None):
         self.asked.append(("resolve", repository, reference))
         if (repository, reference) not in self.tags:
             raise NotFound("manifest", f"{repository}:{reference}")
         return self.tags[repository, reference]
 
-    def has_manifest(self, repository, digest):
+    def has_manifest(self, repository, digest, timeout=None):
         self.asked.append(("has", repository, digest))
         return (repository, digest) in self.digests
 

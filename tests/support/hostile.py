@@ -182,9 +182,10 @@ def _touches_only_what_is_ours(op: dict) -> bool:
     ours = {ORIGINAL_IMAGES_ANNOTATION}
     return op["op"] == "add" and (
         op["path"] == _ANNOTATION_POINTER
-        or (op["path"] == "/metadata/annotations"
-        and set(op["value"]) == ours)
-        or (op["path"] == "/metadata"
-        and set(op["value"]) == {"annotations"}
-        and set(op["value"]["annotations"]) == ours)
+        or (op["path"] == "/metadata/annotations" and set(op["value"]) == ours)
+        or (
+            op["path"] == "/metadata"
+            and set(op["value"]) == {"annotations"}
+            and set(op["value"]["annotations"]) == ours
+        )
     )

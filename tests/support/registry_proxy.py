@@ -1,7 +1,8 @@
 """A fault-injecting HTTP front for a real registry, so tests can see what the client does when things go wrong.
 
 It forwards every request to the registry unchanged (keeping the Host header, so the registry's Location
-headers point back at the proxy) and records (method, path, Authorization) of each. Set its attributes
+headers point back at the proxy) and records (method, path, Authorization) and the Host of each; with
+`tls` it serves HTTPS (a context holding the certificate of its `name`). Set its attributes
 to refuse monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in
 half, slow blob downloads down, or answer the next requests with given statuses (or DROP: an answer that
 announces 100 bytes, sends 10 and closes the connection).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 import time
 import urllib.parse
 
@@ -24,21 +26,22 @@ DROP = -1  # a fault status: the connection closes mid-response
 class RegistryProxy(LoopbackServer):
     """A threaded proxy on 127.0.0.1 in front of `upstream` (host:port); `name` is the host it calls itself."""
 
-    def __init__(self, upstream: str, name: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, name: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.upstream = upstream
         self.name = name
         self.requests: list[tuple[str, str, str | None]] = []
+        self.hosts: list[str | None] = []  # the Host header of each request
         self.faults: list[tuple[int, dict[str, str]]] = []
         self.refuse_monolithic_put = False
         self.relative_locations = False
         self.redirect_blobs_to: str | None = None
         self.truncate_blobs = False
         self.blob_delay_seconds = 0.0  # each blob download waits this long before its answer starts
-        super().__init__(self._handler_class())
+        super().__init__(self._handler_class(), tls)
 
     @property
     def url(self) -> str:
-        return f"http://{self.name}:{self.port}"
+        return f"{self.scheme}://{self.name}:{self.port}"
 
     def _handler_class(self) -> type[QuietHandler]:
         proxy = self
@@ -54,6 +57,7 @@ class RegistryProxy(LoopbackServer):
                 assert "chunked" not in (self.headers.get("Transfer-Encoding") or ""), "the client must send lengths"
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                proxy.hosts.append(self.headers.get("Host"))
                 if len(body) < length:  # the client gave up mid-body: so does the proxy, as a registry would
                     self.close_connection = True
                     return None

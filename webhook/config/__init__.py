@@ -12,7 +12,7 @@ import enum
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -24,6 +24,7 @@ _HOST_PORT = re.compile(
 _PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _HOST_PATTERN = re.compile(r"^(?:[a-z0-9*?-]+(?:\.[a-z0-9*?-]+)*|\[[0-9a-f:.]+\])$")
 _LEGACY_DOCKER_HUB = "index.docker.io"
+_DOCKER_HUB_TOKEN_HOSTS = ("auth.docker.io",)
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(
     r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
@@ -80,6 +81,7 @@ class UpstreamConfig:
     insecure: bool = False
     ca_file: str | None = None  # PEM CA bundle trusted for this registry instead of the system CAs
     redirect_hosts: tuple[str, ...] | None = None  # storage hosts its blob downloads may go to; None: any host by name
+    token_hosts: tuple[str, ...] | None = None  # token realms trusted besides its own host; None: none with credentials
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ class ResolverConfig:
     negative_cache_seconds: float = 5.0
     connect_timeout_seconds: float = 1.0
     read_timeout_seconds: float = 5.0
+    lookup_timeout_seconds: float = 10.0  # the whole of one lookup, however slowly a registry sends
     max_concurrency: int = 16
+    max_concurrency_per_registry: int = 8  # lookups at once per registry, so a slow one cannot take every thread
 
 
 @dataclass(frozen=True)
@@ -271,13 +275,18 @@ def _parse_upstreams(readers: list[_Reader]) -> tuple[UpstreamConfig, ...]:
         credentials = reader.string("credentials", None)
         ca_file = reader.string("caFile", None)
         redirect_hosts = reader.host_patterns("redirectHosts")
+        token_hosts = reader.host_patterns("tokenHosts")
+        if token_hosts is None and registry == "docker.io":
+            token_hosts = _DOCKER_HUB_TOKEN_HOSTS
         reader.finish()
         for other in upstreams:
             if other.registry == registry:
                 raise ConfigError(f"{reader.path}.registry: {registry} is listed twice")
             if other.prefix == prefix or other.prefix.startswith(prefix + "/") or prefix.startswith(other.prefix + "/"):
                 raise ConfigError(f"{reader.path}.prefix: {prefix!r} overlaps the prefix of upstream {other.registry}")
-        upstreams.append(UpstreamConfig(registry, endpoint, prefix, credentials, insecure, ca_file, redirect_hosts))
+        upstreams.append(
+            UpstreamConfig(registry, endpoint, prefix, credentials, insecure, ca_file, redirect_hosts, token_hosts)
+        )
     return tuple(upstreams)
 
 
@@ -302,10 +311,22 @@ def _parse_resolver(reader: _Reader) -> ResolverConfig:
         negative_cache_seconds=reader.number("negativeCacheSeconds", defaults.negative_cache_seconds, minimum=0),
         connect_timeout_seconds=reader.number("connectTimeoutSeconds", defaults.connect_timeout_seconds, minimum=0.01),
         read_timeout_seconds=reader.number("readTimeoutSeconds", defaults.read_timeout_seconds, minimum=0.01),
+        lookup_timeout_seconds=reader.number("lookupTimeoutSeconds", defaults.lookup_timeout_seconds, minimum=0.1),
         max_concurrency=int(reader.number("maxConcurrency", defaults.max_concurrency, minimum=1, integer=True)),
     )
+    per_registry = reader.number(
+        "maxConcurrencyPerRegistry",
+        min(defaults.max_concurrency_per_registry, max(1, resolver.max_concurrency // 2)),
+        minimum=1,
+        integer=True,
+    )
+    if per_registry > resolver.max_concurrency:
+        raise ConfigError(
+            f"{reader.path}.maxConcurrencyPerRegistry: {per_registry} is above "
+            f"maxConcurrency ({resolver.max_concurrency})"
+        )
     reader.finish()
-    return resolver
+    return replace(resolver, max_concurrency_per_registry=int(per_registry))
 
 
 def _parse_webhook(reader: _Reader) -> WebhookConfig:
