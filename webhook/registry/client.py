@@ -609,13 +609,16 @@ class RegistryClient:
         try:
             with deadline_scope(deadline):
                 if isinstance(url, egress.Destination) and url.addresses:
-                    return self._pinned(method, url, headers, options)
-                target = url.url if isinstance(url, egress.Destination) else url
-                return self._pool.request(method, target, headers=dict(headers), **options)
+                    response = self._pinned(method, url, headers, options)
+                else:
+                    target = url.url if isinstance(url, egress.Destination) else url
+                    response = self._pool.request(method, target, headers=dict(headers), **options)
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise RegistryUnavailable(
                 f"{what}: {self._describe(err, deadline)}", endpoint=self.endpoint, repository=repository
             ) from None
+        self._check_in_time(response, deadline, what, repository)
+        return response
 
     def _pinned(
         self, method: str, destination: egress.Destination, headers: Mapping[str, str], options: dict
@@ -635,9 +638,19 @@ class RegistryClient:
         assert failure is not None
         raise failure
 
-    def _describe(self, err: BaseException, deadline: float | None) -> str:
-        """A transport failure in words; one the deadline watchdog caused says so, not 'connection dropped'."""
+    def _check_in_time(
+        self, response: BaseHTTPResponse, deadline: float | None, what: str, repository: str | None
+    ) -> None:
+        """Refuse what arrived past the deadline: the watchdog cut it, and cut headers or bodies can look whole."""
         if deadline is not None and time.monotonic() >= deadline:
+            release(response, complete=False)
+            raise RegistryUnavailable(
+                f"{what}: {self._describe(None, deadline)}", endpoint=self.endpoint, repository=repository
+            )
+
+    def _describe(self, err: BaseException | None, deadline: float | None) -> str:
+        """A transport failure in words; one the deadline watchdog caused says so, not 'connection dropped'."""
+        if err is None or (deadline is not None and time.monotonic() >= deadline):
             return "no complete answer before the deadline (the registry sends too slowly or not at all)"
         return describe_transport_error(err)
 
@@ -677,6 +690,7 @@ class RegistryClient:
             while received <= limit:
                 data = response.read(min(65536, limit + 1 - received) or 1)
                 if not data:
+                    self._check_in_time(response, deadline, what, repository)
                     release(response, complete=True)
                     return b"".join(parts)
                 parts.append(data)
