@@ -310,4 +310,4 @@ def test_a_trickling_upstream_does_not_starve_a_healthy_one(open_registry, trick
             ops = json.loads(base64.b64decode(both["patch"])) if "patch" in both else []
             assert any(op["path"] == "/spec/containers/1/image" and digest in op["value"] for op in ops), both
             # the trickling lookups end at lookupTimeoutSeconds, giving their threads back
-            wait_until(lambda: trickler.abandoned >= 2, timeout=30, what="the trickling lookups cut at their deadline")
+            wait_until(lambda: trickler.abandoned >= 2, timeout=15, what="the trickling lookups cut at their deadline")

@@ -34,6 +34,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 from urllib3.response import BaseHTTPResponse
@@ -501,8 +502,8 @@ class RegistryClient:
         url = urllib.parse.urljoin(self.endpoint + "/", location)
         if _origin(url) != _origin(self.endpoint):
             raise RegistryProtocolError(
-                f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; refusing to send "
-                "data and credentials there",
+                f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; refusing to "
+                "send data and credentials there",
                 endpoint=self.endpoint,
                 repository=repository,
             )
@@ -597,7 +598,7 @@ class RegistryClient:
                 connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining), total=remaining
             )
             pool_timeout = remaining
-        options = {
+        options: dict[str, Any] = {
             "body": body,
             "timeout": timeout,
             "retries": False,
