@@ -502,8 +502,8 @@ class RegistryClient:
         url = urllib.parse.urljoin(self.endpoint + "/", location)
         if _origin(url) != _origin(self.endpoint):
             raise RegistryProtocolError(
-                f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; refusing to "
-                "send data and credentials there",
+                f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; "
+                "refusing to send data and credentials there",
                 endpoint=self.endpoint,
                 repository=repository,
             )
