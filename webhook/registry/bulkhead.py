@@ -13,10 +13,12 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from webhook.errors import CCRWebhookError
+
 MAX_QUEUED_PER_KEY = 4096
 
 
-class BulkheadFull(Exception):
+class BulkheadFull(CCRWebhookError):
     """A key already has MAX_QUEUED_PER_KEY tasks waiting; the task was not queued."""
 
 

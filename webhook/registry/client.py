@@ -622,7 +622,7 @@ class RegistryClient:
         return response
 
     def _pinned(
-        self, method: str, destination: egress.Destination, headers: Mapping[str, str], options: dict
+        self, method: str, destination: egress.Destination, headers: Mapping[str, str], options: dict[str, Any]
     ) -> BaseHTTPResponse:
         """Connect to the checked addresses in turn (never to the name again), with the name for Host and TLS."""
         pool_kwargs = {"server_hostname": destination.host} if destination.scheme == "https" else None

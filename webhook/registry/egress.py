@@ -19,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.errors import CCRWebhookError
+
 # socket.getaddrinfo's shape; tests pass a fake to make names resolve where they want, without DNS.
 Resolve = Callable[..., list[tuple[Any, ...]]]
 MAX_ADDRESSES = 8
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
-class EgressRefused(Exception):
+class EgressRefused(CCRWebhookError):
     """A URL chosen by the remote side that configuration does not let us contact; the message says why."""
 
 
