@@ -526,17 +526,22 @@ def trickler() -> Iterator[TricklingServer]:
 
 
 @pytest.mark.integration
-def test_a_lookup_has_a_total_deadline_however_slowly_the_registry_sends(trickler):
-    client = make_client(f"http://{trickler.host}", read_timeout=0.5)  # every byte comes well within 0.5 s
-    for lookup in (
-        lambda: client.resolve_digest("any/app", "1.0", timeout=1.0),
-        lambda: client.has_manifest("any/app", "sha256:" + "a" * 64, timeout=1.0),
-    ):
-        started = time.monotonic()
-        with pytest.raises(RegistryUnavailable, match="no complete answer before the deadline"):
-            lookup()
-        assert time.monotonic() - started < 2.0
-    wait_until(lambda: trickler.abandoned == 2, what="both trickling answers abandoned by the client")
+@pytest.mark.parametrize("over_tls", [False, True], ids=["http", "https"])
+def test_a_lookup_has_a_total_deadline_however_slowly_the_registry_sends(certificates, over_tls):
+    trickler = TricklingServer(interval=0.05, seconds=20, tls=certificates["loopback"] if over_tls else None)
+    client = make_client(trickler.url, read_timeout=0.5, ca_file=certificates["ca_file"])  # bytes come within 0.5 s
+    try:
+        for lookup in (
+            lambda: client.resolve_digest("any/app", "1.0", timeout=1.0),
+            lambda: client.has_manifest("any/app", "sha256:" + "a" * 64, timeout=1.0),
+        ):
+            started = time.monotonic()
+            with pytest.raises(RegistryUnavailable, match="no complete answer before the deadline"):
+                lookup()
+            assert time.monotonic() - started < 2.0
+        wait_until(lambda: trickler.abandoned == 2, what="both trickling answers abandoned by the client")
+    finally:
+        trickler.close()
 
 
 @pytest.mark.integration

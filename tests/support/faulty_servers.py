@@ -5,6 +5,7 @@ matches its digest."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 
@@ -60,13 +61,15 @@ class TricklingServer:
     """An HTTP server that answers every request with a status line and then one header byte per `interval`.
 
     Read timeouts never trip (a byte always comes in time) and the answer never ends within `seconds`,
-    after which the connection closes. Counts the connections it took and the ones that went away early.
+    after which the connection closes. Over TLS with `tls` (a server context). Counts the connections it
+    took and the ones that went away early.
     """
 
-    def __init__(self, interval: float = 0.05, seconds: float = 60.0) -> None:
+    def __init__(self, interval: float = 0.05, seconds: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.interval, self.seconds = interval, seconds
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
+        self.interval, self.seconds, self.tls = interval, seconds, tls
         self.accepted = 0
         self.abandoned = 0  # connections the client closed while the answer was still trickling
         self._lock = threading.Lock()
@@ -86,6 +89,8 @@ class TricklingServer:
         with connection:
             connection.settimeout(self.seconds)
             try:
+                if self.tls is not None:
+                    connection = self.tls.wrap_socket(connection, server_side=True)
                 connection.recv(65536)  # the request (small: a HEAD or a GET)
                 connection.sendall(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
                 ends = time.monotonic() + self.seconds
