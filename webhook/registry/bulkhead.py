@@ -39,7 +39,9 @@ class Bulkhead:
             if self._running.get(key, 0) >= self._per_key:
                 queue = self._queued.setdefault(key, deque())
                 if len(queue) >= MAX_QUEUED_PER_KEY:
-                    future.set_exception(BulkheadFull(f"more than {MAX_QUEUED_PER_KEY} lookups waiting"))
+                    future.set_exception(
+                        BulkheadFull(f"more than {MAX_QUEUED_PER_KEY} lookups already wait for this registry")
+                    )
                 else:
                     queue.append((future, fn, args))
                 return future

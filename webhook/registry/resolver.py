@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
-from webhook.registry.bulkhead import Bulkhead
+from webhook.registry.bulkhead import Bulkhead, BulkheadFull
 
 
 class RegistryReader(Protocol):
@@ -183,8 +183,10 @@ class Resolver:
 
     def _timed_out(self, lookup: Lookup, timeout: float, future: Future[ImageFacts]) -> ImageFacts:
         """The facts for a lookup that did not finish in time: whatever is cached by now, the rest unknown."""
-        if future.done():  # it raised: a bug, not a registry answer
-            return ImageFacts(resolve_error=f"internal error: {_describe(future.exception())}")
+        if future.done():  # it raised: a bug, not a registry answer, unless its registry's queue was full
+            error = future.exception()
+            prefix = "" if isinstance(error, BulkheadFull) else "internal error: "
+            return ImageFacts(resolve_error=f"{prefix}{_describe(error)}")
         cached = self._from_cache(lookup, count_hit=False)
         if cached is not None:
             return cached
