@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 
 import pytest
 
-from webhook.registry.auth import Authenticator, Credentials, TokenCache, load_credentials, parse_challenge
+from webhook.registry.auth import (
+    MAX_TOKEN_SECONDS,
+    Authenticator,
+    Credentials,
+    TokenCache,
+    load_credentials,
+    parse_challenge,
+    token_lifetime,
+)
 from webhook.registry.egress import check_destination
 from webhook.registry.errors import (
     NotFound,
@@ -212,3 +221,57 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# -- token lifetimes (hostile token services: test_registry_hostile.py) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [
+        (300, 300.0),
+        (None, 60.0),
+        (0, 60.0),
+        (-5, 60.0),
+        (math.nan, 60.0),
+        (math.inf, 60.0),
+        (-math.inf, 60.0),
+        ("inf", 60.0),
+        ("300", 60.0),
+        (True, 60.0),
+        ([300], 60.0),
+        (1e308, MAX_TOKEN_SECONDS),
+        (0.2, 1.0),
+    ],
+)
+def test_a_token_lifetime_that_is_not_a_finite_positive_number_is_the_default_and_every_one_is_capped(
+    expires_in, lifetime
+):
+    assert token_lifetime(expires_in) == lifetime
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("stated", ["NaN", "Infinity", "1e999", '"forever"', "-1", "1e308"])
+def test_a_token_stating_an_odd_lifetime_is_fetched_again_within_the_cap(stated):
+    clock, fetched = Clock(), []
+
+    def exchange(method, destination, headers, body, deadline, repository):
+        fetched.append(clock.now)
+        return 200, {}, f'{{"token": "t{len(fetched)}", "expires_in": {stated}}}'.encode()
+
+    def realm(url):
+        return check_destination(url, insecure=True, listed=None, key="tokenHosts", trusted_host="r")
+
+    authenticator = Authenticator("http://r", None, exchange, realm, cache=TokenCache(clock))
+    challenge = 'Bearer realm="http://r/token",service="r"'
+    assert authenticator.answer(challenge, ("repository:a:pull",), "a", None, None) == "Bearer t1"
+    clock.now += MAX_TOKEN_SECONDS + 1  # never kept forever: by the cap at the latest
+    assert authenticator.authorization(("repository:a:pull",), "a", None) == "Bearer t2"
+    assert len(fetched) == 2

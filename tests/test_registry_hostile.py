@@ -19,8 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
-import socket
 import ssl
 import time
 import traceback
@@ -31,6 +29,7 @@ import pytest
 import urllib3
 import yaml
 
+from tests.support.fake_resolver import FakeResolver
 from tests.support.faulty_servers import Bait, TricklingServer
 from tests.support.registry_auth import token_auth
 from tests.support.registry_proxy import RegistryProxy
@@ -39,7 +38,6 @@ from tests.support.waiting import wait_until
 from webhook import tls
 from webhook.cli import main
 from webhook.registry import egress
-from webhook.registry.auth import MAX_TOKEN_SECONDS, Authenticator, TokenCache, token_lifetime
 from webhook.registry.client import (
     RegistryAuthError,
     RegistryClient,
@@ -48,10 +46,11 @@ from webhook.registry.client import (
     RegistryUnavailable,
     digest_of,
 )
-from webhook.registry.egress import EgressRefused, check_destination
 from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import push_sample_image
 from webhook.testing.webhook_process import LocalWebhook
+
+pytestmark = pytest.mark.integration
 
 USER = "alice"
 PASSWORD = 'pa55 "w0rd"+/with\\escapes'  # JSON-escaped and URL-encoded, it looks different from the raw form
@@ -80,115 +79,11 @@ def open_registry() -> Iterator[RegistryServer]:
         yield server
 
 
-# -- where a registry may send us: the rules, on their own ----------------------------------------
-
-
-class FakeResolver:
-    """getaddrinfo over a table of names; records every name asked; a name asked twice gets `rebound_to`."""
-
-    def __init__(self, table: dict[str, list[str]], rebound_to: str = "10.66.66.66") -> None:
-        self.table, self.rebound_to = table, rebound_to
-        self.asked: list[str] = []
-
-    def __call__(self, host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
-        again = host in self.asked
-        self.asked.append(host)
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "unknown name")
-        addresses = [self.rebound_to] if again else self.table[host]
-        return [
-            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses
-        ]
-
-
 @pytest.fixture
 def loopback_counts_as_public(monkeypatch):
     """Let 127.0.0.1 stand in for a public address, so a judged name can be connected to on loopback."""
     judge = egress.is_internal
     monkeypatch.setattr(egress, "is_internal", lambda address: address != "127.0.0.1" and judge(address))
-
-
-LITERALS = [
-    "2130706433",  # 127.0.0.1 in decimal
-    "0x7f000001",
-    "127.000.000.001",
-    "017700000001",  # octal
-    "0177.0.0.1",
-    "127.1",
-    "[::ffff:127.0.0.1]",  # IPv4-mapped IPv6
-    "[::1]",
-    "169.254.169.254",
-    "8.8.8.8",  # public, but a literal all the same
-]
-
-
-@pytest.mark.parametrize("host", LITERALS)
-def test_ip_literals_in_any_spelling_are_refused_unless_listed(host):
-    resolver = FakeResolver({})
-    with pytest.raises(EgressRefused, match=re.escape(f"the IP address {host}")):
-        check_destination(f"http://{host}:5000/x", insecure=True, listed=None, key="redirectHosts", resolve=resolver)
-    assert resolver.asked == []
-    listed = check_destination(
-        f"http://{host}:5000/x", insecure=True, listed=(host,), key="redirectHosts", resolve=socket.getaddrinfo
-    )
-    assert listed.listed and listed.addresses  # a literal resolves to itself, with no DNS
-
-
-INTERNAL = [
-    "127.0.0.1",
-    "127.8.9.10",
-    "10.1.2.3",
-    "172.16.5.4",
-    "192.168.0.10",
-    "169.254.169.254",  # cloud metadata
-    "100.64.0.1",  # carrier-grade NAT
-    "0.0.0.0",
-    "224.0.0.251",
-    "255.255.255.255",
-    "::1",
-    "::",
-    "fe80::1",
-    "fd00::5",
-    "ff02::1",
-    "::ffff:10.0.0.1",
-    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
-    "2002:a00:1::1",  # 6to4 of 10.0.0.1
-]
-
-
-@pytest.mark.parametrize("address", INTERNAL)
-def test_a_name_resolving_to_any_internal_address_is_refused(address):
-    resolver = FakeResolver({"storage.example": ["93.184.216.34", address]})
-    with pytest.raises(EgressRefused, match=f"storage.example, which resolves to the internal address {address}"):
-        check_destination(
-            "https://storage.example/blob", insecure=False, listed=None, key="redirectHosts", resolve=resolver
-        )
-
-
-def test_a_name_resolving_to_public_addresses_is_resolved_once_and_pinned_to_them():
-    resolver = FakeResolver({"storage.example": ["93.184.216.34", "2606:2800:220:1::1", "93.184.216.34"]})
-    found = check_destination(
-        "https://Storage.Example:8443/v2/blob?sig=1", insecure=False, listed=None, key="tokenHosts", resolve=resolver
-    )
-    assert found.addresses == ("93.184.216.34", "2606:2800:220:1::1") and not found.listed
-    assert (found.netloc, found.request_uri) == ("storage.example:8443", "/v2/blob?sig=1")
-    assert resolver.asked == ["storage.example"]
-
-
-@pytest.mark.parametrize(
-    ("url", "insecure", "listed", "reason"),
-    [
-        ("http://storage.example/x", False, None, r"http://storage.example \(https only\)"),
-        ("ftp://storage.example/x", True, None, "https only"),
-        ("https://user:pw@storage.example/x", False, None, "a URL with user info"),
-        ("https://storage.example/x", False, ("*.s3.amazonaws.com",), "not in this registry's tokenHosts"),
-        ("https://nowhere.example/x", False, None, "does not resolve"),
-    ],
-)
-def test_scheme_user_info_lists_and_unresolvable_names_are_refused(url, insecure, listed, reason):
-    resolver = FakeResolver({"storage.example": ["93.184.216.34"]})
-    with pytest.raises(EgressRefused, match=reason):
-        check_destination(url, insecure=insecure, listed=listed, key="tokenHosts", resolve=resolver)
 
 
 # -- a hostile registry and its baits --------------------------------------------------------------------
@@ -221,7 +116,6 @@ POINTED = [
 ]
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(("host", "bait_address"), POINTED)
 def test_a_blob_redirect_to_an_internal_address_in_any_form_never_connects(
     open_registry, hostile, baits, host, bait_address
@@ -235,7 +129,6 @@ def test_a_blob_redirect_to_an_internal_address_in_any_form_never_connects(
     assert bait.connections() == 0
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(("host", "bait_address"), POINTED)
 def test_a_token_realm_at_an_internal_address_in_any_form_never_connects(hostile, baits, host, bait_address):
     bait = baits[bait_address]
@@ -245,7 +138,6 @@ def test_a_token_realm_at_an_internal_address_in_any_form_never_connects(hostile
     assert bait.connections() == 0
 
 
-@pytest.mark.integration
 def test_a_name_resolving_to_the_metadata_address_is_refused_for_redirects_and_realms(hostile, open_registry):
     resolver = FakeResolver({"metadata.example": ["169.254.169.254"]})
     client = make_client(hostile.url, resolve=resolver)
@@ -275,7 +167,6 @@ def certificates(tmp_path_factory) -> dict[str, object]:
     return {"ca_file": str(workdir / "ca.crt"), **contexts}
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("realm", ["http://127.0.0.1:{port}/token", "http://registry.example:{port}/token"])
 def test_a_plain_http_realm_is_refused_for_an_https_registry_even_on_its_own_host(
     open_registry, certificates, baits, realm
@@ -294,7 +185,6 @@ def test_a_plain_http_realm_is_refused_for_an_https_registry_even_on_its_own_hos
         hostile.stop()
 
 
-@pytest.mark.integration
 def test_a_judged_redirect_connects_to_the_checked_address_with_the_name_for_host_and_tls(
     open_registry, hostile, certificates, loopback_counts_as_public
 ):
@@ -311,60 +201,6 @@ def test_a_judged_redirect_connects_to_the_checked_address_with_the_name_for_hos
         assert storage.hosts == [f"storage.example:{storage.port}"]
     finally:
         storage.stop()
-
-
-# -- token lifetimes -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("expires_in", "lifetime"),
-    [
-        (300, 300.0),
-        (None, 60.0),
-        (0, 60.0),
-        (-5, 60.0),
-        (math.nan, 60.0),
-        (math.inf, 60.0),
-        (-math.inf, 60.0),
-        ("inf", 60.0),
-        ("300", 60.0),
-        (True, 60.0),
-        ([300], 60.0),
-        (1e308, MAX_TOKEN_SECONDS),
-        (0.2, 1.0),
-    ],
-)
-def test_a_token_lifetime_that_is_not_a_finite_positive_number_is_the_default_and_every_one_is_capped(
-    expires_in, lifetime
-):
-    assert token_lifetime(expires_in) == lifetime
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.mark.parametrize("stated", ["NaN", "Infinity", "1e999", '"forever"', "-1", "1e308"])
-def test_a_token_stating_an_odd_lifetime_is_fetched_again_within_the_cap(stated):
-    clock, fetched = Clock(), []
-
-    def exchange(method, destination, headers, body, deadline, repository):
-        fetched.append(clock.now)
-        return 200, {}, f'{{"token": "t{len(fetched)}", "expires_in": {stated}}}'.encode()
-
-    def realm(url):
-        return check_destination(url, insecure=True, listed=None, key="tokenHosts", trusted_host="r")
-
-    authenticator = Authenticator("http://r", None, exchange, realm, cache=TokenCache(clock))
-    challenge = 'Bearer realm="http://r/token",service="r"'
-    assert authenticator.answer(challenge, ("repository:a:pull",), "a", None, None) == "Bearer t1"
-    clock.now += MAX_TOKEN_SECONDS + 1  # never kept forever: by the cap at the latest
-    assert authenticator.authorization(("repository:a:pull",), "a", None) == "Bearer t2"
-    assert len(fetched) == 2
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +235,6 @@ def hostile_issuer(issuer) -> Iterator[TokenIssuer]:
     issuer.echo_status = issuer.answered_expires_in = None
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("stated", [math.nan, math.inf, -5, 0, 1e308, "forever", "300"])
 def test_a_token_service_stating_an_odd_expires_in_still_serves_lookups(
     tmp_path, token_registry, hostile_issuer, pushed, stated
@@ -423,7 +258,6 @@ def elsewhere_realm(token_registry, issuer, pushed) -> Iterator[RegistryProxy]:
     proxy.stop()
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(
     ("credentials", "token_hosts", "outcome"),
     [
@@ -454,7 +288,6 @@ def test_credentials_go_only_to_a_realm_on_the_registry_host_or_listed_in_token_
 # -- token services that echo credentials ----------------------------------------------------------------
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("status", [400, 500])
 @pytest.mark.parametrize("identity", [False, True], ids=["basic", "refresh token"])
 def test_credentials_echoed_by_a_token_service_never_reach_the_error(
@@ -470,7 +303,6 @@ def test_credentials_echoed_by_a_token_service_never_reach_the_error(
     assert_no_secret(text, "error")
 
 
-@pytest.mark.integration
 def test_credentials_echoed_by_a_token_service_reach_no_log_warning_or_warm_output(
     tmp_path, token_registry, hostile_issuer, pushed, capsys
 ):
@@ -525,7 +357,6 @@ def trickler() -> Iterator[TricklingServer]:
     server.close()
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("over_tls", [False, True], ids=["http", "https"])
 def test_a_lookup_has_a_total_deadline_however_slowly_the_registry_sends(certificates, over_tls):
     trickler = TricklingServer(interval=0.05, seconds=20, tls=certificates["loopback"] if over_tls else None)
@@ -544,7 +375,6 @@ def test_a_lookup_has_a_total_deadline_however_slowly_the_registry_sends(certifi
         trickler.close()
 
 
-@pytest.mark.integration
 def test_a_trickling_token_service_is_bounded_by_the_same_deadline(open_registry, trickler):
     front = RegistryProxy(open_registry.host).start()
     try:
@@ -575,7 +405,6 @@ def review(uid: str, images: list[str]) -> bytes:
     ).encode()
 
 
-@pytest.mark.integration
 def test_a_trickling_upstream_does_not_starve_a_healthy_one(open_registry, trickler):
     healthy = make_client(open_registry.url)
     digest = push_sample_image(healthy, "team/app", "1.0", [400], seed=7).digest

@@ -74,7 +74,7 @@ def hints_taken(warmer: Warmer) -> float:
 
 
 def test_swap_exists_pins_upstream_then_warms_then_rewrites_the_next_pod(scene):
-    with webhook_and_warmer(scene) as (hook, warmer):
+    with webhook_and_warmer(scene) as (hook, _):
         assert admit(hook, scene.tagged) == scene.source  # the CCR lacks it: pinned upstream, hinted
         wait_until(scene.in_ccr, what="the warm")
         wait_until(lambda: admit(hook, scene.tagged, uid="next") == scene.target, what="the next Pod rewritten")

@@ -3,6 +3,7 @@
 import threading
 import time
 
+from tests.support.waiting import wait_until
 from webhook.policy.decide import WarmRequest
 from webhook.policy.reference import parse_image
 from webhook.warmer.queue import JobState, WarmQueue
@@ -19,9 +20,9 @@ def request(digest=D1, tag="1"):
 class Copier:
     """Records copies; fails the first `failures` attempts; can hold every copy until released."""
 
-    def __init__(self, failures=0, error=RuntimeError("upstream dropped the connection")):
+    def __init__(self, failures=0, error=None):
         self.failures = failures
-        self.error = error
+        self.error = error or RuntimeError("upstream dropped the connection")
         self.calls = []
         self.running = 0
         self.most_running = 0
@@ -43,13 +44,6 @@ class Copier:
         finally:
             with self.lock:
                 self.running -= 1
-
-
-def wait_until(predicate, timeout=5):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_one_copy_for_many_submissions_of_one_image():

@@ -189,8 +189,7 @@ def test_an_image_retention_evicts_is_copied_again_on_the_next_sighting(scene, r
     hint = {"source": scene.source, "target": scene.target}
     assert post_hints(warmer, [hint], wait=20)[0]["state"] == "done"
     wait_until(lambda: warmer.election.leading, timeout=10)
-    result = None
-    wait_until(lambda: (result := warmer.retention.run_once()) is not None, timeout=10)  # once usage is listed
+    wait_until(lambda: warmer.retention.run_once() is not None, timeout=10)  # once usage is listed
     assert not scene.in_ccr()  # no Pod uses it: evicted through the registry API
     assert post_hints(warmer, [hint], wait=20)[0]["state"] == "done"  # not "remembered as done": copied again
     assert scene.in_ccr()

@@ -86,7 +86,8 @@ def running_cluster(say: Callable[[str], None]) -> Iterator[Cluster]:
         stack.callback(hook.cleanup)
         hook.start()
         say(
-            f"  upstream registry  {upstream.host}   demo/shop:1.4 ({len(shop.blobs)} blobs, {_mib(shop.total_bytes)}), "
+            f"  upstream registry  {upstream.host}   demo/shop:1.4 "
+            f"({len(shop.blobs)} blobs, {_mib(shop.total_bytes)}), "
             f"demo/tools:2.1 (index of {len(tools.manifests)} platforms)"
         )
         say(f"  CCR                {ccr.host}   empty; upstream images go under {ccr.host}/{PREFIX}/")
@@ -158,7 +159,8 @@ def _dry_run(cluster: Cluster, say: Callable[[str], None]) -> tuple[str, bool]:
     )
     _, response = cluster.submit(pod, path="/dry-run")
     say(
-        f"   allowed: {response['allowed']}, patch: {'none' if not patch_of(response) else 'YES'}; the API server shows:"
+        f"   allowed: {response['allowed']}, patch: {'none' if not patch_of(response) else 'YES'}; "
+        "the API server shows:"
     )
     for warning in response.get("warnings", []):
         say(f"     Warning: {warning}")

@@ -44,7 +44,8 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
             "Normal",
             (
                 f"{target} is in the CCR: {_size(result.bytes_copied)} copied in {result.seconds:.1f} s "
-                f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, {result.blobs_mounted} mounted)"
+                f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, "
+                f"{result.blobs_mounted} mounted)"
             ),
         )
     if job.state is JobState.FAILED:
@@ -152,7 +153,8 @@ class WarmEvents:
     def _post_forever(self) -> None:
         while (event := self._backlog.get()) is not None:
             try:
-                self._core.create_namespaced_event(event["metadata"]["namespace"], event)
+                # A plain dict is sent as it is; the client's stubs only name its model class.
+                self._core.create_namespaced_event(event["metadata"]["namespace"], event)  # type: ignore[arg-type]
             except Exception as err:
                 log.warning(
                     "could not post Event %s on %s: %s",

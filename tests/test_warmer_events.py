@@ -1,0 +1,93 @@
+"""The warmer's Events on the Pods waiting for an image: the Pod index they are posted to, messages, limits."""
+
+from __future__ import annotations
+
+from tests.support.clock import Clock
+from tests.support.warm_requests import DIGEST, warm_request
+from webhook.copier.engine import CopyResult
+from webhook.warmer.events import FAILED, FINISHED, STARTED, WarmEvents, scrub, warm_event
+from webhook.warmer.pods import PodIndex, PodRef, pod_images
+from webhook.warmer.queue import JobState, WarmJob, job_key
+
+# -- Pods ----------------------------------------------------------------------------------------------
+
+
+def pod(name, *images, init=()):
+    return {
+        "metadata": {"namespace": "team", "name": name, "uid": f"uid-{name}"},
+        "spec": {
+            "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
+            "initContainers": [{"name": "init", "image": image} for image in init],
+        },
+    }
+
+
+def test_pod_index_knows_each_pods_images_and_the_pods_of_each_image():
+    index = PodIndex()
+    a, b = PodRef.of(pod("a")), PodRef.of(pod("b"))
+    assert pod_images(pod("a", "x:1", "y:1", init=["z:1"])) == {"x:1", "y:1", "z:1"}
+    index.record(a, frozenset({"x:1"}), ["key"])
+    index.record(b, frozenset({"x:1"}), ["key"])
+    assert index.unseen_images(a, frozenset({"x:1", "y:1"})) == {"y:1"}
+    assert index.pods_for("key", 5) == [a, b] and index.pods_for("key", 1) == [a]
+    index.forget(a)
+    assert index.pods_for("key", 5) == [b]
+    index.retain([])
+    assert index.pods_for("key", 5) == [] and index.unseen_images(b, frozenset({"x:1"})) == {"x:1"}
+
+
+# -- Events --------------------------------------------------------------------------------------------
+
+
+def job(state, attempts=1, result=None, error=None):
+    found = WarmJob(warm_request(), state=state, attempts=attempts, error=error)
+    found.result = result
+    return found
+
+
+def test_event_messages_say_what_happened_without_credentials():
+    result = CopyResult(DIGEST, (DIGEST,), 3, 1, 0, 12_345_678, 4.25)
+    assert warm_event(job(JobState.RUNNING))[:2] == (STARTED, "Normal")
+    assert warm_event(job(JobState.RUNNING, attempts=2)) is None  # a retry is not a new start
+    reason, kind, message = warm_event(job(JobState.DONE, result=result))
+    assert (
+        (reason, kind) == (FINISHED, "Normal") and "12.3 MB copied in 4.2 s" in message and "3 blobs copied" in message
+    )
+    reason, kind, message = warm_event(job(JobState.FAILED, attempts=5, error="HTTP 401 from https://up.io"))
+    assert (reason, kind) == (FAILED, "Warning") and "5 attempts" in message and "HTTP 401" in message
+    assert warm_event(job(JobState.QUEUED)) is None
+    assert scrub("GET https://bob:hunter2@up.io/v2/ failed") == "GET https://up.io/v2/ failed"
+    assert len(scrub("x" * 5000)) == 1024
+
+
+class RecordingCore:
+    def __init__(self):
+        self.events = []
+
+    def create_namespaced_event(self, namespace, body):
+        self.events.append((namespace, body))
+
+
+def test_events_are_limited_per_image_and_reason_and_capped_in_pods():
+    index, core, clock = PodIndex(), RecordingCore(), Clock()
+    key = job_key(warm_request())
+    for name in "abcdef":
+        index.record(PodRef.of(pod(name)), frozenset(), [key])
+    events = WarmEvents(core, index.pods_for, interval=60, pods_per_image=2, instance="test", clock=clock).start()
+    events.job_changed(job(JobState.RUNNING))
+    events.job_changed(job(JobState.RUNNING))  # a second start of the same image within the minute: nothing
+    events.job_changed(job(JobState.FAILED, error="boom"))  # another reason: posted
+    clock.now += 61
+    events.job_changed(job(JobState.RUNNING))  # the minute is over
+    events.stop()
+    posted = [(body["reason"], body["involvedObject"]["name"]) for _, body in core.events]
+    assert posted == [(STARTED, "a"), (STARTED, "b"), (FAILED, "a"), (FAILED, "b"), (STARTED, "a"), (STARTED, "b")]
+    namespace, body = core.events[0]
+    assert namespace == "team" and body["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "namespace": "team",
+        "name": "a",
+        "uid": "uid-a",
+    }
+    assert body["type"] == "Normal" and body["source"] == {"component": "ccr-webhook-warmer"}
