@@ -32,6 +32,7 @@ from webhook.registry.client import (
     digest_of,
 )
 from webhook.registry.oci import Descriptor, child_manifests, image_blobs
+from webhook.registry.streams import MinimumRate, TransferTooSlow
 from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import PushedImage, push_sample_image
 
@@ -438,3 +439,22 @@ def test_retries_are_for_passing_failures_only_and_honour_retry_after():
         with pytest.raises(type(error)):
             policy.run(failing(error, 5))
         assert len(calls) == (3 if isinstance(error, RegistryUnavailable) else 1)
+
+
+def test_the_minimum_rate_fails_a_trickle_and_a_transfer_past_its_deadline_but_never_a_steady_one():
+    now = [0.0]
+    rule = MinimumRate(1000, 10.0, 100.0, "copy.test")
+    steady = rule.watch("blob steady", clock=lambda: now[0])
+    for _ in range(9):  # 1000 bytes in every 10 s window, for 90 s
+        now[0] += 10.0
+        steady.received(1000)
+    trickle = rule.watch("blob slow", clock=lambda: now[0])
+    now[0] += 5.0
+    trickle.received(600)  # half a window: not judged yet
+    now[0] += 5.0
+    with pytest.raises(TransferTooSlow, match=r"blob slow: 999 bytes in 10.0 s, below the minimum rate .*copy.test"):
+        trickle.received(399)
+    late = rule.watch("blob late", clock=lambda: now[0])
+    now[0] += 101.0
+    with pytest.raises(TransferTooSlow, match=r"blob late: not finished within 100 s \(copy.test\)"):
+        late.received(10**9)

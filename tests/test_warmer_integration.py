@@ -3,22 +3,19 @@ watch, a crash mid-copy, two replicas and their Lease, forged hints, Events."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-import urllib3
 
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
-from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
+from tests.support.warmer_scene import NAMESPACE, Scene, pod, post_hints, warm_scene
 from webhook.registry.errors import RegistryError
 from webhook.testing.processes import RegistryServer
 from webhook.testing.warmer_process import LocalWarmer
 from webhook.warmer.events import FINISHED, STARTED
-from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +29,6 @@ def scene(tmp_path) -> Iterator[Scene]:
 @pytest.fixture
 def run_warmer(scene):
     return scene.start_warmer
-
-
-def post_hints(warmer: Warmer, requests: list[dict], wait: float = 0, peer: str = "127.0.0.1") -> list[dict]:
-    response = urllib3.request(
-        "POST",
-        f"http://{peer}:{warmer.hint_server.port}/hints?wait={wait}",
-        body=json.dumps({"requests": requests}),
-        timeout=wait + 10,
-    )
-    assert response.status == 200, response.data
-    return json.loads(response.data)["results"]
 
 
 def test_concurrent_hints_for_one_image_make_one_copy(scene, run_warmer):

@@ -14,10 +14,12 @@ this module holds the base and the map:
     ├── NotMirrored                  policy.decide: an image no configured upstream serves
     ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
     │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
+    │   │   └── TransferTooSlow          registry.streams: a blob transfer below its MinimumRate or past its deadline
     │   ├── RateLimited                429, with the Retry-After it asked for: transient
     │   ├── RegistryAuthError          refused (401/403) even after authenticating, or no way to authenticate
     │   ├── NotFound                   no such manifest, blob or repository (404)
     │   ├── RegistryProtocolError      an answer we cannot use (unexpected status, garbage, digest mismatch)
+    │   │   └── CopyLimitExceeded        copier.engine: an image over a `copy` limit; names the key
     │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
     ├── EgressRefused                registry.egress: a redirect or token realm we may not contact, and why
     ├── BulkheadFull                 registry.bulkhead: too many lookups already wait for one registry; not queued
