@@ -7,6 +7,7 @@ import pytest
 from webhook.config import (
     ConfigError,
     CopyMode,
+    FrontConfig,
     OnResolveError,
     RetentionConfig,
     SwapMode,
@@ -91,6 +92,33 @@ def test_retention_defaults_keep_everything_until_enabled_and_read_durations():
     )
 
 
+def test_front_defaults_and_keys():
+    assert parse_config(dict(MINIMAL)).front == FrontConfig(
+        listen="0.0.0.0:5000",
+        spool_dir="/var/cache/ccr-front",
+        spool_max_bytes=20 * 1024**3,
+        max_concurrent_fetches=8,
+        fetch_deadline_seconds=3600.0,
+        min_bytes_per_second=64 * 1024,
+    )
+    front = parse_config(
+        {
+            **MINIMAL,
+            "front": {
+                "listen": "127.0.0.1:5443",
+                "tlsCert": "/tls/tls.crt",
+                "tlsKey": "/tls/tls.key",
+                "spoolDir": "/spool",
+                "spoolMaxBytes": 1024**3,
+                "maxConcurrentFetches": 2,
+                "fetchDeadlineSeconds": 600,
+                "minBytesPerSecond": 0,
+            },
+        }
+    ).front
+    assert front == FrontConfig("127.0.0.1:5443", "/tls/tls.crt", "/tls/tls.key", "/spool", 1024**3, 2, 600, 0)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
@@ -165,6 +193,12 @@ def test_durations(text, seconds):
         ({**MINIMAL, "retention": {"interval": "10s"}}, "retention.interval: must be at least 60 seconds, got 10"),
         ({**MINIMAL, "retention": {"enabled": "yes"}}, "retention.enabled: must be true or false"),
         ({**MINIMAL, "retention": {"dryrun": True}}, "retention.dryrun: unknown key"),
+        ({**MINIMAL, "front": {"tlsCert": "/tls/tls.crt"}}, "front: tlsCert and tlsKey go together"),
+        ({**MINIMAL, "front": {"listen": "5000"}}, "front.listen: '5000' must be host:port"),
+        ({**MINIMAL, "front": {"spoolMaxBytes": 1000}}, "front.spoolMaxBytes: must be at least 1048576"),
+        ({**MINIMAL, "front": {"maxConcurrentFetches": 0}}, "front.maxConcurrentFetches: must be at least 1"),
+        ({**MINIMAL, "front": {"minBytesPerSecond": 1.5}}, "front.minBytesPerSecond: must be a whole number"),
+        ({**MINIMAL, "front": {"spool": "/tmp"}}, "front.spool: unknown key"),
     ],
 )
 def test_errors_name_the_key(raw, message):

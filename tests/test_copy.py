@@ -16,7 +16,7 @@ from tests.support.local_registry import client as make_client
 from tests.support.registry_auth import token_auth
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.token_issuer import TokenIssuer
-from webhook.copier.blobs import VerifiedBlob
+from webhook.copier.blobs import BlobCopier, BlobLocations, BlobOutcome, VerifiedBlob
 from webhook.copier.engine import CopyError, CopyProgress, copy_image
 from webhook.copier.retry import RetryPolicy
 from webhook.registry.client import (
@@ -276,6 +276,27 @@ def test_a_refused_monolithic_put_falls_back_to_patches_reading_the_blob_afresh(
         proxy.stop()
     assert "PATCH" in methods
     assert make_client(ccr.url).resolve_digest("mirror/app/patch", "v1") == pushed.digest
+
+
+def test_a_blob_the_target_cannot_stat_is_uploaded_again(ccr, up):
+    """A 5xx to HEAD blob (the registry's answer for a blob link a full disk left half-written) is not a failure:
+    the blob is uploaded, which writes it anew."""
+    pushed = push_sample_image(up, "app/unstat", "v1", [60_000], seed=121)
+    layer = pushed.blobs[0]
+    size = up.blob_size("app/unstat", layer)
+    proxy = RegistryProxy(ccr.host).start()
+    proxy.faults = [(500, {})]  # the first request, the HEAD of the blob
+    try:
+        copier = BlobCopier(
+            up, "app/unstat", make_client(proxy.url), "mirror/app/unstat", BlobLocations(), retry=QUICK_RETRY
+        )
+        outcome = copier.copy(Descriptor(layer, size, "application/octet-stream"), lambda sent: None)
+        first = proxy.requests[0][:2]
+    finally:
+        proxy.stop()
+    assert first == ("HEAD", f"/v2/mirror/app/unstat/blobs/{layer}")
+    assert outcome is BlobOutcome.COPIED
+    assert make_client(ccr.url).blob_size("mirror/app/unstat", layer) == size
 
 
 # -- failures ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ this module holds the base and the map:
     ├── NotMirrored                  policy.decide: an image no configured upstream serves
     ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
     │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
+    │   │   └── RegistryServerError    it answered 5xx: reached, but failing on its side
     │   │   └── TransferTooSlow          registry.streams: a blob transfer below its MinimumRate or past its deadline
     │   ├── RateLimited                429, with the Retry-After it asked for: transient
     │   ├── RegistryAuthError          refused (401/403) even after authenticating, or no way to authenticate
@@ -25,6 +26,8 @@ this module holds the base and the map:
     ├── BulkheadFull                 registry.bulkhead: too many lookups already wait for one registry; not queued
     ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
     ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
+    ├── FlightFailed                 front.flights: a blob fetch of the CCR front failed; why, and the metrics outcome
+    │   └── SpoolFull                  the spool (or the table of fetches) has no room: try again later
     ├── BadHints                     hints: a hint body that is not the protocol's JSON
     ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
     ├── CertificateError             tls: a certificate, key or chain is unusable; which and why

@@ -6,7 +6,9 @@ headers point back at the proxy) and records (method, path, Authorization) and t
 monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in half, slow blob
 downloads down, trickle chosen blobs a few bytes at a time, answer the next requests with given statuses
 (or DROP: an answer that announces 100 bytes, sends 10 and closes the connection), or serve manifests of
-its own (`serve`: hostile ones no registry would take, made as they are sent).
+its own (`serve`: hostile ones no registry would take, made as they are sent). Blob downloads can also be
+paced (`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served with their
+last byte changed (`corrupt_blobs`: same length, wrong digest).
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class RegistryProxy(LoopbackServer):
         self.trickle_bytes_per_second = 20.0
         self.manifests: dict[tuple[str, str], PaddedManifest] = {}  # (repository, reference) served by the proxy
         self._stopping = threading.Event()
+        self.blob_bytes_per_second = 0.0  # pace blob downloads (0: as fast as the socket takes them)
+        self.blob_gate: threading.Event | None = None  # when set: blob downloads stop at half until it is set
+        self.corrupt_blobs = False
+        self.gate_seconds = 60.0  # a gate never set lets go after this, so a broken test cannot hang
         super().__init__(self._handler_class(), tls)
 
     def serve(self, repository: str, manifest: PaddedManifest, *tags: str) -> PaddedManifest:
@@ -127,11 +133,35 @@ class RegistryProxy(LoopbackServer):
                 status, headers, data = self._forward(body)
                 if self.command == "GET" and path.rpartition("/")[2] in proxy.trickled_blobs and status == 200:
                     return self._trickle(headers, data)
-                if self.command == "GET" and _BLOB_GET.match(path) and proxy.truncate_blobs and status == 200:
-                    self._reply(status, headers, data[: len(data) // 2], length=len(data))
-                    self.close_connection = True
-                    return None
+                if self.command == "GET" and _BLOB_GET.match(path) and status == 200:
+                    return self._reply_blob(headers, data)
                 return self._reply(status, headers, data)
+
+            def _reply_blob(self, headers: dict[str, str], data: bytes) -> None:
+                if proxy.corrupt_blobs and data:
+                    data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                self.send_response(200)
+                for key, value in headers.items():
+                    if key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                half = len(data) // 2
+                end = half if proxy.truncate_blobs else len(data)
+                position, piece = 0, 64 * 1024
+                while position < end:
+                    stop = min(position + piece, end)
+                    held = proxy.blob_gate is not None and position < half <= stop
+                    stop = half if held else stop
+                    self.wfile.write(data[position:stop])
+                    if held and proxy.blob_gate is not None:
+                        self.wfile.flush()
+                        proxy.blob_gate.wait(proxy.gate_seconds)
+                    elif proxy.blob_bytes_per_second:
+                        time.sleep((stop - position) / proxy.blob_bytes_per_second)
+                    position = stop
+                if proxy.truncate_blobs:
+                    self.close_connection = True
 
             def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
                 connection = http.client.HTTPConnection(proxy.upstream, timeout=30)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from webhook.copier.retry import RetryPolicy
 from webhook.errors import CCRWebhookError
 from webhook.registry.client import RegistryClient
-from webhook.registry.errors import RegistryAuthError, RegistryProtocolError
+from webhook.registry.errors import RegistryAuthError, RegistryProtocolError, RegistryServerError
 from webhook.registry.oci import Descriptor
 from webhook.registry.streams import BlobStream, MinimumRate
 
@@ -127,7 +127,7 @@ class BlobCopier:
         return outcome
 
     def _copy_once(self, blob: Descriptor, on_bytes: Callable[[int], None]) -> BlobOutcome:
-        if self.target.blob_size(self.target_repository, blob.digest) is not None:
+        if self._held(blob.digest):
             return BlobOutcome.SKIPPED
         if self._mount(blob.digest):
             return BlobOutcome.MOUNTED
@@ -136,6 +136,14 @@ class BlobCopier:
         )
         self.target.upload_blob(self.target_repository, blob.digest, blob.size, body)
         return BlobOutcome.COPIED
+
+    def _held(self, digest: str) -> bool:
+        """Whether the target holds `digest`. One it cannot even stat (a 5xx: the distribution registry answers so
+        for a blob whose link a full disk left half-written) counts as absent, so the upload writes it anew."""
+        try:
+            return self.target.blob_size(self.target_repository, digest) is not None
+        except RegistryServerError:
+            return False
 
     def _mount(self, digest: str) -> bool:
         """Mount `digest` from a repository known to hold it (this process's copies first); False if none would."""

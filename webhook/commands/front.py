@@ -1,0 +1,51 @@
+"""`ccr-webhook front`: the CCR front, the pull endpoint nodes reach as the CCR.
+
+    ccr-webhook front --config FILE
+
+Serves held content from the CCR registry (`ccr.endpoint`) and fetches what it lacks under a configured
+upstream's prefix once, streaming it to every node while it arrives, then committing it. Runs until
+SIGTERM (or SIGINT); a fetch cut by the stop is not committed and is fetched again after the restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import signal
+import threading
+
+from webhook.commands import add_config_argument
+from webhook.config import load_config
+from webhook.logs import logging_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `front`."""
+    parser = subparsers.add_parser(
+        "front",
+        help="run the CCR front (pull endpoint that fills misses from upstream once)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT."""
+    from webhook.front.server import FrontServer
+
+    logging.config.dictConfig(logging_config())
+    config = load_config(args.config)
+    server = FrontServer(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="front", daemon=True)
+    thread.start()
+    logging.getLogger("webhook.front").info("serving on %s", config.front.listen)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    return 0

@@ -1,0 +1,293 @@
+"""Single flight per blob: one upstream fetch, spooled to disk, followed by every reader as it grows.
+
+A Flight is one blob of one CCR repository being fetched from its upstream. Readers join it at any
+moment: they read what the spool holds at disk speed, then wait for more. The last byte of every answer
+(the whole blob or a Range of it) is held back until the whole blob has been sha256-verified, so no
+reader ever completes an answer with wrong bytes: on a digest mismatch, an upstream that breaks off,
+a transfer slower than the minimum rate or past its deadline, the flight fails and every reader's
+answer is cut short. A verified
+blob is uploaded from the spool into the CCR, and the flight leaves the table: later readers get it
+from the CCR. The spool has a byte cap; a fetch that would not fit is refused (SpoolFull), not
+streamed unspooled, because late readers and the commit both need the bytes on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from webhook.config import ConfigError
+from webhook.errors import CCRWebhookError
+from webhook.front.metrics import FrontMetrics
+from webhook.front.upstream import Origin
+from webhook.registry.client import RegistryClient
+from webhook.registry.errors import RegistryError, RegistryProtocolError
+
+log = logging.getLogger("webhook.front")
+CHUNK_BYTES = 1024 * 1024
+MAX_FLIGHTS = 1024  # blobs fetching or waiting for a fetch slot at once
+RATE_GRACE_SECONDS = 10.0  # the minimum rate is judged only after this long (connection set-up, slow start)
+READER_SLACK_SECONDS = 60.0  # a reader waits at most the fetch deadline plus this for bytes
+
+
+class FlightFailed(CCRWebhookError):
+    """A blob fetch failed; `outcome` is the metrics label, the message says why (no upstream secrets)."""
+
+    def __init__(self, message: str, outcome: str = "upstream-error") -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class SpoolFull(FlightFailed):
+    """The spool has no room for another blob (or too many fetches wait): try again later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "spool-full")
+
+
+class Spool:
+    """The spool directory with a byte cap; emptied at start, since a fetch cut by a restart is never resumed."""
+
+    def __init__(self, directory: str, max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._reserved = 0
+        self._lock = threading.Lock()
+        shutil.rmtree(self.directory / "blobs", ignore_errors=True)
+        try:
+            (self.directory / "blobs").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"front.spoolDir: cannot use {directory}: {err.strerror}") from None
+
+    def reserve(self, size: int) -> Path:
+        """A new, empty spool file with `size` bytes set aside for it; SpoolFull if they do not fit."""
+        with self._lock:
+            if self._reserved + size > self.max_bytes:
+                raise SpoolFull(
+                    f"the spool holds {self._reserved} of {self.max_bytes} bytes and cannot take {size} more"
+                )
+            self._reserved += size
+        path = self.directory / "blobs" / uuid.uuid4().hex
+        try:
+            path.touch()
+        except OSError:
+            self.release(path, size)
+            raise
+        return path
+
+    def release(self, path: Path, size: int) -> None:
+        """Remove a spool file and give its bytes back (readers still holding it open read on)."""
+        path.unlink(missing_ok=True)
+        with self._lock:
+            self._reserved -= size
+
+
+class RateGuard:
+    """Ends a transfer that runs past `deadline_seconds` or averages below `min_bytes_per_second`."""
+
+    def __init__(
+        self, deadline_seconds: float, min_bytes_per_second: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._deadline_seconds, self._min_rate = deadline_seconds, min_bytes_per_second
+
+    def check(self, received: int) -> None:
+        """Raise FlightFailed(too-slow) if the transfer with `received` bytes so far breaks a bound."""
+        elapsed = self._clock() - self._started
+        if elapsed > self._deadline_seconds:
+            raise FlightFailed(f"the transfer took longer than {self._deadline_seconds:g} s", "too-slow")
+        if elapsed > RATE_GRACE_SECONDS and received < self._min_rate * elapsed:
+            raise FlightFailed(
+                f"the transfer ran at {received / elapsed:.0f} bytes/s, below the minimum {self._min_rate}", "too-slow"
+            )
+
+
+class Flight:
+    """One blob being fetched: its size once known, the bytes spooled so far, and how it ended."""
+
+    def __init__(self, origin: Origin, digest: str, expected_size: int | None) -> None:
+        self.origin, self.digest, self.expected_size = origin, digest, expected_size
+        self.size: int | None = None
+        self.path: Path | None = None
+        self.written = 0
+        self.verified = False
+        self.present = False  # the CCR turned out to hold the blob: readers go there
+        self.committed = False  # the CCR holds the blob now (committed by this flight, or present)
+        self.error: FlightFailed | None = None
+        self.done = threading.Event()  # verified and committed (or present), or failed
+        self.condition = threading.Condition()
+        self.started = time.monotonic()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.origin.target_repository, self.digest)
+
+    def readable(self, end: int) -> int:
+        """How far into [0, end) a reader may read now: to `end` once verified, else short of it by one byte."""
+        return min(self.written, end if self.verified else end - 1)
+
+    def wait_started(self, timeout: float) -> None:
+        """Wait until the size is known (or the blob turned out present); FlightFailed if it failed."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while self.size is None and not self.present:
+                if self.error is not None:
+                    raise self.error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise FlightFailed(f"blob {self.digest}: the fetch did not start within {timeout:g} s")
+                self.condition.wait(min(remaining, 1.0))
+
+    def follow(self, start: int, end: int, timeout: float) -> Iterator[tuple[int, int]]:
+        """(offset, count) pieces of bytes [start, end) as they become readable; FlightFailed if the fetch fails."""
+        deadline = time.monotonic() + timeout
+        position = start
+        while position < end:
+            with self.condition:
+                while self.readable(end) <= position:
+                    if self.error is not None:
+                        raise self.error
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise FlightFailed(f"blob {self.digest}: no new bytes within {timeout:g} s")
+                    self.condition.wait(min(remaining, 1.0))
+                available = self.readable(end)
+            yield position, available - position
+            position = available
+
+    def _update(self, **changes: object) -> None:
+        with self.condition:
+            for name, value in changes.items():
+                setattr(self, name, value)
+            self.condition.notify_all()
+
+
+class Flights:
+    """The table of blob fetches in progress, one per (CCR repository, digest), and the threads running them."""
+
+    def __init__(
+        self,
+        ccr: RegistryClient,
+        spool: Spool,
+        metrics: FrontMetrics,
+        *,
+        max_concurrent_fetches: int,
+        fetch_deadline_seconds: float,
+        min_bytes_per_second: int,
+        commit_blob: Callable[[Flight], None],
+    ) -> None:
+        self._ccr, self._spool, self._metrics = ccr, spool, metrics
+        self._slots = threading.BoundedSemaphore(max_concurrent_fetches)
+        self.fetch_deadline_seconds = fetch_deadline_seconds
+        self._min_rate = min_bytes_per_second
+        self._commit_blob = commit_blob
+        self._flights: dict[tuple[str, str], Flight] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def reader_timeout(self) -> float:
+        """How long a reader waits for the next bytes of a flight at most."""
+        return self.fetch_deadline_seconds + READER_SLACK_SECONDS
+
+    def ensure(self, origin: Origin, digest: str, expected_size: int | None = None) -> Flight:
+        """The flight of `digest` into `origin`'s CCR repository, started if none runs; SpoolFull if too many do."""
+        with self._lock:
+            flight = self._flights.get((origin.target_repository, digest))
+            if flight is not None:
+                return flight
+            if len(self._flights) >= MAX_FLIGHTS:
+                raise SpoolFull(f"{MAX_FLIGHTS} blob fetches are in progress or waiting already")
+            flight = Flight(origin, digest, expected_size)
+            self._flights[flight.key] = flight
+        threading.Thread(target=self._run, args=(flight,), name=f"flight-{digest[7:19]}", daemon=True).start()
+        return flight
+
+    def find(self, repository: str, digest: str) -> Flight | None:
+        """The flight of `digest` into CCR repository `repository`, if one runs."""
+        with self._lock:
+            return self._flights.get((repository, digest))
+
+    def open_spool(self, flight: Flight) -> int | None:
+        """A file descriptor of `flight`'s spool file, or None when the flight has left the table (read the CCR)."""
+        with self._lock:
+            if self._flights.get(flight.key) is not flight or flight.path is None:
+                return None
+            return os.open(flight.path, os.O_RDONLY)
+
+    def _run(self, flight: Flight) -> None:
+        outcome = "committed"
+        try:
+            if not self._slots.acquire(timeout=self.fetch_deadline_seconds):
+                raise FlightFailed(f"blob {flight.digest}: no fetch slot within {self.fetch_deadline_seconds:g} s")
+            try:
+                if self._ccr.blob_size(flight.origin.target_repository, flight.digest) is not None:
+                    outcome = "present"
+                    flight.committed = True
+                    flight._update(present=True)
+                else:
+                    self._fetch(flight)
+            finally:
+                self._slots.release()
+            if outcome == "committed":
+                try:
+                    self._commit_blob(flight)
+                    flight.committed = True
+                except (RegistryError, ValueError, OSError) as err:
+                    outcome = "commit-failed"
+                    log.warning("blob %s verified but not committed to the CCR: %s", flight.digest, err)
+        except FlightFailed as err:
+            outcome = err.outcome
+            log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
+            flight._update(error=err)
+        except RegistryError as err:
+            outcome = "invalid-content" if isinstance(err, RegistryProtocolError) else "upstream-error"
+            failure = FlightFailed(f"blob {flight.digest}: {err}", outcome)
+            log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
+            flight._update(error=failure)
+        except Exception as err:  # a reader must be told whatever went wrong, never left waiting
+            outcome = "upstream-error"
+            log.exception("blob %s: the fetch failed unexpectedly", flight.digest)
+            flight._update(error=FlightFailed(f"blob {flight.digest}: the fetch failed ({type(err).__name__})"))
+        finally:
+            self._finish(flight, outcome)
+
+    def _fetch(self, flight: Flight) -> None:
+        """Stream the blob from upstream into the spool, verified; the readers hear of every chunk."""
+        origin = flight.origin
+        guard = RateGuard(self.fetch_deadline_seconds, self._min_rate)
+        with origin.client.open_blob(origin.repository, flight.digest) as stream:
+            size = stream.size
+            if size is None or (flight.expected_size is not None and size != flight.expected_size):
+                raise RegistryProtocolError(
+                    f"blob {flight.digest}: upstream serves {size} bytes, the manifest says {flight.expected_size}",
+                    endpoint=origin.client.endpoint,
+                    repository=origin.repository,
+                )
+            flight._update(path=self._spool.reserve(size), size=size)
+            assert flight.path is not None
+            with open(flight.path, "wb", buffering=0) as spool:
+                while data := stream.read(CHUNK_BYTES):  # b'' only once the digest has been checked
+                    spool.write(data)
+                    self._metrics.upstream_bytes.inc(len(data))
+                    flight._update(written=flight.written + len(data))
+                    guard.check(flight.written)
+            if flight.written != size:
+                raise RegistryProtocolError(f"blob {flight.digest}: {flight.written} bytes of the announced {size}")
+            flight._update(verified=True)
+
+    def _finish(self, flight: Flight, outcome: str) -> None:
+        """Take the flight off the table, free its spool space, wake every reader."""
+        with self._lock:
+            self._flights.pop(flight.key, None)
+        if flight.path is not None:
+            self._spool.release(flight.path, flight.size or 0)
+        self._metrics.fetches.labels(outcome).inc()
+        flight.done.set()
+        flight._update()
