@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.wan import WanProxy
+from webhook.testing.wan import WanProxy
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,9 @@ from webhook.config import parse_config
 DIGEST = "sha256:" + "d" * 64
 
 
+EXISTS = {"swap": "exists"}  # the verdict follows the CCR's answer (under the default, always, it is a rewrite)
+
+
 @pytest.mark.parametrize(
     ("image", "ccr_digests", "policy", "action", "new_image"),
     [
@@ -30,7 +33,7 @@ DIGEST = "sha256:" + "d" * 64
 )
 def test_online_verdicts_follow_the_registry_answers(image, ccr_digests, policy, action, new_image):
     config = parse_config(
-        {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": policy}
+        {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": {**EXISTS, **policy}}
     )
     registries = FakeRegistries(FakeRegistry({("library/nginx", "1.25"): DIGEST}), FakeRegistry(held=ccr_digests))
     [verdict] = online_verdicts([image], config, registries, timeout=5)

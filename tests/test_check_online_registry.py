@@ -27,6 +27,7 @@ def test_check_pins_to_the_digest_the_real_registry_serves(tmp_path, capsys):
                     "upstreams": [
                         {"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": "mirror"}
                     ],
+                    "policy": {"swap": "exists"},  # pinned upstream until the CCR holds it
                 }
             )
         )

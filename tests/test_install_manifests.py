@@ -23,6 +23,7 @@ from tests.support.kustomize import (
     WORKLOADS,
     container,
     find,
+    front_config,
     one,
     pod_spec,
     production_secrets,
@@ -451,7 +452,7 @@ def test_the_ccr_is_where_the_configuration_says_and_scales_on_cpu_and_memory(ov
     registry, port = webhook_config(objects).ccr.registry.split(":")
     service_name, service_namespace = registry.split(".")[:2]
     assert (service_name, service_namespace) == ("ccr", NAMESPACE) and registry.endswith(".svc")
-    assert [p["port"] for p in one(objects, "Service", service_name)["spec"]["ports"]] == [int(port)]
+    assert int(port) in [p["port"] for p in one(objects, "Service", service_name)["spec"]["ports"]]
     hpa = one(objects, "HorizontalPodAutoscaler", "ccr")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ccr"}
     assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
@@ -467,19 +468,20 @@ def test_base_ccr_keeps_images_on_a_volume_with_deletes_and_replicas_on_its_node
     assert pod_spec(one(objects, "Deployment", "ccr"))["affinity"]["podAffinity"]  # a ReadWriteOnce volume: one node
 
 
-def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_push_side():
+def test_production_ccr_shares_one_bucket_between_the_registry_behind_the_front_and_a_push_side():
     objects = render("overlays/production")
     assert not find(objects, "PersistentVolumeClaim")
-    pull, push = registry_config(objects, "ccr"), registry_config(objects, "ccr-push")
-    assert pull["storage"]["s3"] == push["storage"]["s3"]
-    assert pull["storage"]["maintenance"]["readonly"]["enabled"] is True
-    assert push["storage"]["delete"]["enabled"] is True and "readonly" not in push["storage"]["maintenance"]
-    for config in (pull, push):
-        assert config["http"]["tls"]["certificate"] and config["auth"]["htpasswd"]["path"]
-        assert config["storage"]["redirect"]["disable"] is True
-    for name, account in (("ccr", "ccr-pull-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
+    local, push = registry_config(objects, "ccr"), registry_config(objects, "ccr-push")
+    assert local["storage"]["s3"] == push["storage"]["s3"]
+    # only the push side deletes and purges; the registry behind the front is on loopback, so TLS stays in the Pod
+    assert push["storage"]["delete"]["enabled"] is True and push["storage"]["maintenance"]["uploadpurging"]["enabled"]
+    assert "delete" not in local["storage"] and not local["storage"]["maintenance"]["uploadpurging"]["enabled"]
+    assert local["http"]["addr"].startswith("127.0.0.1:") and push["http"]["tls"]["certificate"]
+    for config in (local, push):
+        assert config["auth"]["htpasswd"]["path"] and config["storage"]["redirect"]["disable"] is True
+    for name, account in (("ccr", "ccr-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
         spec = pod_spec(one(objects, "Deployment", name))
-        assert {"name": "auth", "secret": {"secretName": account}} in spec["volumes"]
+        assert any(v.get("secret", {}).get("secretName") == account for v in spec["volumes"] if v["name"] == "auth")
         assert "affinity" not in spec
     assert one(objects, "HorizontalPodAutoscaler", "ccr")["spec"]["minReplicas"] >= 2
     config = webhook_config(objects)
@@ -501,6 +503,87 @@ def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_pu
             }
         }
     ]
+
+
+# -- the CCR front -----------------------------------------------------------------------------------
+
+
+def port_number(workload: dict[str, Any], container_name: str, name: str) -> int:
+    return next(p["containerPort"] for p in container(workload, container_name)["ports"] if p["name"] == name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nodes_reach_the_front_of_every_ccr_pod_and_the_front_reaches_the_registry_of_its_pod(overlay):
+    objects = render(overlay)
+    ccr = one(objects, "Deployment", "ccr")
+    assert [c["name"] for c in pod_spec(ccr)["containers"]] == ["front", "registry"]
+    front = container(ccr, "front")
+    assert front["image"] == container(one(objects, "Deployment", SERVICE), "webhook")["image"]
+    args = build_parser().parse_args(front["args"])
+    assert (args.command, args.config) == ("front", "/etc/ccr-webhook/config.yaml")
+    config, seen_by_webhook = front_config(objects), webhook_config(objects)
+    # the Service port nodes pull from (ccr.registry) goes to the front's listen port
+    port = int(seen_by_webhook.ccr.registry.rpartition(":")[2])
+    (nodes_port,) = [p for p in one(objects, "Service", "ccr")["spec"]["ports"] if p["port"] == port]
+    assert port_number(ccr, "front", nodes_port["targetPort"]) == int(config.front.listen.rpartition(":")[2])
+    # the front mirrors what admission rewrites, and reaches the registry of its own Pod over loopback
+    assert config.upstreams == seen_by_webhook.upstreams and config.ccr.registry == seen_by_webhook.ccr.registry
+    assert (
+        config.ccr.endpoint == "http://127.0.0.1:" + registry_config(objects, "ccr")["http"]["addr"].rpartition(":")[2]
+    )
+    assert seen_by_webhook.policy.swap.value == "always" and seen_by_webhook.warmer.through_front
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert front[probe]["httpGet"]["port"] == nodes_port["targetPort"]
+        assert front[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if config.front.tls_cert else "HTTP")
+    assert (
+        front["securityContext"]["runAsUser"]
+        == pod_spec(one(objects, "Deployment", SERVICE))["securityContext"]["runAsUser"]
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_front_spools_on_a_capped_volume_larger_than_its_spool_cap(overlay):
+    objects = render(overlay)
+    ccr = one(objects, "Deployment", "ccr")
+    config = front_config(objects).front
+    (mount,) = [m for m in container(ccr, "front")["volumeMounts"] if m["mountPath"] == config.spool_dir]
+    volume = next(v for v in pod_spec(ccr)["volumes"] if v["name"] == mount["name"])
+    limit = volume["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi") and config.spool_max_bytes < int(limit[:-2]) * 1024**3
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nodes_reach_no_registry_port_only_the_front(overlay):
+    objects = render(overlay)
+    ccr = one(objects, "Deployment", "ccr")
+    front_port = port_number(ccr, "front", "registry")
+    open_to_all = {
+        p["port"]
+        for policy in find(objects, "NetworkPolicy")
+        if selects(policy["spec"]["podSelector"], ccr["spec"]["template"]["metadata"]["labels"])
+        for rule in policy["spec"].get("ingress", [])
+        if "from" not in rule
+        for p in rule["ports"]
+    }
+    assert open_to_all == {front_port}
+    address = registry_config(objects, "ccr")["http"]["addr"]
+    assert int(address.rpartition(":")[2]) != front_port
+    if overlay == "overlays/production":  # the registry listens on the Pod's loopback: only its front reaches it
+        assert address.startswith("127.0.0.1:")
+        assert [p["port"] for p in one(objects, "Service", "ccr")["spec"]["ports"]] == [front_port]
+    else:  # the warmer writes there: the webhook Pods only
+        assert webhook_config(objects).ccr.endpoint.endswith(":" + address.rpartition(":")[2])
+
+
+def test_production_front_serves_tls_from_the_ccr_certificate_and_passes_the_node_account_through():
+    objects = render("overlays/production")
+    ccr = one(objects, "Deployment", "ccr")
+    config = front_config(objects).front
+    assert secret_file(ccr, "front", config.tls_cert) == ("ccr-registry-tls", "tls.crt")
+    assert secret_file(ccr, "front", config.tls_key) == ("ccr-registry-tls", "tls.key")
+    assert registry_config(objects, "ccr")["auth"]["htpasswd"]["path"] == "/etc/ccr-registry/auth/htpasswd"
+    assert secret_file(ccr, "registry", "/etc/ccr-registry/auth/htpasswd") == ("ccr-htpasswd", "htpasswd")
+    assert secret_file(ccr, "front", front_config(objects).ccr.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY)
 
 
 # -- network policies ------------------------------------------------------------------------------------

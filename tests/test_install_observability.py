@@ -15,6 +15,7 @@ from tests.support.kustomize import (
     selects,
     webhook_config,
 )
+from webhook.front.metrics import FrontMetrics
 
 METRICS = {
     "ccr_webhook_admission_requests_total",
@@ -35,13 +36,23 @@ METRICS = {
 
 
 def metric_names(text: str) -> set[str]:
-    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bccr_webhook_[a-z_]+", text)}
+    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bccr_(?:webhook|front)_[a-z_]+", text)}
+
+
+# What the front's /metrics serves (its samples), as the dashboard and the alerts name it.
+FRONT_METRICS = metric_names(
+    "\n".join(
+        line
+        for line in FrontMetrics().exposition().decode().splitlines()
+        if not line.startswith("#") and "_created" not in line
+    )
+)
 
 
 def test_dashboard_covers_every_metric_and_names_no_other():
     dashboard = json.loads((MANIFESTS / "components/monitoring/dashboard.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    assert metric_names(exprs) == METRICS
+    assert metric_names(exprs) == METRICS | FRONT_METRICS
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     config_map = one(render("overlays/production"), "ConfigMap", "ccr-webhook-dashboard")
@@ -55,7 +66,7 @@ def test_alerts_cover_errors_latency_warm_failures_and_a_ccr_down():
         alerts
     )
     for name, alert in alerts.items():
-        assert metric_names(alert["expr"]) <= METRICS, name
+        assert metric_names(alert["expr"]) <= METRICS | FRONT_METRICS, name
         assert alert["expr"].count("(") == alert["expr"].count(")"), name
         assert alert["labels"]["severity"] in ("warning", "critical") and alert["annotations"]["summary"], name
     assert "ccr_webhook_admission_duration_seconds_bucket" in alerts["CCRWebhookAdmissionSlow"]["expr"]

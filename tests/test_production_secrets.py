@@ -9,6 +9,7 @@ from tests.support.kustomize import (
     CREDENTIALS_KEY,
     CREDENTIALS_SECRET,
     WORKLOADS,
+    front_config,
     pod_spec,
     production_secrets,
     render,
@@ -39,11 +40,13 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
         tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
     assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
     for name, user, password in (
-        ("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"),
+        ("ccr-htpasswd", b"ccr-pull", b"pull-pw"),
+        ("ccr-htpasswd", b"ccr-push", b"push-pw"),
         ("ccr-push-htpasswd", b"ccr-push", b"push-pw"),
     ):
-        line_user, hashed = secrets[name]["htpasswd"].strip().split(b":", 1)
-        assert line_user == user and bcrypt.checkpw(password, hashed)
+        lines = dict(line.split(b":", 1) for line in secrets[name]["htpasswd"].strip().splitlines())
+        assert bcrypt.checkpw(password, lines[user])
+    assert set(dict(line.split(b":", 1) for line in secrets["ccr-push-htpasswd"]["htpasswd"].split())) == {b"ccr-push"}
     # the push account, in the docker config.json the client reads, for the endpoint the overlay configures;
     # and the upstream accounts merged in beside it
     assert set(secrets[CREDENTIALS_SECRET]) == {CREDENTIALS_KEY}
@@ -53,3 +56,12 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
     assert (push.username, push.password) == ("ccr-push", "push-pw")
     hub = load_credentials(config_json, "https://registry-1.docker.io")
     assert (hub.username, hub.password) == ("hub-user", "hub-pw")
+    # the front commits to the registry of its Pod with the push account; the warmer reads through the front as a node
+    objects = render("overlays/production")
+    front = load_credentials(config_json, front_config(objects).ccr.endpoint)
+    assert (front.username, front.password) == ("ccr-push", "push-pw")
+    assert front_config(objects).ccr.credentials == f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"
+    config = webhook_config(objects, "warmer")
+    assert config.warmer.through_front
+    through = load_credentials(config_json, f"https://{config.ccr.registry}")
+    assert (through.username, through.password) == ("ccr-pull", "pull-pw")

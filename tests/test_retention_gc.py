@@ -47,6 +47,7 @@ def config(registries):
             ],
             "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
             "resolver": {"ccrCacheSeconds": 30},
+            "policy": {"swap": "exists"},  # an evicted image goes back to its upstream until warmed again
         }
     )
 

@@ -42,6 +42,13 @@ def webhook_and_warmer(scene: Scene, **sections) -> Iterator[tuple[LocalWebhook,
 
 def admit(hook: LocalWebhook, image: str, path: str = "/mutate", uid: str = "uid", dry_run: bool = False) -> dict:
     """The image the webhook answers for a one-container Pod (its patched value, or the image unchanged)."""
+    response = answer(hook, image, path, uid, dry_run)
+    ops = json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
+    return next((op["value"] for op in ops if op["path"] == "/spec/containers/0/image"), image)
+
+
+def answer(hook: LocalWebhook, image: str, path: str = "/mutate", uid: str = "uid", dry_run: bool = False) -> dict:
+    """The webhook's answer (the AdmissionReview response) for a one-container Pod running `image`."""
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -65,23 +72,25 @@ def admit(hook: LocalWebhook, image: str, path: str = "/mutate", uid: str = "uid
     assert reply.status == 200, reply.data
     response = json.loads(reply.data)["response"]
     assert response["allowed"], response
-    ops = json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
-    return next((op["value"] for op in ops if op["path"] == "/spec/containers/0/image"), image)
+    return response
 
 
 def hints_taken(warmer: Warmer) -> float:
     return warmer.metrics.hints.labels("accepted")._value.get()
 
 
+EXISTS = {"swap": "exists"}  # upstream until the CCR holds the image (the default is always)
+
+
 def test_swap_exists_pins_upstream_then_warms_then_rewrites_the_next_pod(scene):
-    with webhook_and_warmer(scene) as (hook, _):
+    with webhook_and_warmer(scene, policy=EXISTS) as (hook, _):
         assert admit(hook, scene.tagged) == scene.source  # the CCR lacks it: pinned upstream, hinted
         wait_until(scene.in_ccr, what="the warm")
         wait_until(lambda: admit(hook, scene.tagged, uid="next") == scene.target, what="the next Pod rewritten")
 
 
 def test_dry_run_reviews_and_dry_run_namespaces_send_no_hint(scene):
-    with webhook_and_warmer(scene) as (hook, warmer):
+    with webhook_and_warmer(scene, policy=EXISTS) as (hook, warmer):
         assert admit(hook, scene.tagged, dry_run=True) == scene.source  # answered, but no side effect
         assert admit(hook, scene.tagged, path="/dry-run", uid="dry-ns") == scene.tagged  # dry-run mode changes nothing
         other = f"{scene.upstream_host}/team/other:1.0@{scene.image.digest}"
@@ -102,6 +111,18 @@ def test_swap_always_rewrites_at_once_and_the_warm_follows(scene):
         wait_until(scene.in_ccr, what="the warm")
 
 
+def test_the_default_policy_asks_the_ccr_and_warns_of_a_cold_image_until_it_is_held(scene):
+    with webhook_and_warmer(scene) as (hook, _):  # swap: always, and the CCR is asked all the same
+        first = answer(hook, scene.tagged)
+        assert any("not in the CCR yet" in warning for warning in first.get("warnings", [])), first
+        wait_until(scene.in_ccr, what="the warm")
+        held = wait_until(
+            lambda: (found := answer(hook, scene.tagged, uid="held")) and not found.get("warnings") and found,
+            what="an answer without the warning once the CCR holds the image",
+        )
+        assert json.loads(base64.b64decode(held["patch"]))[0]["value"] == scene.target
+
+
 def test_copy_force_rewrites_within_the_deadline_when_the_copy_is_fast(scene):
     with webhook_and_warmer(scene, policy={"copy": "force"}) as (hook, _):
         assert admit(hook, scene.tagged) == scene.target
@@ -110,13 +131,13 @@ def test_copy_force_rewrites_within_the_deadline_when_the_copy_is_fast(scene):
 
 def test_copy_force_answers_as_delayed_when_the_copy_is_slow_and_the_copy_goes_on(scene):
     scene.proxy.blob_delay_seconds = 3
-    with webhook_and_warmer(scene, policy={"copy": "force"}, webhook={"deadlineSeconds": 1}) as (hook, _):
+    with webhook_and_warmer(scene, policy={**EXISTS, "copy": "force"}, webhook={"deadlineSeconds": 1}) as (hook, _):
         assert admit(hook, scene.tagged) == scene.source
         wait_until(scene.in_ccr, what="the copy finishing after the answer")
 
 
 def test_copy_none_never_copies(scene):
-    with webhook_and_warmer(scene, policy={"copy": "none"}) as (hook, warmer):
+    with webhook_and_warmer(scene, policy={**EXISTS, "copy": "none"}) as (hook, warmer):
         assert admit(hook, scene.tagged) == scene.source
         assert admit(hook, scene.tagged, uid="again") == scene.source
         assert warmer.metrics.hints.labels("rejected")._value.get() == 0 and hints_taken(warmer) == 0

@@ -99,14 +99,20 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def webhook_config(objects, container_name: str = "webhook") -> Any:
-    """The ccr-webhook configuration as a container of the webhook Pod sees it: the ConfigMap plus its env overrides."""
-    deployment = one(objects, "Deployment", SERVICE)
-    webhook = container(deployment, container_name)
-    config_map_name = next(v["configMap"]["name"] for v in pod_spec(deployment)["volumes"] if v["name"] == "config")
-    raw = yaml.safe_load(one(objects, "ConfigMap", config_map_name)["data"]["config.yaml"])
-    env = {e["name"]: e["value"] for e in webhook.get("env", []) if "value" in e}
+def webhook_config(objects, container_name: str = "webhook", deployment_name: str = SERVICE) -> Any:
+    """The configuration a container sees: the ConfigMap it mounts at /etc/ccr-webhook, plus its env overrides."""
+    deployment = one(objects, "Deployment", deployment_name)
+    seen_by = container(deployment, container_name)
+    mounted = next(m for m in seen_by["volumeMounts"] if m["mountPath"] == "/etc/ccr-webhook")
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mounted["name"])
+    raw = yaml.safe_load(one(objects, "ConfigMap", volume["configMap"]["name"])["data"]["config.yaml"])
+    env = {e["name"]: e["value"] for e in seen_by.get("env", []) if "value" in e}
     return parse_config(apply_env_overrides(raw, env))
+
+
+def front_config(objects) -> Any:
+    """The configuration the CCR front container of the CCR Pods sees."""
+    return webhook_config(objects, "front", "ccr")
 
 
 @functools.cache

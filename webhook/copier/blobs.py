@@ -100,7 +100,8 @@ class VerifiedBlob:
     def _check_size(self, stream: BlobStream) -> None:
         if stream.size is not None and stream.size != self._blob.size:
             raise RegistryProtocolError(
-                f"blob {self._blob.digest}: the registry serves {stream.size} bytes, the manifest says {self._blob.size}",
+                f"blob {self._blob.digest}: the registry serves {stream.size} bytes, "
+                f"the manifest says {self._blob.size}",
                 endpoint=self._source.endpoint,
                 repository=self._repository,
             )

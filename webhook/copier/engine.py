@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from webhook.config import CopyConfig
@@ -35,6 +36,7 @@ from webhook.registry.streams import MinimumRate
 
 T = TypeVar("T")
 DEFAULT_LIMITS = CopyConfig()
+DEFAULT_RETRY = RetryPolicy()
 MAX_INDEX_DEPTH = 4  # an index of indexes is allowed, an endless one is not
 _BLOB_LOCATIONS = BlobLocations()  # what this process has copied where: the sources of cross-repository mounts
 
@@ -100,7 +102,7 @@ def copy_image(
     concurrency: int = 4,
     known_repositories: Iterable[str] = (),
     progress: Callable[[CopyProgress], None] | None = None,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     source_tag: str | None = None,
     limits: CopyConfig = DEFAULT_LIMITS,
 ) -> CopyResult:
@@ -128,15 +130,22 @@ def copy_image(
 
 
 def copy_warm_request(registries: Registries, request: WarmRequest, **options: Any) -> CopyResult:
-    """Copy a warm request's pinned upstream image into the CCR by digest, tagged only while upstream's tag names it."""
+    """Copy a warm request's pinned upstream image into the CCR by digest, tagged only while upstream's tag names it.
+
+    With a CCR front to read through (warmer.throughFront), the image is read from the front under its CCR name
+    rather than from the upstream, so the front's one fetch from upstream serves the warm and the nodes alike
+    (the front commits it too; blobs and manifests go by digest, so the two commits agree).
+    """
     source, target = request.source, request.target
     try:
         upstream = registries.upstream(source.registry)
     except RegistryNotAllowed as err:
         raise CopyError(f"{source} to {target}", "choose the upstream registry", err) from err
+    front = registries.front
+    reader, repository = (front, target.repository) if front is not None else (upstream, source.repository)
     return copy_image(
-        upstream,
-        source.repository,
+        reader,
+        repository,
         source.digest or source.tag or "latest",
         registries.ccr,
         target.repository,
@@ -396,14 +405,14 @@ class _Copy:
             lambda entry: self._step(f"read manifest {entry.digest}", lambda: self._fetch(entry.digest, entry)), unique
         )
         ordered = [below for child in list(children) for below in self._walk(child, pool, depth + 1)]
-        return list({found.digest: found for found in ordered + [manifest]}.values())
+        return list({found.digest: found for found in [*ordered, manifest]}.values())
 
     def _copy_blobs(self, manifests: list[Manifest], pool: ThreadPoolExecutor) -> None:
         """Bring every blob of every image manifest over, the biggest first; the first failure stops the rest."""
         blobs: dict[str, Descriptor] = {}
         for manifest in manifests:
             if not manifest.is_index:
-                for blob in self._step(f"read manifest {manifest.digest}", lambda: image_blobs(manifest)):
+                for blob in self._step(f"read manifest {manifest.digest}", partial(image_blobs, manifest)):
                     blobs.setdefault(blob.digest, blob)
         if len(blobs) > self.limits.max_blobs_per_image:
             raise CopyError(
@@ -435,10 +444,9 @@ class _Copy:
         try:
             for manifest in children:
                 step = f"push manifest {manifest.digest}"
-                if not self.retry.run(
-                    lambda: self.target.has_manifest(self.target_repository, manifest.digest), self.stop
-                ):
-                    self.retry.run(lambda: self._put(manifest, manifest.digest), self.stop)
+                held = partial(self.target.has_manifest, self.target_repository, manifest.digest)
+                if not self.retry.run(held, self.stop):
+                    self.retry.run(partial(self._put, manifest, manifest.digest), self.stop)
             step = f"push manifest {top.digest}"
             self.retry.run(lambda: self._put(top, top.digest), self.stop)
             if tag is not None:
@@ -464,7 +472,7 @@ class _Copy:
         leftovers = []
         for digest in reversed(self.pushed):
             try:
-                self.retry.run(lambda: self.target.delete_manifest(self.target_repository, digest))
+                self.retry.run(partial(self.target.delete_manifest, self.target_repository, digest))
             except NotFound:
                 continue
             except RegistryError:

@@ -176,6 +176,7 @@ def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode:
         response = _response(request.uid, [note for note in notes if note], audit)
         return AdmissionResult(_review(response), tuple(decisions), ())
     warnings = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.UNPINNED]
+    warnings += _cold_warnings(pairs)
     response = _response(request.uid, warnings, audit)
     if denied:
         response["allowed"] = False
@@ -244,6 +245,15 @@ def _dry_run_warning(image: PodImage, decision: Decision) -> str | None:
     if decision.action is Action.UNPINNED:
         return f"dry-run: {image.label}: {decision.reason}"
     return None
+
+
+def _cold_warnings(pairs: Sequence[tuple[PodImage, Decision]]) -> list[str]:
+    """One warning per distinct image the CCR said it lacks (a Pod often runs one image in several containers)."""
+    cold: dict[str, str] = {}
+    for image, decision in pairs:
+        if decision.cold and decision.image not in cold:
+            cold[decision.image] = f"{image.label}: {decision.cold}"
+    return list(cold.values())
 
 
 def warm_requests(decisions: Sequence[Decision]) -> tuple[WarmRequest, ...]:

@@ -160,7 +160,12 @@ class Warmer:
 
     def _copy(self, request: WarmRequest) -> CopyResult:
         try:
-            return copy_warm_request(self.registries, request, limits=self.config.copy)
+            return copy_warm_request(
+                self.registries,
+                request,
+                limits=self.config.copy,
+                progress=lambda progress: self.events.progress(request, progress),
+            )
         except Exception as err:
             self.metrics.attempt_failed(err)
             raise
