@@ -23,6 +23,7 @@ from webhook.registry.errors import (
     RateLimited,
     RegistryAuthError,
     RegistryProtocolError,
+    RegistryServerError,
     RegistryUnavailable,
     error_for_status,
     parse_retry_after,
@@ -172,8 +173,8 @@ def test_basic_without_credentials_or_with_refused_ones_is_an_auth_error():
         (403, RegistryAuthError),
         (404, NotFound),
         (429, RateLimited),
-        (500, RegistryUnavailable),
-        (503, RegistryUnavailable),
+        (500, RegistryServerError),
+        (503, RegistryServerError),
         (400, RegistryProtocolError),
         (418, RegistryProtocolError),
     ],
@@ -213,7 +214,7 @@ def test_the_detail_of_an_unknown_error_is_kept_so_a_full_disk_says_so(detail, s
     error = error_for_status(
         500, {}, body, "upload blob sha256:1", endpoint="https://ccr.example", repository="team/app"
     )
-    assert type(error) is RegistryUnavailable
+    assert type(error) is RegistryServerError and isinstance(error, RegistryUnavailable)
     assert f"({said}" in str(error) and "no space left on device)" in str(error)
 
 
