@@ -78,7 +78,8 @@ class WebhookServer(BaseApplication):
         return {
             "bind": [webhook.listen],
             "workers": webhook.workers,
-            "worker_class": "gthread",
+            # gthread, with the handshake and the request gathered in the event loop (see worker.py).
+            "worker_class": "webhook.admission.worker.GuardedThreadWorker",
             # One listening socket per worker: the kernel spreads connections over them. With one shared
             # socket the first worker to wake takes most kept-alive connections and the other idles.
             "reuse_port": True,

@@ -1,0 +1,156 @@
+"""Slow-connection attackers for the webhook's TLS port, for the tests and `bench/slowloris.py`.
+
+Two kinds of connection that open and stall: one trickles a real TLS ClientHello a byte at a time and
+never finishes the handshake; the other completes the handshake and trickles an HTTP request whose
+body never arrives. Both are reopened when the server closes them, as a persistent attacker would.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+
+_PARTIAL_BODY_BYTES = 4096
+
+
+def client_hello() -> bytes:
+    """The bytes of a real TLS ClientHello, as the first flight of a client handshake."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    connection = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    try:
+        connection.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def partial_request(path: str = "/mutate") -> bytes:
+    """An AdmissionReview POST whose headers announce a body that only ever starts to arrive."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {_PARTIAL_BODY_BYTES}\r\n\r\n"
+    )
+    return head.encode() + b'{"apiVersion": "admission.k8s.io/v1", ' + b" " * _PARTIAL_BODY_BYTES
+
+
+@dataclass
+class _Stalled:
+    """One attacking connection: what it sends, how far it got."""
+
+    tls: bool  # handshake first, then trickle `payload` inside TLS
+    payload: bytes
+    sock: socket.socket | None = None
+    sent: int = 0
+
+
+@dataclass
+class SlowClients:
+    """`trickled` connections sending a ClientHello and `partial` ones sending a request, one byte each per `interval`.
+
+    A context manager: the connections are opened on entry and held (reopened when closed by the server,
+    counted in `reopened`) by one thread until exit.
+    """
+
+    host: str
+    port: int
+    trickled: int
+    partial: int
+    interval: float = 0.25
+    connect_timeout: float = 1.0
+    reopened: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _connections: list[_Stalled] = field(default_factory=list)
+
+    def __enter__(self) -> SlowClients:
+        hello, request = client_hello(), partial_request()
+        self._connections = [_Stalled(False, hello) for _ in range(self.trickled)]
+        self._connections += [_Stalled(True, request) for _ in range(self.partial)]
+        for connection in self._connections:
+            self._open(connection)
+        self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for connection in self._connections:
+            self._close(connection)
+
+    @property
+    def open_connections(self) -> int:
+        """How many attacking connections are open now."""
+        return sum(connection.sock is not None for connection in self._connections)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for connection in self._connections:
+                if connection.sock is None:
+                    self.reopened += 1
+                    self._open(connection)
+                elif not self._trickle(connection):
+                    self._close(connection)
+
+    def _open(self, connection: _Stalled) -> None:
+        """Connect (and for `tls`, handshake) within the connect timeout; on failure the next tick tries again."""
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError:
+            return
+        if connection.tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            try:
+                sock = context.wrap_socket(sock, server_hostname="localhost")
+            except (OSError, ssl.SSLError):
+                sock.close()
+                return
+        connection.sock, connection.sent = sock, 0
+        # The request's head goes at once (the server sees a request start), then the body a byte at a time.
+        if connection.tls and not self._send(connection, connection.payload.index(b"\r\n\r\n") + 4):
+            self._close(connection)
+
+    def _trickle(self, connection: _Stalled) -> bool:
+        """Send one more byte unless the server has closed the connection; False when it is gone."""
+        sock = connection.sock
+        assert sock is not None
+        try:
+            sock.settimeout(0)
+            if sock.recv(1) == b"":  # EOF: the server closed it
+                return False
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass  # nothing from the server: still open
+        except OSError:
+            return False
+        return self._send(connection, 1)
+
+    def _send(self, connection: _Stalled, count: int) -> bool:
+        sock = connection.sock
+        assert sock is not None
+        chunk = connection.payload[connection.sent : connection.sent + count]
+        if not chunk:
+            return True  # all sent; hold the connection open
+        try:
+            sock.settimeout(self.connect_timeout)
+            sock.sendall(chunk)
+        except OSError:
+            return False
+        connection.sent += len(chunk)
+        return True
+
+    @staticmethod
+    def _close(connection: _Stalled) -> None:
+        if connection.sock is not None:
+            try:
+                connection.sock.close()
+            except OSError:
+                pass
+        connection.sock = None
