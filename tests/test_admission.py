@@ -120,11 +120,50 @@ def test_labels_name_the_kind_of_container():
     assert PodImage("containers", 0, "web", "a" * 500).label.endswith('a…"')
 
 
-@pytest.mark.parametrize("operation", ["UPDATE", "DELETE", "CONNECT"])
-def test_other_operations_pass_untouched(operation):
-    request = parse_review(review(pod(), operation=operation))
+@pytest.mark.parametrize(("operation", "sub_resource"), [("UPDATE", "status"), ("DELETE", None), ("CONNECT", None)])
+def test_other_operations_pass_untouched(operation, sub_resource):
+    request = parse_review(review(pod(), operation=operation, sub_resource=sub_resource, old=pod()))
     assert request.images == ()
     assert allowed_unchanged(request.uid).review["response"] == {"uid": "uid-1", "allowed": True}
+
+
+def test_an_update_decides_the_images_it_changes_like_a_create():
+    old = pod(
+        [("web", f"{CCR}/docker.io/library/nginx:1.25@{D1}"), ("log", "fluent:1.0")], init=[("setup", "busybox:1")]
+    )
+    new = pod([("web", "nginx:latest"), ("log", "fluent:1.0"), ("added", "redis:7")], init=[("setup", "busybox:2")])
+    request = parse_review(review(new, operation="UPDATE", old=old))
+    assert [(i.pointer, i.image) for i in request.images] == [
+        ("/spec/containers/0/image", "nginx:latest"),
+        ("/spec/containers/2/image", "redis:7"),
+        ("/spec/initContainers/0/image", "busybox:2"),
+    ]
+    assert request.annotate
+    _, result = answer(new, deny, operation="UPDATE", old=old)
+    assert (
+        not result.allowed and 'container "web" image "nginx:latest"' in result.review["response"]["status"]["message"]
+    )
+
+
+def test_an_update_that_changes_no_image_is_left_alone():
+    rewritten = pod([("web", f"{CCR}/docker.io/library/nginx:1.25@{D1}")], annotations={"team": "a"})
+    request = parse_review(
+        review(rewritten, operation="UPDATE", old=pod([("web", rewritten["spec"]["containers"][0]["image"])]))
+    )
+    assert request.images == ()
+
+
+def test_an_update_rewrites_the_new_image_and_records_it_beside_the_originals_of_the_create():
+    originals = json.dumps({"containers/web": "nginx:1.25"})
+    old = pod(
+        [("web", f"{CCR}/docker.io/library/nginx:1.25@{D1}")], annotations={ORIGINAL_IMAGES_ANNOTATION: originals}
+    )
+    new = copy.deepcopy(old)
+    new["spec"]["containers"][0]["image"] = "nginx:1.27"
+    _, result = answer(new, rewrite, operation="UPDATE", old=old)
+    after = patched(new, result)
+    assert after["spec"]["containers"][0]["image"] == f"{CCR}/docker.io/library/nginx:1.27@{D1}"
+    assert json.loads(after["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]) == {"containers/web": "nginx:1.27"}
 
 
 def test_ephemeral_subresource_decides_only_new_ephemeral_containers():

@@ -116,7 +116,7 @@ def test_two_webhooks_by_namespace_label_excluding_system_namespaces(overlay):
                 "apiGroups": [""],
                 "apiVersions": ["v1"],
                 "resources": ["pods"],
-                "operations": ["CREATE"],
+                "operations": ["CREATE", "UPDATE"],  # an UPDATE can change a running Pod's image
                 "scope": "Namespaced",
             },
             {

@@ -103,6 +103,33 @@ def test_rewrite_to_the_ccr_when_it_holds_the_digest():
     assert decision.warm is None
 
 
+@pytest.mark.parametrize(
+    "image", ["DOCKER.IO/library/nginx:1.25", "Docker.IO/nginx:1.25", "Index.Docker.io/nginx:1.25"]
+)
+def test_a_registry_named_in_capitals_is_the_same_upstream(image):
+    decision = verdict(image, ImageFacts(digest=D1, in_ccr=True))
+    assert decision.action is Action.REWRITE
+    assert decision.new_image == f"{CCR}/docker.io/library/nginx:1.25@{D1}"
+
+
+@pytest.mark.parametrize("image", ["registry.example.com:5000/team/app:1", "REGISTRY.Example.com:5000/team/app:1"])
+def test_an_upstream_configured_in_capitals_is_matched_by_its_images_in_any_case(image):
+    config = parse_config(
+        {
+            "ccr": {"registry": "CCR.local:5000"},
+            "upstreams": [{"registry": "Registry.EXAMPLE.com:5000", "prefix": "up"}],
+        }
+    )
+    plan = plan_image(image, config)
+    assert isinstance(plan, Lookup) and plan.need_digest
+    decision = decide_image(plan, ImageFacts(digest=D1, in_ccr=True), config)
+    assert decision.new_image == f"ccr.local:5000/up/team/app:1@{D1}"
+
+
+def test_the_ccr_named_in_capitals_is_the_ccr():
+    assert verdict(f"CCR.Local:5000/docker.io/library/nginx:1.25@{D1}").action is Action.LEAVE
+
+
 def test_rewrite_uses_the_upstream_prefix():
     decision = verdict("quay.io/org/app:2", ImageFacts(digest=D1, in_ccr=True))
     assert decision.new_image == f"{CCR}/mirror/quay/org/app:2@{D1}"

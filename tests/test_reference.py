@@ -24,6 +24,14 @@ D64 = "sha256:" + "a" * 64
         (f"nginx:1.25@{D64}", "docker.io", "library/nginx", "1.25", D64),
         ("nginx:" + "t" * 128, "docker.io", "library/nginx", "t" * 128, None),
         ("x:5000", "docker.io", "library/x", "5000", None),
+        # host names are case-insensitive (ports as written): capitals cannot make a registry look unconfigured
+        ("DOCKER.IO/library/nginx:1.0", "docker.io", "library/nginx", "1.0", None),
+        ("Docker.io/nginx:1.0", "docker.io", "library/nginx", "1.0", None),
+        ("Index.Docker.IO/nginx:1", "docker.io", "library/nginx", "1", None),
+        ("GHCR.io/org/app:v1", "ghcr.io", "org/app", "v1", None),
+        ("LocalHost:5000/app:1", "localhost:5000", "app", "1", None),
+        ("localhost:05000/app:1", "localhost:05000", "app", "1", None),
+        ("[FE80::1]:5000/app:1", "[fe80::1]:5000", "app", "1", None),
     ],
 )
 def test_parse_normalizes_like_the_runtime(image, registry, repository, tag, digest):
@@ -46,6 +54,7 @@ def test_parse_normalizes_like_the_runtime(image, registry, repository, tag, dig
         ("a" * 64, "64-byte hexadecimal"),
         ("http://registry/app", "invalid reference format"),
         ("user:pass@registry/app", "invalid reference format"),
+        ("Registry/app:1", "ambiguous"),  # a one-label host to the runtime; in lower case it would be Docker Hub
     ],
 )
 def test_invalid_references_say_why(image, reason):

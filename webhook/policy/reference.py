@@ -85,10 +85,27 @@ def parse_image(image: str) -> ImageReference:
             image, "this is a registry host:port with no repository; name an image such as host:port/repo:tag"
         )
     try:
-        parsed = grammar.Reference.parse_normalized_named(image)
+        parsed = grammar.Reference.parse_normalized_named(_lowercase_host(image))
     except (grammar.InvalidReference, digest_grammar.InvalidDigest) as err:
         raise InvalidImageReference(image, str(err) or "invalid reference format") from None
     registry, repository = parsed.domain(), parsed.path()
+    if registry != registry.lower():  # a one-label host in capitals: its lower-case form would mean Docker Hub
+        raise InvalidImageReference(
+            image, f"the registry host {registry} is ambiguous; name it with its domain or port"
+        )
     if not registry:
         raise InvalidImageReference(image, "the reference has no registry")
     return ImageReference(registry=registry, repository=repository, tag=parsed["tag"], digest=parsed["digest"])
+
+
+def _lowercase_host(image: str) -> str:
+    """`image` with its registry host in lower case when it names one with a dot, a colon or `localhost`.
+
+    Host names are case-insensitive: `DOCKER.IO/library/nginx` is docker.io's nginx, and must meet the same
+    upstream (and Docker Hub's normalization) as the lower-case form. Ports stay as written. A host of one
+    label in capitals (`Registry/app`) is a host to the runtime, but `registry/app` is Docker Hub's: refused.
+    """
+    host, slash, rest = image.partition("/")
+    if slash and (any(mark in host for mark in ".:") or host.lower() == "localhost"):
+        return host.lower() + slash + rest
+    return image

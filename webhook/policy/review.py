@@ -119,13 +119,23 @@ def parse_review(review: Any) -> AdmissionRequest:
         return AdmissionRequest(uid, dry_run, images, annotate=True, metadata=_metadata(pod))
     if operation == "UPDATE" and sub_resource == EPHEMERAL_SUBRESOURCE:
         pod = _pod(request, "object")
-        old = request.get("oldObject")
-        old_images = _images(old, "request.oldObject", ("ephemeralContainers",)) if isinstance(old, dict) else []
-        existing = {image.name for image in old_images}
-        new = tuple(image for image in _images(pod, lists=("ephemeralContainers",)) if image.name not in existing)
-        return AdmissionRequest(uid, dry_run, new, annotate=False)
-    # An UPDATE cannot change a running Pod's images except through ephemeral containers; let it through.
+        changed = _changed_images(pod, request.get("oldObject"), ("ephemeralContainers",))
+        return AdmissionRequest(uid, dry_run, changed, annotate=False)
+    if operation == "UPDATE" and not sub_resource:
+        # `kubectl set image` changes a running Pod's image: judged like a CREATE, the images left as they
+        # were are not (they were decided when the Pod was created, and may be the webhook's own rewrite).
+        pod = _pod(request, "object")
+        changed = _changed_images(pod, request.get("oldObject"), CONTAINER_LISTS)
+        return AdmissionRequest(uid, dry_run, changed, annotate=True, metadata=_metadata(pod))
     return AdmissionRequest(uid, dry_run, (), annotate=False)
+
+
+def _changed_images(pod: Mapping[str, Any], old: Any, lists: tuple[str, ...]) -> tuple[PodImage, ...]:
+    """The images of `pod` in `lists` that `old` (the Pod before the UPDATE) did not have for that container."""
+    before = (
+        {(i.field, i.name): i.image for i in _images(old, "request.oldObject", lists)} if isinstance(old, dict) else {}
+    )
+    return tuple(image for image in _images(pod, lists=lists) if before.get((image.field, image.name)) != image.image)
 
 
 def _pod(request: Mapping[str, Any], key: str) -> Mapping[str, Any]:
