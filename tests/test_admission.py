@@ -21,6 +21,7 @@ from webhook.policy.review import (
     error_result,
     parse_review,
 )
+from webhook.testing.review_client import record_audit_annotations
 
 CCR = "ccr.local:5000"
 D1 = "sha256:" + "1" * 64
@@ -240,12 +241,61 @@ def test_rewrite_patches_only_the_image_and_records_the_original():
     assert after["spec"]["containers"][1] == obj["spec"]["containers"][1]
     assert after["spec"]["initContainers"][0]["image"] == f"{CCR}/docker.io/library/busybox:1.36@{D1}"
     assert original_images(after) == {"containers/web": "nginx:1.25", "initContainers/init": "busybox:1.36"}
-    assert json.loads(response["auditAnnotations"]["decisions"]) == {
-        "containers/web": "rewrite",
-        "containers/side": "leave",
-        "initContainers/init": "rewrite",
+    assert response["auditAnnotations"] == {
+        "mode": "enforce",
+        "container.web.rewrite": "nginx:1.25",
+        "container.side.leave": f"{CCR}/docker.io/library/envoy:1@{D1}",
+        "init.init.rewrite": "busybox:1.36",
     }
-    assert response["auditAnnotations"]["mode"] == "enforce"
+
+
+def test_audit_annotations_keep_their_values_when_reinvoked_after_another_webhook_adds_a_sidecar():
+    """Round one rewrites web and admits redis unpinned; a sidecar is injected; round two finds redis resolvable."""
+    obj = pod([("web", "nginx:1.25"), ("cache", "redis:7")], init=[("init", "busybox:1.36")])
+    recorded = {}
+    round_one = {"nginx:1.25": rewrite, "busybox:1.36": rewrite, "redis:7": unpinned}
+    _, first = answer(obj, lambda image: round_one.get(image, leave)(image))
+    assert record_audit_annotations(recorded, "enforce.ccr-webhook.io", first.review["response"]) == []
+    after = patched(obj, first)
+    after["spec"]["containers"].insert(0, {"name": "istio-proxy", "image": "istio/proxyv2:1.22"})
+    round_two = {"istio/proxyv2:1.22": rewrite, "redis:7": pin_and_warm}
+    _, second = answer(after, lambda image: round_two.get(image, leave)(image))
+    assert record_audit_annotations(recorded, "enforce.ccr-webhook.io", second.review["response"]) == []
+    assert recorded == {
+        "enforce.ccr-webhook.io/mode": "enforce",
+        "enforce.ccr-webhook.io/container.web.rewrite": "nginx:1.25",
+        "enforce.ccr-webhook.io/container.web.leave": f"{CCR}/docker.io/library/nginx:1.25@{D1}",
+        "enforce.ccr-webhook.io/container.cache.unpinned": "redis:7",
+        "enforce.ccr-webhook.io/container.cache.pin": "redis:7",
+        "enforce.ccr-webhook.io/init.init.rewrite": "busybox:1.36",
+        "enforce.ccr-webhook.io/init.init.leave": f"{CCR}/docker.io/library/busybox:1.36@{D1}",
+        "enforce.ccr-webhook.io/container.istio-proxy.rewrite": "istio/proxyv2:1.22",
+    }
+
+
+def test_the_api_server_model_refuses_an_audit_annotation_given_another_value():
+    recorded = {}
+    assert record_audit_annotations(recorded, "w.example.io", {"auditAnnotations": {"decisions": "a"}}) == []
+    assert record_audit_annotations(recorded, "w.example.io", {"auditAnnotations": {"decisions": "a"}}) == []
+    assert record_audit_annotations(recorded, "w.example.io", {"auditAnnotations": {"decisions": "b", "x/y": "1"}}) == [
+        "w.example.io/decisions: admission annotations are not allowed to be overwritten",
+        "w.example.io/x/y: not a qualified name",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "name", "key"),
+    [
+        ("containers", "web", "container.web.unpinned"),
+        ("ephemeralContainers", "debugger-1", "ephemeral.debugger-1.unpinned"),
+        ("containers", "n" * 63, "container." + "n" * 30 + "-73dcf9964172.unpinned"),
+        ("initContainers", "Ünïcode name", "init.d695eb4ca133.unpinned"),
+    ],
+)
+def test_audit_keys_are_qualified_names_whatever_the_container_is_called(field, name, key):
+    image = PodImage(field, 0, name, "nginx:1.25")
+    assert image.audit_key(Action.UNPINNED) == key
+    assert record_audit_annotations({}, "enforce.ccr-webhook.io", {"auditAnnotations": {key: "x"}}) == []
 
 
 @pytest.mark.parametrize(
@@ -386,8 +436,8 @@ def test_dry_run_mode_allows_without_patch_and_says_what_would_happen():
     ]
     assert all(len(warning) < 256 for warning in response["warnings"])
     audit = response["auditAnnotations"]
-    assert audit["mode"] == "dry-run" and audit["would-deny"].startswith('container "bad" image "nginx:latest"')
-    assert json.loads(audit["decisions"])["containers/web"] == "rewrite"
+    assert audit["mode"] == "dry-run" and audit["container.bad.deny"] == "nginx:latest"
+    assert audit["container.web.rewrite"] == "nginx:1.25"
 
 
 # --- every patch is clean --------------------------------------------------------------------------

@@ -130,6 +130,22 @@ def test_the_ccr_named_in_capitals_is_the_ccr():
     assert verdict(f"CCR.Local:5000/docker.io/library/nginx:1.25@{D1}").action is Action.LEAVE
 
 
+@pytest.mark.parametrize("on_error", ["allow", "deny"])
+def test_an_upstream_that_cannot_be_asked_pins_to_the_ccrs_copy_of_the_tag_with_a_warning(on_error):
+    facts = ImageFacts(resolve_error="rate limited, HTTP 429", ccr_digest=D2, upstream_unavailable=True)
+    decision = verdict("quay.io/org/app:2", facts, onResolveError=on_error)
+    assert decision.action is Action.REWRITE and decision.warn and decision.warm is None
+    assert decision.new_image == f"{CCR}/mirror/quay/org/app:2@{D2}"
+    assert "rate limited, HTTP 429" in decision.reason and f"pinned to {D2}" in decision.reason
+    by_tag = verdict("quay.io/org/app:2", facts, pinDigest=False)
+    assert by_tag.new_image == f"{CCR}/mirror/quay/org/app:2" and by_tag.warn
+
+
+def test_a_resolved_digest_wins_over_the_ccrs_copy_of_the_tag():
+    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=True, ccr_digest=D2))
+    assert decision.new_image == f"{CCR}/docker.io/library/nginx:1.25@{D1}" and not decision.warn
+
+
 def test_rewrite_uses_the_upstream_prefix():
     decision = verdict("quay.io/org/app:2", ImageFacts(digest=D1, in_ccr=True))
     assert decision.new_image == f"{CCR}/mirror/quay/org/app:2@{D1}"

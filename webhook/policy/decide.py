@@ -45,6 +45,7 @@ class Decision:
     new_image: str | None = None
     warm: WarmRequest | None = None
     cold: str | None = None  # the CCR said it lacks the image: what the Pod's author is warned of
+    warn: bool = False  # admitted, but the API server shows the reason as a warning (UNPINNED always is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,10 @@ class ImageFacts:
     digest: str | None = None
     resolve_error: str | None = None
     in_ccr: bool | None = None
+    # The digest the CCR's copy of the tag (`<ccr>/<prefix>/<repository>:<tag>`) points at, asked only when the
+    # upstream could not be (down, 429, 5xx, no answer in time): the CCR tags only what was verified upstream.
+    ccr_digest: str | None = None
+    upstream_unavailable: bool = False  # the upstream could not be asked, as opposed to saying no (404, 401)
 
 
 def plan_image(image: str, config: Config) -> Decision | Lookup:
@@ -106,6 +111,20 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     digest = source.digest or facts.digest
     if digest is None and lookup.need_digest:
         why = facts.resolve_error or "no answer"
+        if facts.ccr_digest is not None:
+            held = source.with_digest(facts.ccr_digest) if policy.pin_digest else source
+            reason = (
+                f"cannot resolve {source} upstream ({why}); pinned to {facts.ccr_digest}, "
+                "what the CCR's copy of this tag holds"
+            )
+            return _changed(
+                Action.REWRITE,
+                image,
+                str(held.with_registry(config.ccr.registry, lookup.upstream.prefix)),
+                reason,
+                None,
+                warn=True,
+            )
         if policy.on_resolve_error is OnResolveError.DENY:
             return Decision(
                 Action.DENY, image, f"cannot resolve {source} to a digest ({why}); policy.onResolveError is deny"
@@ -164,12 +183,18 @@ def excluded_by(source: ImageReference, config: Config) -> str | None:
 
 
 def _changed(
-    action: Action, image: str, new_image: str, reason: str, warm: WarmRequest | None, cold: str | None = None
+    action: Action,
+    image: str,
+    new_image: str,
+    reason: str,
+    warm: WarmRequest | None,
+    cold: str | None = None,
+    warn: bool = False,
 ) -> Decision:
     """A decision that changes the image, or LEAVE when the new form is what the Pod already says."""
     if new_image == image:
-        return Decision(Action.LEAVE, image, f"already in the wanted form ({reason})", warm=warm, cold=cold)
-    return Decision(action, image, reason, new_image=new_image, warm=warm, cold=cold)
+        return Decision(Action.LEAVE, image, f"already in the wanted form ({reason})", warm=warm, cold=cold, warn=warn)
+    return Decision(action, image, reason, new_image=new_image, warm=warm, cold=cold, warn=warn)
 
 
 def _cold_through_front(source: ImageReference) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,9 @@ API_VERSION = "admission.k8s.io/v1"
 ORIGINAL_IMAGES_ANNOTATION = "ccr-webhook.io/original-images"
 EPHEMERAL_SUBRESOURCE = "ephemeralcontainers"
 _LABELS = {"containers": "container", "initContainers": "init container", "ephemeralContainers": "ephemeral container"}
+_AUDIT_KINDS = {"containers": "container", "initContainers": "init", "ephemeralContainers": "ephemeral"}
+_AUDIT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # a container name is a DNS label
+_AUDIT_KEY_LIMIT = 63
 _ANNOTATION_POINTER = "/metadata/annotations/" + ORIGINAL_IMAGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
 _QUOTED_LIMIT = 200  # an image string is the Pod author's; keep one from swelling every message it appears in
 # One encoder each, made once: json.dumps with options builds a new encoder on every call (hot path).
@@ -64,6 +69,23 @@ class PodImage:
     def key(self) -> str:
         """`field/name`, the key of the original-images annotation."""
         return f"{self.field}/{self.name}"
+
+    def audit_key(self, action: Action) -> str:
+        """The audit annotation key of this image's decision: `container.web.rewrite`, valued the image decided.
+
+        The action is in the key, not the value, because the API server refuses to give an audit annotation
+        a second value: on reinvocation (a later webhook adds a sidecar, this one is called again) an image
+        already rewritten is decided `leave`, and one admitted unpinned may now be pinned. Each such verdict
+        is a key of its own, and a key repeated in a later round carries the same value, the image.
+        """
+        kind = _AUDIT_KINDS[self.field]
+        name = self.name if _AUDIT_NAME.fullmatch(self.name) else ""
+        key = f"{kind}.{name}.{action.value}"
+        if not name or len(key) > _AUDIT_KEY_LIMIT:  # a qualified name's part: 63 characters of [-A-Za-z0-9_.]
+            digest = hashlib.sha256(self.name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+            room = _AUDIT_KEY_LIMIT - len(kind) - len(action.value) - len(digest) - 4
+            key = f"{kind}.{name[:room]}-{digest}.{action.value}" if name else f"{kind}.{digest}.{action.value}"
+        return key
 
     @property
     def label(self) -> str:
@@ -178,14 +200,17 @@ def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode:
         raise ValueError(f"{len(request.images)} images but {len(decisions)} decisions")
     pairs = list(zip(request.images, decisions, strict=True))
     denied = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.DENY]
-    audit = {"mode": mode.value, "decisions": _dumps({image.key: decision.action.value for image, decision in pairs})}
+    audit = {"mode": mode.value}
+    audit.update((image.audit_key(decision.action), image.image) for image, decision in pairs)
     if mode is Mode.DRY_RUN:
         notes = [_dry_run_warning(image, decision) for image, decision in pairs]
-        if denied:
-            audit["would-deny"] = "; ".join(denied)
         response = _response(request.uid, [note for note in notes if note], audit)
         return AdmissionResult(_review(response), tuple(decisions), ())
-    warnings = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.UNPINNED]
+    warnings = [
+        f"{image.label}: {decision.reason}"
+        for image, decision in pairs
+        if decision.action is Action.UNPINNED or decision.warn
+    ]
     warnings += _cold_warnings(pairs)
     response = _response(request.uid, warnings, audit)
     if denied:
@@ -249,7 +274,8 @@ def _dry_run_warning(image: PodImage, decision: Decision) -> str | None:
     if decision.action is Action.DENY:
         return f"dry-run: {image.label} would be denied: {decision.reason}"
     if decision.action is Action.REWRITE:
-        return f"dry-run: {image.label} would be rewritten to {decision.new_image}"
+        why = f": {decision.reason}" if decision.warn else ""
+        return f"dry-run: {image.label} would be rewritten to {decision.new_image}{why}"
     if decision.action is Action.PIN:
         return f"dry-run: {image.label} would be pinned to {decision.new_image}"
     if decision.action is Action.UNPINNED:

@@ -15,12 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
 from webhook.registry.bulkhead import Bulkhead, BulkheadFull
+from webhook.registry.errors import RateLimited, RegistryUnavailable
+
+# Share of the deadline kept for asking the CCR about a tag whose upstream has not answered by then.
+CCR_FALLBACK_SHARE = 0.25
 
 
 class RegistryReader(Protocol):
@@ -47,6 +51,7 @@ class _Answer:
     value: Any
     error: str | None
     expires: float
+    unavailable: bool = False  # the registry could not be asked (down, 429, 5xx, no answer): not a "no"
 
 
 class Resolver:
@@ -70,7 +75,11 @@ class Resolver:
         self._pool: Bulkhead | None = None
 
     def gather(self, lookups: Sequence[Lookup], timeout: float) -> list[ImageFacts]:
-        """Facts for each lookup, returned within `timeout` seconds; what is not known by then is None."""
+        """Facts for each lookup, returned within `timeout` seconds; what is not known by then is None.
+
+        A tag whose upstream cannot be asked (down, rate limited, failing, or silent past most of the
+        deadline) is looked up in the CCR too, in the time left: its copy there was verified upstream.
+        """
         deadline = self._clock() + timeout
         facts: list[ImageFacts | None] = [
             self._from_cache(lookup) or self._stuck(lookup, timeout) for lookup in lookups
@@ -81,14 +90,27 @@ class Resolver:
             if facts[i] is None
         }
         if pending:
-            wait(pending.values(), timeout=max(0.0, deadline - self._clock()))
+            wait(pending.values(), timeout=max(0.0, deadline - timeout * CCR_FALLBACK_SHARE - self._clock()))
         for i, future in pending.items():
             if future.done() and future.exception() is None:
                 facts[i] = future.result()
-            else:
-                facts[i] = self._timed_out(lookups[i], timeout, future)
-        for future in pending.values():  # one still queued for a thread is dropped: a Pod of thousands of images
-            future.cancel()  # must not hold up the lookups of the Pods that come after it
+        fallbacks = {
+            i: self._pool_submit(self._config.ccr.registry, self._ccr_tag_digest, lookup)
+            for i, lookup in enumerate(lookups)
+            if lookup.need_digest and lookup.source.tag is not None and _upstream_unavailable(facts[i])
+        }
+        if pending or fallbacks:
+            wait([*pending.values(), *fallbacks.values()], timeout=max(0.0, deadline - self._clock()))
+        for i, future in pending.items():
+            if facts[i] is None:
+                done = future.done() and future.exception() is None
+                facts[i] = future.result() if done else self._timed_out(lookups[i], timeout, future)
+        for i, fallback in fallbacks.items():
+            fact = facts[i]
+            if fallback.done() and fallback.exception() is None and fact is not None and fact.digest is None:
+                facts[i] = replace(fact, ccr_digest=fallback.result())
+        for future in [*pending.values(), *fallbacks.values()]:  # one still queued for a thread is dropped: a Pod
+            future.cancel()  # of thousands of images must not hold up the lookups of the Pods after it
         return [fact if fact is not None else ImageFacts() for fact in facts]
 
     def mark_in_ccr(self, repository: str, digest: str) -> None:
@@ -106,12 +128,12 @@ class Resolver:
 
     def _from_cache(self, lookup: Lookup, count_hit: bool = True) -> ImageFacts | None:
         """The facts for `lookup` if every one it needs is cached and fresh, else None."""
-        digest, error = lookup.source.digest, None
+        digest, error, unavailable = lookup.source.digest, None, False
         if lookup.need_digest:
             answer = self._cached(self._digest_key(lookup))
             if answer is None:
                 return None
-            digest, error = answer.value, answer.error
+            digest, error, unavailable = answer.value, answer.error, answer.unavailable
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             answer = self._cached(self._ccr_key(lookup, digest))
@@ -120,19 +142,29 @@ class Resolver:
             in_ccr = answer.value
         if count_hit:
             self._observe("hit")
-        return ImageFacts(digest=digest if lookup.need_digest else None, resolve_error=error, in_ccr=in_ccr)
+        return ImageFacts(
+            digest=digest if lookup.need_digest else None,
+            resolve_error=error,
+            in_ccr=in_ccr,
+            upstream_unavailable=unavailable,
+        )
 
     def _facts_for(self, lookup: Lookup) -> ImageFacts:
         """Ask the registries (sharing in-flight lookups) for what `lookup` needs."""
         self._observe("miss")
-        digest, error = lookup.source.digest, None
+        digest, error, unavailable = lookup.source.digest, None, False
         if lookup.need_digest:
             answer = self._shared(self._digest_key(lookup), self._ask_digest, lookup)
-            digest, error = answer.value, answer.error
+            digest, error, unavailable = answer.value, answer.error, answer.unavailable
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             in_ccr = self._shared(self._ccr_key(lookup, digest), self._ask_ccr, lookup, digest).value
-        return ImageFacts(digest=digest if lookup.need_digest else None, resolve_error=error, in_ccr=in_ccr)
+        return ImageFacts(
+            digest=digest if lookup.need_digest else None,
+            resolve_error=error,
+            in_ccr=in_ccr,
+            upstream_unavailable=unavailable,
+        )
 
     def _ask_digest(self, lookup: Lookup) -> _Answer:
         source = lookup.source
@@ -144,8 +176,23 @@ class Resolver:
             )
         except Exception as err:
             self._observe("error")
-            return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
+            unavailable = isinstance(err, (RegistryUnavailable, RateLimited))
+            return _Answer(None, _describe(err), self._clock() + self._error_seconds(err), unavailable)
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
+
+    def _ccr_tag_digest(self, lookup: Lookup) -> str | None:
+        """The digest the CCR's copy of `lookup`'s tag points at, None when it has none (or cannot say)."""
+        key = ("ccr-tag", self._ccr_repository(lookup), lookup.source.tag)
+        return self._shared(key, self._ask_ccr_tag, lookup).value
+
+    def _ask_ccr_tag(self, lookup: Lookup) -> _Answer:
+        settings = self._config.resolver
+        try:
+            digest = self._registries.ccr.resolve_digest(self._ccr_repository(lookup), lookup.source.tag or "latest")
+        except Exception as err:
+            self._observe("error")
+            return _Answer(None, _describe(err), self._clock() + settings.negative_cache_seconds)
+        return _Answer(digest, None, self._clock() + settings.ccr_cache_seconds)
 
     def _ask_ccr(self, lookup: Lookup, digest: str) -> _Answer:
         settings = self._config.resolver
@@ -178,22 +225,27 @@ class Resolver:
             started = self._in_flight.get(key, (None, now))[1]
             if now - started > timeout:
                 self._observe("error")
-                return ImageFacts(resolve_error=f"the registry has not answered for {now - started:.0f} s")
+                return ImageFacts(
+                    resolve_error=f"the registry has not answered for {now - started:.0f} s", upstream_unavailable=True
+                )
         return None
 
     def _timed_out(self, lookup: Lookup, timeout: float, future: Future[ImageFacts]) -> ImageFacts:
         """The facts for a lookup that did not finish in time: whatever is cached by now, the rest unknown."""
         if future.done():  # it raised: a bug, not a registry answer, unless its registry's queue was full
             error = future.exception()
-            prefix = "" if isinstance(error, BulkheadFull) else "internal error: "
-            return ImageFacts(resolve_error=f"{prefix}{_describe(error)}")
+            full = isinstance(error, BulkheadFull)  # its upstream is too slow to take more: cannot be asked
+            prefix = "" if full else "internal error: "
+            return ImageFacts(resolve_error=f"{prefix}{_describe(error)}", upstream_unavailable=full)
         cached = self._from_cache(lookup, count_hit=False)
         if cached is not None:
             return cached
         digest = self._cached(self._digest_key(lookup)) if lookup.need_digest else None
         if digest is not None and digest.value is not None:  # the tag resolved in time, only the CCR is silent
             return ImageFacts(digest=digest.value)
-        return ImageFacts(resolve_error=f"no answer from the registries within {timeout:g} s")
+        return ImageFacts(
+            resolve_error=f"no answer from the registries within {timeout:g} s", upstream_unavailable=True
+        )
 
     # -- cache and sharing ---------------------------------------------------------------------------
 
@@ -254,6 +306,11 @@ class Resolver:
                     settings = self._config.resolver
                     self._pool = Bulkhead(settings.max_concurrency, settings.max_concurrency_per_registry, "resolver")
         return self._pool.submit(registry, fn, *args)
+
+
+def _upstream_unavailable(facts: ImageFacts | None) -> bool:
+    """Whether the upstream has not said what the tag is, for want of an answer (None: not yet)."""
+    return facts is None or (facts.digest is None and facts.upstream_unavailable)
 
 
 def _describe(err: BaseException | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import urllib.request
 import uuid
@@ -11,6 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import jsonpatch
+
+
+_QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class PodDenied(Exception):
@@ -75,3 +80,22 @@ def admitted_pod(review: dict[str, Any], response: dict[str, Any]) -> dict[str, 
     if not response.get("allowed"):
         raise PodDenied((response.get("status") or {}).get("message") or "denied")
     return jsonpatch.apply_patch(review["request"]["object"], patch_of(response))
+
+
+def record_audit_annotations(recorded: dict[str, str], webhook: str, response: dict[str, Any]) -> list[str]:
+    """Add a response's audit annotations to `recorded` as the API server does, as `<webhook>/<key>`.
+
+    What it refuses comes back, as the messages it logs: a key that is not a qualified name, and a key
+    it already holds with another value ("admission annotations are not allowed to be overwritten"), as
+    happens when a webhook reinvoked after another one's change answers differently the second time.
+    """
+    refused = []
+    for key, value in (response.get("auditAnnotations") or {}).items():
+        name = f"{webhook}/{key}"
+        if len(key) > 63 or not _QUALIFIED_NAME_PART.fullmatch(key) or not _DNS_SUBDOMAIN.fullmatch(webhook):
+            refused.append(f"{name}: not a qualified name")
+        elif recorded.get(name, value) != value:
+            refused.append(f"{name}: admission annotations are not allowed to be overwritten")
+        else:
+            recorded[name] = value
+    return refused
