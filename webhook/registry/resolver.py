@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
@@ -25,6 +25,7 @@ from webhook.registry.errors import RateLimited, RegistryUnavailable
 
 # Share of the deadline kept for asking the CCR about a tag whose upstream has not answered by then.
 CCR_FALLBACK_SHARE = 0.25
+_T = TypeVar("_T")
 
 
 class RegistryReader(Protocol):
@@ -99,8 +100,9 @@ class Resolver:
             for i, lookup in enumerate(lookups)
             if lookup.need_digest and lookup.source.tag is not None and _upstream_unavailable(facts[i])
         }
-        if pending or fallbacks:
-            wait([*pending.values(), *fallbacks.values()], timeout=max(0.0, deadline - self._clock()))
+        everything: list[Future[Any]] = [*pending.values(), *fallbacks.values()]
+        if everything:
+            wait(everything, timeout=max(0.0, deadline - self._clock()))
         for i, future in pending.items():
             if facts[i] is None:
                 done = future.done() and future.exception() is None
@@ -109,8 +111,8 @@ class Resolver:
             fact = facts[i]
             if fallback.done() and fallback.exception() is None and fact is not None and fact.digest is None:
                 facts[i] = replace(fact, ccr_digest=fallback.result())
-        for future in [*pending.values(), *fallbacks.values()]:  # one still queued for a thread is dropped: a Pod
-            future.cancel()  # of thousands of images must not hold up the lookups of the Pods after it
+        for future in everything:  # one still queued for a thread is dropped: a Pod of thousands of images
+            future.cancel()  # must not hold up the lookups of the Pods that come after it
         return [fact if fact is not None else ImageFacts() for fact in facts]
 
     def mark_in_ccr(self, repository: str, digest: str) -> None:
@@ -299,7 +301,7 @@ class Resolver:
             with self._lock:
                 self._in_flight.pop(key, None)
 
-    def _pool_submit(self, registry: str, fn: Callable[..., ImageFacts], *args: Any) -> Future[ImageFacts]:
+    def _pool_submit(self, registry: str, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         if self._pool is None:  # created on first use, so a forked gunicorn worker gets its own threads
             with self._lock:
                 if self._pool is None:
