@@ -17,7 +17,6 @@ import selectors
 import socket
 import ssl
 import time
-from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -49,6 +48,7 @@ class _Arrival:
     handshaken: bool
     data: bytearray
     writing: bool = False  # the handshake waits to write, not to read
+    registered: bool = False  # with the event loop's poller
 
 
 class GuardedThreadWorker(ThreadWorker):
@@ -56,7 +56,7 @@ class GuardedThreadWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.arrivals: deque[_Arrival] = deque()
+        self.arrivals: dict[_Arrival, None] = {}  # oldest first: insertion order is deadline order
         self.max_body_bytes = self.app.config.webhook.max_request_bytes
 
     def accept(self, listener: socket.socket) -> None:
@@ -82,7 +82,7 @@ class GuardedThreadWorker(ThreadWorker):
         conn.initialized = True  # TConn.init has nothing left to do: the handshake is ours
         self._gather(conn, handshaken=not self.cfg.is_ssl)
         if self.nr_conns >= self.worker_connections and len(self.arrivals) > 1:
-            self._drop(self.arrivals[0])
+            self._drop(next(iter(self.arrivals)))
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         """A kept-alive connection's next request has started: gather it before it may take a thread."""
@@ -94,8 +94,8 @@ class GuardedThreadWorker(ThreadWorker):
         """Close connections whose request did not arrive whole in time, besides gunicorn's own pending ones."""
         super().murder_pending()
         now = time.monotonic()
-        while self.arrivals and self.arrivals[0].deadline <= now:
-            self._drop(self.arrivals[0])
+        while self.arrivals and (oldest := next(iter(self.arrivals))).deadline <= now:
+            self._drop(oldest)
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
         """Keep the connection when the unread rest of the body drains at once (gunicorn waits 5 s for it).
@@ -109,9 +109,9 @@ class GuardedThreadWorker(ThreadWorker):
 
     def _gather(self, conn: TConn, handshaken: bool) -> None:
         arrival = _Arrival(conn, time.monotonic() + ARRIVAL_SECONDS, handshaken, bytearray())
-        self.arrivals.append(arrival)
+        self.arrivals[arrival] = None
         conn.sock.setblocking(False)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._progress, arrival))
+        self._progress(arrival, None)  # a kept-alive request (or a ClientHello) is usually there already
 
     def _progress(self, arrival: _Arrival, _fileobj: Any) -> None:
         """Advance the handshake and read what has come; hand the connection on once a request is whole."""
@@ -138,25 +138,31 @@ class GuardedThreadWorker(ThreadWorker):
         self._dispatch(arrival)
 
     def _wait(self, arrival: _Arrival, writing: bool) -> None:
-        if writing != arrival.writing:
-            arrival.writing = writing
-            events = selectors.EVENT_WRITE if writing else selectors.EVENT_READ
+        """Have the event loop call `_progress` again once the socket can go on (read, or write for TLS)."""
+        events = selectors.EVENT_WRITE if writing else selectors.EVENT_READ
+        if not arrival.registered:
+            self.poller.register(arrival.conn.sock, events, partial(self._progress, arrival))
+            arrival.registered = True
+        elif writing != arrival.writing:
             self.poller.modify(arrival.conn.sock, events, partial(self._progress, arrival))
+        arrival.writing = writing
 
     def _dispatch(self, arrival: _Arrival) -> None:
-        self.arrivals.remove(arrival)
+        del self.arrivals[arrival]
         conn = arrival.conn
-        self.poller.unregister(conn.sock)
+        if arrival.registered:
+            self.poller.unregister(conn.sock)
         conn.parser.unreader.unread(bytes(arrival.data))
         conn.data_ready = True
         self.enqueue_req(conn)
 
     def _drop(self, arrival: _Arrival) -> None:
-        self.arrivals.remove(arrival)
-        try:
-            self.poller.unregister(arrival.conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        del self.arrivals[arrival]
+        if arrival.registered:
+            try:
+                self.poller.unregister(arrival.conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
         self.nr_conns -= 1
         arrival.conn.close()
 
