@@ -185,7 +185,8 @@ class Resolver:
     def _ccr_tag_digest(self, lookup: Lookup) -> str | None:
         """The digest the CCR's copy of `lookup`'s tag points at, None when it has none (or cannot say)."""
         key = ("ccr-tag", self._ccr_repository(lookup), lookup.source.tag)
-        return self._shared(key, self._ask_ccr_tag, lookup).value
+        digest: str | None = self._shared(key, self._ask_ccr_tag, lookup).value
+        return digest
 
     def _ask_ccr_tag(self, lookup: Lookup) -> _Answer:
         settings = self._config.resolver
