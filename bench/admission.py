@@ -135,6 +135,15 @@ def realistic_review(registry: str) -> dict:
     return pod_review(pod)
 
 
+def mirror_settings(upstream: RegistryServer, ccr: RegistryServer, **sections: dict) -> dict:
+    """The webhook's settings for `upstream` mirrored under `up/` in `ccr`, with other `sections` added."""
+    return {
+        "ccr": {"registry": ccr.host, "insecure": True},
+        "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+        **sections,
+    }
+
+
 def push_images(upstream: RegistryServer, ccr: RegistryServer) -> None:
     """Each image upstream, and the same image in the CCR under the `up` prefix."""
     for url, prefix in ((upstream.url, ""), (ccr.url, "up/")):
@@ -220,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         RegistryServer() as ccr,
     ):
         push_images(upstream, ccr)
-        settings = {
-            "ccr": {"registry": ccr.host, "insecure": True},
-            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
-        }
+        settings = mirror_settings(upstream, ccr)
         review = json.dumps(realistic_review(upstream.host)).encode()
         review_file, script = Path(scratch) / "review.json", Path(scratch) / "post.lua"
         review_file.write_bytes(review)

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bench.admission import push_images, realistic_review
+from bench.admission import mirror_settings, push_images, realistic_review
 from webhook.testing.processes import RegistryServer
 from webhook.testing.slow_clients import SlowClients
 from webhook.testing.webhook_process import LocalWebhook
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with RegistryServer() as upstream, RegistryServer() as ccr:
         push_images(upstream, ccr)
-        settings = {
-            "ccr": {"registry": ccr.host, "insecure": True},
-            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
-            "webhook": {"deadlineSeconds": DEADLINE_SECONDS, "warmerUrl": ""},
-        }
+        settings = mirror_settings(upstream, ccr, webhook={"deadlineSeconds": DEADLINE_SECONDS, "warmerUrl": ""})
         with LocalWebhook(settings, workers=2) as hook:
             body = json.dumps(realistic_review(upstream.host)).encode()
             drive(hook, body, args.clients, 2.0)  # both workers' resolver caches warm
