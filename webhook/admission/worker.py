@@ -12,6 +12,7 @@ is closed to make room, so stalled connections cannot keep the accept path shut 
 
 from __future__ import annotations
 
+import enum
 import errno
 import selectors
 import socket
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from gunicorn import http
+from gunicorn import http, util
 from gunicorn.sock import ssl_context
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 ARRIVAL_SECONDS = 5.0  # from accepting a connection (or a kept-alive one's next byte) to a whole request
 SOCKET_TIMEOUT_SECONDS = 10.0  # any one blocking read or write in a thread, answering included
-DRAIN_SECONDS = 0.2  # for a body the application left unread: it was gathered already, or never comes
+DRAIN_SECONDS = 1.0  # for a body the application left unread: it was gathered whole, so this is a backstop
+LINGER_SECONDS, LINGER_BYTES = 2.0, 64 * 1024  # gunicorn's limits for reading after the answer, kept
 HEADER_LIMIT_BYTES = 64 * 1024  # past this without the end of the head, the request goes on to be refused
 _READ_BYTES = 64 * 1024
 
@@ -51,12 +53,40 @@ class _Arrival:
     registered: bool = False  # with the event loop's poller
 
 
+@dataclass(eq=False)
+class _Lingering:
+    """A connection closed for writing whose client's last bytes are read (and dropped) until it closes too."""
+
+    sock: socket.socket
+    deadline: float
+    drained: int = 0
+
+
+class _Conn(TConn):
+    """gunicorn's connection, closed gracefully without blocking: its lingering read is left to the event loop.
+
+    gunicorn's graceful close waits on the client for up to 2 s in the event loop's thread, so a client
+    that neither reads nor closes would stop every other connection of the worker for that long.
+    """
+
+    def __init__(self, worker: GuardedThreadWorker, *args: Any) -> None:
+        super().__init__(*args)
+        self.worker = worker
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self.sock)
+        else:
+            super().close()
+
+
 class GuardedThreadWorker(ThreadWorker):
     """A gthread worker whose threads only ever see a connection with a whole request waiting."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.arrivals: dict[_Arrival, None] = {}  # oldest first: insertion order is deadline order
+        self.lingering: dict[_Lingering, None] = {}  # the same
         self.max_body_bytes = self.app.config.webhook.max_request_bytes
 
     def accept(self, listener: socket.socket) -> None:
@@ -68,7 +98,7 @@ class GuardedThreadWorker(ThreadWorker):
                 return
             raise
         self.nr_conns += 1
-        conn = TConn(self.cfg, client, address, listener.getsockname())  # non-blocking from here on
+        conn = _Conn(self, self.cfg, client, address, listener.getsockname())  # non-blocking from here on
         if self.cfg.is_ssl:
             context = ssl_context(self.cfg)
             context.sslsocket_class = TimedSSLSocket
@@ -96,13 +126,54 @@ class GuardedThreadWorker(ThreadWorker):
         now = time.monotonic()
         while self.arrivals and (oldest := next(iter(self.arrivals))).deadline <= now:
             self._drop(oldest)
+        while self.lingering and (done := next(iter(self.lingering))).deadline <= now:
+            self._closed(done)
+
+    def linger(self, sock: socket.socket) -> None:
+        """Half-close `sock` (the answer is out), then read what the client still sends until it closes.
+
+        Closing with unread bytes would make the kernel reset the connection, which can cut the answer
+        short on the client's side (RFC 9112, 9.6); the reading is done by the event loop, within limits.
+        """
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return
+        lingering = _Lingering(sock, time.monotonic() + LINGER_SECONDS)
+        self.lingering[lingering] = None
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, lingering))
+
+    def _drain(self, lingering: _Lingering, _fileobj: Any) -> None:
+        try:
+            while lingering.drained < LINGER_BYTES:
+                chunk = lingering.sock.recv(4096)
+                if not chunk:
+                    break
+                lingering.drained += len(chunk)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return
+        except (OSError, ValueError):
+            pass
+        self._closed(lingering)
+
+    def _closed(self, lingering: _Lingering) -> None:
+        del self.lingering[lingering]
+        try:
+            self.poller.unregister(lingering.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        util.close(lingering.sock)
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
-        """Keep the connection when the unread rest of the body drains at once (gunicorn waits 5 s for it).
+        """Keep the connection when the rest of its request was gathered (gunicorn would wait 5 s for it).
 
-        Requests reach a thread whole, so what is left is buffered; a body declared too large to read
-        (a 413) is not waited for, or a client announcing gigabytes would hold the thread.
+        A request refused before its body arrived (413) closes the connection: draining would wait on a
+        client that may announce gigabytes and send a byte a second, holding the thread.
         """
+        if not getattr(conn, "whole_request", True):
+            return False
         return keepalive and bool(conn.parser.finish_body(deadline=time.monotonic() + DRAIN_SECONDS))
 
     # -- arrivals --------------------------------------------------------------------------------------
@@ -120,7 +191,7 @@ class GuardedThreadWorker(ThreadWorker):
             if not arrival.handshaken:
                 sock.do_handshake()
                 arrival.handshaken = True
-            while not request_complete(arrival.data, self.max_body_bytes):
+            while (state := request_state(arrival.data, self.max_body_bytes)) is Arrived.PARTIAL:
                 chunk = sock.recv(_READ_BYTES)
                 if not chunk:
                     self._drop(arrival)
@@ -135,7 +206,7 @@ class GuardedThreadWorker(ThreadWorker):
         except (OSError, ValueError):
             self._drop(arrival)
             return
-        self._dispatch(arrival)
+        self._dispatch(arrival, state)
 
     def _wait(self, arrival: _Arrival, writing: bool) -> None:
         """Have the event loop call `_progress` again once the socket can go on (read, or write for TLS)."""
@@ -147,9 +218,10 @@ class GuardedThreadWorker(ThreadWorker):
             self.poller.modify(arrival.conn.sock, events, partial(self._progress, arrival))
         arrival.writing = writing
 
-    def _dispatch(self, arrival: _Arrival) -> None:
+    def _dispatch(self, arrival: _Arrival, state: Arrived) -> None:
         del self.arrivals[arrival]
         conn = arrival.conn
+        conn.whole_request = state is Arrived.WHOLE
         if arrival.registered:
             self.poller.unregister(conn.sock)
         conn.parser.unreader.unread(bytes(arrival.data))
@@ -167,24 +239,37 @@ class GuardedThreadWorker(ThreadWorker):
         arrival.conn.close()
 
 
-def request_complete(data: bytes | bytearray, max_body_bytes: int) -> bool:
-    """Whether `data` holds a whole HTTP/1.1 request, or enough that a thread may answer it at once.
+class Arrived(enum.Enum):
+    """How much of a request has arrived, as far as handing it to a thread goes."""
 
-    Whole: the head and a Content-Length body, or a chunked body up to its last chunk. At once: a head
-    too long, or a body declared larger than the webhook accepts (it is refused without being read).
+    PARTIAL = "partial"  # wait for more
+    WHOLE = "whole"  # the head and the whole body are buffered
+    REFUSABLE = "refusable"  # enough to refuse it (413, 400) without reading on; the connection closes after
+
+
+def request_state(data: bytes | bytearray, max_body_bytes: int) -> Arrived:
+    """Whether `data` holds a whole HTTP/1.1 request, or enough that a thread may refuse it at once.
+
+    Whole: the head and a Content-Length body, or a chunked body up to its last chunk. Refusable: a head
+    too long, a length that is not one, or a body declared (or sent) larger than the webhook accepts.
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        return len(data) > HEADER_LIMIT_BYTES
+        return Arrived.REFUSABLE if len(data) > HEADER_LIMIT_BYTES else Arrived.PARTIAL
+    body = len(data) - end - 4
     headers = bytes(data[:end]).lower()
     if b"\ntransfer-encoding:" in headers and b"chunked" in headers:
-        return data.endswith(b"0\r\n\r\n") or len(data) - end - 4 > max_body_bytes
+        if body > max_body_bytes:
+            return Arrived.REFUSABLE
+        return Arrived.WHOLE if data.endswith(b"0\r\n\r\n") else Arrived.PARTIAL
     for line in headers.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip() == b"content-length":
             try:
                 length = int(value.strip())
             except ValueError:
-                return True  # gunicorn refuses it
-            return length < 0 or length > max_body_bytes or len(data) - end - 4 >= length
-    return True
+                return Arrived.REFUSABLE  # gunicorn refuses it
+            if length < 0 or length > max_body_bytes:
+                return Arrived.REFUSABLE
+            return Arrived.WHOLE if body >= length else Arrived.PARTIAL
+    return Arrived.WHOLE

@@ -1,8 +1,9 @@
 """Slow-connection attackers for the webhook's TLS port, for the tests and `bench/slowloris.py`.
 
-Two kinds of connection that open and stall: one trickles a real TLS ClientHello a byte at a time and
-never finishes the handshake; the other completes the handshake and trickles an HTTP request whose
-body never arrives. Both are reopened when the server closes them, as a persistent attacker would.
+Three kinds of connection that open and stall: one trickles a real TLS ClientHello a byte at a time and
+never finishes the handshake; one completes the handshake and trickles an HTTP request whose body never
+arrives; one announces a body of a gigabyte and trickles it. All are reopened when the server closes
+them, as a persistent attacker would.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 _PARTIAL_BODY_BYTES = 4096
+_OVERSIZED_BODY_BYTES = 1 << 30
 
 
 def client_hello() -> bytes:
@@ -29,11 +31,11 @@ def client_hello() -> bytes:
     return outgoing.read()
 
 
-def partial_request(path: str = "/mutate") -> bytes:
-    """An AdmissionReview POST whose headers announce a body that only ever starts to arrive."""
+def partial_request(length: int = _PARTIAL_BODY_BYTES) -> bytes:
+    """An AdmissionReview POST whose headers announce a body of `length` bytes that only ever starts to arrive."""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {_PARTIAL_BODY_BYTES}\r\n\r\n"
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
     )
     return head.encode() + b'{"apiVersion": "admission.k8s.io/v1", ' + b" " * _PARTIAL_BODY_BYTES
 
@@ -50,7 +52,8 @@ class _Stalled:
 
 @dataclass
 class SlowClients:
-    """`trickled` connections sending a ClientHello and `partial` ones sending a request, one byte each per `interval`.
+    """`trickled` connections sending a ClientHello, `partial` ones a request, `oversized` ones a request announcing
+    a gigabyte: one byte each per `interval`.
 
     A context manager: the connections are opened on entry and held (reopened when closed by the server,
     counted in `reopened`) by one thread until exit.
@@ -60,6 +63,7 @@ class SlowClients:
     port: int
     trickled: int
     partial: int
+    oversized: int = 0
     interval: float = 0.25
     connect_timeout: float = 1.0
     reopened: int = 0
@@ -68,9 +72,10 @@ class SlowClients:
     _connections: list[_Stalled] = field(default_factory=list)
 
     def __enter__(self) -> SlowClients:
-        hello, request = client_hello(), partial_request()
+        hello, request, huge = client_hello(), partial_request(), partial_request(_OVERSIZED_BODY_BYTES)
         self._connections = [_Stalled(False, hello) for _ in range(self.trickled)]
         self._connections += [_Stalled(True, request) for _ in range(self.partial)]
+        self._connections += [_Stalled(True, huge) for _ in range(self.oversized)]
         for connection in self._connections:
             self._open(connection)
         self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
