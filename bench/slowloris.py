@@ -4,10 +4,11 @@ Starts an upstream and a CCR (real registries holding the same images), `ccr-web
 (two workers of eight threads), then sends the realistic review of bench/admission.py from a few clients
 for `--seconds`, half on fresh TLS connections and half on kept-alive ones, first alone and then beside
 `--stalled` attacking connections (half trickling a TLS ClientHello a byte at a time, half trickling an
-HTTP request's body after the handshake, each reopened when the server cuts it). Prints p50/p99/max and
+HTTP request's body after the handshake, `--oversized` of them announcing a gigabyte instead; each
+reopened when the server cuts it). Prints p50/p99/max and
 how many answers took longer than the deadline (a failed or timed-out request counts as over it).
 
-    ./dev bench slowloris [--seconds 20] [--stalled 64] [--clients 4]   (python -m bench.slowloris)
+    ./dev bench slowloris [--seconds 20] [--stalled 64] [--oversized 8] [--clients 4]   (python -m bench.slowloris)
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each phase sends reviews")
     parser.add_argument("--stalled", type=int, default=64, help="attacking connections (half of each kind)")
+    parser.add_argument("--oversized", type=int, default=8, help="of those, connections announcing a gigabyte")
     parser.add_argument("--clients", type=int, default=4, help="threads sending well-formed reviews")
     args = parser.parse_args(argv)
     with RegistryServer() as upstream, RegistryServer() as ccr:
@@ -111,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             body = json.dumps(realistic_review(upstream.host)).encode()
             drive(hook, body, args.clients, 2.0)  # both workers' resolver caches warm
             alone = drive(hook, body, args.clients, args.seconds)
-            with SlowClients(
-                "127.0.0.1", hook.port, trickled=args.stalled // 2, partial=args.stalled - args.stalled // 2
-            ) as attack:
+            kinds = {"trickled": (args.stalled - args.oversized) // 2, "oversized": args.oversized}
+            kinds["partial"] = args.stalled - args.oversized - kinds["trickled"]
+            with SlowClients("127.0.0.1", hook.port, **kinds) as attack:
                 attacked = drive(hook, body, args.clients, args.seconds)
                 reopened = attack.reopened
     print(f"{args.clients} clients, {args.seconds:g} s a phase; 2 workers x 8 threads; deadline {DEADLINE_SECONDS:g} s")

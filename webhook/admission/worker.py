@@ -7,7 +7,9 @@ from the API server wait behind them. Here the worker's event loop does the hand
 whole request without blocking, within `ARRIVAL_SECONDS` per request; only a connection with a complete
 request waiting ever reaches a thread, and its socket has a timeout there, so a client that stops
 reading its answer frees the thread too. When the worker is full, the oldest connection still arriving
-is closed to make room, so stalled connections cannot keep the accept path shut either.
+is closed to make room, so stalled connections cannot keep the accept path shut either. A request
+refused before its body arrived closes its connection, and a closing connection's last bytes are read
+by the event loop without blocking it (gunicorn's graceful close blocks the loop for up to 2 s).
 """
 
 from __future__ import annotations
