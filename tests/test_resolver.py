@@ -109,26 +109,26 @@ D2 = "sha256:" + "2" * 64
     ids=["down", "5xx", "429"],
 )
 def test_a_tag_the_upstream_cannot_be_asked_about_is_looked_up_in_the_ccr(error):
-    ccr = PlainRegistry({("up.io/app", "1"): D2})
-    resolver, _, ccr, _ = make(upstream=PlainRegistry(error=error), ccr=ccr)
+    ccr = FakeRegistry({("up.io/app", "1"): D2})
+    resolver, _, ccr, _ = make(upstream=FakeRegistry(error=error), ccr=ccr)
     [facts] = resolver.gather([lookup()], 2)
     assert facts.digest is None and facts.ccr_digest == D2 and facts.upstream_unavailable
-    assert ("digest", "up.io/app", "1") in ccr.calls
+    assert ("resolve_digest", "up.io/app", "1") in ccr.calls
     assert resolver.gather([lookup()], 2)[0].ccr_digest == D2  # both answers cached
     assert len(ccr.calls) == 1
 
 
 @pytest.mark.parametrize("error", [NotFound("manifest", "1"), RegistryAuthError("HEAD manifest 1: access denied")])
 def test_an_upstream_that_answers_no_is_not_overruled_by_the_ccr(error):
-    resolver, _, ccr, _ = make(upstream=PlainRegistry(error=error), ccr=PlainRegistry({("up.io/app", "1"): D2}))
+    resolver, _, ccr, _ = make(upstream=FakeRegistry(error=error), ccr=FakeRegistry({("up.io/app", "1"): D2}))
     [facts] = resolver.gather([lookup()], 2)
     assert facts.ccr_digest is None and not facts.upstream_unavailable and ccr.calls == []
 
 
 def test_a_silent_upstream_leaves_a_quarter_of_the_deadline_to_ask_the_ccr():
-    upstream = PlainRegistry({("app", "1"): D1})
+    upstream = FakeRegistry({("app", "1"): D1})
     upstream.gate.clear()
-    resolver, _, _, _ = make(upstream=upstream, ccr=PlainRegistry({("up.io/app", "1"): D2}))
+    resolver, _, _, _ = make(upstream=upstream, ccr=FakeRegistry({("up.io/app", "1"): D2}))
     [facts] = resolver.gather([lookup()], 0.8)
     upstream.gate.set()
     assert facts.digest is None and facts.ccr_digest == D2 and "no answer" in facts.resolve_error
