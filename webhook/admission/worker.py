@@ -31,7 +31,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 ARRIVAL_SECONDS = 5.0  # from accepting a connection (or a kept-alive one's next byte) to a whole request
 SOCKET_TIMEOUT_SECONDS = 10.0  # any one blocking read or write in a thread, answering included
 DRAIN_SECONDS = 1.0  # for a body the application left unread: it was gathered whole, so this is a backstop
-LINGER_SECONDS, LINGER_BYTES = 2.0, 64 * 1024  # gunicorn's limits for reading after the answer, kept
+LINGER_SECONDS = 2.0  # gunicorn's time for reading what a client still sends after the answer
 HEADER_LIMIT_BYTES = 64 * 1024  # past this without the end of the head, the request goes on to be refused
 _READ_BYTES = 64 * 1024
 
@@ -149,7 +149,7 @@ class GuardedThreadWorker(ThreadWorker):
 
     def _drain(self, lingering: _Lingering, _fileobj: Any) -> None:
         try:
-            while lingering.drained < LINGER_BYTES:
+            while lingering.drained < self.max_body_bytes + HEADER_LIMIT_BYTES:  # a refused body, sent whole
                 chunk = lingering.sock.recv(4096)
                 if not chunk:
                     break
