@@ -137,7 +137,7 @@ def test_an_upstream_that_cannot_be_asked_pins_to_the_ccrs_copy_of_the_tag_with_
     assert decision.action is Action.REWRITE and decision.warn and decision.warm is None
     assert decision.new_image == f"{CCR}/mirror/quay/org/app:2@{D2}"
     assert "rate limited, HTTP 429" in decision.reason and f"pinned to {D2}" in decision.reason
-    by_tag = verdict("quay.io/org/app:2", facts, pinDigest=False)
+    by_tag = verdict("quay.io/org/app:2", facts, pinDigest=False, swap="exists")
     assert by_tag.new_image == f"{CCR}/mirror/quay/org/app:2" and by_tag.warn
 
 

@@ -52,6 +52,7 @@ def scene():
                 {"registry": dead, "insecure": True, "prefix": "gone"},
                 {"registry": silent.host, "insecure": True, "prefix": "silent"},
             ],
+            "policy": {"swap": "exists"},  # so an image the CCR lacks is pinned upstream, apart from a rewrite
             "resolver": {"readTimeoutSeconds": 4, "connectTimeoutSeconds": 1},
             "webhook": {"deadlineSeconds": 1.5, "warmerUrl": ""},
         }
