@@ -86,13 +86,15 @@ def test_the_warmer_shows_nothing_half_copied_while_a_fault_lasts_and_finishes_o
         pytest.skip("this machine does not let a process mount a tmpfs in a mount namespace of its own")
     with warm_scene(tmp_path, chosen.ccr()) as scene:
         chosen.cause(scene)
-        warmer = scene.start_warmer(warmer={"maxAttempts": 100})
+        # Retries stay a second apart however long the fault lasts on a loaded machine, so the copy that follows
+        # the repair is never waiting out a long backoff.
+        warmer = scene.start_warmer(warmer={"maxAttempts": 100, "backoffSeconds": 0.2, "backoffMaxSeconds": 1})
         assert hint(warmer, scene)["state"] in ("queued", "running")
-        wait_until(lambda: chosen.names in (job_error(warmer) or ""), timeout=30, what="a copy attempt failing for it")
+        wait_until(lambda: chosen.names in (job_error(warmer) or ""), timeout=60, what="a copy attempt failing for it")
         assert not scene.in_ccr()
         assert not scene.ccr_client().has_manifest("mirror/team/app", scene.image.digest)
         chosen.repair(scene)
-        wait_until(lambda: tagged_in_ccr(scene), timeout=30, what="the copy finished after the fault passed")
+        wait_until(lambda: tagged_in_ccr(scene), timeout=60, what="the copy finished after the fault passed")
         client = scene.ccr_client()
         assert all(client.blob_size("mirror/team/app", blob) for blob in scene.image.blobs)
 
