@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from webhook.config import Config, ConfigError, load_config
+from webhook.commands import add_config_argument, configuration
+from webhook.config import Config, ConfigError
 from webhook.policy.report import (
     Verdict,
     offline_verdicts,
@@ -44,12 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="manifest file or directory (*.yaml, *.yml, *.json); - reads stdin"
     )
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
-        metavar="FILE",
-        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--offline", action="store_true", help="never contact a registry; report what needs one as undecided"
     )
@@ -80,10 +76,7 @@ def _seconds(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Read the manifests, judge every image, print the report; exit 1 if anything would be denied."""
-    if not args.config:
-        print("ccr-webhook check: --config FILE is required (or set CCR_WEBHOOK_CONFIG)", file=sys.stderr)
-        return 2
-    config = load_config(args.config)
+    config = configuration(args)
     try:
         inventory = find_images(read_documents(args.paths, sys.stdin))
     except ManifestError as err:

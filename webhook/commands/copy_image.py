@@ -9,11 +9,11 @@ Exit codes: 0 copied (or there already), 1 the copy failed, 2 bad input or confi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from webhook.commands import add_config_argument, configuration
 from webhook.commands.progress import CopyJob, run_copies
-from webhook.config import Config, ConfigError, load_config
+from webhook.config import Config, ConfigError
 from webhook.copier.engine import copy_image
 from webhook.policy.reference import InvalidImageReference, parse_image
 from webhook.registry.client import Registries, RegistryClient
@@ -36,12 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_copy_options(parser: argparse.ArgumentParser) -> None:
     """The options every copying command takes: the configuration, and how many blobs move at once."""
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
-        metavar="FILE",
-        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--concurrency", type=_positive, default=4, metavar="N", help="blobs copied at once (default: 4)"
     )
@@ -56,9 +51,7 @@ def _positive(text: str) -> int:
 
 def load_registries(args: argparse.Namespace) -> tuple[Config, Registries]:
     """The configuration named by --config and its registry clients; ConfigError (exit 2) when unusable."""
-    if not args.config:
-        raise ConfigError("--config FILE is required (or set CCR_WEBHOOK_CONFIG)")
-    config = load_config(args.config)
+    config = configuration(args)
     try:
         return config, Registries(config)
     except RegistryAuthError as err:  # an unreadable credentials file is a configuration error

@@ -15,8 +15,7 @@ import logging.config
 import signal
 import threading
 
-from webhook.commands import add_config_argument
-from webhook.config import load_config
+from webhook.commands import add_config_argument, configuration
 from webhook.logs import logging_config
 
 
@@ -37,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from webhook.front.server import FrontServer
 
     logging.config.dictConfig(logging_config())
-    config = load_config(args.config)
+    config = configuration(args)
     server = FrontServer(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from webhook.config import ConfigError, load_config, parse_duration
+from webhook.commands import add_config_argument, configuration
+from webhook.config import ConfigError, parse_duration
 from webhook.kube.client import kubernetes_client
 from webhook.registry.client import Registries
 from webhook.registry.errors import RegistryAuthError, RegistryError
@@ -39,12 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
-        metavar="FILE",
-        help="the webhook configuration (default: $CCR_WEBHOOK_CONFIG)",
-    )
+    add_config_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     parser.add_argument(
         "--max-unused-age",
@@ -78,13 +73,10 @@ def _duration(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Watch the cluster's usage, run retention once, print the evictions."""
-    if not args.config:
-        print("ccr-webhook gc: --config FILE is required (or set CCR_WEBHOOK_CONFIG)", file=sys.stderr)
-        return 2
     from webhook.retention.run import Retention
     from webhook.retention.watch import ClusterUsage
 
-    config = load_config(args.config)
+    config = configuration(args)
     try:
         registries = Registries(config)
     except RegistryAuthError as err:  # an unreadable credentials file is a configuration error: exit 2

@@ -8,7 +8,8 @@ import os
 import shutil
 import tempfile
 
-from webhook.config import Config, ConfigError, load_config
+from webhook.commands import add_config_argument, configuration
+from webhook.config import Config, ConfigError
 
 # prometheus_client reads this when first imported, so it is set before webhook.admission.server is imported.
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -17,7 +18,7 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `serve` and its options."""
     parser = subparsers.add_parser("serve", help="serve the admission webhook over HTTPS", description=__doc__)
-    parser.add_argument("--config", required=True, metavar="FILE", help="the configuration file (YAML)")
+    add_config_argument(parser)
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: webhook.listen)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serving certificate, PEM (default: webhook.tlsCert)")
     parser.add_argument("--tls-key", metavar="FILE", help="its private key, PEM (default: webhook.tlsKey)")
@@ -42,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; gunicorn lets in-flight reviews finish before the workers stop."""
-    config = with_command_line(load_config(args.config), args)
+    config = with_command_line(configuration(args), args)
     metrics_dir = tempfile.mkdtemp(prefix="ccr-webhook-metrics-")
     os.environ[_MULTIPROC_ENV] = metrics_dir
     master = os.getpid()

@@ -17,8 +17,7 @@ import socket
 import threading
 import uuid
 
-from webhook.commands import add_config_argument
-from webhook.config import load_config
+from webhook.commands import add_config_argument, configuration
 from webhook.kube.client import kubernetes_client
 from webhook.logs import logging_config
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from webhook.warmer.service import Warmer  # the kubernetes client is slow to import; only this command needs it
 
     logging.config.dictConfig(logging_config())
-    config = load_config(args.config)
+    config = configuration(args)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
