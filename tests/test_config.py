@@ -1,5 +1,7 @@
 """Configuration: defaults, environment overrides, and errors that name the key at fault."""
 
+from dataclasses import dataclass
+
 import pytest
 
 from webhook.config import (
@@ -9,10 +11,13 @@ from webhook.config import (
     OnResolveError,
     RetentionConfig,
     SwapMode,
+    checks,
     load_config,
     parse_config,
     parse_duration,
 )
+from webhook.config.declare import key
+from webhook.config.read import read_section
 
 MINIMAL = {"ccr": {"registry": "ccr.ccr-system.svc:5000"}}
 
@@ -208,3 +213,57 @@ def test_unreadable_and_invalid_files(tmp_path):
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="CCR_WEBHOOK_POLICY_SWAP"):
         load_config(None, {"CCR_WEBHOOK_CCR_REGISTRY": "ccr", "CCR_WEBHOOK_POLICY_SWAP": "[unclosed"})
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A section of the test's own: a new key is only a declaration, the reader needs no code for it."""
+
+    ratio: float = key(0.5, doc="A number with both bounds.", minimum=0, maximum=1)
+    age: float = key(60.0, doc="A duration with an upper bound.", duration=True, maximum=3600)
+    names: tuple[str, ...] = key((), doc="A list of strings.")
+    name: str = key("a", doc="A checked string.", check=checks.kubernetes_name)
+    namespace: str = key("ns", doc="A default from the Pod.", from_env="TEST_NAMESPACE")
+
+
+def test_a_declared_key_is_read_typed_bounded_and_checked_with_no_reader_code():
+    assert read_section(_Section, None, "extra", {}) == _Section()
+    read = read_section(_Section, {"ratio": 1, "age": "1h", "names": ["x"], "name": "b-1"}, "extra", {})
+    assert read == _Section(ratio=1, age=3600.0, names=("x",), name="b-1")
+    assert read_section(_Section, {}, "extra", {"TEST_NAMESPACE": "team-a"}).namespace == "team-a"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"ratio": 1.5}, "extra.ratio: must be at most 1, got 1.5"),
+        ({"ratio": -0.1}, "extra.ratio: must be at least 0, got -0.1"),
+        ({"ratio": "half"}, "extra.ratio: must be a number, got 'half'"),
+        ({"age": "2h"}, "extra.age: must be at most 3600 seconds, got 7200"),
+        ({"names": "x"}, "extra.names: must be a list of strings, got 'x'"),
+        ({"name": "Bad_Name"}, "extra.name: 'Bad_Name' is not a Kubernetes name"),
+        ({"nmae": "a"}, "extra.nmae: unknown key (known here: age, name, names, namespace, ratio)"),
+        ([], "extra: must be a mapping, got list"),
+    ],
+)
+def test_a_declared_key_errors_name_it(raw, message):
+    with pytest.raises(ConfigError) as caught:
+        read_section(_Section, raw, "extra", {})
+    assert message in str(caught.value)
+
+
+def test_the_pod_namespace_is_the_default_lease_namespace_and_is_checked():
+    assert parse_config(dict(MINIMAL), {"POD_NAMESPACE": "team-a"}).warmer.lease_namespace == "team-a"
+    assert parse_config(dict(MINIMAL), {}).warmer.lease_namespace == "ccr-system"
+    with pytest.raises(ConfigError, match=r"warmer\.leaseNamespace: 'Team_A' is not a Kubernetes name"):
+        parse_config(dict(MINIMAL), {"POD_NAMESPACE": "Team_A"})
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    ports: tuple[int, ...] = key((), doc="A list the reader does not know how to read.")
+
+
+def test_a_declaration_of_a_type_the_reader_does_not_know_fails_loudly():
+    with pytest.raises(TypeError, match=r"extra\.ports"):
+        read_section(_Unreadable, {"ports": [1]}, "extra", {})

@@ -25,6 +25,7 @@ from typing import Any
 
 import urllib3
 
+from webhook.errors import CCRWebhookError
 from webhook.http_service import JSON, Reply, Request, Route
 from webhook.policy.decide import WarmRequest
 
@@ -35,7 +36,7 @@ IN_CCR = frozenset({"present", "done"})
 log = logging.getLogger("webhook.hints")
 
 
-class BadHints(ValueError):
+class BadHints(CCRWebhookError):
     """A hint body that is not the protocol's JSON."""
 
 
@@ -97,7 +98,7 @@ def hints_route(handle: Callable[[list[Hint], float], list[HintResult]]) -> Rout
         try:
             wait = float(request.query.get("wait") or 0)
             hints = parse_hints(request.body)
-        except ValueError as err:
+        except (ValueError, BadHints) as err:
             return Reply(400, f"{err}\n".encode())
         results = handle(hints, min(max(wait, 0.0), MAX_WAIT_SECONDS))
         return Reply(200, json.dumps({"results": [r.as_json() for r in results]}).encode(), JSON)

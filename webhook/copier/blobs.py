@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from webhook.copier.retry import RetryPolicy
+from webhook.errors import CCRWebhookError
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryAuthError, RegistryProtocolError
 from webhook.registry.oci import Descriptor
@@ -31,7 +32,7 @@ class BlobOutcome(str, enum.Enum):
     COPIED = "copied"  # streamed from the source
 
 
-class CopyAborted(Exception):
+class CopyAborted(CCRWebhookError):
     """Another part of the copy failed, so this blob's transfer stopped early."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from webhook.copier.blobs import BlobCopier, BlobLocations, BlobOutcome
 from webhook.copier.retry import TRANSIENT_ERRORS, RetryPolicy
+from webhook.errors import CCRWebhookError
 from webhook.policy.decide import WarmRequest
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, Manifest, Registries, RegistryClient
 from webhook.registry.errors import NotFound, RegistryError, RegistryNotAllowed, RegistryProtocolError
@@ -61,7 +62,7 @@ class CopyResult:
     seconds: float
 
 
-class CopyError(Exception):
+class CopyError(CCRWebhookError):
     """A copy failed: the message names the image and the step; `retryable` says whether trying later may help."""
 
     def __init__(self, image: str, step: str, cause: BaseException, leftovers: Iterable[str] = ()) -> None:

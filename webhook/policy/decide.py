@@ -13,6 +13,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from webhook.config import Config, CopyMode, OnResolveError, SwapMode, UpstreamConfig
+from webhook.errors import CCRWebhookError
 from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
 
 
@@ -122,7 +123,7 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm)
 
 
-class NotMirrored(ValueError):
+class NotMirrored(CCRWebhookError):
     """An image that no configured upstream serves, so the CCR does not mirror it."""
 
 
@@ -139,7 +140,10 @@ def upstream_source(image: str, config: Config) -> ImageReference:
 
 
 def warm_request_for(source: ImageReference, digest: str, config: Config) -> WarmRequest:
-    """The warm request admission makes for upstream `source` at `digest`: into `<ccr>/<prefix>/<repository>:<tag>@<digest>`."""
+    """The warm request admission makes for upstream `source` at `digest`.
+
+    Its target is `<ccr>/<prefix>/<repository>:<tag>@<digest>`.
+    """
     upstream = config.upstream_for(source.registry)
     if upstream is None:
         raise NotMirrored(f"{source}: registry {source.registry} is not a configured upstream; it is not mirrored")

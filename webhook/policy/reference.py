@@ -13,11 +13,13 @@ from dataclasses import dataclass, replace
 from docker_image import digest as digest_grammar
 from docker_image import reference as grammar
 
+from webhook.errors import CCRWebhookError
+
 DEFAULT_REGISTRY = "docker.io"
 _LOOKS_LIKE_HOST = re.compile(r"^(localhost|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+):[0-9]+$")
 
 
-class InvalidImageReference(ValueError):
+class InvalidImageReference(CCRWebhookError):
     """An image string that the distribution reference grammar refuses, with the reason."""
 
     def __init__(self, image: str, reason: str) -> None:

@@ -11,6 +11,7 @@ import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 from webhook.config import Config
 from webhook.policy.decide import Action, Decision, ImageFacts, Lookup, decide_image, plan_image
@@ -44,7 +45,7 @@ def verdict_of(decision: Decision) -> Verdict:
 
 
 def _undecided(lookup: Lookup, config: Config) -> Verdict:
-    """The actions the registries' answers could lead to (e.g. `pin/rewrite`): decide once per answer the CCR could give."""
+    """The actions the registries' answers could lead to (`pin/rewrite`): decided once per answer the CCR could give."""
     digest = lookup.source.digest or _ANY_DIGEST
     outcomes = (decide_image(lookup, ImageFacts(digest=digest, in_ccr=held), config) for held in (False, True))
     return Verdict(
@@ -52,14 +53,26 @@ def _undecided(lookup: Lookup, config: Config) -> Verdict:
     )
 
 
-def report_json(results: Sequence[tuple[WorkloadImage, Verdict]], summary: dict[str, object]) -> dict[str, object]:
+def report_json(results: Sequence[tuple[WorkloadImage, Verdict]], summary: Summary) -> dict[str, object]:
     """The report for machines: one object per image (every key always present), and the summary."""
     return {"results": [{**asdict(found), **asdict(verdict)} for found, verdict in results], "summary": summary}
 
 
-def summarize(
-    inventory: Inventory, results: Sequence[tuple[WorkloadImage, Verdict]], offline: bool
-) -> dict[str, object]:
+class Summary(TypedDict):
+    """The counts of a report (`check -o json` prints them under `summary`)."""
+
+    images: int
+    workloads: int
+    objects: int
+    documents: int
+    skipped_kinds: dict[str, int]
+    actions: dict[str, int]
+    denied: int
+    undecided: int
+    offline: bool
+
+
+def summarize(inventory: Inventory, results: Sequence[tuple[WorkloadImage, Verdict]], offline: bool) -> Summary:
     """The counts CI wants at a glance: by action, and what was read and skipped."""
     return {
         "images": len(results),
@@ -74,7 +87,7 @@ def summarize(
     }
 
 
-def summary_line(summary: dict[str, object]) -> str:
+def summary_line(summary: Summary) -> str:
     """One line: `N images in W workloads (D documents; skipped: 1 Service): 1 deny, 2 rewrite`."""
     read = _count(summary["documents"], "document")
     if summary["objects"] != summary["documents"]:
@@ -111,13 +124,13 @@ def render_table(results: Sequence[tuple[WorkloadImage, Verdict]], width: int = 
     """An aligned table, one row per container image, fitted to `width` columns; digests shortened as `docker` does."""
     rows = [tuple(header for header, _ in COLUMNS)] + [_cells(found, verdict) for found, verdict in results]
     natural = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    widths = [size if cap is None else min(cap, size) for size, (_, cap) in zip(natural, COLUMNS)]
+    widths = [size if cap is None else min(cap, size) for size, (_, cap) in zip(natural, COLUMNS, strict=False)]
     overflow = sum(widths) + 2 * len(widths) + MIN_LAST_COLUMN - width
     widths[IMAGE_COLUMN] -= max(0, min(overflow, widths[IMAGE_COLUMN] - MIN_IMAGE_WIDTH))
     indent = sum(widths) + 2 * len(widths)
     lines = []
     for row in rows:
-        left = "  ".join(_fit(cell, size).ljust(size) for cell, size in zip(row, widths)) + "  "
+        left = "  ".join(_fit(cell, size).ljust(size) for cell, size in zip(row, widths, strict=False)) + "  "
         wrapped = textwrap.wrap(row[-1], max(MIN_LAST_COLUMN, width - indent), break_long_words=False) or [""]
         lines.append((left + wrapped[0]).rstrip())
         lines.extend(" " * indent + more for more in wrapped[1:])

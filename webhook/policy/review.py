@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.errors import CCRWebhookError
 from webhook.policy.decide import Action, Decision, WarmRequest
 
 API_VERSION = "admission.k8s.io/v1"
@@ -30,7 +31,7 @@ _dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _quote = json.JSONEncoder(ensure_ascii=False).encode
 
 
-class BadReview(ValueError):
+class BadReview(CCRWebhookError):
     """The body is not an AdmissionReview v1 for a Pod; `reason` says what is wrong, for a 400 answer."""
 
     def __init__(self, reason: str) -> None:
@@ -172,14 +173,14 @@ def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode:
     """The AdmissionReview answering `request`, given one decision per image in order."""
     if len(decisions) != len(request.images):
         raise ValueError(f"{len(request.images)} images but {len(decisions)} decisions")
-    pairs = list(zip(request.images, decisions))
+    pairs = list(zip(request.images, decisions, strict=True))
     denied = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.DENY]
     audit = {"mode": mode.value, "decisions": _dumps({image.key: decision.action.value for image, decision in pairs})}
     if mode is Mode.DRY_RUN:
-        warnings = [_dry_run_warning(image, decision) for image, decision in pairs]
+        notes = [_dry_run_warning(image, decision) for image, decision in pairs]
         if denied:
             audit["would-deny"] = "; ".join(denied)
-        response = _response(request.uid, [w for w in warnings if w], audit)
+        response = _response(request.uid, [note for note in notes if note], audit)
         return AdmissionResult(_review(response), tuple(decisions), ())
     warnings = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.UNPINNED]
     response = _response(request.uid, warnings, audit)

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from webhook.errors import CCRWebhookError
+
 # Where each workload kind keeps its pod spec, and the API groups that define that kind.
 POD_SPEC_PATHS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "Pod": (("spec",), frozenset({""})),
@@ -29,7 +31,7 @@ POD_SPEC_PATHS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
 CONTAINER_LISTS: tuple[str, ...] = ("initContainers", "containers", "ephemeralContainers")
 
 
-class ManifestError(ValueError):
+class ManifestError(CCRWebhookError):
     """Text that is not a readable manifest; names the source and, where known, the line."""
 
     def __init__(self, source: str, message: str, line: int | None = None, column: int | None = None) -> None:
@@ -103,7 +105,7 @@ def find_images(documents: Iterable[Document]) -> Inventory:
             inventory.skipped[kind if isinstance(kind, str) and kind else "(no kind)"] += 1
             continue
         inventory.workloads += 1
-        inventory.images.extend(_workload_images(document, kind, path))
+        inventory.images.extend(_workload_images(document, str(kind), path))
     inventory.documents = len(read)
     return inventory
 

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from webhook.registry.errors import (
     RegistryAuthError,
@@ -29,6 +30,7 @@ from webhook.registry.errors import (
 
 DEFAULT_TOKEN_SECONDS = 60.0
 _MAX_MARGIN_SECONDS = 10.0
+ScopeKey = tuple[str | None, str | None, tuple[str, ...]]  # token realm, service, scopes: what a token is good for
 _DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 
@@ -111,7 +113,7 @@ def load_credentials(path: str | os.PathLike[str], endpoint: str) -> Credentials
     )
 
 
-def _credentials_from_entry(entry: dict, path: object, key: str, where: dict) -> Credentials:
+def _credentials_from_entry(entry: dict[str, Any], path: object, key: str, where: dict[str, Any]) -> Credentials:
     if entry.get("identitytoken"):
         return Credentials(username=entry.get("username"), identity_token=entry["identitytoken"])
     if entry.get("auth"):
@@ -136,11 +138,11 @@ class TokenCache:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._tokens: dict[tuple, tuple[str, float]] = {}
-        self._locks: dict[tuple, threading.Lock] = {}
+        self._tokens: dict[ScopeKey, tuple[str, float]] = {}
+        self._locks: dict[ScopeKey, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, key: tuple) -> str | None:
+    def get(self, key: ScopeKey) -> str | None:
         """The cached token for `key`, or None if there is none or it is about to expire."""
         with self._guard:
             entry = self._tokens.get(key)
@@ -148,19 +150,19 @@ class TokenCache:
             return None
         return entry[0]
 
-    def put(self, key: tuple, token: str, lifetime: float) -> None:
+    def put(self, key: ScopeKey, token: str, lifetime: float) -> None:
         """Remember `token` for `key` for `lifetime` seconds less a margin (a tenth, at most 10 s)."""
         margin = min(_MAX_MARGIN_SECONDS, lifetime / 10)
         with self._guard:
             self._tokens[key] = (token, self._clock() + lifetime - margin)
 
-    def drop(self, key: tuple, token: str) -> None:
+    def drop(self, key: ScopeKey, token: str) -> None:
         """Forget `token` for `key` (the registry refused it), unless a newer one replaced it already."""
         with self._guard:
             if self._tokens.get(key, ("",))[0] == token:
                 del self._tokens[key]
 
-    def lock(self, key: tuple) -> threading.Lock:
+    def lock(self, key: ScopeKey) -> threading.Lock:
         """A lock per key, so concurrent requests for one scope fetch one token, not one each."""
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
@@ -208,7 +210,7 @@ class Authenticator:
         refused: str | None,
     ) -> str:
         """The header to retry with after a 401 carrying `header`; `refused` is what we had sent, if anything."""
-        where = {"endpoint": self.endpoint, "repository": repository}
+        where: dict[str, Any] = {"endpoint": self.endpoint, "repository": repository}
         challenge = parse_challenge(header)
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
             raise RegistryAuthError(
@@ -236,7 +238,7 @@ class Authenticator:
         return text
 
     @staticmethod
-    def _cache_key(challenge: Challenge, scopes: tuple[str, ...]) -> tuple:
+    def _cache_key(challenge: Challenge, scopes: tuple[str, ...]) -> ScopeKey:
         return challenge.params.get("realm"), challenge.params.get("service"), scopes
 
     def _token(
@@ -256,7 +258,7 @@ class Authenticator:
     def _fetch_token(
         self, challenge: Challenge, scopes: tuple[str, ...], repository: str | None, deadline: float | None
     ) -> tuple[str, float]:
-        where = {"endpoint": self.endpoint, "repository": repository}
+        where: dict[str, Any] = {"endpoint": self.endpoint, "repository": repository}
         realm = challenge.params.get("realm", "")
         parts = urllib.parse.urlsplit(realm)
         if parts.scheme != "https" and not (parts.scheme == "http" and self._insecure):
@@ -298,7 +300,7 @@ class Authenticator:
         return _parse_token(answer, what, where)
 
 
-def _parse_token(body: bytes, what: str, where: dict) -> tuple[str, float]:
+def _parse_token(body: bytes, what: str, where: dict[str, Any]) -> tuple[str, float]:
     try:
         document = json.loads(body)
         token = document.get("token") or document.get("access_token")

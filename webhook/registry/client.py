@@ -354,6 +354,7 @@ class RegistryClient:
         parts = urllib.parse.urlsplit(url)
         host = (parts.hostname or "").lower()
         named = f"[{host}]" if ":" in host else host
+        reason: str | None
         if parts.username is not None or parts.password is not None:
             reason = "a URL with user info"
         elif self.redirect_hosts is not None:
@@ -505,8 +506,8 @@ class RegistryClient:
         url = urllib.parse.urljoin(self.endpoint + "/", location)
         if _origin(url) != _origin(self.endpoint):
             raise RegistryProtocolError(
-                f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; refusing to send "
-                "data and credentials there",
+                f"{what}: the upload Location points at {_origin(url)[1]}, not the configured endpoint; "
+                "refusing to send data and credentials there",
                 endpoint=self.endpoint,
                 repository=repository,
             )

@@ -11,11 +11,14 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import urllib3.exceptions
 
+from webhook.errors import CCRWebhookError
 
-class RegistryError(Exception):
+
+class RegistryError(CCRWebhookError):
     """A registry operation failed; `detail` says what, `endpoint` and `repository` say where."""
 
     def __init__(self, detail: str, *, endpoint: str | None = None, repository: str | None = None) -> None:
@@ -104,15 +107,17 @@ def registry_error_codes(body: bytes) -> str:
     return text if len(text) <= 200 else text[:120] + " … " + text[-77:]
 
 
-def _unknown_detail(error: dict) -> str | None:
+def _unknown_detail(error: dict[str, Any]) -> str | None:
     """What went wrong behind an UNKNOWN error, as the registry logs it; None for every other code."""
     detail = error.get("detail")
     if error["code"] != "UNKNOWN":
         return None
     if isinstance(detail, str) and detail.strip():
         return detail.strip().splitlines()[0]
+    if not isinstance(detail, dict):
+        return None
     # distribution's storage driver error: {"DriverName": "filesystem", "Enclosed": {"Op", "Path", "Err": errno}}
-    enclosed = detail.get("Enclosed") if isinstance(detail, dict) else None
+    enclosed = detail.get("Enclosed")
     if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
         reason = os.strerror(enclosed["Err"])  # Go writes errno texts in lower case: keep the registry's own words
         return (
@@ -134,7 +139,7 @@ def error_for_status(
     """The error for an unexpected answer to `what` (e.g. 'HEAD manifest latest'); `missing` is (kind, ref) for 404."""
     codes = registry_error_codes(body)
     said = f" ({codes})" if codes else ""
-    where = {"endpoint": endpoint, "repository": repository}
+    where: dict[str, Any] = {"endpoint": endpoint, "repository": repository}
     if status in (401, 403):
         return RegistryAuthError(
             f"{what}: access denied, HTTP {status}{said}; check the credentials configured for this registry "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from webhook.registry.client import Manifest
 from webhook.registry.errors import RegistryProtocolError
@@ -50,7 +51,7 @@ def _non_distributable(descriptor: Descriptor) -> bool:
     return descriptor.media_type.startswith(_NON_DISTRIBUTABLE)
 
 
-def _document(manifest: Manifest) -> dict:
+def _document(manifest: Manifest) -> dict[str, Any]:
     document = json.loads(manifest.data)  # the registry client has already checked that it is JSON
     if not isinstance(document, dict):
         raise _invalid(manifest, "it is not a JSON object")

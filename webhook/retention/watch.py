@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
 from webhook.config import Config
+from webhook.errors import CCRWebhookError
 from webhook.retention.usage import InUse, UsageTracker
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ WATCHED_KINDS = (
 )
 
 
-class _Relist(Exception):
+class _Relist(CCRWebhookError):
     """The watch cannot resume (410 Gone): list again."""
 
 

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from webhook.errors import CCRWebhookError
+
 log = logging.getLogger(__name__)
 
 
@@ -136,7 +138,7 @@ def issue_serving_cert(
 # Looking at certificates
 
 
-class CertificateError(ValueError):
+class CertificateError(CCRWebhookError):
     """A certificate, key or chain is unusable; the message says which and why."""
 
 
@@ -595,7 +597,7 @@ class BootstrapResult:
     material: TLSMaterial
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(CCRWebhookError):
     """The bootstrap cannot do its job; the message says what an operator should look at."""
 
 

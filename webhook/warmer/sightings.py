@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.config import Config, CopyMode
+from webhook.errors import CCRWebhookError
 from webhook.policy.decide import (
     ImageFacts,
     Lookup,
@@ -25,7 +26,7 @@ from webhook.policy.reference import InvalidImageReference
 from webhook.registry.resolver import Resolver
 
 
-class NotWarmed(ValueError):
+class NotWarmed(CCRWebhookError):
     """An image the warmer does not copy, and why."""
 
 

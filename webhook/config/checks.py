@@ -1,0 +1,118 @@
+"""The validators of single configuration values, and the errors the configuration raises.
+
+A check takes a value already of the declared type, returns it normalized, or raises `Invalid` with a message
+that leaves the key out: the reader knows where the value was read and puts that in front.
+"""
+
+from __future__ import annotations
+
+import re
+
+from webhook.errors import CCRWebhookError
+
+_HOST_PORT = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
+_PREFIX = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_HOST_PATTERN = re.compile(r"^(?:[a-z0-9*?-]+(?:\.[a-z0-9*?-]+)*|\[[0-9a-f:.]+\])$")
+_LEGACY_DOCKER_HUB = "index.docker.io"
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+)
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+API_SERVER_WEBHOOK_LIMIT_SECONDS = 30
+
+
+class ConfigError(CCRWebhookError):
+    """The configuration is invalid; the message names the key and what is expected."""
+
+
+class Invalid(ConfigError):
+    """A value is wrong; `key` names the key within its section when a check over a whole section finds it."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a duration such as `168h`, `7d`, `1h30m`, `90s` or plain `90`; ValueError for anything else."""
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
+        return float(value)
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise ValueError(f"{value!r} is not a duration")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def registry_host(value: str) -> str:
+    """A registry as images name it, `host[:port]`, lower case."""
+    if not _HOST_PORT.match(value):
+        raise Invalid(f"{value!r} is not a registry host[:port] (no scheme, no path)")
+    return value.lower()
+
+
+def upstream_host(value: str) -> str:
+    """A registry host, with Docker Hub's legacy name `index.docker.io` read as `docker.io`."""
+    host = registry_host(value)
+    return "docker.io" if host == _LEGACY_DOCKER_HUB else host
+
+
+def endpoint_url(value: str) -> str:
+    """`http(s)://host[:port]`, trailing slashes dropped; whether plain HTTP is allowed is the section's rule."""
+    value = value.rstrip("/")
+    if not re.match(r"^https?://[^/?#@]+$", value):
+        raise Invalid(f"{value!r} must be http(s)://host[:port] with no path or credentials")
+    return value
+
+
+def repository_prefix(value: str) -> str:
+    """A repository path in the CCR (`docker.io`, `mirror/ghcr`), surrounding slashes dropped."""
+    prefix = value.strip("/")
+    if not _PREFIX.match(prefix):
+        raise Invalid(f"{prefix!r} is not a valid repository path (lowercase, / separated)")
+    return prefix
+
+
+def host_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names or globs (`*.s3.amazonaws.com`), lower case."""
+    patterns = tuple(pattern.lower() for pattern in value)
+    for pattern in patterns:
+        if not _HOST_PATTERN.match(pattern):
+            raise Invalid(f"{pattern!r} is not a host name or a glob of one (no scheme, port or path)")
+    return patterns
+
+
+def listen_address(value: str) -> str:
+    """`host:port` to listen on."""
+    if not re.match(r"^.+:[0-9]{1,5}$", value):
+        raise Invalid(f"{value!r} must be host:port")
+    return value
+
+
+def kubernetes_name(value: str) -> str:
+    """A DNS label, as Kubernetes names namespaces and Leases."""
+    if not _DNS_LABEL.match(value):
+        raise Invalid(f"{value!r} is not a Kubernetes name (lowercase letters, digits, -)")
+    return value
+
+
+def label_key(value: str) -> str:
+    """A Kubernetes label key, `[prefix/]name`."""
+    if not _LABEL_KEY.match(value):
+        raise Invalid(f"{value!r} is not a label key ([prefix/]name)")
+    return value
+
+
+def below_webhook_limit(value: float) -> float:
+    """Seconds that stay below the API server's hard limit on a webhook call."""
+    if value > API_SERVER_WEBHOOK_LIMIT_SECONDS - 1:
+        raise Invalid(f"{value} must stay below the API server's {API_SERVER_WEBHOOK_LIMIT_SECONDS} s webhook limit")
+    return value
+
+
+def none_if_empty(value: str) -> str | None:
+    """An empty string switches the feature off."""
+    return value or None

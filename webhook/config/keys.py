@@ -1,0 +1,408 @@
+"""Every configuration key, declared once: YAML name, type, default, bounds, check and the line the docs show.
+
+A section is a frozen dataclass; each field is a key made by `key()`. `cross_checks` holds the rules that
+involve several keys of a section (each raises checks.Invalid naming the key at fault).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from webhook.config import checks
+from webhook.config.declare import CrossChecks, key
+
+DEFAULT_LEASE_NAMESPACE = "ccr-system"
+
+
+class SwapMode(str, enum.Enum):
+    """When an image is rewritten to the CCR."""
+
+    EXISTS = "exists"  # only when the CCR already holds the digest
+    ALWAYS = "always"  # always, trusting the warmer to fill the CCR before the pull
+
+
+class CopyMode(str, enum.Enum):
+    """How an image the CCR lacks gets there."""
+
+    DELAYED = "delayed"  # warm in the background; admission does not wait
+    FORCE = "force"  # admission waits for the warm within its deadline
+    NONE = "none"  # never copy
+
+
+class OnResolveError(str, enum.Enum):
+    """What admission does when a tag cannot be resolved to a digest in time."""
+
+    ALLOW = "allow"  # admit the image unpinned, with a warning
+    DENY = "deny"  # refuse the Pod
+
+
+def _registry_endpoint(section: Mapping[str, Any]) -> str:
+    """`https://<registry>`, `http://` when insecure; Docker Hub's API lives at registry-1.docker.io."""
+    if section["registry"] == "docker.io" and not section["insecure"]:
+        return "https://registry-1.docker.io"
+    return f"{'http' if section['insecure'] else 'https'}://{section['registry']}"
+
+
+def _prefix_from_registry(section: Mapping[str, Any]) -> str:
+    """The registry name as a repository path: `reg.local:5000` is `reg.local-5000`."""
+    return str(section["registry"]).replace(":", "-").strip("[]")
+
+
+def _plain_http_needs_insecure(registry: CCRConfig | UpstreamConfig) -> None:
+    """A plain-HTTP endpoint is allowed only where the operator said so."""
+    if registry.endpoint.startswith("http://") and not registry.insecure:
+        raise checks.Invalid(
+            f"{registry.endpoint!r} is plain HTTP; set insecure: true to allow it (tests and demos only)", "endpoint"
+        )
+
+
+@dataclass(frozen=True)
+class CCRConfig:
+    """The Cluster Container Registry: where nodes pull from, and how ccr-webhook reaches it."""
+
+    registry: str = key(
+        doc="The CCR as nodes pull from it: `ccr.ccr-system.svc:5000`. Images are rewritten to "
+        "`<registry>/<upstream prefix>/<repository>@<digest>`.",
+        check=checks.registry_host,
+    )
+    endpoint: str = key(
+        doc="How ccr-webhook reaches the CCR (`https://ccr-push.ccr-system.svc:5000` in production).",
+        derive=_registry_endpoint,
+        check=checks.endpoint_url,
+        shown="`https://<registry>`",
+    )
+    insecure: bool = key(False, doc="Allow plain HTTP to the CCR (the evaluation install).")
+    credentials: str | None = key(None, doc="A docker config.json holding the CCR account (see below).")
+    ca_file: str | None = key(
+        None,
+        doc="A PEM CA bundle to trust for the CCR instead of the system CAs (see below).",
+        shown="none (the system CAs)",
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_plain_http_needs_insecure,)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """A registry ccr-webhook may contact and mirror; no other registry is ever contacted."""
+
+    registry: str = key(
+        doc="`docker.io`, `ghcr.io`, `registry.example.com:5000`... (`index.docker.io` is read as `docker.io`).",
+        check=checks.upstream_host,
+    )
+    endpoint: str = key(
+        doc="Where it is reached.",
+        derive=_registry_endpoint,
+        check=checks.endpoint_url,
+        shown="`https://<registry>` (`https://registry-1.docker.io` for Docker Hub)",
+    )
+    prefix: str = key(
+        doc="The path under which its images live in the CCR; prefixes of two upstreams may not overlap.",
+        derive=_prefix_from_registry,
+        check=checks.repository_prefix,
+        shown="the registry name (`:` as `-`)",
+    )
+    credentials: str | None = key(None, doc="A docker config.json holding the account for this registry.")
+    insecure: bool = key(False, doc="Allow plain HTTP to this registry (tests and demos only).")
+    ca_file: str | None = key(
+        None,
+        doc="A PEM CA bundle to trust for this registry instead of the system CAs.",
+        shown="none (the system CAs)",
+    )
+    redirect_hosts: tuple[str, ...] | None = key(
+        None,
+        doc="The storage hosts its blob downloads may be redirected to: names or globs "
+        "(`*.cloudflare.docker.com`). See below.",
+        check=checks.host_patterns,
+        shown="none (any host by name)",
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_plain_http_needs_insecure,)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What admission does with each image."""
+
+    reject_latest: bool = key(True, doc="Deny `:latest` and untagged images.")
+    pin_digest: bool = key(True, doc="Pin every image to the digest its tag has now.")
+    swap: SwapMode = key(
+        SwapMode.EXISTS,
+        doc="`exists`: rewrite to the CCR only once it holds the digest; "
+        "`always`: rewrite at once and trust the warmer.",
+    )
+    copy: CopyMode = key(
+        CopyMode.DELAYED,
+        doc="`delayed`: warm in the background; `force`: admission waits (within its deadline); `none`.",
+    )
+    exclude: tuple[str, ...] = key((), doc="Images left alone.")
+    on_resolve_error: OnResolveError = key(
+        OnResolveError.ALLOW,
+        doc="When a tag cannot be resolved in time: `allow` (admit unpinned, with a warning) or `deny`.",
+    )
+
+
+@dataclass(frozen=True)
+class ResolverConfig:
+    """How long registry answers are trusted, and how hard the registries are asked."""
+
+    cache_seconds: float = key(300.0, minimum=0, doc="How long a tag's digest from an upstream is trusted.")
+    ccr_cache_seconds: float = key(
+        30.0,
+        minimum=0,
+        doc="How long the CCR's answer (holds the digest or not) is trusted; also bounds how long a webhook "
+        "replica may still rewrite to an image retention just evicted.",
+    )
+    negative_cache_seconds: float = key(
+        5.0,
+        minimum=0,
+        doc="How long a failed lookup, or the CCR lacking a digest, is remembered (a registry's "
+        "`Retry-After`, up to `cacheSeconds`, wins if longer).",
+    )
+    connect_timeout_seconds: float = key(1.0, minimum=0.01, doc="Connecting to a registry.")
+    read_timeout_seconds: float = key(5.0, minimum=0.01, doc="Waiting for a registry's answer.")
+    max_concurrency: int = key(
+        16, minimum=1, doc="Registry lookups at once per process, and connections kept per registry."
+    )
+
+
+def _tls_pair(section: WebhookConfig | FrontConfig) -> None:
+    """A certificate without its key (or the reverse) cannot serve."""
+    if (section.tls_cert is None) != (section.tls_key is None):
+        raise checks.Invalid("tlsCert and tlsKey go together; set both or neither")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """The admission server."""
+
+    deadline_seconds: float = key(
+        2.0,
+        minimum=0.1,
+        check=checks.below_webhook_limit,
+        doc="The server answers within this; must stay below the webhook configuration's `timeoutSeconds` (5).",
+    )
+    listen: str = key("0.0.0.0:8443", check=checks.listen_address, doc="Where the HTTPS server listens.")
+    tls_cert: str | None = key(None, doc="The serving certificate (PEM); reloaded when the file changes.")
+    tls_key: str | None = key(None, doc="Its private key (PEM); set both or neither.")
+    workers: int = key(2, minimum=1, doc="gunicorn worker processes.")
+    max_request_bytes: int = key(
+        3 * 1024 * 1024, minimum=1024, doc="The largest AdmissionReview body accepted; a larger one is answered 413."
+    )
+    warmer_url: str | None = key(
+        "http://127.0.0.1:8081",
+        check=checks.none_if_empty,
+        doc="Where the webhook hints the warmer sidecar (its `warmer.listen`). Empty: no hints "
+        "(the Pod watch still finds every image).",
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_tls_pair,)
+
+
+def _backoff_ordered(warmer: WarmerConfig) -> None:
+    """The longest wait between retries cannot be shorter than the first."""
+    if warmer.backoff_max_seconds < warmer.backoff_seconds:
+        raise checks.Invalid(
+            f"{warmer.backoff_max_seconds} is below backoffSeconds ({warmer.backoff_seconds})", "backoffMaxSeconds"
+        )
+
+
+@dataclass(frozen=True)
+class WarmerConfig:
+    """The warmer sidecar: where it listens, how hard it copies, which Pods it watches, how it reports."""
+
+    listen: str = key(
+        "127.0.0.1:8081",
+        check=checks.listen_address,
+        doc="The warmer's hint port. It answers loopback clients only.",
+    )
+    metrics_listen: str = key(
+        "0.0.0.0:9102",
+        check=checks.listen_address,
+        doc="`/metrics`, `/healthz` (every loop of the warmer runs) and `/readyz`.",
+    )
+    concurrency: int = key(2, minimum=1, doc="Images copied at once (each copy moves up to 4 blobs at once).")
+    max_attempts: int = key(
+        5, minimum=1, doc="Copy attempts per image before it is reported failed (the next resync tries again)."
+    )
+    backoff_seconds: float = key(2.0, minimum=0, doc="Wait before a retry, doubled each time up to the maximum.")
+    backoff_max_seconds: float = key(
+        300.0, minimum=0, doc="The longest wait between retries (a registry's `Retry-After` wins if longer)."
+    )
+    warm_dry_run_namespaces: bool = key(
+        False,
+        doc="Also warm the images of namespaces labelled `dry-run` (hints and the Pod watch), to fill the CCR "
+        "before switching a namespace to `enforce`.",
+    )
+    namespace_label: str = key(
+        "ccr-webhook/policy",
+        check=checks.label_key,
+        doc="The namespace label whose value (`enforce`, `dry-run`) says which Pods the warmer watches.",
+    )
+    resync_seconds: float = key(
+        600.0,
+        minimum=1,
+        doc="How often the Pod watch lists every Pod again, retrying images whose copy failed or whose tag "
+        "could not be resolved.",
+    )
+    lease_name: str = key(
+        "ccr-webhook-warmer",
+        check=checks.kubernetes_name,
+        doc="The coordination.k8s.io Lease that elects the one replica running the Pod watch.",
+    )
+    lease_namespace: str = key(
+        DEFAULT_LEASE_NAMESPACE,
+        check=checks.kubernetes_name,
+        from_env="POD_NAMESPACE",
+        doc="The namespace of that Lease.",
+    )
+    lease_seconds: float = key(
+        15.0,
+        minimum=1,
+        doc="Lease duration: a dead leader is replaced after at most this long; one that cannot renew for 2/3 "
+        "of it stops watching first.",
+    )
+    event_interval_seconds: float = key(
+        300.0,
+        minimum=0,
+        doc="At most one Event per image and reason (`CCRWarmStarted`, `CCRWarmFinished`, `CCRWarmFailed`) "
+        "in this time...",
+    )
+    event_pods_per_image: int = key(
+        5, minimum=0, doc="...posted on at most this many of the Pods that use the image (`0`: no Events)."
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_backoff_ordered,)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What the CCR keeps: images unused for `maxUnusedAge` go, the newest `keepNewest` per repository stay."""
+
+    enabled: bool = key(
+        False,
+        shown="`false` (`true` in the shipped ConfigMap)",
+        doc="Let the warmer's leader evict unused images from the CCR on a schedule "
+        "([operations.md](operations.md#retention-keeping-the-ccr-lean)).",
+    )
+    max_unused_age_seconds: float = key(
+        7 * 86400.0,
+        name="maxUnusedAge",
+        minimum=0,
+        duration=True,
+        shown="`168h`",
+        doc="How long no workload may have named an image before it goes: seconds, or `90s`, `30m`, `168h`, `7d`.",
+    )
+    keep_newest: int = key(
+        3,
+        minimum=0,
+        doc="Images kept per repository whatever their use, newest first by the build time their configs state.",
+    )
+    dry_run: bool = key(False, doc="Log what would go; delete nothing.")
+    interval_seconds: float = key(
+        3600.0, name="interval", minimum=60, duration=True, shown="`1h`", doc="Time between runs."
+    )
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    """The CCR front: the pull endpoint nodes reach as `ccr.registry`, filling misses from upstream once."""
+
+    listen: str = key(
+        "0.0.0.0:5000",
+        check=checks.listen_address,
+        doc="Where the CCR front (`ccr-webhook front`) serves the pull API, `/metrics` and `/healthz`; nodes reach "
+        "it as `ccr.registry`. It talks to the CCR registry at `ccr.endpoint`.",
+    )
+    tls_cert: str | None = key(
+        None, shown="none (plain HTTP)", doc="The front's serving certificate (PEM); reloaded when the file changes."
+    )
+    tls_key: str | None = key(None, doc="Its private key (PEM); set both or neither.")
+    spool_dir: str = key(
+        "/var/cache/ccr-front", doc="Where blobs being fetched from upstream are spooled; emptied at start."
+    )
+    spool_max_bytes: int = key(
+        20 * 1024**3,
+        minimum=1024**2,
+        doc="The spool's cap. A fetch that would not fit is refused with 503 and `Retry-After`.",
+    )
+    max_concurrent_fetches: int = key(
+        8, minimum=1, doc="Upstream blob transfers at once; more wait for a slot (readers of them wait too)."
+    )
+    fetch_deadline_seconds: float = key(
+        3600.0,
+        minimum=1,
+        doc="One upstream blob transfer, start to verified end; past it the transfer is cut and its readers fail.",
+    )
+    min_bytes_per_second: int = key(
+        64 * 1024, minimum=0, doc="A transfer averaging less than this after its first 10 s is cut (`0`: no minimum)."
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_tls_pair,)
+
+
+def _ccr_is_not_an_upstream(config: Config) -> None:
+    """Mirroring the CCR into itself would loop."""
+    for upstream in config.upstreams:
+        if upstream.registry == config.ccr.registry:
+            raise checks.Invalid(
+                f"{upstream.registry} is the CCR itself; the CCR cannot be its own upstream", "upstreams"
+            )
+
+
+def _upstreams_distinct(config: Config) -> None:
+    """Each registry once, and no prefix inside another's: a CCR path must map back to one upstream."""
+    for index, upstream in enumerate(config.upstreams):
+        for other in config.upstreams[:index]:
+            if other.registry == upstream.registry:
+                raise checks.Invalid(f"{upstream.registry} is listed twice", f"upstreams[{index}].registry")
+            prefix = upstream.prefix
+            if other.prefix == prefix or other.prefix.startswith(prefix + "/") or prefix.startswith(other.prefix + "/"):
+                raise checks.Invalid(
+                    f"{prefix!r} overlaps the prefix of upstream {other.registry}", f"upstreams[{index}].prefix"
+                )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ccr-webhook is told, validated."""
+
+    ccr: CCRConfig = key(doc="The Cluster Container Registry: where nodes pull from, and how ccr-webhook reaches it.")
+    upstreams: tuple[UpstreamConfig, ...] = key(
+        (),
+        doc="The only registries ccr-webhook contacts or mirrors: a list, each entry with the keys below. "
+        "An image from any other registry is left alone.",
+    )
+    policy: PolicyConfig = key(factory=PolicyConfig, doc="What admission does with each image.")
+    resolver: ResolverConfig = key(
+        factory=ResolverConfig,
+        doc="How long registry answers are trusted, and how hard the registries are asked.",
+    )
+    webhook: WebhookConfig = key(factory=WebhookConfig, doc="The admission server (`ccr-webhook serve`).")
+    warmer: WarmerConfig = key(
+        factory=WarmerConfig,
+        doc="The warmer sidecar: where it listens, how hard it copies, which Pods it watches, how it reports "
+        "([below](#the-warmer)).",
+    )
+    retention: RetentionConfig = key(
+        factory=RetentionConfig,
+        doc="What the CCR keeps: images no workload has named for `maxUnusedAge` go, the newest `keepNewest` per "
+        "repository stay ([operations.md](operations.md#retention-keeping-the-ccr-lean)).",
+    )
+    front: FrontConfig = key(
+        factory=FrontConfig,
+        doc="The CCR front (`ccr-webhook front`): the pull endpoint nodes reach as the CCR "
+        "([operations.md](operations.md#the-ccr-front)).",
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_upstreams_distinct, _ccr_is_not_an_upstream)
+
+    def upstream_for(self, registry: str) -> UpstreamConfig | None:
+        """The configured upstream for a normalized registry host, or None if it is not one."""
+        for upstream in self.upstreams:
+            if upstream.registry == registry:
+                return upstream
+        return None

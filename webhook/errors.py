@@ -1,0 +1,37 @@
+"""One hierarchy for the errors ccr-webhook raises on purpose, so a caller can catch "ours" in one clause.
+
+Every error below carries a message written for a cluster operator (what is wrong, which key, image or
+registry, what to do). Each class lives beside the code that raises it (modules below are under `webhook.`);
+this module holds the base and the map:
+
+    CCRWebhookError
+    ├── ConfigError                  config.checks: the configuration is invalid; names the key and what is expected
+    │   └── Invalid                    one value failed its check; the reader puts the key's path in front
+    ├── InvalidImageReference        policy.reference: an image string the reference grammar refuses, and why
+    ├── BadReview                    policy.review: a body that is not an AdmissionReview v1 for a Pod (a 400)
+    ├── ManifestError                policy.workloads: text that is not a readable manifest; source and line
+    ├── NotMirrored                  policy.decide: an image no configured upstream serves
+    ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
+    │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
+    │   ├── RateLimited                429, with the Retry-After it asked for: transient
+    │   ├── RegistryAuthError          refused (401/403) even after authenticating, or no way to authenticate
+    │   ├── NotFound                   no such manifest, blob or repository (404)
+    │   ├── RegistryProtocolError      an answer we cannot use (unexpected status, garbage, digest mismatch)
+    │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
+    ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
+    ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
+    ├── BadHints                     hints: a hint body that is not the protocol's JSON
+    ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
+    ├── CertificateError             tls: a certificate, key or chain is unusable; which and why
+    └── BootstrapError               tls: the certificate bootstrap cannot do its job; what to look at
+
+Plain ValueError and TypeError still mean a programming error (an argument out of its contract), not
+something an operator or a remote party did.
+
+Internal control flow (`webhook.retention.watch._Relist`) derives from it too, so the one rule holds without
+exceptions; the test harness (`webhook.testing`) is not part of the product and keeps its own.
+"""
+
+
+class CCRWebhookError(Exception):
+    """The base of every error ccr-webhook raises on purpose."""
