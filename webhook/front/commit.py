@@ -39,8 +39,10 @@ class SpooledBlob:
 
 
 def commit_blob(ccr: RegistryClient, flight: Flight) -> None:
-    """Upload `flight`'s verified spool file into its CCR repository."""
+    """Upload `flight`'s verified spool file into its CCR repository (unless its owner has already)."""
     assert flight.path is not None and flight.size is not None and flight.verified
+    if flight.source is not None and ccr.blob_size(flight.origin.target_repository, flight.digest) is not None:
+        return  # streamed from its owner, which committed it already
     ccr.upload_blob(flight.origin.target_repository, flight.digest, flight.size, SpooledBlob(flight.path))
 
 
