@@ -154,6 +154,15 @@ def metric(front: LocalFront, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def readers_on_the_flight(front: LocalFront, path: str, count: int) -> list[Reader]:
+    """`count` readers of blob `path`, once all of them follow its (held) fetch."""
+    readers = [Reader(front, path) for _ in range(count)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: metric(front, "ccr_front_flight_readers") == count, what=f"{count} readers on the flight")
+    return readers
+
+
 def nothing_committed(scene: Scene, pushed: PushedImage, blob: str) -> bool:
     """Neither the failed blob nor the image is in the CCR (other blobs that verified may be)."""
     return not scene.ccr.has_manifest(scene.target, pushed.digest) and not scene.ccr_has_blob(blob)
@@ -164,10 +173,7 @@ def test_concurrent_readers_of_a_cold_blob_share_one_upstream_fetch(scene: Scene
     layer = pushed.blobs[0]
     scene.proxy.blob_gate = threading.Event()
     front = scene.front()
-    readers = [Reader(front, blob_path(scene, layer)) for _ in range(4)]
-    for reader in readers:
-        reader.start()
-    wait_until(lambda: metric(front, "ccr_front_flight_readers") == 4, what="four readers on the flight")
+    readers = readers_on_the_flight(front, blob_path(scene, layer), 4)
     scene.proxy.blob_gate.set()
     for reader in readers:
         reader.finish()
@@ -240,10 +246,7 @@ def test_a_failed_fetch_cuts_every_reader_and_commits_nothing(scene: Scene, faul
     front = scene.front(fetchDeadlineSeconds=2) if fault == "slow" else scene.front()
     manifest = get(front, f"/v2/{scene.target}/manifests/v1", {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
     assert manifest.status == 200 and sha256(bytes(manifest.received)) == pushed.digest
-    readers = [Reader(front, blob_path(scene, layer)) for _ in range(3)]
-    for reader in readers:
-        reader.start()
-    wait_until(lambda: metric(front, "ccr_front_flight_readers") == 3, what="three readers on the flight")
+    readers = readers_on_the_flight(front, blob_path(scene, layer), 3)
     scene.proxy.blob_gate.set()
     for reader in readers:
         reader.finish()

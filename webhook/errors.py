@@ -20,6 +20,8 @@ this module holds the base and the map:
     │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
     ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
     ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
+    ├── FlightFailed                 front.flights: a blob fetch of the CCR front failed; why, and the metrics outcome
+    │   └── SpoolFull                  the spool (or the table of fetches) has no room: try again later
     ├── BadHints                     hints: a hint body that is not the protocol's JSON
     ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
     ├── CertificateError             tls: a certificate, key or chain is unusable; which and why

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.config
-import os
 import signal
 import threading
 
+from webhook.commands import add_config_argument
 from webhook.config import load_config
 from webhook.logs import logging_config
 
@@ -28,13 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
-        required=not os.environ.get("CCR_WEBHOOK_CONFIG"),
-        metavar="FILE",
-        help="the configuration file (default: $CCR_WEBHOOK_CONFIG)",
-    )
+    add_config_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -17,6 +17,7 @@ import socket
 import threading
 import uuid
 
+from webhook.commands import add_config_argument
 from webhook.config import load_config
 from webhook.kube.client import kubernetes_client
 from webhook.logs import logging_config
@@ -30,13 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CCR_WEBHOOK_CONFIG"),
-        required=not os.environ.get("CCR_WEBHOOK_CONFIG"),
-        metavar="FILE",
-        help="the configuration file (default: $CCR_WEBHOOK_CONFIG)",
-    )
+    add_config_argument(parser)
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
     parser.add_argument(
         "--identity",

@@ -103,8 +103,13 @@ def _value(value: Any) -> str:
 def _bounds(key: Key) -> str:
     """The declared bounds, after the type: ` ≥ 0.01`, ` ≥ 60s`."""
     unit = "s" if key.duration else ""
-    low = f" ≥ {key.minimum:g}{unit}" if key.minimum is not None else ""
-    return low + (f", ≤ {key.maximum:g}{unit}" if key.maximum is not None else "")
+    low = f" ≥ {_plain(key.minimum)}{unit}" if key.minimum is not None else ""
+    return low + (f", ≤ {_plain(key.maximum)}{unit}" if key.maximum is not None else "")
+
+
+def _plain(number: float) -> str:
+    """A bound as written: whole numbers in full (`1048576`, not `1.04858e+06`), others short (`0.01`)."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,9 +169,9 @@ class ResolverConfig:
     )
 
 
-def _tls_pair(section: WebhookConfig | FrontConfig) -> None:
+def _tls_pair(server: WebhookConfig | FrontConfig) -> None:
     """A certificate without its key (or the reverse) cannot serve."""
-    if (section.tls_cert is None) != (section.tls_key is None):
+    if (server.tls_cert is None) != (server.tls_key is None):
         raise checks.Invalid("tlsCert and tlsKey go together; set both or neither")
 
 
@@ -329,31 +329,30 @@ class FrontConfig:
     listen: str = key(
         "0.0.0.0:5000",
         check=checks.listen_address,
-        doc="Where the CCR front (`ccr-webhook front`) serves the pull API, `/metrics` and `/healthz`; nodes reach "
-        "it as `ccr.registry`. It talks to the CCR registry at `ccr.endpoint`.",
+        doc="Where the front serves the pull API, `/metrics` and `/healthz`; nodes reach it as `ccr.registry`, "
+        "and it reaches the CCR registry at `ccr.endpoint`.",
     )
-    tls_cert: str | None = key(
-        None, shown="none (plain HTTP)", doc="The front's serving certificate (PEM); reloaded when the file changes."
-    )
-    tls_key: str | None = key(None, doc="Its private key (PEM); set both or neither.")
+    tls_cert: str | None = key(None, doc="The front's serving certificate (PEM); reloaded when the file changes.")
+    tls_key: str | None = key(None, doc="Its private key (PEM); set both or neither. Neither: plain HTTP.")
     spool_dir: str = key(
         "/var/cache/ccr-front", doc="Where blobs being fetched from upstream are spooled; emptied at start."
     )
     spool_max_bytes: int = key(
         20 * 1024**3,
         minimum=1024**2,
+        shown="`21474836480` (20 GiB)",
         doc="The spool's cap. A fetch that would not fit is refused with 503 and `Retry-After`.",
     )
     max_concurrent_fetches: int = key(
-        8, minimum=1, doc="Upstream blob transfers at once; more wait for a slot (readers of them wait too)."
+        8, minimum=1, doc="Upstream blob transfers at once; more wait for a slot (and their readers with them)."
     )
     fetch_deadline_seconds: float = key(
-        3600.0,
-        minimum=1,
-        doc="One upstream blob transfer, start to verified end; past it the transfer is cut and its readers fail.",
+        3600.0, minimum=1, doc="One upstream blob transfer, start to verified end; past it the transfer is cut."
     )
     min_bytes_per_second: int = key(
-        64 * 1024, minimum=0, doc="A transfer averaging less than this after its first 10 s is cut (`0`: no minimum)."
+        64 * 1024,
+        minimum=0,
+        doc="A transfer averaging less than this after its first 10 s is cut, and its readers fail (`0`: no minimum).",
     )
     peers: tuple[str, ...] = key(
         (),
@@ -457,7 +456,7 @@ class Config:
     )
     front: FrontConfig = key(
         factory=FrontConfig,
-        doc="The CCR front (`ccr-webhook front`): the pull endpoint nodes reach as the CCR "
+        doc="The CCR front (`ccr-webhook front`): the pull endpoint that fetches a miss from upstream once "
         "([operations.md](operations.md#the-ccr-front)).",
     )
 

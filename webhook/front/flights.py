@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from webhook.errors import CCRWebhookError
 from webhook.front.metrics import FrontMetrics
 from webhook.front.upstream import Origin
 from webhook.registry.client import RegistryClient
@@ -35,7 +36,7 @@ RATE_GRACE_SECONDS = 10.0  # the minimum rate is judged only after this long (co
 READER_SLACK_SECONDS = 60.0  # a reader waits at most the fetch deadline plus this for bytes
 
 
-class FlightFailed(Exception):
+class FlightFailed(CCRWebhookError):
     """A blob fetch failed; `outcome` is the metrics label, the message says why (no upstream secrets)."""
 
     def __init__(self, message: str, outcome: str = "upstream-error") -> None:
