@@ -22,6 +22,7 @@ from typing import Any
 import urllib3
 
 from webhook.config import FrontConfig
+from webhook.errors import CCRWebhookError
 from webhook.front.flights import Flight, open_upstream
 from webhook.front.owners import rank
 from webhook.kube.client import kubernetes_client
@@ -119,7 +120,7 @@ class Membership:
             self.refresh()
 
 
-class PeerUnavailable(Exception):
+class PeerUnavailable(CCRWebhookError):
     """The peer could not serve the blob (unreachable, refused, not fetching it itself)."""
 
 
