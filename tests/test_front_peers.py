@@ -181,3 +181,40 @@ def test_a_fourth_replica_joining_owns_new_digests_only(scene: Scene, tmp_path: 
     assert all(scene.blob_gets(layer) == 1 for layer in layers)
     owned = sum(1 for layer in layers if rank(layer, replicas.addresses)[0] == joiner)
     assert metric(replicas.fronts[joiner], "ccr_front_owned_fetches_total") == owned >= 1
+
+
+def test_a_replica_that_joins_mid_fetch_follows_the_old_owner_and_fetches_only_new_digests(
+    scene: Scene,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    replicas = Replicas(scene, tmp_path, 4)
+    joiner = replicas.addresses[3]
+    old, new = replicas.addresses[:3], replicas.addresses
+    pushed = None
+    for seed in range(220, 240):  # two layers the newcomer will own: one in flight before it joins, one after
+        candidate = scene.push([2 * MiB] * 6, seed=seed)
+        if sum(rank(layer, new)[0] == joiner for layer in candidate.blobs[:6]) >= 2:
+            pushed = candidate
+            break
+    assert pushed is not None
+    flying, later = [layer for layer in pushed.blobs[:6] if rank(layer, new)[0] == joiner][:2]
+    replicas.addresses = old
+    fronts = replicas.start_all()
+    scene.proxy.blob_gate = threading.Event()
+    before = Reader(fronts[0], blob_path(scene, flying))
+    before.start()
+    wait_until(lambda: len(before.received) >= MiB // 2, what="the old owner's fetch at the held half")
+    replicas.addresses = new  # the newcomer knows everyone; the others learn of it later
+    newcomer = replicas.start(joiner)
+    after = Reader(newcomer, blob_path(scene, flying))
+    after.start()
+    wait_until(lambda: len(after.received) >= MiB // 2, what="the newcomer following the old owner's fetch")
+    scene.proxy.blob_gate.set()
+    for reader in (before, after):
+        assert reader.finish().complete and sha256(bytes(reader.received)) == flying
+    assert scene.blob_gets(flying) == 1, "a digest in flight stays with the replica fetching it"
+    assert metric(newcomer, "ccr_front_owned_fetches_total") == 0
+    assert metric(newcomer, "ccr_front_peer_received_bytes_total") == 2 * MiB
+    fresh = get(newcomer, blob_path(scene, later))
+    assert fresh.complete and sha256(bytes(fresh.received)) == later
+    assert scene.blob_gets(later) == 1 and metric(newcomer, "ccr_front_owned_fetches_total") == 1

@@ -113,6 +113,7 @@ class Flight:
         self.origin, self.digest, self.expected_size = origin, digest, expected_size
         self.local_only = local_only  # started for a peer: fetched here, never from another peer
         self.source: str | None = None  # the peer it is streamed from; None: upstream (this replica owns it)
+        self.upstream = False  # decided: this replica fetches it from upstream (peers may follow it)
         self.size: int | None = None
         self.path: Path | None = None
         self.written = 0

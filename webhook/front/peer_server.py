@@ -4,9 +4,12 @@
 
 Served on `front.peerListen` only (TLS with the peers' own CA in production; a NetworkPolicy admits only
 the CCR's own Pods), never on the port nodes use. The blob comes from this replica's own flight, started
-here if none runs and fetched from upstream here, never from a third replica, so peer requests cannot
-loop; if the flight here follows another peer itself (the two replicas disagree on the membership) the
-answer is 421 and the asker passes this replica over. A blob the CCR holds already is streamed from it.
+here if none runs and fetched from upstream here (or from the replica that was fetching it before this one
+joined), never from a replica it would ask in turn, so peer requests cannot loop; if the flight here follows
+another peer for a node's reader (the two replicas disagree on the membership) the answer is 421 and the
+asker passes this replica over. With `CCR-Peer-Flying-Only` the blob is served only from a fetch already
+running here (404 otherwise): a replica that just joined asks so before it fetches a digest it now owns.
+A blob the CCR holds already is streamed from it.
 The last byte waits for the verified end here too, and the asker checks the digest again itself.
 """
 
@@ -21,6 +24,7 @@ import urllib.parse
 
 from webhook.front.app import Front, FrontRequestHandler, blob_headers
 from webhook.front.flights import FlightFailed, SpoolFull
+from webhook.front.peers import FLYING_ONLY
 from webhook.front.upstream import Origin, origin_for
 from webhook.registry.errors import RegistryError
 
@@ -56,13 +60,18 @@ def serve_peer(front: Front, request: FrontRequestHandler, repository: str, dige
     if origin is None:
         return request.oci_error(404, "BLOB_UNKNOWN", "not under a configured upstream's prefix")
     try:
-        flight = front.flights.ensure(origin, digest, local_only=True)
+        if request.headers.get(FLYING_ONLY):  # only a fetch already decided; an undecided one may be asking us
+            flight = front.flights.find(origin.target_repository, digest)
+            if flight is None or not (flight.upstream or (flight.local_only and flight.source is not None)):
+                return request.oci_error(404, "BLOB_UNKNOWN", "no fetch of this blob from upstream runs here")
+        else:
+            flight = front.flights.ensure(origin, digest, local_only=True)
         flight.wait_started(front.flights.reader_timeout)
     except SpoolFull:
         return request.oci_error(503, "UNAVAILABLE", "the owner's spool is full")
     except FlightFailed as err:
         return request.oci_error(502, "BLOB_UNKNOWN", str(err))
-    if flight.source is not None:
+    if flight.source is not None and not flight.local_only:
         return request.oci_error(421, "UNAVAILABLE", f"this replica streams {digest} from {flight.source} itself")
     descriptor = None if flight.present else front.flights.open_spool(flight)
     if descriptor is None:  # committed while we waited, or there all along

@@ -6,8 +6,10 @@ fetched from upstream only by its owner (owners.rank); every other replica opens
 endpoint, which serves the owner's flight as it grows, and spools and verifies what it receives like any
 fetch (so its readers get the last byte only after its own sha256 check). An owner that cannot be
 reached, refuses, or is not fetching the blob itself is passed over for the next in rank: if that is
-this replica, it fetches from upstream itself. A peer lost mid-transfer fails the flight and cuts its
-readers; the next request starts over with the membership of that moment.
+this replica, it fetches from upstream itself, unless the peer ranked after it is fetching the blob
+already (it owned the digest before this replica joined), which it then follows: a replica that joins
+takes over new digests only. A peer lost mid-transfer fails the flight and cuts its readers; the next
+request starts over with the membership of that moment.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ PEER_CONNECT_SECONDS = 2.0
 PEER_READ_SECONDS = 60.0  # the owner may wait for a fetch slot or a slow upstream before its first byte
 MAX_PEERS = 256
 PEER_PATH = "/peer/v2/{repository}/blobs/{digest}"
+FLYING_ONLY = "CCR-Peer-Flying-Only"  # serve the blob only from a fetch from upstream already running, else 404
 
 
 def own_address(settings: FrontConfig) -> str:
@@ -138,29 +141,34 @@ class Peers:
         self._pool = urllib3.PoolManager(maxsize=max_connections, block=False, ssl_context=context)
 
     def open_blob(self, flight: Flight) -> BlobStream:
-        """The blob's stream from the first peer in rank that serves it; from upstream once this replica is next."""
-        if not flight.local_only:
-            for peer in rank(flight.digest, self.membership.members()):
-                if peer == self.membership.me:
-                    break
-                try:
-                    stream = self._open(peer, flight)
-                except PeerUnavailable as err:
+        """The blob's stream from the first peer in rank that serves it; from upstream once this replica is next.
+
+        Before fetching from upstream, the peer ranked after this one is asked whether it is fetching the blob
+        already (it owned the digest until this replica joined): if so, this replica follows it instead."""
+        me = self.membership.me
+        ranked = rank(flight.digest, self.membership.members())
+        mine = ranked.index(me)
+        candidates = [(peer, False) for peer in ([] if flight.local_only else ranked[:mine])]
+        for peer, flying_only in [*candidates, *((peer, True) for peer in ranked[mine + 1 : mine + 2])]:
+            try:
+                stream = self._open(peer, flight, flying_only)
+            except PeerUnavailable as err:
+                if not flying_only:
                     log.warning("blob %s: owner %s passed over: %s", flight.digest, peer, err)
-                    continue
-                flight.source = peer
-                return stream
-        flight.source = None
+                continue
+            flight.source = peer
+            return stream
+        flight.source, flight.upstream = None, True
         return open_upstream(flight)
 
-    def _open(self, peer: str, flight: Flight) -> BlobStream:
+    def _open(self, peer: str, flight: Flight, flying_only: bool) -> BlobStream:
         repository = flight.origin.target_repository
         url = f"{self._scheme}://{peer}" + PEER_PATH.format(repository=repository, digest=flight.digest)
         try:
             response = self._pool.request(
                 "GET",
                 url,
-                headers={"Authorization": f"Bearer {self.secret}"},
+                headers={"Authorization": f"Bearer {self.secret}", **({FLYING_ONLY: "1"} if flying_only else {})},
                 preload_content=False,
                 redirect=False,
                 retries=False,
