@@ -116,7 +116,7 @@ def test_the_peer_endpoint_refuses_a_request_without_the_secret(scene: Scene, tm
     assert allowed.status == 200 and sha256(allowed.data) == pushed.blobs[0]
 
 
-def test_the_owner_killed_mid_fetch_readers_fail_cleanly_and_a_retry_fetches_once_more(
+def test_the_owner_killed_mid_fetch_its_followers_carry_on_from_the_next_in_rank_with_one_more_fetch(
     scene: Scene,  # noqa: F811 - the fixture
     tmp_path: Path,
 ) -> None:
@@ -127,23 +127,25 @@ def test_the_owner_killed_mid_fetch_readers_fail_cleanly_and_a_retry_fetches_onc
     owner = replicas.owner(layer)
     others = [front for front in replicas.fronts.values() if front is not owner]
     scene.proxy.blob_gate = threading.Event()
-    readers = [Reader(front, blob_path(scene, layer)) for front in replicas.fronts.values() for _ in range(2)]
-    for reader in readers:
+    on_owner = [Reader(owner, blob_path(scene, layer)) for _ in range(2)]
+    followers = [Reader(front, blob_path(scene, layer)) for front in others for _ in range(2)]
+    for reader in on_owner + followers:
         reader.start()
-    wait_until(lambda: all(len(reader.received) >= MiB for reader in readers), what="every reader at the held half")
+    wait_until(
+        lambda: all(len(reader.received) >= MiB for reader in on_owner + followers), what="every reader at the half"
+    )
     owner.kill()
-    for reader in readers:
-        reader.finish()
-        assert not reader.complete or sha256(bytes(reader.received)) == layer, "never a whole blob of wrong bytes"
-    assert not any(reader.complete for reader in readers), "the fetch never finished: nobody got the last byte"
+    for reader in on_owner:
+        assert not reader.finish().complete, "the owner's own readers are cut, never completed with wrong bytes"
     scene.proxy.blob_gate.set()
-    retries = [Reader(front, blob_path(scene, layer)) for front in others for _ in range(2)]
-    for reader in retries:
-        reader.start()
-    for reader in retries:
+    for reader in followers:  # the next in rank fetched it again, from where the followers had got to
         assert reader.finish().complete and sha256(bytes(reader.received)) == layer
-    assert scene.blob_gets(layer) == 2, "the new owner fetched it once more, for every reader"
+    assert scene.blob_gets(layer) == 2, "one more upstream fetch, by the new owner, for every follower"
+    assert replicas.total("ccr_front_owned_fetches_total") == 1, "counted by the survivor that took over"
     wait_until(lambda: scene.ccr_has_blob(layer), what="the blob committed by the new owner")
+    retry = get(others[0], blob_path(scene, layer))  # what the cut node does next
+    assert retry.complete and sha256(bytes(retry.received)) == layer
+    assert scene.blob_gets(layer) == 2
 
 
 def test_a_fourth_replica_joining_owns_new_digests_only(scene: Scene, tmp_path: Path) -> None:  # noqa: F811 - the fixture
@@ -218,3 +220,23 @@ def test_a_replica_that_joins_mid_fetch_follows_the_old_owner_and_fetches_only_n
     fresh = get(newcomer, blob_path(scene, later))
     assert fresh.complete and sha256(bytes(fresh.received)) == later
     assert scene.blob_gets(later) == 1 and metric(newcomer, "ccr_front_owned_fetches_total") == 1
+
+
+def test_a_corrupt_upstream_blob_cuts_every_reader_on_every_replica_and_is_fetched_once(
+    scene: Scene,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    pushed = scene.push([2 * MiB], seed=241)
+    layer = pushed.blobs[0]
+    scene.proxy.corrupt_blobs = True
+    scene.proxy.blob_gate = threading.Event()
+    replicas = Replicas(scene, tmp_path, 3)
+    readers = [Reader(front, blob_path(scene, layer)) for front in replicas.start_all() for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: all(len(reader.received) >= MiB // 2 for reader in readers), what="every reader at the half")
+    scene.proxy.blob_gate.set()
+    for reader in readers:
+        assert not reader.finish().complete, "a reader must never get a whole blob with wrong bytes"
+    assert scene.blob_gets(layer) == 1, "the owner is still up: its followers fail with it, nobody fetches again"
+    assert not scene.ccr_has_blob(layer)

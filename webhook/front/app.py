@@ -65,7 +65,7 @@ class Front:
         settings = config.front
         ccr = self.registries.ccr
         self.manifests = UpstreamManifests()
-        self.peers = Peers(settings, Membership(settings), max_connections) if settings.peering else None
+        self.peers = Peers(settings, Membership(settings), max_connections, self.metrics) if settings.peering else None
         self.flights = Flights(
             ccr,
             Spool(settings.spool_dir, settings.spool_max_bytes),

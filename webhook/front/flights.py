@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from webhook.errors import CCRWebhookError
 from webhook.front.metrics import FrontMetrics
@@ -169,6 +170,18 @@ class Flight:
             self.condition.notify_all()
 
 
+class BlobSource(Protocol):
+    """What a flight reads a blob from: its size, and verified pieces (b'' once the digest has been checked)."""
+
+    size: int | None
+
+    def read(self, amount: int) -> bytes: ...
+
+    def __enter__(self) -> BlobSource: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 def open_upstream(flight: Flight) -> BlobStream:
     """The blob's download from the upstream its CCR repository mirrors."""
     return flight.origin.client.open_blob(flight.origin.repository, flight.digest)
@@ -187,7 +200,7 @@ class Flights:
         fetch_deadline_seconds: float,
         min_bytes_per_second: int,
         commit_blob: Callable[[Flight], None],
-        open_blob: Callable[[Flight], BlobStream] | None = None,
+        open_blob: Callable[[Flight], BlobSource] | None = None,
     ) -> None:
         self._ccr, self._spool, self._metrics = ccr, spool, metrics
         self._slots = threading.BoundedSemaphore(max_concurrent_fetches)
@@ -272,7 +285,6 @@ class Flights:
         origin = flight.origin
         guard = RateGuard(self.fetch_deadline_seconds, self._min_rate)
         with self._open_blob(flight) as stream:
-            received = self._metrics.upstream_bytes if flight.source is None else self._metrics.peer_received_bytes
             if flight.source is None:
                 self._metrics.owned_fetches.inc()
             size = stream.size
@@ -287,6 +299,9 @@ class Flights:
             with open(flight.path, "wb", buffering=0) as spool:
                 while data := stream.read(CHUNK_BYTES):  # b'' only once the digest has been checked
                     spool.write(data)
+                    received = (
+                        self._metrics.upstream_bytes if flight.source is None else self._metrics.peer_received_bytes
+                    )
                     received.inc(len(data))
                     flight._update(written=flight.written + len(data))
                     guard.check(flight.written)

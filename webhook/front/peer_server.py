@@ -43,7 +43,10 @@ class PeerRequestHandler(FrontRequestHandler):
         if peers is None or not hmac.compare_digest(given.encode(), peers.secret.encode()):
             self.close_connection = True
             return self.oci_error(401, "UNAUTHORIZED", "peer requests need the peers' shared secret")
-        found = _PEER_BLOB.match(urllib.parse.urlsplit(self.path).path)
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/healthz":  # asked when a transfer from this replica broke off: is it still up?
+            return self.reply(200, b"ok\n", "text/plain")
+        found = _PEER_BLOB.match(path)
         if found is None:
             return self.oci_error(404, "NOT_FOUND", "the peer endpoint serves blobs only")
         return serve_peer(self.front, self, found.group("name"), found.group("digest"))

@@ -8,12 +8,13 @@ fetch (so its readers get the last byte only after its own sha256 check). An own
 reached, refuses, or is not fetching the blob itself is passed over for the next in rank: if that is
 this replica, it fetches from upstream itself, unless the peer ranked after it is fetching the blob
 already (it owned the digest before this replica joined), which it then follows: a replica that joins
-takes over new digests only. A peer lost mid-transfer fails the flight and cuts its readers; the next
-request starts over with the membership of that moment.
+takes over new digests only. An owner lost mid-transfer is replaced by the next in rank at the same
+offset (PeerStream), so readers carry on; an owner whose own fetch failed fails its followers too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import ssl
@@ -22,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+from urllib3.response import BaseHTTPResponse
 
 from webhook.config import FrontConfig
 from webhook.errors import CCRWebhookError
-from webhook.front.flights import Flight, open_upstream
+from webhook.front.flights import CHUNK_BYTES, Flight, open_upstream
+from webhook.front.metrics import FrontMetrics
 from webhook.front.owners import rank
 from webhook.kube.client import kubernetes_client
-from webhook.registry.errors import describe_transport_error
+from webhook.registry.errors import RegistryProtocolError, RegistryUnavailable, describe_transport_error
 from webhook.registry.streams import BlobStream, release
 
 log = logging.getLogger("webhook.front")
@@ -130,8 +133,10 @@ class PeerUnavailable(CCRWebhookError):
 class Peers:
     """Opens each flight's blob stream from the digest's owner, or from upstream when this replica owns it."""
 
-    def __init__(self, settings: FrontConfig, membership: Membership, max_connections: int) -> None:
-        self.membership = membership
+    def __init__(
+        self, settings: FrontConfig, membership: Membership, max_connections: int, metrics: FrontMetrics
+    ) -> None:
+        self.membership, self.metrics = membership, metrics
         self.secret = read_secret(settings.peer_secret or "")
         self._scheme = "https" if settings.peer_tls_cert else "http"
         context = None
@@ -140,7 +145,7 @@ class Peers:
             context.check_hostname = False  # Pod IPs change; the CA issues peer certificates only
         self._pool = urllib3.PoolManager(maxsize=max_connections, block=False, ssl_context=context)
 
-    def open_blob(self, flight: Flight) -> BlobStream:
+    def open_blob(self, flight: Flight) -> BlobStream | PeerStream:
         """The blob's stream from the first peer in rank that serves it; from upstream once this replica is next.
 
         Before fetching from upstream, the peer ranked after this one is asked whether it is fetching the blob
@@ -151,24 +156,44 @@ class Peers:
         candidates = [(peer, False) for peer in ([] if flight.local_only else ranked[:mine])]
         for peer, flying_only in [*candidates, *((peer, True) for peer in ranked[mine + 1 : mine + 2])]:
             try:
-                stream = self._open(peer, flight, flying_only)
+                response = self.request(peer, flight, flying_only=flying_only)
             except PeerUnavailable as err:
                 if not flying_only:
                     log.warning("blob %s: owner %s passed over: %s", flight.digest, peer, err)
                 continue
             flight.source = peer
-            return stream
+            return PeerStream(self, flight, peer, response)
         flight.source, flight.upstream = None, True
         return open_upstream(flight)
 
-    def _open(self, peer: str, flight: Flight, flying_only: bool) -> BlobStream:
+    def alive(self, peer: str) -> bool:
+        """Whether the peer still answers (a replica that is gone, or going, does not)."""
+        try:
+            response = self._pool.request(
+                "GET",
+                f"{self._scheme}://{peer}/healthz",
+                headers={"Authorization": f"Bearer {self.secret}"},
+                retries=False,
+                timeout=urllib3.Timeout(connect=PEER_CONNECT_SECONDS, read=PEER_CONNECT_SECONDS),
+            )
+        except (urllib3.exceptions.HTTPError, OSError):
+            return False
+        return response.status == 200
+
+    def request(self, peer: str, flight: Flight, flying_only: bool = False, offset: int = 0) -> BaseHTTPResponse:
+        """The peer's answer (200, or 206 from `offset`) for the flight's blob; PeerUnavailable for any other."""
         repository = flight.origin.target_repository
         url = f"{self._scheme}://{peer}" + PEER_PATH.format(repository=repository, digest=flight.digest)
+        headers = {"Authorization": f"Bearer {self.secret}"}
+        if flying_only:
+            headers[FLYING_ONLY] = "1"
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
             response = self._pool.request(
                 "GET",
                 url,
-                headers={"Authorization": f"Bearer {self.secret}", **({FLYING_ONLY: "1"} if flying_only else {})},
+                headers=headers,
                 preload_content=False,
                 redirect=False,
                 retries=False,
@@ -176,7 +201,109 @@ class Peers:
             )
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise PeerUnavailable(describe_transport_error(err)) from None
-        if response.status != 200:
+        if response.status not in ((200, 206) if offset else (200,)):
             release(response, complete=False)
             raise PeerUnavailable(f"answered {response.status}")
-        return BlobStream(response, flight.digest, endpoint=f"peer {peer}", repository=repository)
+        return response
+
+
+class PeerStream:
+    """A blob streamed from its owner and verified here; continued from the next in rank if the owner goes away.
+
+    A break while the owner still accepts connections means its fetch failed (upstream cut off, wrong
+    bytes, too slow): the stream fails too, as the owner's own readers do. A break from an owner that is
+    gone is picked up at the same offset from the next peer in rank, or from upstream when that is this
+    replica; the sha256 over every byte passed on is checked at the end either way."""
+
+    def __init__(self, peers: Peers, flight: Flight, peer: str, response: BaseHTTPResponse) -> None:
+        self._peers, self._flight = peers, flight
+        self._peer = peer
+        self._source: BaseHTTPResponse | BlobStream = response
+        length = response.headers.get("Content-Length", "")
+        self.size: int | None = int(length) if length.isdigit() else None
+        self._hash = hashlib.sha256()
+        self._received = 0
+        self._skip = 0  # bytes the current source repeats from the start, dropped
+        self._gone = {peer}
+        self._done = False
+
+    def read(self, amount: int = CHUNK_BYTES) -> bytes:
+        """Up to `amount` bytes; b'' at the end, once the digest has been checked."""
+        for _ in range(MAX_PEERS + 2):  # a switch per peer at most, then upstream
+            if self._done:
+                return b""
+            try:
+                data = self._read_source(amount)
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                self._switch(describe_transport_error(err))
+                continue
+            if data:
+                return data
+            self._done = True
+            actual = f"sha256:{self._hash.hexdigest()}"
+            if self._received != self.size or actual != self._flight.digest:
+                raise RegistryProtocolError(
+                    f"blob {self._flight.digest}: {self._received} bytes with digest {actual} from peer {self._peer}"
+                )
+            return b""
+        raise RegistryUnavailable(f"blob {self._flight.digest}: no peer could finish it")
+
+    def _read_source(self, amount: int) -> bytes:
+        """The next new bytes of the current source, hashed (what it repeats from the start is dropped)."""
+        while True:
+            if isinstance(self._source, BlobStream):
+                data = self._source.read(amount)  # RegistryError from upstream fails the flight
+            else:
+                data = self._source.read(amount, decode_content=False)
+            if self._skip and data:
+                dropped = min(self._skip, len(data))
+                self._skip -= dropped
+                data = data[dropped:]
+                if not data:
+                    continue
+            self._hash.update(data)
+            self._received += len(data)
+            return data
+
+    def _switch(self, why: str) -> None:
+        """Carry on from the next peer in rank (or upstream) at the current offset, unless the owner is still up."""
+        self.close()
+        flight, where = (
+            self._flight,
+            f"blob {self._flight.digest}: peer {self._peer} broke off after {self._received} bytes",
+        )
+        if self._flight.source is None or self._peers.alive(self._peer):
+            raise RegistryUnavailable(f"{where}: {why}")
+        log.warning("%s and is gone; carrying on from the next in rank", where)
+        self._done = False
+        me = self._peers.membership.me
+        for peer in rank(flight.digest, self._peers.membership.members() | {self._peer}):
+            if peer in self._gone:
+                continue
+            if peer == me:
+                flight.source, flight.upstream = None, True
+                self._peers.metrics.owned_fetches.inc()
+                self._source, self._skip = open_upstream(flight), self._received
+                return
+            try:
+                response = self._peers.request(peer, flight, offset=self._received)
+            except PeerUnavailable as err:
+                log.warning("blob %s: peer %s passed over: %s", flight.digest, peer, err)
+                self._gone.add(peer)
+                continue
+            self._peer, flight.source = peer, peer
+            self._source, self._skip = response, (self._received if response.status == 200 else 0)
+            return
+
+    def close(self) -> None:
+        """Stop reading; a connection with unread data is closed rather than reused."""
+        if isinstance(self._source, BlobStream):
+            self._source.close()
+        else:
+            release(self._source, complete=False)
+
+    def __enter__(self) -> PeerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
