@@ -347,10 +347,23 @@ def test_writes_are_refused(scene: Scene) -> None:
     assert connection.getresponse().status == 405
 
 
+def head(front: LocalFront, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+    connection.request("HEAD", path, headers=headers or {})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
 def test_a_tag_is_committed_only_where_upstream_resolved_it(scene: Scene) -> None:
     first = scene.push([MiB], seed=114)
     front = scene.front()
     accept = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    blob = head(front, blob_path(scene, first.blobs[0]))
+    assert (blob.status, blob.getheader("Content-Length")) == (200, str(MiB)) and scene.blob_gets() == 0
+    resolved = head(front, f"/v2/{scene.target}/manifests/v1", accept)  # how containerd resolves a tag
+    assert resolved.status == 200 and resolved.getheader("Docker-Content-Digest") == first.digest
     assert get(front, f"/v2/{scene.target}/manifests/v1", accept).answer["Docker-Content-Digest"] == first.digest
     wait_until(lambda: scene.ccr_tag("v1") == first.digest, what="the tag committed")
     second = scene.push([MiB], seed=116)  # upstream moves v1
