@@ -52,16 +52,18 @@ class FrontServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), handler)
         self.peer_server = FrontServer(config, self.front, peer=True) if settings.peering and not peer else None
+        self._peer_thread: threading.Thread | None = None
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        if self.peer_server is not None:
-            threading.Thread(
+        if self.peer_server is not None and self._peer_thread is None:
+            self._peer_thread = threading.Thread(
                 target=self.peer_server.serve_forever, args=(poll_interval,), name="front-peers", daemon=True
-            ).start()
+            )
+            self._peer_thread.start()
         super().serve_forever(poll_interval)
 
     def shutdown(self) -> None:
-        if self.peer_server is not None:
+        if self.peer_server is not None and self._peer_thread is not None:  # shutdown() waits for a loop that ran
             self.peer_server.shutdown()
         super().shutdown()
 
