@@ -1,4 +1,5 @@
-"""ccr-webhook installed in the emulated cluster: an empty CCR, the webhook over TLS, the warmer sidecar, an API server.
+"""ccr-webhook installed in the emulated cluster: an empty CCR, the webhook over TLS, the warmer sidecar, an API server,
+and (for the scenarios that have it) the CCR front that nodes pull through.
 
 The API server is the package's in-memory one: admission is the webhook's real /mutate over HTTPS, and
 each admitted Pod is then stored there, so the warmer's Pod watch sees it as it would in a cluster.
@@ -7,6 +8,7 @@ each admitted Pod is then stored there, so the warmer's Pod watch sees it as it 
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from bench.ccr import ccr_settings
 from webhook.config import WarmerConfig
 from webhook.testing.apiserver import LocalAPIServer
+from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer
 from webhook.testing.review_client import admitted_pod, pod_object, pod_review, send_review
 from webhook.testing.warmer_process import LocalWarmer
@@ -25,9 +28,16 @@ NAMESPACE = "bench"
 class CcrCluster:
     """Everything ccr-webhook needs, started fresh (an empty CCR, cold caches) for one scenario."""
 
-    def __init__(self, upstream_registry: str, policy: dict[str, Any], deadline_seconds: float) -> None:
+    def __init__(
+        self, upstream_registry: str, policy: dict[str, Any], deadline_seconds: float, front: bool = False
+    ) -> None:
         self.ccr = RegistryServer()
         self.settings = ccr_settings(self.ccr, upstream_registry, policy)
+        self.front: LocalFront | None = None
+        if front:  # nodes reach the front as ccr.registry; it and the warmer reach the registry at ccr.endpoint
+            self.front = LocalFront(self.settings)
+            self.settings["ccr"] = {**self.settings["ccr"], "registry": self.front.host, "endpoint": self.ccr.url}
+            self.settings["warmer"] = {"throughFront": True}
         self.deadline_seconds = deadline_seconds
         self.api = LocalAPIServer()
         self._stack = contextlib.ExitStack()
@@ -37,6 +47,9 @@ class CcrCluster:
         with contextlib.ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccr-bench-")))
             stack.enter_context(self.ccr)
+            if self.front is not None:
+                stack.callback(self.front.cleanup)
+                self.front.start()
             stack.enter_context(self.api)
             label = WarmerConfig().namespace_label
             self.api.create(
@@ -52,6 +65,24 @@ class CcrCluster:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def front_figures(self) -> dict[str, float]:
+        """What the front counted (bytes from upstream, fetches, mean time to first byte); empty without a front."""
+        if self.front is None:
+            return {}
+        text = self.front.metrics()
+
+        def sample(name: str, labels: str = "") -> float:
+            found = re.search(rf"^{name}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE)
+            return float(found.group(1)) if found else 0.0
+
+        answers = sample("ccr_front_first_byte_seconds_count")
+        return {
+            "front_upstream_bytes": sample("ccr_front_upstream_bytes_total"),
+            "front_fetches_committed": sample("ccr_front_fetches_total", '{outcome="committed"}'),
+            "front_served_from_flight": sample("ccr_front_served_bytes_total", '{source="flight"}'),
+            "front_first_byte_mean_seconds": sample("ccr_front_first_byte_seconds_sum") / answers if answers else 0.0,
+        }
 
     def admit(self, pod_name: str, image: str) -> str:
         """Admit a Pod running `image` through the webhook, store it in the API server, return the image it runs."""

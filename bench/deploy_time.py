@@ -3,7 +3,7 @@
     ./dev bench deploy_time [--scale 0.05] [--rtt-ms 110] [--mbit 200] [--nodes 3]
                             [--sizes 133,670,1210,2230] [--scenarios baseline,...] [--resume]
 
-An upstream registry sits behind an emulated WAN (bench/wan.py). For each published image size, every
+An upstream registry sits behind an emulated WAN (webhook/testing/wan.py). For each published image size, every
 scenario rolls the image out to N nodes; each node pulls with skopeo like a kubelet (back-off 10 s doubling
 to 300 s). Each result is printed as it comes and saved (JSON, a markdown table, a PNG plot) under
 bench/results/ for full-size runs, bench/out/results-scale-<scale>/ otherwise. --resume keeps the

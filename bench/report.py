@@ -142,6 +142,31 @@ def timeline_table(results: Sequence[ScenarioResult], titles: dict[str, str]) ->
     return lines
 
 
+def nodes_table(results: Sequence[ScenarioResult], titles: dict[str, str]) -> list[str]:
+    """Per node: when the pull that succeeded started (its time to first byte, within a round trip or two) and
+    when the node held the image; the pull retries of all nodes; the front's own time to first byte when it ran."""
+    lines = [
+        "| Scenario | Image | pull retries | per node: successful pull started at → held at (s) | "
+        "front: mean time to first byte, upstream bytes |",
+        "|---|---|---|---|---|",
+    ]
+    for result in results:
+        retries = sum(len(node.attempts) - 1 for node in result.nodes)
+        per_node = ", ".join(
+            f"{node.attempts[-1].started:.1f}→{_seconds(node.held_at).removesuffix(' s')}" for node in result.nodes
+        )
+        front = "—"
+        if "front_upstream_bytes" in result.details:
+            details = result.details
+            front = (
+                f"{details['front_first_byte_mean_seconds'] * 1000:.0f} ms, "
+                f"{details['front_upstream_bytes'] / result.image_bytes:.2f}× the image"
+            )
+        title = titles.get(result.scenario, result.scenario)
+        lines.append(f"| {title} | {result.size_mb} MB | {retries} | {per_node} | {front} |")
+    return lines
+
+
 def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} s"
 
@@ -197,6 +222,10 @@ def markdown_report(
         "## Where the time went (the slowest node of each run)",
         "",
         *timeline_table(results, titles),
+        "",
+        "## Every node: time to first byte, pull retries",
+        "",
+        *nodes_table(results, titles),
         "",
     ]
     return "\n".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.wan import WanProxy
+from webhook.testing.wan import WanProxy
 from webhook.registry.client import RegistryClient
 from webhook.testing.processes import RegistryServer
 

@@ -8,9 +8,13 @@
 # CCR_PUSH_PASSWORD, CCR_S3_ACCESS_KEY, CCR_S3_SECRET_KEY, CCR_HTTP_SECRET. The pull account's
 # name and password (for the nodes' containerd) go to standard error.
 #
+# ccr-htpasswd holds both accounts for the registry of the ccr Pods, behind the CCR front: nodes log
+# in with the pull account (the front passes it through), the front commits with the push account.
 # ccr-webhook-credentials holds one docker config.json (key config.json): the push account under
-# the CCR push endpoint's host:port, plus the `auths` of UPSTREAM_DOCKER_CONFIG, a docker
-# config.json of yours with the upstream accounts, if you set it (docs/configuration.md).
+# the CCR push endpoint's host:port and under 127.0.0.1:5002 (the front's own registry), the pull
+# account under the CCR front's (the warmer reads cold images through the front), plus the `auths`
+# of UPSTREAM_DOCKER_CONFIG, a docker config.json of yours with the upstream accounts, if you set it
+# (docs/configuration.md).
 # Needs: python3 with this checkout's dependencies and bcrypt (pip install -e '.[test]'), and kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +45,14 @@ PYTHONPATH=. python3 -m webhook.cli certs generate --out "$work/tls" --service c
 
 htpasswd_line ccr-pull "$pull_password" > "$work/pull-htpasswd"
 htpasswd_line ccr-push "$push_password" > "$work/push-htpasswd"
+cat "$work/pull-htpasswd" "$work/push-htpasswd" > "$work/ccr-htpasswd"
 # The docker config.json ccr-webhook reads: keyed by the host:port of ccr.endpoint in
-# overlays/production (https://ccr-push.<namespace>.svc:5000).
-PUSH_PASSWORD="$push_password" python3 - "$work/config.json" "ccr-push.$namespace.svc:5000" ccr-push "${UPSTREAM_DOCKER_CONFIG:-}" <<'EOF'
+# overlays/production (https://ccr-push.<namespace>.svc:5000, and http://127.0.0.1:5002 in the front's
+# container), and of ccr.registry (the front).
+PUSH_PASSWORD="$push_password" PULL_PASSWORD="$pull_password" python3 - "$work/config.json" \
+  "ccr-push.$namespace.svc:5000" "ccr.$namespace.svc:5000" "${UPSTREAM_DOCKER_CONFIG:-}" <<'EOF'
 import base64, json, os, sys
-out, ccr_host, user, upstream = sys.argv[1:]
-password = os.environ["PUSH_PASSWORD"]
+out, push_host, front_host, upstream = sys.argv[1:]
 auths = {}
 if upstream:
     with open(upstream, encoding="utf-8") as handle:
@@ -55,14 +61,17 @@ if upstream:
         if not isinstance(entry, dict) or not (entry.get("auth") or entry.get("identitytoken") or entry.get("password")):
             print(f"warning: {upstream}: {key} holds no inline credentials (a credential helper?); ccr-webhook cannot use it",
                   file=sys.stderr)
-auths[ccr_host] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+for host, user, password in ((push_host, "ccr-push", os.environ["PUSH_PASSWORD"]),
+                             ("127.0.0.1:5002", "ccr-push", os.environ["PUSH_PASSWORD"]),
+                             (front_host, "ccr-pull", os.environ["PULL_PASSWORD"])):
+    auths[host] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
 with open(out, "w", encoding="utf-8") as handle:
     json.dump({"auths": auths}, handle, indent=2)
 EOF
 
 secret generic ccr-registry-tls --type kubernetes.io/tls \
   --from-file=tls.crt="$work/tls/tls.crt" --from-file=tls.key="$work/tls/tls.key" --from-file=ca.crt="$work/tls/ca.crt"
-secret generic ccr-pull-htpasswd --from-file=htpasswd="$work/pull-htpasswd"
+secret generic ccr-htpasswd --from-file=htpasswd="$work/ccr-htpasswd"
 secret generic ccr-push-htpasswd --from-file=htpasswd="$work/push-htpasswd"
 secret generic ccr-registry --from-literal=http-secret="$http_secret"
 secret generic ccr-s3 --from-literal=accesskey="$s3_access_key" --from-literal=secretkey="$s3_secret_key"

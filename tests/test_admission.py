@@ -273,6 +273,21 @@ def test_unpinned_images_are_admitted_with_a_warning():
     ]
 
 
+def test_an_image_the_ccr_lacks_is_admitted_with_one_warning_per_image():
+    def cold(image):
+        decision = rewrite(image)
+        return Decision(decision.action, image, decision.reason, decision.new_image, cold="not in the CCR yet")
+
+    _, result = answer(
+        pod(containers=[("web", "nginx:1.25"), ("side", "envoy:1")], init=[("migrate", "nginx:1.25")]),
+        lambda image: cold(image) if image == "nginx:1.25" else rewrite(image),
+    )
+    assert result.allowed and len(patch_of(result)) == 4  # three images and the annotation
+    assert result.review["response"]["warnings"] == ['container "web" image "nginx:1.25": not in the CCR yet']
+    _, dry = answer(pod(), cold, mode=Mode.DRY_RUN)
+    assert all("not in the CCR" not in warning for warning in dry.review["response"]["warnings"])
+
+
 def test_ephemeral_subresource_patch_has_no_annotation():
     old = pod(ephemeral=[("debug-1", "busybox:1.36")])
     new = pod(ephemeral=[("debug-1", "busybox:1.36"), ("debug-2", "busybox:1.37")])

@@ -17,7 +17,7 @@ from bench.nodes import (
     pull_like_kubelet,
     pullable_reference,
 )
-from bench.report import deployment_table, without_backoff_wait
+from bench.report import deployment_table, nodes_table, without_backoff_wait
 from bench.results import ScenarioResult, Settings, load_results, save_results
 from webhook.registry.client import RegistryClient
 from webhook.testing.processes import RegistryServer
@@ -214,3 +214,18 @@ def test_the_back_off_wait_is_what_came_between_the_ccr_holding_the_image_and_th
         {"ccr_held_at": 27.7},
     )
     assert without_backoff_wait(waited_at_admission) == 35.0
+
+
+def test_every_node_shows_when_its_successful_pull_started_and_the_retries_are_counted():
+    retried = NodePull(
+        "node-1", "ccr/app", (PullAttempt(0.2, 0.1, "manifest unknown"), PullAttempt(10.3, 5.0, None)), 15.3
+    )
+    at_once = NodePull("node-2", "ccr/app", (PullAttempt(0.3, 4.0, None),), 4.3)
+    front = {"front_upstream_bytes": 990.0, "front_first_byte_mean_seconds": 0.125}
+    results = [
+        ScenarioResult("ccr-always", 670, 1000, 15.3, 1000, 0, (retried, at_once)),
+        ScenarioResult("front", 670, 1000, 4.3, 1000, 0, (at_once, at_once), front),
+    ]
+    rows = nodes_table(results, {"front": "CCR front"})
+    assert rows[2] == "| ccr-always | 670 MB | 1 | 10.3→15.3, 0.3→4.3 | — |"
+    assert rows[3] == "| CCR front | 670 MB | 0 | 0.3→4.3, 0.3→4.3 | 125 ms, 0.99× the image |"

@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from bench.wan import WanProxy
+from webhook.testing.wan import WanProxy
 
 
 def echo_server():

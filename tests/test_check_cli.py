@@ -29,6 +29,7 @@ def listener():
 @pytest.fixture
 def config_file(tmp_path_factory, listener):
     def write(**policy):
+        policy.setdefault("swap", "exists")  # the report then shows what either answer of the CCR leads to
         port = listener.getsockname()[1]
         path = tmp_path_factory.mktemp("config") / "config.yaml"
         path.write_text(

@@ -41,6 +41,9 @@ class FakeRegistries:
         return self._upstream
 
 
+EXISTS = {"swap": "exists"}  # the verdict follows the CCR's answer (under the default, always, it is a rewrite)
+
+
 @pytest.mark.parametrize(
     ("image", "ccr_digests", "policy", "action", "new_image"),
     [
@@ -59,7 +62,7 @@ class FakeRegistries:
 )
 def test_online_verdicts_follow_the_registry_answers(image, ccr_digests, policy, action, new_image):
     config = parse_config(
-        {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": policy}
+        {"ccr": {"registry": "ccr.local"}, "upstreams": [{"registry": "docker.io"}], "policy": {**EXISTS, **policy}}
     )
     registries = FakeRegistries(FakeRegistry({("library/nginx", "1.25"): DIGEST}), FakeRegistry(digests=ccr_digests))
     [verdict] = online_verdicts([image], config, registries, timeout=5)
@@ -81,6 +84,7 @@ def test_check_pins_to_the_digest_the_real_registry_serves(tmp_path, capsys):
                     "upstreams": [
                         {"registry": upstream.host, "endpoint": upstream.url, "insecure": True, "prefix": "mirror"}
                     ],
+                    "policy": EXISTS,
                 }
             )
         )

@@ -25,12 +25,13 @@ MINIMAL = {"ccr": {"registry": "ccr.ccr-system.svc:5000"}}
 def test_defaults_are_the_safe_documented_ones():
     config = parse_config(dict(MINIMAL))
     assert config.policy.reject_latest and config.policy.pin_digest
-    assert config.policy.swap is SwapMode.EXISTS
+    assert config.policy.swap is SwapMode.ALWAYS  # the CCR front streams a cold image through
     assert config.policy.copy is CopyMode.DELAYED
     assert config.policy.on_resolve_error is OnResolveError.ALLOW
     assert config.webhook.deadline_seconds == 2
     assert config.ccr.endpoint == "https://ccr.ccr-system.svc:5000"
     assert config.upstreams == ()
+    assert config.warmer.through_front is False  # without a front there is nothing to read through
 
 
 def test_upstream_defaults():

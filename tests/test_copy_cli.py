@@ -20,6 +20,7 @@ from webhook.copier.engine import CopyProgress, copy_warm_request
 from webhook.policy.decide import warm_request_for
 from webhook.policy.reference import parse_image
 from webhook.registry.client import Registries
+from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import push_sample_image
 from webhook.warmer.queue import JobState, WarmQueue
 
@@ -155,6 +156,28 @@ def test_copy_warm_request_in_the_warm_queue_fails_a_missing_image_without_retry
     assert [job.state for job in finished] == [JobState.DONE, JobState.FAILED]
     assert jobs[1].attempts == 1 and "not found" in (jobs[1].error or "")
     assert jobs[0].result.digest == images["single"].digest
+
+
+def test_a_warm_through_the_front_reads_the_ccr_name_from_what_nodes_pull_and_never_the_upstream(ccr):
+    """warmer.throughFront: the source is ccr.registry (the front) under the CCR name; the upstream is not contacted."""
+    silent = f"127.0.0.1:{free_port()}"  # the upstream: nothing listens there
+    with RegistryServer() as front:  # stands in for the front: serves the image under its CCR name
+        image = push_sample_image(registry_client(front.url), f"{PREFIX}/app/front", "v1", [20_000], seed=203)
+        config = parse_config(
+            {
+                "ccr": {"registry": front.host, "endpoint": ccr.url, "insecure": True},
+                "upstreams": [{"registry": silent, "insecure": True, "prefix": PREFIX}],
+                "warmer": {"throughFront": True},
+            }
+        )
+        registries = Registries(config)
+        try:
+            request = warm_request_for(parse_image(f"{silent}/app/front:v1"), image.digest, config)
+            result = copy_warm_request(registries, request)
+        finally:
+            registries.close()
+    assert result.digest == image.digest and result.blobs_copied == len(image.blobs)
+    assert registry_client(ccr.url).resolve_digest(f"{PREFIX}/app/front", "v1") == image.digest
 
 
 def test_a_terminal_sees_one_line_redrawn_a_log_a_line_per_step():

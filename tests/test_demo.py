@@ -15,4 +15,7 @@ def test_demo_runs_end_to_end_and_every_claim_checks_out():
     assert "Warning: dry-run:" in text and "patch: none" in text
     assert "the CCR holds both (every platform, every blob verified): yes" in text
     assert "/mirror/demo/shop:1.4@sha256:" in text
+    assert "check: rewritten to the front at once, with a warning that the image is cold: yes" in text
+    assert "(mid-fetch: yes)" in text and "(1.00x the blobs)" in text
+    assert "check: two nodes, one upstream fetch of every blob: yes" in text
     assert text.rstrip().endswith("Everything happened as described.")

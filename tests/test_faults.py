@@ -82,7 +82,7 @@ def settings(upstream: Upstream, ccr_endpoint: str, on_resolve_error: str = "all
     return {
         "ccr": {"registry": "ccr.local:5000", "endpoint": ccr_endpoint, "insecure": True},
         "upstreams": [{"registry": upstream.host, "endpoint": upstream.front.url, "insecure": True, "prefix": "up"}],
-        "policy": {"onResolveError": on_resolve_error},
+        "policy": {"swap": "exists", "onResolveError": on_resolve_error},  # a held tag is pinned upstream
         "resolver": {"negativeCacheSeconds": 0.2, "connectTimeoutSeconds": 0.5, "readTimeoutSeconds": 2 * DEADLINE},
         "webhook": {"deadlineSeconds": DEADLINE, "warmerUrl": ""},
     }

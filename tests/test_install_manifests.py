@@ -23,6 +23,7 @@ import yaml
 from webhook import tls
 from webhook.cli import build_parser
 from webhook.config import apply_env_overrides, parse_config
+from webhook.front.metrics import FrontMetrics
 from webhook.registry.auth import load_credentials
 from webhook.retention.watch import WATCHED_KINDS
 
@@ -124,14 +125,21 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def webhook_config(objects, container_name: str = "webhook") -> Any:
-    """The ccr-webhook configuration as a container of the webhook Pod sees it: the ConfigMap plus its env overrides."""
-    deployment = one(objects, "Deployment", SERVICE)
-    webhook = container(deployment, container_name)
-    config_map_name = next(v["configMap"]["name"] for v in pod_spec(deployment)["volumes"] if v["name"] == "config")
-    raw = yaml.safe_load(one(objects, "ConfigMap", config_map_name)["data"]["config.yaml"])
-    env = {e["name"]: e["value"] for e in webhook.get("env", []) if "value" in e}
+def webhook_config(objects, container_name: str = "webhook", deployment_name: str = SERVICE) -> Any:
+    """The ccr-webhook configuration as a container sees it: the ConfigMap it mounts at /etc/ccr-webhook, plus its env."""
+    deployment = one(objects, "Deployment", deployment_name)
+    mounted = next(
+        m for m in container(deployment, container_name)["volumeMounts"] if m["mountPath"] == "/etc/ccr-webhook"
+    )
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mounted["name"])
+    raw = yaml.safe_load(one(objects, "ConfigMap", volume["configMap"]["name"])["data"]["config.yaml"])
+    env = {e["name"]: e["value"] for e in container(deployment, container_name).get("env", []) if "value" in e}
     return parse_config(apply_env_overrides(raw, env))
+
+
+def front_config(objects) -> Any:
+    """The configuration the CCR front container of the CCR Pods sees."""
+    return webhook_config(objects, "front", "ccr")
 
 
 # -- rendering and schemas ---------------------------------------------------------------------------
@@ -539,7 +547,7 @@ def test_the_ccr_is_where_the_configuration_says_and_scales_on_cpu_and_memory(ov
     registry, port = webhook_config(objects).ccr.registry.split(":")
     service_name, service_namespace = registry.split(".")[:2]
     assert (service_name, service_namespace) == ("ccr", NAMESPACE) and registry.endswith(".svc")
-    assert [p["port"] for p in one(objects, "Service", service_name)["spec"]["ports"]] == [int(port)]
+    assert int(port) in [p["port"] for p in one(objects, "Service", service_name)["spec"]["ports"]]
     hpa = one(objects, "HorizontalPodAutoscaler", "ccr")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ccr"}
     assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
@@ -555,19 +563,20 @@ def test_base_ccr_keeps_images_on_a_volume_with_deletes_and_replicas_on_its_node
     assert pod_spec(one(objects, "Deployment", "ccr"))["affinity"]["podAffinity"]  # a ReadWriteOnce volume: one node
 
 
-def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_push_side():
+def test_production_ccr_shares_one_bucket_between_the_registry_behind_the_front_and_a_push_side():
     objects = render("overlays/production")
     assert not find(objects, "PersistentVolumeClaim")
-    pull, push = registry_config(objects, "ccr"), registry_config(objects, "ccr-push")
-    assert pull["storage"]["s3"] == push["storage"]["s3"]
-    assert pull["storage"]["maintenance"]["readonly"]["enabled"] is True
-    assert push["storage"]["delete"]["enabled"] is True and "readonly" not in push["storage"]["maintenance"]
-    for config, account in ((pull, "ccr-pull-htpasswd"), (push, "ccr-push-htpasswd")):
-        assert config["http"]["tls"]["certificate"] and config["auth"]["htpasswd"]["path"]
-        assert config["storage"]["redirect"]["disable"] is True
-    for name, account in (("ccr", "ccr-pull-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
+    local, push = registry_config(objects, "ccr"), registry_config(objects, "ccr-push")
+    assert local["storage"]["s3"] == push["storage"]["s3"]
+    # only the push side deletes and purges; the registry behind the front is on loopback, so TLS stays in the Pod
+    assert push["storage"]["delete"]["enabled"] is True and push["storage"]["maintenance"]["uploadpurging"]["enabled"]
+    assert "delete" not in local["storage"] and not local["storage"]["maintenance"]["uploadpurging"]["enabled"]
+    assert local["http"]["addr"].startswith("127.0.0.1:") and push["http"]["tls"]["certificate"]
+    for config in (local, push):
+        assert config["auth"]["htpasswd"]["path"] and config["storage"]["redirect"]["disable"] is True
+    for name, account in (("ccr", "ccr-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
         spec = pod_spec(one(objects, "Deployment", name))
-        assert {"name": "auth", "secret": {"secretName": account}} in spec["volumes"]
+        assert any(v.get("secret", {}).get("secretName") == account for v in spec["volumes"] if v["name"] == "auth")
         assert "affinity" not in spec
     assert one(objects, "HorizontalPodAutoscaler", "ccr")["spec"]["minReplicas"] >= 2
     config = webhook_config(objects)
@@ -591,6 +600,87 @@ def test_production_ccr_shares_one_bucket_between_a_read_only_pull_side_and_a_pu
     ]
 
 
+# -- the CCR front -----------------------------------------------------------------------------------
+
+
+def port_number(workload: dict[str, Any], container_name: str, name: str) -> int:
+    return next(p["containerPort"] for p in container(workload, container_name)["ports"] if p["name"] == name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nodes_reach_the_front_of_every_ccr_pod_and_the_front_reaches_the_registry_of_its_pod(overlay):
+    objects = render(overlay)
+    ccr = one(objects, "Deployment", "ccr")
+    assert [c["name"] for c in pod_spec(ccr)["containers"]] == ["front", "registry"]
+    front = container(ccr, "front")
+    assert front["image"] == container(one(objects, "Deployment", SERVICE), "webhook")["image"]
+    args = build_parser().parse_args(front["args"])
+    assert (args.command, args.config) == ("front", "/etc/ccr-webhook/config.yaml")
+    config, seen_by_webhook = front_config(objects), webhook_config(objects)
+    # the Service port nodes pull from (ccr.registry) goes to the front's listen port
+    port = int(seen_by_webhook.ccr.registry.rpartition(":")[2])
+    (nodes_port,) = [p for p in one(objects, "Service", "ccr")["spec"]["ports"] if p["port"] == port]
+    assert port_number(ccr, "front", nodes_port["targetPort"]) == int(config.front.listen.rpartition(":")[2])
+    # the front mirrors what admission rewrites, and reaches the registry of its own Pod over loopback
+    assert config.upstreams == seen_by_webhook.upstreams and config.ccr.registry == seen_by_webhook.ccr.registry
+    assert (
+        config.ccr.endpoint == "http://127.0.0.1:" + registry_config(objects, "ccr")["http"]["addr"].rpartition(":")[2]
+    )
+    assert seen_by_webhook.policy.swap.value == "always" and seen_by_webhook.warmer.through_front
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert front[probe]["httpGet"]["port"] == nodes_port["targetPort"]
+        assert front[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if config.front.tls_cert else "HTTP")
+    assert (
+        front["securityContext"]["runAsUser"]
+        == pod_spec(one(objects, "Deployment", SERVICE))["securityContext"]["runAsUser"]
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_front_spools_on_a_capped_volume_larger_than_its_spool_cap(overlay):
+    objects = render(overlay)
+    ccr = one(objects, "Deployment", "ccr")
+    config = front_config(objects).front
+    (mount,) = [m for m in container(ccr, "front")["volumeMounts"] if m["mountPath"] == config.spool_dir]
+    volume = next(v for v in pod_spec(ccr)["volumes"] if v["name"] == mount["name"])
+    limit = volume["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi") and config.spool_max_bytes < int(limit[:-2]) * 1024**3
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nodes_reach_no_registry_port_only_the_front(overlay):
+    objects = render(overlay)
+    ccr = one(objects, "Deployment", "ccr")
+    front_port = port_number(ccr, "front", "registry")
+    open_to_all = {
+        p["port"]
+        for policy in find(objects, "NetworkPolicy")
+        if selects(policy["spec"]["podSelector"], ccr["spec"]["template"]["metadata"]["labels"])
+        for rule in policy["spec"].get("ingress", [])
+        if "from" not in rule
+        for p in rule["ports"]
+    }
+    assert open_to_all == {front_port}
+    address = registry_config(objects, "ccr")["http"]["addr"]
+    assert int(address.rpartition(":")[2]) != front_port
+    if overlay == "overlays/production":  # the registry listens on the Pod's loopback: only its front reaches it
+        assert address.startswith("127.0.0.1:")
+        assert [p["port"] for p in one(objects, "Service", "ccr")["spec"]["ports"]] == [front_port]
+    else:  # the warmer writes there: the webhook Pods only
+        assert webhook_config(objects).ccr.endpoint.endswith(":" + address.rpartition(":")[2])
+
+
+def test_production_front_serves_tls_from_the_ccr_certificate_and_passes_the_node_account_through():
+    objects = render("overlays/production")
+    ccr = one(objects, "Deployment", "ccr")
+    config = front_config(objects).front
+    assert secret_file(ccr, "front", config.tls_cert) == ("ccr-registry-tls", "tls.crt")
+    assert secret_file(ccr, "front", config.tls_key) == ("ccr-registry-tls", "tls.key")
+    assert registry_config(objects, "ccr")["auth"]["htpasswd"]["path"] == "/etc/ccr-registry/auth/htpasswd"
+    assert secret_file(ccr, "registry", "/etc/ccr-registry/auth/htpasswd") == ("ccr-htpasswd", "htpasswd")
+    assert secret_file(ccr, "front", front_config(objects).ccr.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY)
+
+
 # -- network policies ------------------------------------------------------------------------------------
 
 
@@ -609,13 +699,23 @@ def test_ingress_is_denied_by_default_and_opened_per_port(overlay):
 
 
 def metric_names(text: str) -> set[str]:
-    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bccr_webhook_[a-z_]+", text)}
+    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bccr_(?:webhook|front)_[a-z_]+", text)}
+
+
+# What the front's /metrics serves, as the dashboard and the alerts name it.
+FRONT_METRICS = metric_names(
+    "\n".join(
+        line
+        for line in FrontMetrics().exposition().decode().splitlines()
+        if not line.startswith("#") and "_created" not in line
+    )
+)
 
 
 def test_dashboard_covers_every_metric_and_names_no_other():
     dashboard = json.loads((MANIFESTS / "components/monitoring/dashboard.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    assert metric_names(exprs) == METRICS
+    assert metric_names(exprs) == METRICS | FRONT_METRICS
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     config_map = one(render("overlays/production"), "ConfigMap", "ccr-webhook-dashboard")
@@ -629,7 +729,7 @@ def test_alerts_cover_errors_latency_warm_failures_and_a_ccr_down():
         alerts
     )
     for name, alert in alerts.items():
-        assert metric_names(alert["expr"]) <= METRICS, name
+        assert metric_names(alert["expr"]) <= METRICS | FRONT_METRICS, name
         assert alert["expr"].count("(") == alert["expr"].count(")"), name
         assert alert["labels"]["severity"] in ("warning", "critical") and alert["annotations"]["summary"], name
     assert "ccr_webhook_admission_duration_seconds_bucket" in alerts["CCRWebhookAdmissionSlow"]["expr"]
@@ -749,11 +849,13 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
         tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
     assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
     for name, user, password in (
-        ("ccr-pull-htpasswd", b"ccr-pull", b"pull-pw"),
+        ("ccr-htpasswd", b"ccr-pull", b"pull-pw"),
+        ("ccr-htpasswd", b"ccr-push", b"push-pw"),
         ("ccr-push-htpasswd", b"ccr-push", b"push-pw"),
     ):
-        line_user, hashed = secrets[name]["htpasswd"].strip().split(b":", 1)
-        assert line_user == user and bcrypt.checkpw(password, hashed)
+        lines = dict(line.split(b":", 1) for line in secrets[name]["htpasswd"].strip().splitlines())
+        assert bcrypt.checkpw(password, lines[user])
+    assert set(dict(line.split(b":", 1) for line in secrets["ccr-push-htpasswd"]["htpasswd"].split())) == {b"ccr-push"}
     # the push account, in the docker config.json the client reads, for the endpoint the overlay configures;
     # and the upstream accounts merged in beside it
     assert set(secrets[CREDENTIALS_SECRET]) == {CREDENTIALS_KEY}
@@ -763,3 +865,12 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
     assert (push.username, push.password) == ("ccr-push", "push-pw")
     hub = load_credentials(config_json, "https://registry-1.docker.io")
     assert (hub.username, hub.password) == ("hub-user", "hub-pw")
+    # the front commits to the registry of its Pod with the push account; the warmer reads through the front as a node
+    objects = render("overlays/production")
+    front = load_credentials(config_json, front_config(objects).ccr.endpoint)
+    assert (front.username, front.password) == ("ccr-push", "push-pw")
+    assert front_config(objects).ccr.credentials == CREDENTIALS_PATH
+    config = webhook_config(objects, "warmer")
+    assert config.warmer.through_front
+    through = load_credentials(config_json, f"https://{config.ccr.registry}")
+    assert (through.username, through.password) == ("ccr-pull", "pull-pw")

@@ -60,7 +60,7 @@ def test_kinds_without_a_pod_spec_are_counted_and_skipped(api_version, kind):
     assert inventory.skipped == {kind: 1}
 
 
-def test_init_ephemeral_and_regular_containers_in_spec_order():
+def test_containers_are_reported_in_the_walker_order_admission_patches_in():
     spec = {
         "containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}],
         "initContainers": [{"name": "i", "image": "i:1"}],
@@ -70,9 +70,9 @@ def test_init_ephemeral_and_regular_containers_in_spec_order():
         parse_documents(json.dumps({"kind": "Pod", "metadata": {"name": "p"}, "spec": spec}), "p", True)
     )
     assert [(f.container_list, f.container, f.pointer) for f in inventory.images] == [
-        ("initContainers", "i", "/spec/initContainers/0/image"),
         ("containers", "a", "/spec/containers/0/image"),
         ("containers", "b", "/spec/containers/1/image"),
+        ("initContainers", "i", "/spec/initContainers/0/image"),
         ("ephemeralContainers", "e", "/spec/ephemeralContainers/0/image"),
     ]
     assert inventory.images[0].namespace is None

@@ -1,4 +1,4 @@
-"""The Pod watch against the fake API server through the real kubernetes client: labelled namespaces, 410, resync."""
+"""The warmer's Pod watch against the fake API server through the real kubernetes client: labelled namespaces, 410."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from kubernetes import client
 
 from tests.support.waiting import wait_until
-from webhook.kube.informer import PodWatch
+from webhook.kube.informer import Informer
 from webhook.testing.apiserver import LocalAPIServer
+from webhook.warmer.watch import PodWatch
 
 LABEL = "ccr-webhook/policy"
 
@@ -60,21 +61,29 @@ def api():
         yield server
 
 
-def start(api, values=("enforce",), **options):
-    sink = Sink()
-    watch = PodWatch(
-        client.CoreV1Api(api.api_client()),
-        label=LABEL,
-        values=values,
-        on_pods=sink.pods,
-        on_deleted=sink.gone,
-        **options,
-    ).start()
-    return watch, sink
+@pytest.fixture
+def start(api):
+    """Starts a PodWatch on a Pod informer of its own (the warmer shares the process's); both stop at the end."""
+    started = []
+
+    def start(values=("enforce",), **options):
+        sink = Sink()
+        core = client.CoreV1Api(api.api_client())
+        pods = Informer(core.list_pod_for_all_namespaces, kind="Pod", api_version="v1", **options).start()
+        watch = PodWatch(
+            core, pods, label=LABEL, values=values, on_pods=sink.pods, on_deleted=sink.gone, **options
+        ).start()
+        started.append((watch, pods))
+        return watch, sink
+
+    yield start
+    for watch, pods in started:
+        watch.stop()
+        pods.stop()
 
 
-def test_lists_the_pods_of_labelled_namespaces_then_follows_changes(api):
-    watch, sink = start(api)
+def test_lists_the_pods_of_labelled_namespaces_then_follows_changes(api, start):
+    watch, sink = start()
     try:
         wait_until(lambda: ("team/team-1", True) in sink.seen, what="the first listing")
         api.create(pod("team-2", "team"))
@@ -88,16 +97,16 @@ def test_lists_the_pods_of_labelled_namespaces_then_follows_changes(api):
     assert not watch.alive
 
 
-def test_dry_run_namespaces_only_when_asked(api):
-    watch, sink = start(api, values=("enforce", "dry-run"))
+def test_dry_run_namespaces_only_when_asked(api, start):
+    watch, sink = start(values=("enforce", "dry-run"))
     try:
         wait_until(lambda: sink.names() == {"team/team-1", "trial/trial-1"}, what="both namespaces listed")
     finally:
         watch.stop()
 
 
-def test_a_namespace_labelled_later_has_its_pods_listed_at_once(api):
-    watch, sink = start(api)
+def test_a_namespace_labelled_later_has_its_pods_listed_at_once(api, start):
+    watch, sink = start()
     try:
         wait_until(lambda: sink.names(), what="the first listing")
         api.patch("Namespace", "other", {"metadata": {"labels": {LABEL: "enforce"}}})
@@ -106,8 +115,8 @@ def test_a_namespace_labelled_later_has_its_pods_listed_at_once(api):
         watch.stop()
 
 
-def test_lists_again_when_the_watch_history_is_gone(api):
-    watch, sink = start(api, watch_seconds=1)
+def test_lists_again_when_the_watch_history_is_gone(api, start):
+    watch, sink = start(watch_seconds=1)
     try:
         wait_until(lambda: sink.seen, what="the first listing")
         lists = lambda: len([r for r in api.requests_to("GET", "/api/v1/pods") if "watch" not in r.query])  # noqa: E731
@@ -122,9 +131,9 @@ def test_lists_again_when_the_watch_history_is_gone(api):
         watch.stop()
 
 
-def test_an_api_server_error_is_retried_with_a_new_listing(api):
+def test_an_api_server_error_is_retried_with_a_new_listing(api, start):
     api.fail_next(500, method="GET", path_contains="/api/v1/pods")
-    watch, sink = start(api, retry_seconds=0.05)
+    watch, sink = start(retry_seconds=0.05)
     try:
         wait_until(lambda: ("team/team-1", True) in sink.seen, what="the listing after the error")
     finally:

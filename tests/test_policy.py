@@ -109,38 +109,57 @@ def test_rewrite_uses_the_upstream_prefix():
 
 
 def test_pin_upstream_and_warm_when_the_ccr_lacks_it():
-    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=False))
+    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=False), swap="exists")
     assert decision.action is Action.PIN
     assert decision.new_image == f"docker.io/library/nginx:1.25@{D1}"
     assert isinstance(decision.warm, WarmRequest)
     assert str(decision.warm.source) == f"docker.io/library/nginx:1.25@{D1}"
     assert str(decision.warm.target) == f"{CCR}/docker.io/library/nginx:1.25@{D1}"
     assert "due to be warmed into the CCR" in decision.reason
+    assert decision.cold == "not in the CCR yet: pulled from docker.io this time; due to be warmed into the CCR"
 
 
 def test_ccr_silent_pins_upstream_and_still_warms():
-    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=None))
+    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=None), swap="exists")
     assert decision.action is Action.PIN and "did not answer" in decision.reason
-    assert decision.warm is not None
+    assert decision.warm is not None and decision.cold is None  # not known to be cold: no warning
 
 
 def test_copy_none_never_warms():
-    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=False), copy="none")
+    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=False), copy="none", swap="exists")
     assert decision.action is Action.PIN and decision.warm is None
 
 
-def test_swap_always_rewrites_without_asking_the_ccr_and_warms():
-    config = make_config(swap="always")
+def test_swap_always_is_the_default_and_rewrites_a_cold_image_with_a_warning_and_a_warm():
+    config = make_config()
     plan = plan_image("nginx:1.25", config)
-    assert isinstance(plan, Lookup) and plan.need_digest and not plan.need_ccr
-    decision = decide_image(plan, ImageFacts(digest=D1), config)
-    assert decision.action is Action.REWRITE
+    assert isinstance(plan, Lookup) and plan.need_digest and plan.need_ccr
+    decision = decide_image(plan, ImageFacts(digest=D1, in_ccr=False), config)
+    assert decision.action is Action.REWRITE and decision.reason == "policy.swap is always"
     assert decision.new_image == f"{CCR}/docker.io/library/nginx:1.25@{D1}"
     assert decision.warm is not None
+    assert decision.cold and "the CCR front fetches it from docker.io once" in decision.cold
 
 
-def test_swap_always_with_a_digest_needs_no_registry():
-    decision = verdict(f"nginx@{D1}", swap="always")
+@pytest.mark.parametrize(
+    ("in_ccr", "warmed", "warned"), [(True, False, False), (None, True, False), (False, True, True)]
+)
+def test_swap_always_warms_and_warns_only_what_the_ccr_may_lack(in_ccr, warmed, warned):
+    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=in_ccr))
+    assert decision.action is Action.REWRITE and decision.new_image == f"{CCR}/docker.io/library/nginx:1.25@{D1}"
+    assert (decision.warm is not None, decision.cold is not None) == (warmed, warned)
+
+
+def test_swap_always_with_copy_none_does_not_ask_the_ccr():
+    plan = plan_image("nginx:1.25", make_config(copy="none"))
+    assert isinstance(plan, Lookup) and plan.need_digest and not plan.need_ccr
+
+
+def test_swap_always_with_a_digest_asks_only_the_ccr():
+    config = make_config(swap="always")
+    plan = plan_image(f"nginx@{D1}", config)
+    assert isinstance(plan, Lookup) and not plan.need_digest and plan.need_ccr
+    decision = decide_image(plan, ImageFacts(), config)
     assert decision.action is Action.REWRITE
     assert decision.new_image == f"{CCR}/docker.io/library/nginx@{D1}"
 
@@ -153,7 +172,7 @@ def test_digest_only_reference_asks_only_the_ccr():
 
 
 def test_already_pinned_upstream_image_the_ccr_lacks_is_left_and_warmed():
-    decision = verdict(f"docker.io/library/nginx:1.25@{D1}", ImageFacts(in_ccr=False))
+    decision = verdict(f"docker.io/library/nginx:1.25@{D1}", ImageFacts(in_ccr=False), swap="exists")
     assert decision.action is Action.LEAVE and decision.new_image is None
     assert decision.warm is not None
 
@@ -171,7 +190,7 @@ def test_pin_digest_off_rewrites_by_tag_when_the_ccr_holds_it():
 
 
 def test_pin_digest_off_leaves_upstream_image_when_the_ccr_lacks_it():
-    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=False), pinDigest=False)
+    decision = verdict("nginx:1.25", ImageFacts(digest=D1, in_ccr=False), pinDigest=False, swap="exists")
     assert decision.action is Action.LEAVE and decision.warm is not None
 
 

@@ -20,6 +20,7 @@ CONFIG = parse_config(
     {
         "ccr": {"registry": "ccr:5000"},
         "upstreams": [{"registry": "up.io"}],
+        "policy": {"swap": "exists"},  # the CCR's answer decides rewrite or pin
         "resolver": {"cacheSeconds": 60, "ccrCacheSeconds": 30, "negativeCacheSeconds": 5},
     }
 )

@@ -45,6 +45,7 @@ def config(registries):
             ],
             "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1},
             "resolver": {"ccrCacheSeconds": 30},
+            "policy": {"swap": "exists"},  # an evicted image goes back to its upstream until warmed again
         }
     )
 
@@ -127,6 +128,22 @@ def test_dry_run_deletes_nothing_and_says_what_it_would(config, clients, usage, 
     assert [verdict.image.digest for verdict in result.plan.evictions] == [old.digest]
     assert clients.ccr.has_manifest(REPOSITORY, old.digest) and clients.ccr.has_manifest(REPOSITORY, new.digest)
     assert sorted(clients.ccr.list_tags(REPOSITORY)) == ["new", "old"]
+
+
+def test_a_repository_ccr_webhook_did_not_mirror_is_never_judged_nor_deleted(config, clients, usage, clock):
+    """Issue 13 item 15: the CCR may be shared; only repositories under an upstream's prefix are retention's."""
+    foreign = [
+        push_sample_image(clients.ccr, "team/private", tag, [2000], seed=year, created=f"{year}-06-01T12:00:00Z")
+        for tag, year in (("old", 2019), ("new", 2020))
+    ]
+    beside = push_sample_image(clients.ccr, "mirror/upper", "v1", [2000], seed=7, created="2019-06-01T12:00:00Z")
+    mirrored = push(clients, "old", 2020), push(clients, "new", 2024)
+    clock.now = START + 30 * DAY
+    result = Retention(config, clients.ccr, usage.tracker, usage.confirm, clock=clock).run()
+    assert {verdict.image.repository for verdict in result.plan.verdicts} == {REPOSITORY}
+    assert [outcome.deleted for outcome in result.outcomes] == [(mirrored[0].digest,)]
+    assert all(clients.ccr.has_manifest("team/private", image.digest) for image in foreign)
+    assert clients.ccr.has_manifest("mirror/upper", beside.digest)  # "mirror/up" is a prefix of names, not of text
 
 
 def test_a_pod_created_between_planning_and_deleting_keeps_its_image(config, clients, cluster, usage, clock):

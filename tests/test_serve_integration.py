@@ -67,7 +67,7 @@ def settings(registries, silent, on_resolve_error):
             {"registry": silent[2], "insecure": True, "prefix": "down"},
             {"registry": silent[0].host, "insecure": True, "prefix": "slow"},
         ],
-        "policy": {"onResolveError": on_resolve_error},
+        "policy": {"swap": "exists", "onResolveError": on_resolve_error},  # the CCR's answer decides rewrite or pin
         "resolver": {"readTimeoutSeconds": 2 * DEADLINE, "connectTimeoutSeconds": 1},
         "webhook": {"deadlineSeconds": DEADLINE, "maxRequestBytes": MAX_REQUEST_BYTES},
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from webhook import tls
 from webhook.testing.processes import free_port, stop, wait_for_port
@@ -125,7 +126,7 @@ def test_plan_rotates_a_ca_near_its_end_keeping_the_old_one_trusted_until_it_exp
     rotated, reason = tls.plan_tls_material(material, NAMES, [], POLICY)
     assert reason.startswith("the CA expires")
     trusted = tls.load_certificates(rotated.ca_bundle)
-    assert [serial(c.public_bytes(tls.serialization.Encoding.PEM)) for c in trusted] == [
+    assert [serial(c.public_bytes(serialization.Encoding.PEM)) for c in trusted] == [
         serial(rotated.ca.cert_pem),
         serial(material.ca.cert_pem),
     ]

@@ -73,15 +73,18 @@ def hints_taken(warmer: Warmer) -> float:
     return warmer.metrics.hints.labels("accepted")._value.get()
 
 
+EXISTS = {"swap": "exists"}  # upstream until the CCR holds the image (the default is always)
+
+
 def test_swap_exists_pins_upstream_then_warms_then_rewrites_the_next_pod(scene):
-    with webhook_and_warmer(scene) as (hook, warmer):
+    with webhook_and_warmer(scene, policy=EXISTS) as (hook, warmer):
         assert admit(hook, scene.tagged) == scene.source  # the CCR lacks it: pinned upstream, hinted
         wait_until(scene.in_ccr, what="the warm")
         wait_until(lambda: admit(hook, scene.tagged, uid="next") == scene.target, what="the next Pod rewritten")
 
 
 def test_dry_run_reviews_and_dry_run_namespaces_send_no_hint(scene):
-    with webhook_and_warmer(scene) as (hook, warmer):
+    with webhook_and_warmer(scene, policy=EXISTS) as (hook, warmer):
         assert admit(hook, scene.tagged, dry_run=True) == scene.source  # answered, but no side effect
         assert admit(hook, scene.tagged, path="/dry-run", uid="dry-ns") == scene.tagged  # dry-run mode changes nothing
         other = f"{scene.upstream_host}/team/other:1.0@{scene.image.digest}"
@@ -102,6 +105,16 @@ def test_swap_always_rewrites_at_once_and_the_warm_follows(scene):
         wait_until(scene.in_ccr, what="the warm")
 
 
+def test_the_default_policy_rewrites_a_held_image_without_hinting_the_warmer(scene):
+    with webhook_and_warmer(scene) as (hook, warmer):  # swap: always asks the CCR: a held image is not warmed again
+        assert admit(hook, scene.tagged) == scene.target
+        wait_until(scene.in_ccr, what="the warm")
+        wait_until(lambda: hints_taken(warmer) == 1, what="the first hint")
+        downloads = scene.blob_downloads().total()
+        wait_until(lambda: admit(hook, scene.tagged, uid="held") == scene.target, what="the second Pod")
+        assert hints_taken(warmer) == 1 and scene.blob_downloads().total() == downloads
+
+
 def test_copy_force_rewrites_within_the_deadline_when_the_copy_is_fast(scene):
     with webhook_and_warmer(scene, policy={"copy": "force"}) as (hook, _):
         assert admit(hook, scene.tagged) == scene.target
@@ -110,13 +123,13 @@ def test_copy_force_rewrites_within_the_deadline_when_the_copy_is_fast(scene):
 
 def test_copy_force_answers_as_delayed_when_the_copy_is_slow_and_the_copy_goes_on(scene):
     scene.proxy.blob_delay_seconds = 3
-    with webhook_and_warmer(scene, policy={"copy": "force"}, webhook={"deadlineSeconds": 1}) as (hook, _):
+    with webhook_and_warmer(scene, policy={**EXISTS, "copy": "force"}, webhook={"deadlineSeconds": 1}) as (hook, _):
         assert admit(hook, scene.tagged) == scene.source
         wait_until(scene.in_ccr, what="the copy finishing after the answer")
 
 
 def test_copy_none_never_copies(scene):
-    with webhook_and_warmer(scene, policy={"copy": "none"}) as (hook, warmer):
+    with webhook_and_warmer(scene, policy={**EXISTS, "copy": "none"}) as (hook, warmer):
         assert admit(hook, scene.tagged) == scene.source
         assert admit(hook, scene.tagged, uid="again") == scene.source
         assert warmer.metrics.hints.labels("rejected")._value.get() == 0 and hints_taken(warmer) == 0

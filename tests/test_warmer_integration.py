@@ -4,6 +4,7 @@ watch, a crash mid-copy, two replicas and their Lease, forged hints, Events."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
 from webhook.registry.errors import RegistryError
 from webhook.testing.processes import RegistryServer
 from webhook.testing.warmer_process import LocalWarmer
-from webhook.warmer.events import FINISHED, STARTED
+from webhook.warmer.events import FINISHED, PROGRESS, STARTED
 from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
@@ -76,12 +77,18 @@ def test_a_pod_listed_at_start_is_warmed_with_no_hint_at_all(scene, run_warmer):
     wait_until(scene.in_ccr, what="the image in the CCR")
     assert warmer.metrics.hints.labels("accepted")._value.get() == 0
     events = wait_until(
-        lambda: len(scene.api.objects("Event", NAMESPACE)) == 2 and scene.api.objects("Event", NAMESPACE),
-        what="two Events",
+        lambda: (found := scene.api.objects("Event", NAMESPACE)) and found[-1]["reason"] == FINISHED and found,
+        what="the Event saying the warm finished",
     )
-    assert [(e["reason"], e["type"]) for e in events] == [(STARTED, "Normal"), (FINISHED, "Normal")]
+    # started, progress as the first blob bytes move (then at most every 10 s: once here), finished
+    assert [(e["reason"], e["type"]) for e in events] == [
+        (STARTED, "Normal"),
+        (PROGRESS, "Normal"),
+        (FINISHED, "Normal"),
+    ]
     assert {e["involvedObject"]["uid"] for e in events} == {created["metadata"]["uid"]}
-    assert scene.target in events[1]["message"] and "copied in" in events[1]["message"]
+    assert re.fullmatch(r"CCR: pulling [0-9.]+ [kMG]?B from \S+, [0-9]+% done, .+", events[1]["message"])
+    assert scene.target in events[2]["message"] and "copied in" in events[2]["message"]
 
 
 def test_copy_none_never_copies(scene, run_warmer):

@@ -7,14 +7,14 @@ import json
 import pytest
 
 from webhook.config import parse_config
-from webhook.copier.engine import CopyError, CopyResult
+from webhook.copier.engine import CopyError, CopyProgress, CopyResult
 from webhook.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
 from webhook.http_service import Request
 from webhook.policy.decide import WarmRequest
 from webhook.policy.reference import parse_image
 from webhook.registry.errors import NotFound, RegistryAuthError, RegistryUnavailable
 from webhook.registry.resolver import Resolver
-from webhook.warmer.events import FAILED, FINISHED, STARTED, WarmEvents, scrub, warm_event
+from webhook.warmer.events import FAILED, FINISHED, PROGRESS, STARTED, WarmEvents, progress_message, scrub, warm_event
 from webhook.warmer.metrics import failure_reason
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
@@ -224,6 +224,50 @@ def test_events_are_limited_per_image_and_reason_and_capped_in_pods():
         "uid": "uid-a",
     }
     assert body["type"] == "Normal" and body["source"] == {"component": "ccr-webhook-warmer"}
+
+
+def progress(bytes_done, seconds, bytes_total=1_200_000_000, phase="blobs", bytes_copied=None):
+    copied = bytes_done if bytes_copied is None else bytes_copied
+    return CopyProgress("img", phase, 5, 2, bytes_total, bytes_done, copied, seconds)
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (progress(540_000_000, 36.0), "CCR: pulling 1.2 GB from docker.io, 45% done, about 45 s left"),
+        (progress(120_000_000, 60.0), "CCR: pulling 1.2 GB from docker.io, 10% done, about 9 min left"),
+        (progress(1_190_000_000, 20.0), "CCR: pulling 1.2 GB from docker.io, 99% done, a few seconds left"),
+        # blobs the CCR held already count as done, not towards the rate: 300 MB in 10 s, 600 MB to go
+        (
+            progress(600_000_000, 10.0, bytes_copied=300_000_000),
+            "CCR: pulling 1.2 GB from docker.io, 50% done, about 20 s left",
+        ),
+    ],
+)
+def test_progress_messages_give_percent_and_time_left(state, message):
+    assert progress_message(warm_request(), state) == message
+
+
+def test_no_progress_message_before_the_first_byte_or_after_the_blobs():
+    assert progress_message(warm_request(), progress(0, 2.0)) is None
+    assert progress_message(warm_request(), progress(0, 0.0, bytes_total=0)) is None
+    assert progress_message(warm_request(), progress(1_200_000_000, 30.0, phase="manifests")) is None
+
+
+def test_progress_events_go_out_at_most_every_progress_interval():
+    index, core, clock = PodIndex(), RecordingCore(), Clock()
+    index.record(PodRef.of(pod("a")), frozenset(), [job_key(warm_request())])
+    events = WarmEvents(
+        core, index.pods_for, interval=300, pods_per_image=5, instance="test", progress_interval=10, clock=clock
+    ).start()
+    for second in range(31):  # a copy reporting every second for 30 s
+        clock.now = 1000.0 + second
+        events.progress(warm_request(), progress(40_000_000 * (second + 1), second + 1.0))
+    events.stop()
+    posted = [(body["reason"], body["message"]) for _, body in core.events]
+    assert [reason for reason, _ in posted] == [PROGRESS] * 4  # at 0, 10, 20 and 30 s
+    assert posted[0][1] == "CCR: pulling 1.2 GB from docker.io, 3% done, about 30 s left"
+    assert posted[-1][1] == "CCR: pulling 1.2 GB from docker.io, 100% done, a few seconds left"
 
 
 # -- metrics -------------------------------------------------------------------------------------------

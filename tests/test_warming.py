@@ -30,6 +30,7 @@ class Hints:
 
 
 def config(**policy):
+    policy.setdefault("swap", "exists")  # a cold image is pinned upstream and hinted
     return parse_config(
         {
             "ccr": {"registry": CCR},

@@ -10,6 +10,7 @@ this module holds the base and the map:
     ├── InvalidImageReference        policy.reference: an image string the reference grammar refuses, and why
     ├── BadReview                    policy.review: a body that is not an AdmissionReview v1 for a Pod (a 400)
     ├── ManifestError                policy.workloads: text that is not a readable manifest; source and line
+    ├── PodSpecError                 policy.workloads: a pod spec's container lists are malformed; where
     ├── NotMirrored                  policy.decide: an image no configured upstream serves
     ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
     │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
@@ -31,8 +32,9 @@ this module holds the base and the map:
 Plain ValueError and TypeError still mean a programming error (an argument out of its contract), not
 something an operator or a remote party did.
 
-Internal control flow (`webhook.retention.watch._Relist`) derives from it too, so the one rule holds without
-exceptions; the test harness (`webhook.testing`) is not part of the product and keeps its own.
+Internal control flow (`webhook.kube.informer._Expired`, a watch that must list again) derives from it
+too, so the one rule holds without exceptions; the test harness (`webhook.testing`) is not part of the
+product and keeps its own.
 """
 
 

@@ -139,7 +139,7 @@ class HintClient:
             self._on_result("dropped", len(requests))
             return set()
         self._on_result("sent", len(requests))
-        return {request for request, result in zip(requests, results) if result.get("state") in IN_CCR}
+        return {request for request, result in zip(requests, results, strict=False) if result.get("state") in IN_CCR}
 
     def _start_sender(self) -> None:
         """Start the sender thread on first use (so each forked gunicorn worker has its own)."""

@@ -118,11 +118,13 @@ def _handler(routes: dict[tuple[str, str], Route], max_body: int) -> type[BaseHT
             length = int(self.headers.get("Content-Length") or 0)
             if length > max_body:
                 self.close_connection = True
-                return self._send(Reply(413, f"the body is larger than {max_body} bytes\n".encode()))
+                self._send(Reply(413, f"the body is larger than {max_body} bytes\n".encode()))
+                return
             body = self.rfile.read(length) if length else b""
             if route is None:
                 known = any(path == url.path for _, path in routes)
-                return self._send(Reply(405 if known else 404, b"no such route\n"))
+                self._send(Reply(405 if known else 404, b"no such route\n"))
+                return
             query = {key: values[-1] for key, values in urllib.parse.parse_qs(url.query).items()}
             try:
                 reply = route(Request(self.command, url.path, query, body, self.client_address[0]))

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask, Response
 
@@ -39,8 +39,6 @@ from webhook.policy.review import (
 
 # Decide the images of a Pod within `timeout` seconds: one decision per image, in order.
 Evaluate = Callable[[Sequence[str], float], list[Decision]]
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 # Share of the deadline given to the registries; the rest is for reading the body and writing the answer.
 EVALUATION_SHARE = 0.9
@@ -68,7 +66,12 @@ class AdmissionEndpoints:
     """WSGI middleware answering /mutate (enforce) and /dry-run; every other path goes on to `next_app`."""
 
     def __init__(
-        self, next_app: WSGIApp, config: Config, evaluate: Evaluate, metrics: Metrics, warming: Warming | None = None
+        self,
+        next_app: WSGIApplication,
+        config: Config,
+        evaluate: Evaluate,
+        metrics: Metrics,
+        warming: Warming | None = None,
     ) -> None:
         self.next_app = next_app
         self.warming = warming
@@ -77,7 +80,7 @@ class AdmissionEndpoints:
         self.evaluate = evaluate
         self.metrics = metrics
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         mode = _PATHS.get(environ.get("PATH_INFO", ""))
         if mode is None:
             return self.next_app(environ, start_response)
@@ -90,7 +93,7 @@ class AdmissionEndpoints:
         start_response(_STATUS[status], [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
 
-    def answer(self, environ: dict[str, Any], mode: Mode, started: float) -> tuple[int, str, bytes]:
+    def answer(self, environ: WSGIEnvironment, mode: Mode, started: float) -> tuple[int, str, bytes]:
         """Status, content type and body for one POSTed review."""
         content_type = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if content_type != _JSON:
@@ -109,7 +112,7 @@ class AdmissionEndpoints:
             log_answer(result, mode, started)
         return 200, _JSON, encode_review(result)
 
-    def read_body(self, environ: dict[str, Any]) -> bytes | None:
+    def read_body(self, environ: WSGIEnvironment) -> bytes | None:
         """The request body, or None when it is larger than allowed (not read further then)."""
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)

@@ -31,7 +31,7 @@ class Warming:
     def ensure_warm(
         self, request: AdmissionRequest, mode: Mode, decisions: Sequence[Decision], timeout: float
     ) -> list[Decision]:
-        """Under copy: force, wait up to `timeout` for the warms of an enforce review; redecide the images now in the CCR."""
+        """Under copy: force, wait up to `timeout` for an enforce review's warms; redecide the images now in the CCR."""
         wanted = warm_requests(decisions)
         denied = any(decision.action is Action.DENY for decision in decisions)  # refused anyway: nothing to wait for
         if (

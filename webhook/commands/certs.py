@@ -110,7 +110,8 @@ def _generate(args: argparse.Namespace) -> int:
     serving.write(out / "tls.crt", out / "tls.key")
     info = tls.describe_certificate(serving.cert_pem)
     print(
-        f"wrote {out}/ca.crt, ca.key, tls.crt, tls.key; valid until {info.not_after:%Y-%m-%d} for {', '.join(info.dns_names + info.ip_addresses)}"
+        f"wrote {out}/ca.crt, ca.key, tls.crt, tls.key; valid until {info.not_after:%Y-%m-%d} "
+        f"for {', '.join(info.dns_names + info.ip_addresses)}"
     )
     return 0
 

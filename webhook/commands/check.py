@@ -90,11 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ccr-webhook check: {err}", file=sys.stderr)
         return 2
     images = list(dict.fromkeys(found.image for found in inventory.images))
-    if args.offline:
-        verdicts = offline_verdicts(images, config)
-    else:
-        verdicts = _ask_registries(images, config, args.timeout)
-    by_image = dict(zip(images, verdicts))
+    verdicts = offline_verdicts(images, config) if args.offline else _ask_registries(images, config, args.timeout)
+    by_image = dict(zip(images, verdicts, strict=True))
     results = [(found, by_image[found.image]) for found in inventory.images]
     summary = summarize(inventory, results, args.offline)
     if args.output == "json":

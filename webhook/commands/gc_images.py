@@ -171,9 +171,8 @@ def format_bytes(size: int) -> str:
     """`512 B`, `31.4 KiB`, `1.2 GiB`."""
     if size < 1024:
         return f"{size} B"
-    value, unit = float(size), "B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024:
-            break
-    return f"{value:.1f} {unit}"
+    units = ("KiB", "MiB", "GiB", "TiB")
+    value, index = size / 1024, 0
+    while value >= 1024 and index < len(units) - 1:
+        value, index = value / 1024, index + 1
+    return f"{value:.1f} {units[index]}"

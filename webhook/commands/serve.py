@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def with_command_line(config: Config, args: argparse.Namespace) -> Config:
-    """`config` with the webhook settings given on the command line put over the file's; bad options are ConfigErrors."""
+    """`config` with the webhook settings of the command line over the file's; bad options are ConfigErrors."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither")
     for flag, value in (("--workers", args.workers), ("--threads", args.threads)):

@@ -20,8 +20,8 @@ DEFAULT_LEASE_NAMESPACE = "ccr-system"
 class SwapMode(str, enum.Enum):
     """When an image is rewritten to the CCR."""
 
-    EXISTS = "exists"  # only when the CCR already holds the digest
-    ALWAYS = "always"  # always, trusting the warmer to fill the CCR before the pull
+    EXISTS = "exists"  # only when the CCR already holds the digest; upstream is the fallback while it does not
+    ALWAYS = "always"  # always: the CCR front streams a cold image to the nodes as it fetches it (the default)
 
 
 class CopyMode(str, enum.Enum):
@@ -64,12 +64,14 @@ class CCRConfig:
     """The Cluster Container Registry: where nodes pull from, and how ccr-webhook reaches it."""
 
     registry: str = key(
-        doc="The CCR as nodes pull from it: `ccr.ccr-system.svc:5000`. Images are rewritten to "
+        doc="The CCR as nodes pull from it, its front: `ccr.ccr-system.svc:5000`. Images are rewritten to "
         "`<registry>/<upstream prefix>/<repository>@<digest>`.",
         check=checks.registry_host,
     )
     endpoint: str = key(
-        doc="How ccr-webhook reaches the CCR (`https://ccr-push.ccr-system.svc:5000` in production).",
+        doc="How ccr-webhook reaches the CCR's registry itself, behind the front (`http://ccr.ccr-system.svc:5002` "
+        "in base, `https://ccr-push.ccr-system.svc:5000` in production; the front's own container overrides it "
+        "with the registry of its Pod, `http://127.0.0.1:5002`).",
         derive=_registry_endpoint,
         check=checks.endpoint_url,
         shown="`https://<registry>`",
@@ -130,9 +132,12 @@ class PolicyConfig:
     reject_latest: bool = key(True, doc="Deny `:latest` and untagged images.")
     pin_digest: bool = key(True, doc="Pin every image to the digest its tag has now.")
     swap: SwapMode = key(
-        SwapMode.EXISTS,
-        doc="`exists`: rewrite to the CCR only once it holds the digest; "
-        "`always`: rewrite at once and trust the warmer.",
+        SwapMode.ALWAYS,
+        doc="`always`: rewrite to the CCR at once; the CCR front streams an image it lacks to the nodes while it "
+        "fetches it from upstream (once per cluster). `exists`: rewrite only once the CCR holds the digest, pulling "
+        "from upstream until then (the fallback for clusters that want upstream when the CCR is down; "
+        "[operations.md](operations.md#swap-always-or-exists)). Under both the CCR is asked (unless `copy: none`), "
+        "and an image it lacks gets an admission warning.",
     )
     copy: CopyMode = key(
         CopyMode.DELAYED,
@@ -269,10 +274,17 @@ class WarmerConfig:
         300.0,
         minimum=0,
         doc="At most one Event per image and reason (`CCRWarmStarted`, `CCRWarmFinished`, `CCRWarmFailed`) "
-        "in this time...",
+        "in this time (`CCRWarmProgress`: one every 10 s)...",
     )
     event_pods_per_image: int = key(
         5, minimum=0, doc="...posted on at most this many of the Pods that use the image (`0`: no Events)."
+    )
+    through_front: bool = key(
+        False,
+        shown="`false` (`true` in the shipped ConfigMap)",
+        doc="Read the images it warms through the CCR front (`ccr.registry`, with `ccr.credentials` and "
+        "`ccr.caFile`) instead of from their upstream, so the warm and the nodes share the front's one fetch: one "
+        "WAN copy per image. `false` for a CCR without a front.",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_backoff_ordered,)

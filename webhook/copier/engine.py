@@ -108,15 +108,22 @@ def copy_image(
 
 
 def copy_warm_request(registries: Registries, request: WarmRequest, **options: Any) -> CopyResult:
-    """Copy a warm request's pinned upstream image into the CCR under its target name and tag (for the warm queue)."""
+    """Copy a warm request's pinned upstream image into the CCR under its target name and tag (for the warm queue).
+
+    With a CCR front to read through (warmer.throughFront), the image is read from the front under its CCR name
+    rather than from the upstream, so the front's one fetch from upstream serves the warm and the nodes alike
+    (the front commits it too; blobs and manifests go by digest, so the two commits agree).
+    """
     source, target = request.source, request.target
     try:
         upstream = registries.upstream(source.registry)
     except RegistryNotAllowed as err:
         raise CopyError(f"{source} to {target}", "choose the upstream registry", err) from err
+    front = registries.front
+    reader, repository = (front, target.repository) if front is not None else (upstream, source.repository)
     return copy_image(
-        upstream,
-        source.repository,
+        reader,
+        repository,
         source.digest or source.tag or "latest",
         registries.ccr,
         target.repository,

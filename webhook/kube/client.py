@@ -6,7 +6,7 @@ from typing import Any
 
 
 def kubernetes_client(kubeconfig: str | None) -> Any:
-    """An ApiClient from `kubeconfig` if given, else the in-cluster service account, else $KUBECONFIG / ~/.kube/config."""
+    """An ApiClient from `kubeconfig` if given, else the in-cluster account, else $KUBECONFIG or ~/.kube/config."""
     from kubernetes import client, config
 
     if kubeconfig:

@@ -1,10 +1,14 @@
-"""List and watch the Pods of the namespaces labelled for ccr-webhook, so no image is missed.
+"""The one list+watch loop over a Kubernetes resource, shared by the warmer and retention.
 
-Two loops, each list-then-watch: one over the labelled namespaces (a namespace labelled later is picked
-up, its Pods listed at once), one over the Pods of every namespace, kept to the labelled ones. Each loop
-lists again on start, when the API server answers 410 Gone (its history no longer reaches our
-resourceVersion), after an error, and every `resync_seconds`, so a hint lost to a crash, a warm that
-gave up, or an image that could not be resolved is looked at again.
+An `Informer` lists every object of one resource (page by page, with an optional label selector), hands
+the listing to its handlers, then watches from the listing's resourceVersion with bookmarks allowed, so
+the version it resumes from keeps up even while no object it wants changes. It lists again when the API
+server answers 410 Gone (its history no longer reaches that version), when a handler joins (it needs the
+whole picture), every `resync_seconds` if set, and after an error, waiting a capped, doubling backoff
+first. It lists and watches only while it has handlers, so an informer shared by parts that come and go
+(the warmer's leader, retention) costs the API server nothing while no part listens. Every request has
+a deadline, and stop() cuts the open watch short. Objects are plain JSON with
+`kind` and `apiVersion` set, never client models: the warmer and retention read a few fields of many.
 """
 
 from __future__ import annotations
@@ -13,178 +17,244 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterator
+from operator import methodcaller
+from typing import Any, Protocol
 
 import urllib3
-from kubernetes import watch
-from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from webhook.errors import CCRWebhookError
 
 Obj = dict[str, Any]
-ListCall = Callable[..., Any]
 log = logging.getLogger("webhook.kube.informer")
+LIST_PAGE = 500
+CONNECT_SECONDS = 10.0
+LIST_SECONDS = 60.0  # per page
+WATCH_SLACK_SECONDS = 30.0  # a watch request may take this much longer than its timeoutSeconds before it is cut
 
 
-class PodWatch:
-    """Hands `on_pods(pods, complete)` every Pod of a namespace whose `label` is one of `values`.
+class Handler(Protocol):
+    """What an informer tells: every full listing, and each change after it."""
 
-    `complete` is True for a full listing (every watched Pod there is); `on_deleted(pod)` hears deletions.
-    """
+    def listed(self, objects: list[Obj]) -> None:
+        """Every object there is now (a handler forgets what is not in it)."""
+
+    def changed(self, event_type: str, obj: Obj) -> None:
+        """One ADDED, MODIFIED or DELETED object (DELETED also when it stops matching the label selector)."""
+
+
+class _Expired(CCRWebhookError):
+    """410 Gone: the watch cannot resume from its version; list again."""
+
+
+class Informer:
+    """List, then watch, one resource through `list_call` (a kubernetes client list method) for its handlers."""
 
     def __init__(
         self,
-        core: CoreV1Api,
+        list_call: Callable[..., Any],
         *,
-        label: str,
-        values: Iterable[str],
-        on_pods: Callable[[list[Obj], bool], None],
-        on_deleted: Callable[[Obj], None],
-        resync_seconds: float = 600.0,
+        kind: str,
+        api_version: str,
+        label_selector: str = "",
+        resync_seconds: float | None = None,
         watch_seconds: float = 300.0,
         retry_seconds: float = 1.0,
+        retry_max_seconds: float = 30.0,
     ) -> None:
-        self._core = core
-        self._selector = f"{label} in ({','.join(sorted(values))})"
-        self._on_pods, self._on_deleted = on_pods, on_deleted
-        self._resync, self._watch_seconds, self._retry = resync_seconds, watch_seconds, retry_seconds
-        self._namespaces: set[str] = set()
-        self._namespaces_known = threading.Event()
-        self._stopped = threading.Event()
-        self._watches: set[watch.Watch] = set()
+        self.kind, self.api_version = kind, api_version
+        self._call = list_call
+        self._selector = {"label_selector": label_selector} if label_selector else {}
+        self._resync, self._watch_seconds = resync_seconds, watch_seconds
+        self._retry, self._retry_max = retry_seconds, retry_max_seconds
+        self._handlers: list[Handler] = []
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._handlers_changed = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._relist = threading.Event()
+        self._response: Any = None
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> PodWatch:
-        """Start both loops in background threads."""
-        loops = {"watch-namespaces": self._namespace_loop, "watch-pods": self._pod_loop}
-        self._threads = [threading.Thread(target=loop, name=name, daemon=True) for name, loop in loops.items()]
-        for thread in self._threads:
-            thread.start()
+    def add_handler(self, handler: Handler) -> None:
+        """Tell `handler` from now on; a running informer lists again so the new handler gets the whole picture."""
+        with self._lock:
+            self._handlers.append(handler)
+            self._handlers_changed.notify_all()
+        self._cut_watch(relist=True)
+
+    def remove_handler(self, handler: Handler) -> None:
+        """Stop telling `handler` (it may still hear the event being handed out); with none left, stop watching."""
+        with self._lock:
+            self._handlers = [known for known in self._handlers if known is not handler]
+            idle = not self._handlers
+        if idle:
+            self._cut_watch(relist=True)
+
+    def start(self) -> Informer:
+        """Start the loop in a background thread (once; later calls do nothing while it runs)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"informer-{self.kind}", daemon=True)
+                self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop both loops, cutting the open watches short."""
-        self._stopped.set()
-        self._namespaces_known.set()
+        """Stop the loop, cutting the open watch short; wait up to `timeout` seconds for it to end."""
+        self._stop.set()
         with self._lock:
-            for open_watch in list(self._watches):
-                open_watch.stop()
-        for thread in self._threads:
+            self._handlers_changed.notify_all()
+        self._cut_watch(relist=False)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        """Whether both loops run."""
-        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+        """Whether the loop runs."""
+        return self._thread is not None and self._thread.is_alive()
 
-    # -- the two loops ---------------------------------------------------------------------------------
+    def list_now(self) -> list[Obj]:
+        """A fresh listing of every object, for the caller only (handlers are not told)."""
+        return self._list()[0]
 
-    def _namespace_loop(self) -> None:
-        self._list_and_watch(
-            "namespaces",
-            lambda **kw: self._core.list_namespace(label_selector=self._selector, **kw),
-            self._namespaces_listed,
-            self._namespace_event,
-        )
+    # -- the loop --------------------------------------------------------------------------------------
 
-    def _pod_loop(self) -> None:
-        self._namespaces_known.wait()
-        self._list_and_watch("pods", self._core.list_pod_for_all_namespaces, self._pods_listed, self._pod_event)
-
-    def _namespaces_listed(self, items: list[Obj]) -> None:
-        names = {item["metadata"]["name"] for item in items}
-        with self._lock:
-            added, self._namespaces = names - self._namespaces, names
-        if self._namespaces_known.is_set():
-            self._list_pods_of(added)
-        self._namespaces_known.set()
-
-    def _namespace_event(self, kind: str, namespace: Obj) -> None:
-        name = namespace["metadata"]["name"]
-        with self._lock:
-            added = kind != "DELETED" and name not in self._namespaces
-            if kind == "DELETED":
-                self._namespaces.discard(name)
-            else:
-                self._namespaces.add(name)
-        if added:
-            log.info("namespace %s is now watched", name)
-            self._list_pods_of([name])
-
-    def _list_pods_of(self, names: Iterable[str]) -> None:
-        for name in sorted(names):
-            self._on_pods(self._list(self._core.list_namespaced_pod, name)["items"], False)
-
-    def _pods_listed(self, items: list[Obj]) -> None:
-        with self._lock:
-            watched = set(self._namespaces)
-        self._on_pods([pod for pod in items if pod["metadata"].get("namespace") in watched], True)
-
-    def _pod_event(self, kind: str, pod: Obj) -> None:
-        if kind == "DELETED":
-            self._on_deleted(pod)
-            return
-        with self._lock:
-            watched = pod["metadata"].get("namespace") in self._namespaces
-        if watched:
-            self._on_pods([pod], False)
-
-    # -- list, then watch ------------------------------------------------------------------------------
-
-    def _list_and_watch(
-        self, what: str, list_call: ListCall, on_list: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None]
-    ) -> None:
-        """List, hand the items over, watch from the listing's resourceVersion; again on 410, error or resync."""
-        retry = self._retry
-        while not self._stopped.is_set():
-            try:
-                listing = self._list(list_call)
-                on_list(listing["items"])
-                self._follow(list_call, listing["metadata"]["resourceVersion"], on_event)
-                retry = self._retry
-            except ApiException as err:
-                if self._stopped.is_set():
-                    return
-                if err.status == 410:
-                    log.info("watch of %s expired (410 Gone): listing again", what)
-                    continue
-                log.warning("list/watch of %s failed: HTTP %s %s; again in %g s", what, err.status, err.reason, retry)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as err:
-                if self._stopped.is_set():
-                    return
-                log.warning("list/watch of %s failed: %s; again in %g s", what, err, retry)
-            except Exception:
-                log.exception("list/watch of %s failed; again in %g s", what, retry)
-            self._stopped.wait(retry)
-            retry = min(retry * 2, 30.0)
-
-    def _follow(self, list_call: ListCall, resource_version: str, on_event: Callable[[str, Obj], None]) -> None:
-        """Watch from `resource_version` until the next resync is due (or stop)."""
-        resync_at = time.monotonic() + self._resync
-        while not self._stopped.is_set() and (remaining := resync_at - time.monotonic()) > 0:
-            open_watch = watch.Watch()
+    def _loop(self) -> None:
+        delay = self._retry
+        expired_before = False
+        while not self._stop.is_set():
             with self._lock:
-                self._watches.add(open_watch)
+                while not self._handlers and not self._stop.is_set():
+                    self._handlers_changed.wait(self._retry_max)  # no one listens: neither list nor watch
+            if self._stop.is_set():
+                return
             try:
-                seconds = max(1, int(min(self._watch_seconds, remaining)))
-                for event in open_watch.stream(
-                    list_call,
-                    resource_version=resource_version,
-                    timeout_seconds=seconds,
-                    allow_watch_bookmarks=True,
-                    _request_timeout=seconds + 30,
-                ):
-                    obj = event["raw_object"]
-                    resource_version = obj["metadata"]["resourceVersion"]
-                    if event["type"] != "BOOKMARK":
-                        on_event(event["type"], obj)
+                self._relist.clear()
+                objects, version = self._list()
+                self._hand(methodcaller("listed", objects))
+                delay = self._retry
+                self._follow(version)
+                expired_before = False
+                continue
+            except _Expired:
+                log.info("watch of %s expired (410 Gone): listing again", self.kind)
+                if not expired_before:
+                    expired_before = True
+                    continue
+            except ApiException as err:
+                if err.status == 410 and not expired_before:  # a stale `continue` token of a paged listing
+                    expired_before = True
+                    continue
+                if not self._stop.is_set():
+                    log.warning(
+                        "list/watch of %s failed: HTTP %s %s; again in %g s", self.kind, err.status, err.reason, delay
+                    )
+            except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError, TypeError) as err:
+                if self._relist.is_set() and not self._stop.is_set():
+                    continue  # the watch was cut for a new handler
+                if not self._stop.is_set():
+                    log.warning("list/watch of %s failed: %s; again in %g s", self.kind, err, delay)
+            except Exception:  # whatever else breaks, the loop goes on after the backoff
+                if not self._stop.is_set():
+                    log.exception("list/watch of %s failed; again in %g s", self.kind, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self._retry_max)
+
+    def _list(self) -> tuple[list[Obj], str]:
+        """Every object, page by page, typed; and the listing's resourceVersion."""
+        objects: list[Obj] = []
+        token: str | None = None
+        while True:
+            page_args: dict[str, Any] = {"_continue": token} if token else {}
+            response = self._call(
+                limit=LIST_PAGE,
+                _preload_content=False,
+                _request_timeout=(CONNECT_SECONDS, LIST_SECONDS),
+                **self._selector,
+                **page_args,
+            )
+            page = json.loads(response.data)
+            objects += [self._typed(item) for item in page.get("items") or []]
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return objects, str(metadata["resourceVersion"])
+
+    def _follow(self, version: str) -> None:
+        """Watch from `version`, one request after another, until a resync or relist is due or stop()."""
+        resync_at = time.monotonic() + self._resync if self._resync else None
+        while not self._stop.is_set() and not self._relist.is_set():
+            remaining = self._watch_seconds if resync_at is None else resync_at - time.monotonic()
+            if remaining <= 0:
+                return
+            seconds = max(1, int(min(self._watch_seconds, remaining)))
+            response = self._call(
+                watch=True,
+                resource_version=version,
+                timeout_seconds=seconds,
+                allow_watch_bookmarks=True,
+                _preload_content=False,
+                _request_timeout=(CONNECT_SECONDS, seconds + WATCH_SLACK_SECONDS),
+                **self._selector,
+            )
+            with self._lock:
+                self._response = response
+            if self._stop.is_set() or self._relist.is_set():
+                self._cut_watch(relist=self._relist.is_set())
+            try:
+                for event in _events(response):
+                    version = self._apply(event, version)
+                    if self._stop.is_set() or self._relist.is_set():
+                        return
             finally:
                 with self._lock:
-                    self._watches.discard(open_watch)
+                    self._response = None
+                response.close()
+                response.release_conn()
 
-    @staticmethod
-    def _list(list_call: ListCall, *args: Any) -> Obj:
-        """One listing as plain JSON (no model objects: the warmer reads a few fields of many Pods)."""
-        response = list_call(*args, _preload_content=False, _request_timeout=60)
-        return json.loads(response.data)
+    def _apply(self, event: Obj, version: str) -> str:
+        """Hand one watch event over; return the version to resume from."""
+        event_type, obj = event.get("type"), event.get("object") or {}
+        if event_type == "ERROR":
+            if obj.get("code") == 410:
+                raise _Expired()
+            raise ValueError(f"watch error {obj.get('code')}: {obj.get('message')}")
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+        if event_type in ("ADDED", "MODIFIED", "DELETED"):
+            typed = self._typed(obj)
+            self._hand(methodcaller("changed", str(event_type), typed))
+        return version
+
+    def _hand(self, tell: Callable[[Handler], None]) -> None:
+        """Tell every handler; one that fails is logged, never stops the others or the loop."""
+        with self._lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            try:
+                tell(handler)
+            except Exception:
+                log.exception("a handler of the %s informer failed", self.kind)
+
+    def _typed(self, obj: Obj) -> Obj:
+        return {**obj, "kind": self.kind, "apiVersion": self.api_version}
+
+    def _cut_watch(self, *, relist: bool) -> None:
+        """End the open watch request now (to stop, or to list again)."""
+        if relist:
+            self._relist.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            try:
+                response.shutdown()  # wakes the reader blocked on the socket, unlike close()
+            except Exception:  # the reader may be closing it at the same moment
+                log.debug("closing the %s watch", self.kind, exc_info=True)
+
+
+def _events(response: Any) -> Iterator[Obj]:
+    """The JSON events of a watch response, one per line."""
+    for line in iter_resp_lines(response):
+        if line and not line.isspace():
+            yield json.loads(line)

@@ -44,6 +44,7 @@ class Decision:
     reason: str
     new_image: str | None = None
     warm: WarmRequest | None = None
+    cold: str | None = None  # the CCR said it lacks the image: what the Pod's author is warned of
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,8 @@ def plan_image(image: str, config: Config) -> Decision | Lookup:
             return Decision(Action.LEAVE, image, "points at the CCR outside every upstream prefix; left as written")
         return Decision(Action.LEAVE, image, f"registry {ref.registry} is not a configured upstream; not contacted")
     need_digest = source.digest is None and (policy.pin_digest or policy.swap is SwapMode.EXISTS)
-    need_ccr = policy.swap is SwapMode.EXISTS
+    # swap: always asks too unless nothing is copied: a held image needs no warm, a cold one gets a warning
+    need_ccr = policy.swap is SwapMode.EXISTS or policy.copy is not CopyMode.NONE
     lookup = Lookup(image, upstream, source, need_digest, need_ccr)
     if not need_digest and not need_ccr:
         return decide_image(lookup, ImageFacts(), config)
@@ -115,12 +117,14 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     warm = WarmRequest(pinned, in_ccr) if policy.copy is not CopyMode.NONE and facts.in_ccr is not True else None
     if policy.swap is SwapMode.ALWAYS or facts.in_ccr is True:
         reason = "the CCR holds this digest" if facts.in_ccr else "policy.swap is always"
-        return _changed(Action.REWRITE, image, str(target), reason, warm)
+        cold = _cold_through_front(source) if facts.in_ccr is False else None
+        return _changed(Action.REWRITE, image, str(target), reason, warm, cold)
     why = "the CCR does not hold this digest yet" if facts.in_ccr is False else "the CCR did not answer in time"
     warm_note = "; due to be warmed into the CCR" if warm else ""
+    cold = f"not in the CCR yet: pulled from {source.registry} this time{warm_note}" if facts.in_ccr is False else None
     if policy.pin_digest:
-        return _changed(Action.PIN, image, str(pinned), f"{why}; pinned upstream{warm_note}", warm)
-    return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm)
+        return _changed(Action.PIN, image, str(pinned), f"{why}; pinned upstream{warm_note}", warm, cold)
+    return Decision(Action.LEAVE, image, f"{why}; left upstream{warm_note}", warm=warm, cold=cold)
 
 
 class NotMirrored(CCRWebhookError):
@@ -159,11 +163,21 @@ def excluded_by(source: ImageReference, config: Config) -> str | None:
     return None
 
 
-def _changed(action: Action, image: str, new_image: str, reason: str, warm: WarmRequest | None) -> Decision:
+def _changed(
+    action: Action, image: str, new_image: str, reason: str, warm: WarmRequest | None, cold: str | None = None
+) -> Decision:
     """A decision that changes the image, or LEAVE when the new form is what the Pod already says."""
     if new_image == image:
-        return Decision(Action.LEAVE, image, f"already in the wanted form ({reason})", warm=warm)
-    return Decision(action, image, reason, new_image=new_image, warm=warm)
+        return Decision(Action.LEAVE, image, f"already in the wanted form ({reason})", warm=warm, cold=cold)
+    return Decision(action, image, reason, new_image=new_image, warm=warm, cold=cold)
+
+
+def _cold_through_front(source: ImageReference) -> str:
+    """The warning for an image rewritten to a CCR that lacks it: the first pull waits on one fetch from upstream."""
+    return (
+        f"not in the CCR yet: the CCR front fetches it from {source.registry} once and streams it to the nodes "
+        "as it arrives; `kubectl describe pod` shows the progress and the time left"
+    )
 
 
 def _latest_reason(ref: ImageReference) -> str:

@@ -47,7 +47,9 @@ def verdict_of(decision: Decision) -> Verdict:
 def _undecided(lookup: Lookup, config: Config) -> Verdict:
     """The actions the registries' answers could lead to (`pin/rewrite`): decided once per answer the CCR could give."""
     digest = lookup.source.digest or _ANY_DIGEST
-    outcomes = (decide_image(lookup, ImageFacts(digest=digest, in_ccr=held), config) for held in (False, True))
+    outcomes = [decide_image(lookup, ImageFacts(digest=digest, in_ccr=held), config) for held in (False, True)]
+    if not lookup.need_digest and len({(outcome.action, outcome.new_image) for outcome in outcomes}) == 1:
+        return verdict_of(decide_image(lookup, ImageFacts(), config))  # the CCR's answer decides only the warm
     return Verdict(
         "/".join(dict.fromkeys(outcome.action.value for outcome in outcomes)), OFFLINE_REASON, None, decided=False
     )

@@ -17,11 +17,11 @@ from typing import Any
 
 from webhook.errors import CCRWebhookError
 from webhook.policy.decide import Action, Decision, WarmRequest
+from webhook.policy.workloads import CONTAINER_LISTS, PodSpecError, container_images
 
 API_VERSION = "admission.k8s.io/v1"
 ORIGINAL_IMAGES_ANNOTATION = "ccr-webhook.io/original-images"
 EPHEMERAL_SUBRESOURCE = "ephemeralcontainers"
-_CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 _LABELS = {"containers": "container", "initContainers": "init container", "ephemeralContainers": "ephemeral container"}
 _ANNOTATION_POINTER = "/metadata/annotations/" + ORIGINAL_IMAGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
 _QUOTED_LIMIT = 200  # an image string is the Pod author's; keep one from swelling every message it appears in
@@ -115,14 +115,14 @@ def parse_review(review: Any) -> AdmissionRequest:
     operation, sub_resource = request.get("operation"), request.get("subResource") or ""
     if operation == "CREATE" and not sub_resource:
         pod = _pod(request, "object")
-        images = tuple(image for field in _CONTAINER_FIELDS for image in _images(pod, field))
+        images = tuple(_images(pod))
         return AdmissionRequest(uid, dry_run, images, annotate=True, metadata=_metadata(pod))
     if operation == "UPDATE" and sub_resource == EPHEMERAL_SUBRESOURCE:
         pod = _pod(request, "object")
         old = request.get("oldObject")
-        old_images = _images(old, "ephemeralContainers", "request.oldObject") if isinstance(old, dict) else []
+        old_images = _images(old, "request.oldObject", ("ephemeralContainers",)) if isinstance(old, dict) else []
         existing = {image.name for image in old_images}
-        new = tuple(image for image in _images(pod, "ephemeralContainers") if image.name not in existing)
+        new = tuple(image for image in _images(pod, lists=("ephemeralContainers",)) if image.name not in existing)
         return AdmissionRequest(uid, dry_run, new, annotate=False)
     # An UPDATE cannot change a running Pod's images except through ephemeral containers; let it through.
     return AdmissionRequest(uid, dry_run, (), annotate=False)
@@ -148,25 +148,18 @@ def _metadata(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return metadata
 
 
-def _images(pod: Mapping[str, Any], field: str, where: str = "request.object") -> list[PodImage]:
-    """The images of one container list; a container without an image is left to the API server's validation."""
+def _images(
+    pod: Mapping[str, Any], where: str = "request.object", lists: tuple[str, ...] = CONTAINER_LISTS
+) -> list[PodImage]:
+    """The images of the Pod's container lists; a container without an image is left to the API server's validation."""
     spec = pod.get("spec")
-    containers = spec.get(field) if isinstance(spec, dict) else None
-    if containers is None:
+    if not isinstance(spec, dict):
         return []
-    if not isinstance(containers, list):
-        raise BadReview(f"{where}.spec.{field} must be a list")
-    images = []
-    for index, container in enumerate(containers):
-        if not isinstance(container, dict):
-            raise BadReview(f"{where}.spec.{field}[{index}] must be an object")
-        image, name = container.get("image"), container.get("name")
-        if image is None:
-            continue
-        if not isinstance(image, str):
-            raise BadReview(f"{where}.spec.{field}[{index}].image must be a string")
-        images.append(PodImage(field, index, name if isinstance(name, str) and name else str(index), image))
-    return images
+    try:
+        found = list(container_images(spec, lists=lists))
+    except PodSpecError as err:
+        raise BadReview(f"{where}.spec.{err}") from None
+    return [PodImage(c.container_list, c.index, c.name or str(c.index), c.image) for c in found if c.image is not None]
 
 
 def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode: Mode) -> AdmissionResult:
@@ -183,6 +176,7 @@ def build_result(request: AdmissionRequest, decisions: Sequence[Decision], mode:
         response = _response(request.uid, [note for note in notes if note], audit)
         return AdmissionResult(_review(response), tuple(decisions), ())
     warnings = [f"{image.label}: {decision.reason}" for image, decision in pairs if decision.action is Action.UNPINNED]
+    warnings += _cold_warnings(pairs)
     response = _response(request.uid, warnings, audit)
     if denied:
         response["allowed"] = False
@@ -251,6 +245,15 @@ def _dry_run_warning(image: PodImage, decision: Decision) -> str | None:
     if decision.action is Action.UNPINNED:
         return f"dry-run: {image.label}: {decision.reason}"
     return None
+
+
+def _cold_warnings(pairs: Sequence[tuple[PodImage, Decision]]) -> list[str]:
+    """One warning per distinct image the CCR said it lacks (a Pod often runs one image in several containers)."""
+    cold: dict[str, str] = {}
+    for image, decision in pairs:
+        if decision.cold and decision.image not in cold:
+            cold[decision.image] = f"{image.label}: {decision.cold}"
+    return list(cold.values())
 
 
 def warm_requests(decisions: Sequence[Decision]) -> tuple[WarmRequest, ...]:

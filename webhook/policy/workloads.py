@@ -1,5 +1,7 @@
-"""Kubernetes manifests as data: parse YAML/JSON text into objects and find every container image. No I/O.
+"""Kubernetes manifests as data: the one pod-spec walker, and YAML/JSON text into objects and their images. No I/O.
 
+`container_images` is how every part of ccr-webhook finds the containers of a pod spec (admission, the
+`check` report, the warmer, retention), so they agree on the lists, their order and the JSON pointers.
 The `check` command reads files and prints; this module only turns text into `WorkloadImage`s, so the
 shapes of every workload kind are tested with plain strings.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,61 @@ POD_SPEC_PATHS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "Job": (("spec", "template", "spec"), frozenset({"batch"})),
     "CronJob": (("spec", "jobTemplate", "spec", "template", "spec"), frozenset({"batch"})),
 }
-CONTAINER_LISTS: tuple[str, ...] = ("initContainers", "containers", "ephemeralContainers")
+# The container lists of a pod spec, in the order every walker reports them (admission's patches follow it).
+CONTAINER_LISTS: tuple[str, ...] = ("containers", "initContainers", "ephemeralContainers")
+
+
+class PodSpecError(CCRWebhookError):
+    """A malformed container list of a pod spec, said from the spec down: `containers[0].image must be a string`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerImage:
+    """One container of a pod spec: its list, its index there, its name ('' if none), its image (None if none)."""
+
+    container_list: str
+    index: int
+    name: str
+    image: str | None
+    pointer: str  # the JSON pointer of the image field, from the root of the object the spec was found in
+
+
+def container_images(
+    spec: Mapping[str, Any],
+    base: tuple[str, ...] = ("spec",),
+    *,
+    lists: Iterable[str] = CONTAINER_LISTS,
+    strict: bool = True,
+) -> Iterator[ContainerImage]:
+    """Every container of the pod spec `spec` (found at `base` in its object), list by list in CONTAINER_LISTS order.
+
+    Malformed lists, containers or images raise PodSpecError when `strict`, and are skipped otherwise.
+    """
+    for list_name in lists:
+        containers = spec.get(list_name)
+        if containers is None:
+            continue
+        if not isinstance(containers, list):
+            if strict:
+                raise PodSpecError(f"{list_name} must be a list of objects")
+            continue
+        for index, container in enumerate(containers):
+            if not isinstance(container, dict):
+                if strict:
+                    raise PodSpecError(f"{list_name}[{index}] must be an object")
+                continue
+            image, name = container.get("image"), container.get("name")
+            if image is not None and not isinstance(image, str):
+                if strict:
+                    raise PodSpecError(f"{list_name}[{index}].image must be a string")
+                continue
+            yield ContainerImage(
+                container_list=list_name,
+                index=index,
+                name=name if isinstance(name, str) else "",
+                image=image,
+                pointer="/" + "/".join((*base, list_name, str(index), "image")),
+            )
 
 
 class ManifestError(CCRWebhookError):
@@ -110,6 +166,17 @@ def find_images(documents: Iterable[Document]) -> Inventory:
     return inventory
 
 
+def object_images(body: Mapping[str, Any]) -> list[str]:
+    """The images of a Kubernetes object's pod spec, malformed containers skipped (for objects read from the API)."""
+    path = _pod_spec_path(body)
+    spec: Any = body
+    for key in path or ():
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if path is None or not isinstance(spec, dict):
+        return []
+    return [c.image for c in container_images(spec, path, strict=False) if c.image is not None]
+
+
 def _load_yaml(text: str, source: str) -> list[Any]:
     try:
         return list(yaml.safe_load_all(text))
@@ -145,7 +212,7 @@ def _spread_lists(body: dict[str, Any], source: str, index: int) -> Iterator[dic
         yield from _spread_lists(item, source, index)
 
 
-def _pod_spec_path(body: dict[str, Any]) -> tuple[str, ...] | None:
+def _pod_spec_path(body: Mapping[str, Any]) -> tuple[str, ...] | None:
     """Where `body` keeps its pod spec, or None for kinds (or same-named kinds of other API groups) without one."""
     kind, api_version = body.get("kind"), body.get("apiVersion")
     if not isinstance(kind, str) or kind not in POD_SPEC_PATHS:
@@ -169,24 +236,19 @@ def _workload_images(document: Document, kind: str, path: tuple[str, ...]) -> It
         return
     if not isinstance(spec, dict):
         raise ManifestError(document.source, f"{where}: {'.'.join(path)} must be an object")
-    for list_name in CONTAINER_LISTS:
-        containers = spec.get(list_name)
-        if containers is None:
-            continue
-        if not isinstance(containers, list) or not all(isinstance(item, dict) for item in containers):
-            raise ManifestError(document.source, f"{where}: {'.'.join(path)}.{list_name} must be a list of objects")
-        for position, container in enumerate(containers):
-            image = container.get("image", "")
-            if not isinstance(image, str):
-                raise ManifestError(document.source, f"{where}: {list_name}[{position}].image must be a string")
-            yield WorkloadImage(
-                source=document.source,
-                document=document.index,
-                kind=kind,
-                namespace=namespace if isinstance(namespace, str) else None,
-                name=str(name),
-                container=str(container.get("name") or f"#{position}"),
-                container_list=list_name,
-                pointer="/" + "/".join((*path, list_name, str(position), "image")),
-                image=image,
-            )
+    try:
+        found = list(container_images(spec, path))
+    except PodSpecError as err:
+        raise ManifestError(document.source, f"{where}: {'.'.join(path)}.{err}") from None
+    for container in found:
+        yield WorkloadImage(
+            source=document.source,
+            document=document.index,
+            kind=kind,
+            namespace=namespace if isinstance(namespace, str) else None,
+            name=str(name),
+            container=container.name or f"#{container.index}",
+            container_list=container.container_list,
+            pointer=container.pointer,
+            image=container.image or "",
+        )

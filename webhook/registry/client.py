@@ -729,6 +729,14 @@ class Registries:
 
         ccr = config.ccr
         self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file)
+        # What nodes pull from (the CCR front), with the CCR's account and CA, when the warmer reads through it.
+        self.front = (
+            client(
+                f"{'http' if ccr.insecure else 'https'}://{ccr.registry}", ccr.credentials, ccr.insecure, ccr.ca_file
+            )
+            if config.warmer.through_front
+            else None
+        )
         self._upstreams = {
             up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts)
             for up in config.upstreams
@@ -747,5 +755,6 @@ class Registries:
 
     def close(self) -> None:
         """Close every client's connections."""
-        for client in (self.ccr, *self._upstreams.values()):
-            client.close()
+        for client in (self.ccr, self.front, *self._upstreams.values()):
+            if client is not None:
+                client.close()

@@ -2,7 +2,9 @@
 
 The registry API lists repositories and tags, not manifests, so the images retention can see are the
 tagged ones, their index children, and untagged digests the caller already knows of (those that usage
-tracking has seen named). Deletes need no more: what is never seen is never deleted.
+tracking has seen named). Deletes need no more: what is never seen is never deleted. Only repositories
+under a configured upstream's prefix are read at all: the CCR may hold other repositories beside what
+ccr-webhook mirrored, and those are not retention's to judge.
 """
 
 from __future__ import annotations
@@ -68,14 +70,18 @@ class StoredImage:
         return {digest: size for blobs in self.manifests.values() for digest, size in blobs.items()}
 
 
-def read_inventory(ccr: CCRReader, known: Iterable[tuple[str, str]] = ()) -> list[StoredImage]:
-    """Every tagged image of the CCR, and each untagged (repository, digest) of `known` it holds that is no child of those."""
+def read_inventory(ccr: CCRReader, prefixes: Iterable[str], known: Iterable[tuple[str, str]] = ()) -> list[StoredImage]:
+    """Every tagged image under `prefixes` in the CCR, and each untagged (repository, digest) of `known` there.
+
+    An untagged image that is a child of a tagged one is read with its parent, not on its own.
+    """
     images: list[StoredImage] = []
-    repositories = ccr.catalog()
+    mirrored = tuple(prefix.strip("/") + "/" for prefix in prefixes)
     extra: dict[str, set[str]] = {}
     for repository, digest in known:
         extra.setdefault(repository, set()).add(digest)
-    for repository in sorted(set(repositories) | set(extra)):
+    repositories = {repository for repository in {*ccr.catalog(), *extra} if repository.startswith(mirrored)}
+    for repository in sorted(repositories):
         tags_by_digest = _tags_by_digest(ccr, repository)
         found = [_read_image(ccr, repository, digest, tuple(tags)) for digest, tags in tags_by_digest.items()]
         seen = {digest for image in found if image is not None for digest in image.manifests}

@@ -79,12 +79,13 @@ class Retention:
         self._first_seen: dict[tuple[str, str], float] = {}
 
     def run(self, *, dry_run: bool | None = None, max_unused_age: float | None = None) -> RunResult:
-        """Plan and (unless `dry_run`, default retention.dryRun) evict; `max_unused_age` overrides the configured age."""
+        """Plan and evict (unless `dry_run`, default retention.dryRun); `max_unused_age` overrides the age."""
         rules = self._config.retention
         if max_unused_age is not None:
             rules = dataclasses.replace(rules, max_unused_age_seconds=max_unused_age)
         dry_run = rules.dry_run if dry_run is None else dry_run
-        images = read_inventory(self._ccr, self._tracker.seen_digests())
+        prefixes = [upstream.prefix for upstream in self._config.upstreams]
+        images = read_inventory(self._ccr, prefixes, self._tracker.seen_digests())
         now = self._clock()
         self._first_seen = {
             (image.repository, image.digest): self._first_seen.get((image.repository, image.digest), now)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook.config import Config
+from webhook.kube.informer import Informer
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.run import CCRWriter, Retention, RunResult
 from webhook.retention.watch import ClusterUsage
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class ScheduledRetention:
-    """Follows usage through `api_client` and runs retention against `ccr` every interval while `is_leader()`."""
+    """Follows usage through `api_client` and runs retention against `ccr` every interval while `is_leader()`.
+
+    `pods` is the process's shared Pod informer, if it has one.
+    """
 
     def __init__(
         self,
@@ -31,10 +35,11 @@ class ScheduledRetention:
         *,
         metrics: RetentionMetrics | None = None,
         on_evicted: Callable[[str, str], None] | None = None,
+        pods: Informer | None = None,
     ) -> None:
         self._config = config
         self._is_leader = is_leader
-        self.usage = ClusterUsage(api_client, config)
+        self.usage = ClusterUsage(api_client, config, pods=pods)
         self.retention = Retention(
             config, ccr, self.usage.tracker, self.usage.confirm, metrics=metrics, on_evicted=on_evicted
         )

@@ -24,7 +24,7 @@ from typing import Any
 
 from webhook.config import Config
 from webhook.policy.reference import InvalidImageReference, parse_image
-from webhook.policy.workloads import Document, ManifestError, find_images
+from webhook.policy.workloads import object_images
 
 OPT_IN_LABEL = "ccr-webhook/policy"
 WORKLOAD_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
@@ -69,10 +69,7 @@ def ccr_use(image: str, config: Config) -> ImageUse | None:
 
 def uses_of(obj: Mapping[str, Any], config: Config) -> frozenset[ImageUse]:
     """Every CCR image a Pod or workload object names, including the digests a Pod's containers report running."""
-    try:
-        images = [found.image for found in find_images([Document("cluster", 1, dict(obj))]).images]
-    except ManifestError:
-        images = []
+    images = object_images(obj)
     status = obj.get("status") if obj.get("kind") == "Pod" else None
     for list_name in _STATUS_LISTS:
         for entry in (status or {}).get(list_name) or []:
@@ -142,7 +139,7 @@ class UsageTracker:
         return InUse(digests=digests, tags=frozenset(named - digests))
 
     def last_seen(self, repository: str, reference: str) -> float:
-        """When a live workload last named `repository` at `reference`, as of the last in_use() (else this process's start)."""
+        """When `repository` at `reference` was last named, as of the last in_use() (else this process's start)."""
         with self._lock:
             return self._last_seen.get((repository, reference), self.started)
 

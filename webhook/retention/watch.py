@@ -1,29 +1,23 @@
-"""The thin I/O edge of usage tracking: list, then watch, Namespaces, Pods and workloads with the kubernetes client.
+"""Usage tracking fed from the API server: one informer per kind (the Pod one shared with the warmer) feeds the tracker.
 
-One thread per kind lists every object (cluster-wide, paginated), hands the list to the UsageTracker,
-then watches from the list's resourceVersion, applying each event; when a watch ends it resumes from the
-last version seen, and after 410 Gone or any error it lists again. Objects are read as plain JSON, the
-shape `webhook.policy.workloads` reads, never as client models.
+Every Namespace, Pod and workload is listed cluster-wide, then watched (webhook.kube.informer); each
+listing replaces what the UsageTracker knows of that kind, each event updates it. Before deleting,
+retention confirms usage with a fresh list of every kind.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
-from kubernetes.watch.watch import iter_resp_lines
 
 from webhook.config import Config
-from webhook.errors import CCRWebhookError
+from webhook.kube.informer import Informer, Obj
 from webhook.retention.usage import InUse, UsageTracker
-
-log = logging.getLogger(__name__)
-LIST_PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +28,11 @@ class WatchedKind:
     api_version: str
     api: Callable[[client.ApiClient], Any]
     method: str
+
+    def informer(self, api_client: client.ApiClient, **options: Any) -> Informer:
+        """An informer over every object of this kind."""
+        call = getattr(self.api(api_client), self.method)
+        return Informer(call, kind=self.kind, api_version=self.api_version, **options)
 
 
 WATCHED_KINDS = (
@@ -46,14 +45,29 @@ WATCHED_KINDS = (
     WatchedKind("Job", "batch/v1", client.BatchV1Api, "list_job_for_all_namespaces"),
     WatchedKind("CronJob", "batch/v1", client.BatchV1Api, "list_cron_job_for_all_namespaces"),
 )
+POD_KIND = WATCHED_KINDS[1]
 
 
-class _Relist(CCRWebhookError):
-    """The watch cannot resume (410 Gone): list again."""
+class _Feed:
+    """An informer handler that keeps the tracker's picture of one kind; `listed_once` tells a first listing came."""
+
+    def __init__(self, tracker: UsageTracker, kind: str) -> None:
+        self._tracker, self._kind = tracker, kind
+        self.listed_once = threading.Event()
+
+    def listed(self, objects: list[Obj]) -> None:
+        self._tracker.replace(self._kind, objects)
+        self.listed_once.set()
+
+    def changed(self, event_type: str, obj: Obj) -> None:
+        self._tracker.apply(event_type, obj)
 
 
 class ClusterUsage:
-    """Keeps a UsageTracker current from the API server, and confirms usage with a fresh list before deletes."""
+    """Keeps a UsageTracker current from the API server, and confirms usage with a fresh list before deletes.
+
+    `pods` is the process's shared Pod informer (the warmer's); without it ClusterUsage makes its own.
+    """
 
     def __init__(
         self,
@@ -61,104 +75,44 @@ class ClusterUsage:
         config: Config,
         tracker: UsageTracker | None = None,
         *,
-        watch_seconds: int = 300,
+        pods: Informer | None = None,
+        watch_seconds: float = 300.0,
         retry_seconds: float = 5.0,
     ) -> None:
         self.tracker = tracker or UsageTracker(config)
         self._config = config
-        self._api_client = api_client
-        self._watch_seconds = watch_seconds
-        self._retry_seconds = retry_seconds
-        self._stop = threading.Event()
-        self._listed = {watched.kind: threading.Event() for watched in WATCHED_KINDS}
-        self._threads: list[threading.Thread] = []
+        options = {"watch_seconds": watch_seconds, "retry_seconds": retry_seconds}
+        self._owned = [
+            watched.informer(api_client, **options)
+            for watched in WATCHED_KINDS
+            if pods is None or watched is not POD_KIND
+        ]
+        self._informers = self._owned if pods is None else [*self._owned, pods]
+        self._feeds = [_Feed(self.tracker, informer.kind) for informer in self._informers]
 
     def start(self) -> ClusterUsage:
-        """Start one list-and-watch thread per kind."""
-        for watched in WATCHED_KINDS:
-            thread = threading.Thread(target=self._follow, args=(watched,), name=f"usage-{watched.kind}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        """Follow every kind (the shared Pod informer lists again for this new listener)."""
+        for informer, feed in zip(self._informers, self._feeds, strict=True):
+            informer.add_handler(feed)
+            informer.start()
         return self
 
     def stop(self) -> None:
-        """Stop following; threads end when their watch request returns (at most `watch_seconds`)."""
-        self._stop.set()
+        """Stop following: the informers of its own stop, the shared one only stops telling this tracker."""
+        for informer, feed in zip(self._informers, self._feeds, strict=True):
+            informer.remove_handler(feed)
+        for informer in self._owned:
+            informer.stop()
 
     def wait_synced(self, timeout: float) -> bool:
-        """Whether every kind has been listed once within `timeout` seconds: before that, usage is incomplete."""
-        return all(event.wait(timeout) for event in self._listed.values())
+        """Whether every kind reached the tracker in full within `timeout` seconds: before that, usage is incomplete."""
+        deadline = time.monotonic() + timeout
+        return all(feed.listed_once.wait(max(0.0, deadline - time.monotonic())) for feed in self._feeds)
 
     def confirm(self) -> InUse:
-        """What live objects name per a fresh list of every kind, joined with the watches: asked right before deleting."""
+        """What live objects name now, per a fresh list of every kind joined with the watches (asked before deletes)."""
         fresh = UsageTracker(self._config)
-        for watched in WATCHED_KINDS:
-            fresh.replace(watched.kind, self._list(watched)[0])
+        for informer in self._informers:
+            fresh.replace(informer.kind, informer.list_now())
         live, listed = self.tracker.in_use(), fresh.in_use()
         return InUse(digests=live.digests | listed.digests, tags=live.tags | listed.tags)
-
-    # -- the loop ------------------------------------------------------------------------------------
-
-    def _follow(self, watched: WatchedKind) -> None:
-        while not self._stop.is_set():
-            try:
-                objects, version = self._list(watched)
-                self.tracker.replace(watched.kind, objects)
-                self._listed[watched.kind].set()
-                while not self._stop.is_set():
-                    version = self._watch(watched, version)
-            except _Relist:
-                continue
-            except Exception as err:
-                log.warning(
-                    "usage: listing or watching %s failed, retrying in %g s: %s", watched.kind, self._retry_seconds, err
-                )
-                self._stop.wait(self._retry_seconds)
-
-    def _list(self, watched: WatchedKind) -> tuple[list[dict[str, Any]], str]:
-        """Every object of a kind, page by page, with kind and apiVersion set, and the list's resourceVersion."""
-        call = getattr(watched.api(self._api_client), watched.method)
-        objects: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            page = json.loads(call(limit=LIST_PAGE, _continue=token, _preload_content=False).data)
-            objects += [
-                {**item, "kind": watched.kind, "apiVersion": watched.api_version} for item in page.get("items") or []
-            ]
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return objects, str(page["metadata"]["resourceVersion"])
-
-    def _watch(self, watched: WatchedKind, version: str) -> str:
-        """Apply the events of one watch request from `version`; return the last version seen."""
-        call = getattr(watched.api(self._api_client), watched.method)
-        response = call(
-            watch=True,
-            resource_version=version,
-            timeout_seconds=self._watch_seconds,
-            allow_watch_bookmarks=True,
-            _preload_content=False,
-        )
-        try:
-            for event in _events(response):
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Relist()
-                    raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if event.get("type") != "BOOKMARK":
-                    self.tracker.apply(event["type"], {**obj, "kind": watched.kind, "apiVersion": watched.api_version})
-                if self._stop.is_set():
-                    break
-        finally:
-            response.close()
-            response.release_conn()
-        return version
-
-
-def _events(response: Any) -> Iterator[dict[str, Any]]:
-    """The JSON events of a watch response, one per line."""
-    for line in iter_resp_lines(response):
-        if line and not line.isspace():
-            yield json.loads(line)

@@ -1,11 +1,13 @@
-"""An in-memory Kubernetes API server on 127.0.0.1 for the demo and the tests, spoken to by the real `kubernetes` client.
+"""An in-memory Kubernetes API server on 127.0.0.1 for the demo and the tests, spoken to by the real kubernetes client.
 
 Product code beside local_servers.py: `ccr-webhook demo` runs the warmer against it as the tests do.
 
 Generic over resources: any group/version/plural, namespaced or cluster-scoped. It keeps what the
 client relies on: create/get/list/update/patch/delete, a resourceVersion on every object with conflicts
 on stale writes, label and field selectors, and list+watch (JSON lines of ADDED/MODIFIED/DELETED from a
-resourceVersion, an ERROR event with 410 Gone for one too old, timeoutSeconds). No authentication,
+resourceVersion, an ERROR event with 410 Gone for one too old, timeoutSeconds; as the real watch cache, an
+object that starts or stops matching a watch's selector arrives as ADDED or DELETED, and with
+allowWatchBookmarks a BOOKMARK carries the latest resourceVersion every `bookmark_seconds`). No authentication,
 admission, defaulting, validation, garbage collection or server-side apply.
 
     with LocalAPIServer() as server:
@@ -27,11 +29,13 @@ import datetime
 import json
 import re
 import secrets
+import select
 import ssl
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,6 +153,7 @@ class _Event:
     type: str
     key: tuple[str, str]  # (group, plural)
     obj: dict[str, Any]
+    previous: dict[str, Any] | None = None  # the object before a MODIFIED, to judge selectors as the watch cache does
 
 
 @dataclass
@@ -165,12 +170,14 @@ class LocalAPIServer:
     def __init__(self, tls: bool = False, history: int = 10_000, resources: tuple[Resource, ...] = ()) -> None:
         self.tls = tls
         self.history = history
+        self.bookmark_seconds = 60.0  # how often an idle watch that allows bookmarks gets one (as the watch cache)
         self._resources: list[Resource] = list(BUILTIN_RESOURCES) + list(resources)
         self._store = _Store()
         self._changed = threading.Condition()
         self._faults: list[_Fault] = []
         self._stopping = False
         self.requests: list[RecordedRequest] = []
+        self._open_watches: list[str] = []  # the paths of the watch streams being served
         self._workdir = Path(tempfile.mkdtemp(prefix="ccr-apiserver-"))
         self.ca_file: Path | None = None
         self._httpd: ThreadingHTTPServer | None = None
@@ -337,6 +344,11 @@ class LocalAPIServer:
     def resource_version(self) -> int:
         return self._store.resource_version
 
+    def open_watches(self, path: str) -> int:
+        """How many watch streams on exactly `path` (e.g. `/api/v1/pods`) are open now."""
+        with self._changed:
+            return self._open_watches.count(path)
+
     def requests_to(self, method: str, path_contains: str = "") -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and path_contains in r.path]
 
@@ -358,7 +370,9 @@ class LocalAPIServer:
                 found.append(obj)
         return found
 
-    def _record(self, event_type: str, resource: Resource, obj: dict[str, Any]) -> None:
+    def _record(
+        self, event_type: str, resource: Resource, obj: dict[str, Any], previous: dict[str, Any] | None = None
+    ) -> None:
         """Called with the lock held, after a change."""
         self._store.events.append(
             _Event(
@@ -366,6 +380,7 @@ class LocalAPIServer:
                 event_type,
                 (resource.group, resource.plural),
                 copy.deepcopy(obj),
+                copy.deepcopy(previous),
             )
         )
         if len(self._store.events) > self.history:
@@ -384,7 +399,8 @@ class LocalAPIServer:
             if meta.get("namespace", namespace) != namespace:
                 raise APIError(
                     400,
-                    f"the namespace of the object ({meta['namespace']}) does not match the namespace of the request ({namespace})",
+                    f"the namespace of the object ({meta['namespace']}) does not match the namespace of the request "
+                    f"({namespace})",
                 )
             meta["namespace"] = namespace
         else:
@@ -429,7 +445,8 @@ class LocalAPIServer:
             if wanted and wanted != old["metadata"]["resourceVersion"]:
                 raise APIError(
                     409,
-                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been modified; please apply your changes to the latest version and try again',
+                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
                 )
             for kept in ("uid", "creationTimestamp", "namespace"):
                 if kept in old["metadata"]:
@@ -442,7 +459,7 @@ class LocalAPIServer:
                 return obj
             meta["resourceVersion"] = self._next_version()
             self._store.objects[self._key(resource, namespace, name)] = obj
-            self._record("MODIFIED", resource, obj)
+            self._record("MODIFIED", resource, obj, old)
             return copy.deepcopy(obj)
 
     def _patch(
@@ -529,20 +546,38 @@ class LocalAPIServer:
             "items": items,
         }
 
-    def _watch(self, resource: Resource, namespace: str | None, query: dict[str, str], send: Any) -> None:
+    def _watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        query: dict[str, str],
+        send: Any,
+        client_gone: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Stream events until timeoutSeconds, the client leaving, or the server stopping."""
         labels = _parse_label_selector(query.get("labelSelector", ""))
         fields = _parse_field_selector(query.get("fieldSelector", ""))
         timeout = float(query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
 
-        def wanted(event: _Event) -> bool:
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("1", "true")
+
+        def seen(event: _Event) -> tuple[str, dict[str, Any]] | None:
+            """The event as this watch sees it, filtered as the watch cache does: leaving the selector is DELETED."""
             obj = event.obj
-            return (
-                event.key == (resource.group, resource.plural)
-                and (not namespace or obj["metadata"].get("namespace") == namespace)
-                and _matches(obj, labels, fields)
-            )
+            if event.key != (resource.group, resource.plural):
+                return None
+            if namespace and obj["metadata"].get("namespace") != namespace:
+                return None
+            now = _matches(obj, labels, fields)
+            before = event.previous is not None and _matches(event.previous, labels, fields)
+            if event.type != "MODIFIED" or now == before:
+                return (event.type, obj) if now else None
+            if now:
+                return ("ADDED", obj)
+            gone = copy.deepcopy(event.previous or {})
+            gone.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            return ("DELETED", gone)
 
         start = query.get("resourceVersion") or "0"
         with self._changed:
@@ -565,21 +600,33 @@ class LocalAPIServer:
             send(event_type, obj)
             if event_type == "ERROR":
                 return
+        last_sent = time.monotonic()
         while True:
             with self._changed:
                 pending = [e for e in self._store.events if e.resource_version > since]
                 while not pending and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    now = time.monotonic()
+                    if deadline - now <= 0:
                         return
-                    self._changed.wait(remaining)
+                    if bookmarks and now - last_sent >= self.bookmark_seconds:
+                        break
+                    if client_gone():
+                        return
+                    wake = min(deadline, last_sent + self.bookmark_seconds) if bookmarks else deadline
+                    self._changed.wait(min(max(wake - now, 0.001), _GONE_CHECK_SECONDS))
                     pending = [e for e in self._store.events if e.resource_version > since]
                 if self._stopping:
                     return
+            if not pending:
+                bookmark = {"kind": resource.kind, "apiVersion": resource.api_version}
+                send("BOOKMARK", {**bookmark, "metadata": {"resourceVersion": str(since)}})
+                last_sent = time.monotonic()
             for event in pending:
                 since = event.resource_version
-                if wanted(event):
-                    send(event.type, event.obj)
+                delivered = seen(event)
+                if delivered is not None:
+                    send(*delivered)
+                    last_sent = time.monotonic()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -631,7 +678,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, api._list_body(resource, namespace, query))
             elif method == "GET":
                 with api._changed:
-                    found = copy.deepcopy(api._existing(resource, namespace or "", name))
+                    found = copy.deepcopy(api._existing(resource, namespace or "", name or ""))
                 self._send(200, found)
             elif method == "POST" and name is None:
                 self._send(201, api._create(resource, namespace or "", body or {}, dry_run))
@@ -654,6 +701,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _client_gone(self) -> bool:
+        """Whether the watch's client hung up (it sends nothing while it watches, so anything readable is its end)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable)
+
     def _stream(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -665,13 +717,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             self.wfile.flush()
 
+        path = urlsplit(self.path).path
+        with self.api._changed:
+            self.api._open_watches.append(path)
         try:
-            self.api._watch(resource, namespace, query, send)
+            self.api._watch(resource, namespace, query, send, self._client_gone)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
+        finally:
+            with self.api._changed:
+                self.api._open_watches.remove(path)
 
+
+_GONE_CHECK_SECONDS = 0.25  # how often an idle watch looks whether its client is still there, as the real one does
 
 # -- selectors and patches ----------------------------------------------------------------------------
 
@@ -730,10 +790,10 @@ def _matches(obj: dict[str, Any], labels: list[tuple[str, str, set[str]]], field
         if operator in ("!=", "notin") and value in values:
             return False
     for path, operator, expected in fields:
-        value: Any = obj
+        found: Any = obj
         for step in path.split("."):
-            value = value.get(step) if isinstance(value, dict) else None
-        actual = "" if value is None else str(value)
+            found = found.get(step) if isinstance(found, dict) else None
+        actual = "" if found is None else str(found)
         if (actual == expected) != (operator == "="):
             return False
     return True

@@ -1,4 +1,4 @@
-"""Local servers for the demo, the tests and the benchmarks: real distribution registries and ccr-webhook processes on 127.0.0.1.
+"""Local servers for the demo, tests and benchmarks: real distribution registries and ccr-webhook processes, loopback.
 
 Product code, not test code, because `ccr-webhook demo` runs the same servers the tests do."""
 
@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -81,7 +82,7 @@ class RegistryServer:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def _write_config(self) -> Path:
-        config = {
+        config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True}},
@@ -101,8 +102,8 @@ class RegistryServer:
 
     def start(self) -> RegistryServer:
         config = self._write_config()
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(config), stdout=log, stderr=log)
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(self.command(config), stdout=log, stderr=log)
         wait_for_port(self.port, self.process)
         return self
 

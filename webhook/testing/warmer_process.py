@@ -1,4 +1,4 @@
-"""`ccr-webhook warmer` as a local subprocess with its own hint and metrics ports: for the demo, tests and benchmarks."""
+"""`ccr-webhook warmer` as a local subprocess with its own hint and metrics ports, for demo, tests and benchmarks."""
 
 from __future__ import annotations
 

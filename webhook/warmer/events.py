@@ -1,8 +1,10 @@
-"""Kubernetes Events on the Pods that use an image, when its warm starts, finishes or fails.
+"""Kubernetes Events on the Pods that use an image, when its warm starts, progresses, finishes or fails.
 
-`kubectl describe pod` then says why a Pod still pulls from upstream. Events are limited twice over,
-so a popular image or a failing registry cannot flood the API server: per image, at most one Event of
-each reason every `interval` seconds, on at most `pods_per_image` Pods. They are posted by one
+`kubectl describe pod` then says why a Pod still pulls from upstream, or what its pull through the CCR
+front waits for: "CCR: pulling 1.2 GB from docker.io, 45% done, about 30 s left". Events are limited
+twice over, so a popular image or a failing registry cannot flood the API server: per image, at most one
+Event of each reason every `interval` seconds (progress: every `progress_interval`), on at most
+`pods_per_image` Pods. They are posted by one
 background thread from a bounded backlog (full: dropped), so a slow API server never slows a copy.
 Messages name images and registry answers only, never credentials (URL user info is cut out anyway).
 """
@@ -21,12 +23,13 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 
-from webhook.copier.engine import CopyResult
+from webhook.copier.engine import CopyProgress, CopyResult
+from webhook.policy.decide import WarmRequest
 from webhook.warmer.pods import PodRef
-from webhook.warmer.queue import JobState, WarmJob
+from webhook.warmer.queue import JobState, WarmJob, job_key
 
 COMPONENT = "ccr-webhook-warmer"
-STARTED, FINISHED, FAILED = "CCRWarmStarted", "CCRWarmFinished", "CCRWarmFailed"
+STARTED, PROGRESS, FINISHED, FAILED = "CCRWarmStarted", "CCRWarmProgress", "CCRWarmFinished", "CCRWarmFailed"
 MAX_MESSAGE = 1024
 _USER_INFO = re.compile(r"(?<=://)[^/@\s]+@")
 log = logging.getLogger("webhook.warmer.events")
@@ -44,7 +47,8 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
             "Normal",
             (
                 f"{target} is in the CCR: {_size(result.bytes_copied)} copied in {result.seconds:.1f} s "
-                f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, {result.blobs_mounted} mounted)"
+                f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, "
+                f"{result.blobs_mounted} mounted)"
             ),
         )
     if job.state is JobState.FAILED:
@@ -55,6 +59,18 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
             f"could not copy {source} into the CCR ({tries}): {job.error}; it stays on its upstream",
         )
     return None
+
+
+def progress_message(request: WarmRequest, progress: CopyProgress) -> str | None:
+    """ "CCR: pulling 1.2 GB from docker.io, 45% done, about 30 s left", or None before any blob byte has moved."""
+    if progress.phase != "blobs" or progress.bytes_total <= 0 or progress.bytes_copied <= 0:
+        return None
+    done = min(progress.bytes_done, progress.bytes_total)
+    left = (progress.bytes_total - done) / progress.rate if progress.rate > 0 else None
+    return (
+        f"CCR: pulling {_size(progress.bytes_total)} from {request.source.registry}, "
+        f"{100 * done // progress.bytes_total}% done, {_time_left(left)}"
+    )
 
 
 def scrub(message: str) -> str:
@@ -74,12 +90,14 @@ class WarmEvents:
         interval: float,
         pods_per_image: int,
         instance: str,
+        progress_interval: float = 10.0,
         backlog: int = 256,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._core = core
         self._pods_for = pods_for
         self._interval, self._pods_per_image = interval, pods_per_image
+        self._progress_interval = progress_interval
         self._instance = instance
         self._clock = clock
         self._last: dict[tuple[str, str], float] = {}
@@ -105,24 +123,35 @@ class WarmEvents:
     def job_changed(self, job: WarmJob) -> None:
         """Queue the Events a change of `job` calls for, if the limits allow; never blocks."""
         event = warm_event(job)
-        if event is None or self._pods_per_image == 0 or not self._allowed(job.key, event[0]):
-            return
-        for pod in self._pods_for(job.key, self._pods_per_image):
-            try:
-                self._backlog.put_nowait(self._event(pod, *event))
-            except queue.Full:
-                log.warning("Event backlog full: dropped %s for %s/%s", event[0], pod.namespace, pod.name)
+        if event is not None and self._pods_per_image > 0 and self._allowed(job.key, event[0], self._interval):
+            self._post(job.key, *event)
 
-    def _allowed(self, key: str, reason: str) -> bool:
-        """Whether an Event of `reason` for image `key` may go out now (and record that it does)."""
+    def progress(self, request: WarmRequest, progress: CopyProgress) -> None:
+        """Queue a progress Event with percent and time left, at most every `progress_interval`; never blocks."""
+        key = job_key(request)
+        if self._pods_per_image == 0 or (message := progress_message(request, progress)) is None:
+            return
+        if self._allowed(key, PROGRESS, self._progress_interval):
+            self._post(key, PROGRESS, "Normal", message)
+
+    def _post(self, key: str, reason: str, kind: str, message: str) -> None:
+        for pod in self._pods_for(key, self._pods_per_image):
+            try:
+                self._backlog.put_nowait(self._event(pod, reason, kind, message))
+            except queue.Full:
+                log.warning("Event backlog full: dropped %s for %s/%s", reason, pod.namespace, pod.name)
+
+    def _allowed(self, key: str, reason: str, interval: float) -> bool:
+        """Whether an Event of `reason` for image `key` may go out now, `interval` after the last (and record it)."""
         now = self._clock()
         with self._lock:
             last = self._last.get((key, reason))
-            if last is not None and now - last < self._interval:
+            if last is not None and now - last < interval:
                 return False
             self._last[(key, reason)] = now
             if len(self._last) > 4096:  # bounded: forget what is past its interval
-                self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+                longest = max(self._interval, self._progress_interval)
+                self._last = {k: t for k, t in self._last.items() if now - t < longest}
             return True
 
     def _event(self, pod: PodRef, reason: str, kind: str, message: str) -> dict[str, Any]:
@@ -152,7 +181,8 @@ class WarmEvents:
     def _post_forever(self) -> None:
         while (event := self._backlog.get()) is not None:
             try:
-                self._core.create_namespaced_event(event["metadata"]["namespace"], event)
+                # A plain dict is sent as it is; the client's stubs only name its model class.
+                self._core.create_namespaced_event(event["metadata"]["namespace"], event)  # type: ignore[arg-type]
             except Exception as err:
                 log.warning(
                     "could not post Event %s on %s: %s",
@@ -160,6 +190,17 @@ class WarmEvents:
                     event["involvedObject"]["name"],
                     getattr(err, "reason", None) or err,
                 )
+
+
+def _time_left(seconds: float | None) -> str:
+    """ "about 30 s left", "about 4 min left"; rounded as an estimate deserves."""
+    if seconds is None:
+        return "time left not known yet"
+    if seconds < 10:
+        return "a few seconds left"
+    if seconds < 90:
+        return f"about {5 * round(seconds / 5):.0f} s left"
+    return f"about {round(seconds / 60):.0f} min left"
 
 
 def _size(count: int) -> str:

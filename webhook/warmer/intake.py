@@ -39,7 +39,7 @@ class Intake:
         """Check and queue each hint; with `wait`, answer once each is done or failed, or `wait` seconds passed."""
         deadline = time.monotonic() + wait
         answers: list[tuple[HintResult, WarmJob | None]] = []
-        for hint, sighting in zip(hints, self._sightings.check([hint.source for hint in hints])):
+        for hint, sighting in zip(hints, self._sightings.check([hint.source for hint in hints]), strict=True):
             problem = sighting.problem or _target_mismatch(hint, sighting)
             self._on_hint(problem is None)
             if problem is not None or sighting.request is None:
@@ -54,16 +54,16 @@ class Intake:
         return [_with_state(result, job) for result, job in answers]
 
     def pods_seen(self, pods: Sequence[dict[str, Any]], complete: bool) -> None:
-        """Queue the images of `pods` the CCR lacks; a `complete` listing looks at every image again and forgets other Pods."""
+        """Queue the images of `pods` the CCR lacks; a `complete` listing rechecks all and forgets other Pods."""
         refs = [PodRef.of(pod) for pod in pods]
         if complete:
             self._index.retain(refs)
-        images_of = {ref: pod_images(pod) for ref, pod in zip(refs, pods)}
+        images_of = {ref: pod_images(pod) for ref, pod in zip(refs, pods, strict=True)}
         todo = {
             ref: images if complete else self._index.unseen_images(ref, images) for ref, images in images_of.items()
         }
         distinct = sorted(set().union(*todo.values()))
-        checked = dict(zip(distinct, self._sightings.check(distinct))) if distinct else {}
+        checked = dict(zip(distinct, self._sightings.check(distinct), strict=True)) if distinct else {}
         for ref, images in images_of.items():
             sightings = [checked[image] for image in todo[ref]]
             unresolved = {sighting.image for sighting in sightings if sighting.retry_later}  # looked at again next time

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.policy.workloads import CONTAINER_LISTS
+from webhook.policy.workloads import object_images
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +31,7 @@ class PodRef:
 
 def pod_images(pod: Mapping[str, Any]) -> frozenset[str]:
     """Every image a Pod's containers (init, regular, ephemeral) name."""
-    spec = pod.get("spec") or {}
-    return frozenset(
-        container["image"]
-        for field in CONTAINER_LISTS
-        for container in spec.get(field) or ()
-        if isinstance(container, dict) and isinstance(container.get("image"), str)
-    )
+    return frozenset(object_images({"kind": "Pod", **pod}))
 
 
 class PodIndex:

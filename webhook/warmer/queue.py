@@ -54,8 +54,9 @@ class WarmQueue:
     """Runs `copy(request)` for each distinct image submitted, `concurrency` at a time.
 
     A failed copy is retried after a capped exponential backoff (or the error's `retry_after`, if
-    longer), up to `max_attempts`; an error with a false `retryable` attribute fails at once. A finished job is remembered for `remember_seconds`, so
-    repeated sightings of an image do not copy it again; after that a new sighting checks it afresh.
+    longer), up to `max_attempts`; an error with a false `retryable` attribute fails at once. A finished
+    job is remembered for `remember_seconds`, so repeated sightings of an image do not copy it again;
+    after that a new sighting checks it afresh.
     """
 
     def __init__(
@@ -151,7 +152,7 @@ class WarmQueue:
             return sum(1 for job in self._jobs.values() if job.state is JobState.RUNNING)
 
     def forget(self, target_name: str, digest: str) -> None:
-        """Forget a finished job for `target_name@digest` (the CCR lost the image), so a new sighting copies it again."""
+        """Forget the finished job for `target_name@digest` (the CCR lost the image): a new sighting copies it again."""
         with self._lock:
             job = self._jobs.get(f"{target_name}@{digest}")
             if job is not None and job.state in (JobState.DONE, JobState.FAILED):

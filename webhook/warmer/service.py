@@ -1,9 +1,10 @@
 """The warmer process, wired: the queue copying into the CCR, hints, the Pod watch under a Lease, Events, metrics,
 and the CCR's retention (evictions run by the Lease holder).
 
-Every replica copies what it is hinted; only the Lease holder watches Pods, so N replicas do not all
-list the cluster and copy the same images. A copy is idempotent, so the rare double copy around a
-change of leader costs a few HEAD requests, not a wrong CCR.
+Every replica copies what it is hinted; only the Lease holder hands Pods to the intake, so N replicas do
+not all copy the same images. One Pod informer per process serves both the leader's watch and retention.
+A copy is idempotent, so the rare double copy around a change of leader costs a few HEAD requests, not a
+wrong CCR.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from webhook.config import Config
 from webhook.copier.engine import CopyResult, copy_warm_request
 from webhook.hints import PATH, hints_route
 from webhook.http_service import HTTPService, Reply, Request
-from webhook.kube.informer import PodWatch
+from webhook.kube.informer import Informer
 from webhook.kube.lease import LeaderElection
 from webhook.policy.decide import WarmRequest
 from webhook.registry.client import Registries
 from webhook.registry.resolver import Resolver
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.schedule import ScheduledRetention
+from webhook.retention.watch import POD_KIND
 from webhook.warmer.events import WarmEvents
 from webhook.warmer.intake import Intake
 from webhook.warmer.metrics import WarmerMetrics
 from webhook.warmer.pods import PodIndex
 from webhook.warmer.queue import JobState, WarmJob, WarmQueue
 from webhook.warmer.sightings import Sightings
+from webhook.warmer.watch import PodWatch
 
 log = logging.getLogger("webhook.warmer")
 
@@ -87,6 +90,8 @@ class Warmer:
             name="metrics",
         )
         self._watch: PodWatch | None = None
+        # The one Pod informer of this process: it lists and watches only while the leader's watch or retention listens.
+        self.pods: Informer = POD_KIND.informer(api_client, resync_seconds=settings.resync_seconds)
         # Retention follows usage on every replica and evicts on the leader; an eviction is forgotten here at once.
         self.retention = ScheduledRetention(
             config,
@@ -95,11 +100,13 @@ class Warmer:
             lambda: self.election.leading,
             metrics=RetentionMetrics(self.metrics.registry),
             on_evicted=self._evicted,
+            pods=self.pods,
         )
 
     def start(self) -> Warmer:
         """Start copying, serving, and campaigning for the Lease."""
         self.queue.start()
+        self.pods.start()
         self.events.start()
         self.hint_server.start()
         self.election.start()
@@ -117,14 +124,16 @@ class Warmer:
         """Stop taking hints, give up the Lease, let running copies finish (up to `timeout`), post the last Events."""
         self.hint_server.stop()
         self.election.stop()
+        self._stop_watching()
         self.retention.stop()
+        self.pods.stop()
         self.queue.stop(timeout)
         self.events.stop()
         self.metrics_server.stop()
         self.registries.close()
 
     def _evicted(self, repository: str, digest: str) -> None:
-        """Retention removed `repository@digest` from the CCR: neither the cache nor the queue may still say it is there."""
+        """Retention removed `repository@digest` from the CCR: neither cache nor queue may still say it is there."""
         self.resolver.forget_ccr(repository, digest)
         self.queue.forget(f"{self.config.ccr.registry}/{repository}", digest)
 
@@ -132,6 +141,7 @@ class Warmer:
         values = ("enforce", "dry-run") if self.config.warmer.warm_dry_run_namespaces else ("enforce",)
         self._watch = PodWatch(
             self._core,
+            self.pods,
             label=self.config.warmer.namespace_label,
             values=values,
             on_pods=self.intake.pods_seen,
@@ -148,7 +158,9 @@ class Warmer:
 
     def _copy(self, request: WarmRequest) -> CopyResult:
         try:
-            return copy_warm_request(self.registries, request)
+            return copy_warm_request(
+                self.registries, request, progress=lambda progress: self.events.progress(request, progress)
+            )
         except Exception as err:
             self.metrics.attempt_failed(err)
             raise

@@ -1,4 +1,4 @@
-"""An emulated WAN link for the benchmarks: a loopback TCP proxy that adds delay and caps shared bandwidth.
+"""An emulated WAN link for the benchmarks and the demo: a loopback TCP proxy that adds delay and caps shared bandwidth.
 
 A new connection first waits one round trip (the TCP handshake). Every byte crossing the proxy is first serialized onto a link shared by all connections (one link per
 direction, `mbit_per_second` each), then delivered after half the round-trip time. Request/response
