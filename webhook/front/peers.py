@@ -19,6 +19,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,16 @@ from webhook.front.flights import CHUNK_BYTES, Flight, open_upstream
 from webhook.front.metrics import FrontMetrics
 from webhook.front.owners import rank
 from webhook.kube.client import kubernetes_client
+from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryProtocolError, RegistryUnavailable, describe_transport_error
 from webhook.registry.streams import BlobStream, release
 
 log = logging.getLogger("webhook.front")
 PEER_REFRESH_SECONDS = 10.0
 PEER_CONNECT_SECONDS = 2.0
-PEER_READ_SECONDS = 60.0  # the owner may wait for a fetch slot or a slow upstream before its first byte
+PEER_READ_SECONDS = 60.0
+OWNER_COMMIT_POLLS = 60  # a follower waits this many times OWNER_COMMIT_POLL_SECONDS for the owner's commit
+OWNER_COMMIT_POLL_SECONDS = 0.5  # the owner may wait for a fetch slot or a slow upstream before its first byte
 MAX_PEERS = 256
 PEER_PATH = "/peer/v2/{repository}/blobs/{digest}"
 FLYING_ONLY = "CCR-Peer-Flying-Only"  # serve the blob only from a fetch from upstream already running, else 404
@@ -124,6 +128,17 @@ class Membership:
     def _watch(self) -> None:
         while not self._stop.wait(PEER_REFRESH_SECONDS):
             self.refresh()
+
+
+def committed_by_owner(ccr: RegistryClient, flight: Flight) -> bool:
+    """Whether the CCR holds the blob, committed by its owner (which verified it before this replica did) within a
+    bounded wait; False if it still lacks it then (the owner went away), and this replica commits it itself."""
+    for attempt in range(OWNER_COMMIT_POLLS):
+        if ccr.blob_size(flight.origin.target_repository, flight.digest) is not None:
+            return True
+        if attempt + 1 < OWNER_COMMIT_POLLS:
+            time.sleep(OWNER_COMMIT_POLL_SECONDS)
+    return False
 
 
 class PeerUnavailable(CCRWebhookError):
