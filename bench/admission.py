@@ -42,7 +42,8 @@ f:close()
 function done(summary, latency, requests)
   local bad = summary.errors.status + summary.errors.connect + summary.errors.read
             + summary.errors.write + summary.errors.timeout
-  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "errors": %d}\\n',
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, '
+    .. '"p90_us": %d, "p99_us": %d, "errors": %d}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99), bad))
 end
 """

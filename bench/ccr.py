@@ -47,7 +47,7 @@ def prewarm(settings: dict[str, Any], image: str) -> float:
 
 
 class CcrWatch:
-    """Polls the CCR from a thread until it holds `target` (its manifest by digest); `held_at` says when, from `since`."""
+    """Polls the CCR from a thread until it holds `target` (manifest by digest); `held_at` says when from `since`."""
 
     POLL_SECONDS = 0.2
 

@@ -13,7 +13,7 @@ LAYER_SHARES = (0.35, 0.25, 0.18, 0.12, 0.10)  # a base image, runtimes, the app
 
 
 def layer_sizes(total_bytes: int) -> list[int]:
-    """Split `total_bytes` (at least one per layer) by LAYER_SHARES; the last takes the rounding, so they add up exactly."""
+    """Split `total_bytes` (at least one per layer) by LAYER_SHARES; the last takes the rounding so they add up."""
     if total_bytes < len(LAYER_SHARES):
         raise ValueError(f"{total_bytes} bytes cannot make {len(LAYER_SHARES)} layers")
     sizes = [max(1, int(total_bytes * share)) for share in LAYER_SHARES[:-1]]

@@ -1,4 +1,4 @@
-"""Nodes that pull like a kubelet: a real client (skopeo) into the node's own directory, retried on the kubelet's back-off.
+"""Nodes that pull like a kubelet: a real client (skopeo) into the node's own directory, on the kubelet's back-off.
 
 A node pulls one platform's manifest and its blobs, as containerd does, and verifies each blob's digest
 as it writes it (skopeo checks every blob it copies). A failed pull, such as a CCR that does not hold the
@@ -99,7 +99,7 @@ def pull_like_kubelet(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> NodePull:
-    """Pull `image` into `destination` until it succeeds, backing off as a kubelet does, or `give_up_after` seconds pass."""
+    """Pull `image` into `destination` until it succeeds (backing off as a kubelet does) or `give_up_after` s pass."""
     attempts: list[PullAttempt] = []
     delays = backoff_delays()
     while True:
@@ -116,7 +116,7 @@ def pull_like_kubelet(
 
 
 def image_held(directory: Path) -> int:
-    """Verify that `directory` (skopeo's dir: layout) holds the manifest's config and every layer; return their bytes."""
+    """Verify that `directory` (skopeo's dir: layout) holds the manifest's config and every layer; their bytes."""
     try:
         manifest = json.loads((directory / "manifest.json").read_bytes())
     except (OSError, ValueError) as err:

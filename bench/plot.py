@@ -1,4 +1,4 @@
-"""The deployment-time plot: seconds against image size, one line per scenario, the published ones dashed (full size only)."""
+"""The deployment-time plot: seconds against image size, a line per scenario, published ones dashed (full size)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def plot_deployment_times(
     for name, title in titles.items():
         points = sorted((result.size_mb, result.seconds) for result in results if result.scenario == name)
         if points:
-            axes.plot(*zip(*points), marker="o", label=title)
+            axes.plot(*zip(*points, strict=True), marker="o", label=title)
     scale = "" if settings.scale == 1 else f", images ×{settings.scale:g}"
     axes.set_title(
         f"Deployment time, {settings.nodes} nodes, WAN {settings.rtt_ms:g} ms RTT / {settings.mbit:g} Mbit/s{scale}"

@@ -1,4 +1,4 @@
-"""The results as the published table plus ours (seconds and saving per scenario), the WAN bytes, and where the time went."""
+"""The results as the published table plus ours (seconds, saving per scenario), WAN bytes, where the time went."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _average(values: Sequence[float | None]) -> float | None:
 
 
 def deployment_table(results: Sequence[ScenarioResult], titles: dict[str, str], sizes: Sequence[int]) -> list[str]:
-    """The published layout (image, baseline, CCR) followed by every scenario we ran: seconds and saving vs our baseline."""
+    """The published layout (image, baseline, CCR), then every scenario we ran: seconds and saving vs our baseline."""
     found = _by_key(results)
     ours = [name for name in titles if any((name, size) in found for size in sizes) and name != "baseline"]
     header = ["Image", "Published baseline", "Published CCR", "saving", "Baseline"]
@@ -70,7 +70,7 @@ def deployment_table(results: Sequence[ScenarioResult], titles: dict[str, str], 
 
 
 def wan_table(results: Sequence[ScenarioResult], titles: dict[str, str], sizes: Sequence[int]) -> list[str]:
-    """MB that crossed the WAN towards the cluster per scenario, in copies of the image (a warm ahead of time shown apart)."""
+    """MB that crossed the WAN towards the cluster per scenario, in copies of the image (a warm ahead of time apart)."""
     found = _by_key(results)
     names = [name for name in titles if any((name, size) in found for size in sizes)]
     lines = ["| Image | " + " | ".join(titles[name] for name in names) + " |", "|---|" + "---|" * len(names)]
@@ -91,7 +91,7 @@ def wan_table(results: Sequence[ScenarioResult], titles: dict[str, str], sizes: 
 
 
 def without_backoff_wait(result: ScenarioResult) -> float:
-    """The seconds had the nodes that backed off pulled as soon as the CCR held the image (no wait left on the schedule)."""
+    """The seconds had the nodes that backed off pulled as soon as the CCR held the image (no wait on the schedule)."""
     slowest = max(result.nodes, key=lambda node: node.held_at or 0.0)
     held = result.details.get("ccr_held_at")
     if held is None or len(slowest.attempts) < 2:
@@ -194,14 +194,15 @@ def markdown_report(
     legend: Sequence[str],
     targets: dict[str, float],
 ) -> str:
-    """The whole report: settings, what each scenario does (`legend`), the deployment-time table, the WAN bytes, the timeline."""
+    """The whole report: settings, each scenario (`legend`), the deployment-time table, WAN bytes, the timeline."""
     scale = "full size" if settings.scale == 1 else f"images scaled by {settings.scale:g}"
     parts = [
         "# Deployment time on an emulated WAN",
         "",
         f"WAN {settings.rtt_ms:g} ms RTT, {settings.mbit:g} Mbit/s shared by the cluster; {settings.nodes} nodes "
         + (f"spread over {settings.ccr_replicas} CCR front replicas, " if settings.ccr_replicas > 1 else "")
-        + f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. {measured_note(results)}",
+        + f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. "
+        f"{measured_note(results)}",
         "",
         "Seconds from the Pod's admission until every node holds every blob. A node's pull checks each blob's digest "
         "as it writes it, as containerd does; the benchmark checks every blob of every node again afterwards, off the "

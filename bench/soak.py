@@ -139,8 +139,9 @@ class Soak:
             minute.rss_kib = rss_kib(self.hook.pids())
             row = minute.row(index)
             print(
-                f"minute {row['minute']:>2}: {row['requests']:>6} reviews, {row['errors']} errors, p50 {row['p50_ms']} ms, "
-                f"p99 {row['p99_ms']} ms, max {row['max_ms']} ms, RSS {row['rss_total_kib'] // 1024} MiB",
+                f"minute {row['minute']:>2}: {row['requests']:>6} reviews, {row['errors']} errors, "
+                f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, max {row['max_ms']} ms, "
+                f"RSS {row['rss_total_kib'] // 1024} MiB",
                 flush=True,
             )
         for thread in threads:
@@ -244,7 +245,8 @@ def write_markdown(summary: dict, path: Path) -> None:
         "",
         f"**{summary['requests']} reviews, {summary['errors']} errors**; {summary['late']} sent more than 100 ms late. "
         f"p99 per minute: median {summary['median_minute_p99_ms']} ms, worst {summary['worst_minute_p99_ms']} ms; "
-        f"slowest answer {summary['max_ms']} ms. RSS of master and workers: {summary['rss_first_minute_kib'] // 1024} MiB "
+        f"slowest answer {summary['max_ms']} ms. "
+        f"RSS of master and workers: {summary['rss_first_minute_kib'] // 1024} MiB "
         f"after the first minute, {summary['rss_last_minute_kib'] // 1024} MiB after the last "
         f"({summary['rss_growth_kib'] / 1024:+.1f} MiB).",
         "",

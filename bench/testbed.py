@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from webhook.testing.wan import WanProxy
 from webhook.registry.client import RegistryClient
 from webhook.testing.processes import RegistryServer
+from webhook.testing.wan import WanProxy
 
 
 def registry_client(url: str) -> RegistryClient:

@@ -20,6 +20,20 @@ def cluster() -> Iterator[LocalAPIServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RegistryServer]:
+    """The registry a module's images are copied from."""
+    with RegistryServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ccr() -> Iterator[RegistryServer]:
+    """The registry a module's images are copied into."""
+    with RegistryServer() as server:
+        yield server
+
+
 @pytest.fixture
 def empty_ccr() -> Iterator[RegistryServer]:
     """A CCR of its own for one test, empty at the start."""

@@ -43,10 +43,13 @@ def review(*images, uid="uid-1"):
     }
 
 
+HELD = ImageFacts(digest=D1, in_ccr=True)
+
+
 class FakeEvaluator:
     """Decides with the real policy and fixed registry facts, remembering the timeouts it was given."""
 
-    def __init__(self, facts=ImageFacts(digest=D1, in_ccr=True), error=None):
+    def __init__(self, facts=HELD, error=None):
         self.facts, self.error, self.timeouts = facts, error, []
 
     def __call__(self, images, timeout):

@@ -4,7 +4,11 @@ import socket
 import threading
 import time
 
+import pytest
+
 from webhook.testing.wan import WanProxy
+
+pytestmark = pytest.mark.integration
 
 
 def echo_server():

@@ -15,6 +15,8 @@ from webhook import tls
 from webhook.cli import main
 from webhook.testing.apiserver import LocalAPIServer
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 MWC_FILE = ROOT / "manifests/base/webhook/mutatingwebhookconfiguration.yaml"
 HOST = "ccr-webhook.ccr-system.svc"

@@ -259,7 +259,7 @@ def test_long_reasons_wrap_under_their_column(tmp_path, capsys, config_file, mon
     monkeypatch.setenv("COLUMNS", "100")
     (tmp_path / "p.yaml").write_text(pod("p", "registry.example.com/team/service:1.2.3"))
     code, out, _ = check(capsys, "--config", config_file(), str(tmp_path / "p.yaml"))
-    header, *rows, summary = out.splitlines()
+    header, *rows, _ = out.splitlines()
     column = header.index("RESULT/REASON")
     assert code == 0 and len(rows) > 1
     assert all(row.startswith(" " * column) and not row[column].isspace() for row in rows[1:])

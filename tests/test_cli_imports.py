@@ -1,4 +1,4 @@
-"""Building the CLI loads no metrics library: `serve` must set PROMETHEUS_MULTIPROC_DIR before prometheus_client loads."""
+"""Building the CLI loads no metrics library: `serve` sets PROMETHEUS_MULTIPROC_DIR before prometheus_client loads."""
 
 import subprocess
 import sys

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
-from tests.support.registry_pair import client as registry_client
+from tests.support.local_registry import client as registry_client
 from webhook.cli import main
 from webhook.commands.progress import ProgressDisplay
 from webhook.config import parse_config

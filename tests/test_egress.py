@@ -2,31 +2,25 @@
 connect to the configured registries only.
 
 In process, every socket connect and name lookup is recorded (and refused) while generated image strings go
-through admission's resolver and the warmer's sightings; over the real server, listeners standing where odd
-images point record every connection made to them.
+through admission's resolver and the warmer's sightings (test_egress_server.py does the same over the real server).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import urllib3
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from tests.support import tally
-from tests.support.faulty_servers import SilentServer
-from tests.support.hostile import ODD_HOSTS, image_strings
+from tests.support.hostile import examples, image_strings
 from webhook.config import parse_config
 from webhook.registry.client import Registries
 from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import Resolver
-from webhook.testing.processes import RegistryServer, free_port
-from webhook.testing.webhook_process import LocalWebhook
+from webhook.testing.processes import free_port
 from webhook.warmer.sightings import Sightings
 
 UPSTREAM, CCR = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"  # nothing listens: every connect is refused
@@ -62,9 +56,7 @@ def recorded_connections() -> Iterator[list[str]]:
         socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo  # type: ignore[method-assign]
 
 
-@settings(
-    max_examples=500, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@examples(500)
 @given(image_strings([UPSTREAM, CCR]))
 def test_admission_and_the_warmer_connect_to_configured_registries_only(image):
     tally.count("hostile image strings (egress)")
@@ -72,54 +64,3 @@ def test_admission_and_the_warmer_connect_to_configured_registries_only(image):
         evaluate_images([image], CONFIG, RESOLVER, 2.0)
         Sightings(CONFIG, RESOLVER, 2.0).check([image])
     assert set(seen) <= ALLOWED, (image, seen)
-
-
-@pytest.fixture(scope="module")
-def baits() -> Iterator[list[SilentServer]]:
-    """Listeners where odd images point (127.0.0.1 and 127.0.0.2), counting every connection they get."""
-    servers = [SilentServer(), SilentServer("127.0.0.2")]
-    yield servers
-    for server in servers:
-        server.close()
-
-
-@pytest.mark.integration
-def test_the_server_contacts_no_host_that_only_an_image_names(baits):
-    first, second = baits
-    port = first.host.rsplit(":", 1)[1]
-    images = [
-        f"{first.host}/team/app:1.0",
-        f"{second.host}/team/app:1.0",
-        f"localhost:{port}/team/app:1.0",
-        f"127.0.0.1:{port}/team/app@sha256:{'a' * 64}",
-        f"user:pw@{first.host}/team/app:1.0",
-        f"{first.host}:80/team/app:1.0",
-        f"127.1:{port}/team/app:1.0",
-        *(f"{host}/team/app:1.0" for host in ODD_HOSTS),
-    ]
-    with RegistryServer() as upstream, RegistryServer() as ccr:
-        settings_ = {
-            "ccr": {"registry": ccr.host, "insecure": True},
-            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
-            "webhook": {"warmerUrl": ""},
-        }
-        with LocalWebhook(settings_, workers=1) as hook:
-            client = urllib3.HTTPSConnectionPool(
-                "127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file), timeout=10, retries=False
-            )
-            for index, image in enumerate(images):
-                review = {
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "request": {
-                        "uid": f"egress-{index}",
-                        "operation": "CREATE",
-                        "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}},
-                    },
-                }
-                reply = client.request(
-                    "POST", "/mutate", body=json.dumps(review), headers={"Content-Type": "application/json"}
-                )
-                assert reply.status == 200, reply.data
-                assert "patch" not in json.loads(reply.data)["response"], image
-    assert first.held == [] and second.held == []

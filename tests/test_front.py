@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import urllib3
 
+from tests.support.local_registry import client as make_client
 from tests.support.registry_auth import htpasswd_auth
-from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
-from tests.support.registry_pair import client as make_client
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
 from webhook import tls
@@ -92,7 +91,7 @@ class Scene:
 
 
 @pytest.fixture
-def scene(upstream: RegistryServer, ccr: RegistryServer, request: pytest.FixtureRequest) -> Iterator[Scene]:  # noqa: F811
+def scene(upstream: RegistryServer, ccr: RegistryServer, request: pytest.FixtureRequest) -> Iterator[Scene]:
     made = Scene(upstream, ccr, "apps/" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-"))
     yield made
     made.close()
@@ -340,11 +339,12 @@ def test_a_repository_outside_every_upstream_prefix_is_404_and_upstream_never_as
     assert scene.proxy.requests == []
 
 
-def test_writes_are_refused(scene: Scene) -> None:
+def test_writes_are_refused_and_sigterm_stops_it(scene: Scene) -> None:
     front = scene.front()
     connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
     connection.request("POST", f"/v2/{scene.target}/blobs/uploads/")
     assert connection.getresponse().status == 405
+    assert front.terminate() == 0, "SIGTERM stops the front cleanly"
 
 
 def head(front: LocalFront, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
@@ -398,7 +398,7 @@ def test_skopeo_pulls_a_cold_image_through_the_front(scene: Scene) -> None:
 
 
 def test_over_tls_the_ccr_keeps_its_access_control_and_the_front_pushes_with_its_own(
-    upstream: RegistryServer,  # noqa: F811 - the fixture
+    upstream: RegistryServer,
     tmp_path: Path,
 ) -> None:
     ca = tls.generate_ca("front tests")

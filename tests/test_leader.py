@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from tests.support.clock import Clock
 from tests.support.waiting import wait_until
 from webhook.kube.lease import LeaderElection
 from webhook.testing.apiserver import LocalAPIServer
 
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def holder(api):
 
 
 def test_one_leader_and_a_takeover_once_its_lease_expires(api):
-    clock, log = Clock(), []
+    clock, log = Clock(0.0), []
     first, second = candidate(api, "a", clock, log), candidate(api, "b", clock, log)
     assert first.campaign_once() and not second.campaign_once()
     clock.now += 5
@@ -59,7 +54,7 @@ def test_one_leader_and_a_takeover_once_its_lease_expires(api):
 
 
 def test_a_leader_that_cannot_renew_steps_down_before_anyone_may_take_over(api):
-    clock, log = Clock(), []
+    clock, log = Clock(0.0), []
     leader = candidate(api, "a", clock, log)
     assert leader.campaign_once()
     api.fail_next(503, method="GET", path_contains="/leases/", times=10)
@@ -70,7 +65,7 @@ def test_a_leader_that_cannot_renew_steps_down_before_anyone_may_take_over(api):
 
 
 def test_a_leader_that_stops_releases_the_lease_for_the_next_at_once(api):
-    clock, log = Clock(), []
+    clock, log = Clock(0.0), []
     first, second = candidate(api, "a", clock, log), candidate(api, "b", clock, log)
     first.start()
     wait_until(lambda: holder(api) == "a", what="a taking the Lease")
@@ -81,7 +76,7 @@ def test_a_leader_that_stops_releases_the_lease_for_the_next_at_once(api):
 
 
 def test_a_takeover_that_loses_the_race_for_the_lease_does_not_lead(api):
-    clock, log = Clock(), []
+    clock, log = Clock(0.0), []
     first, second = candidate(api, "a", clock, log), candidate(api, "b", clock, log)
     assert first.campaign_once() and not second.campaign_once()
     clock.now += 11

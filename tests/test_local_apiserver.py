@@ -10,6 +10,8 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook.testing.apiserver import LocalAPIServer, Resource
 
+pytestmark = pytest.mark.integration
+
 
 def pod(name: str, namespace: str = "default", **labels: str) -> dict:
     return {

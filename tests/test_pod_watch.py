@@ -12,6 +12,8 @@ from webhook.kube.informer import Informer
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.warmer.watch import PodWatch
 
+pytestmark = pytest.mark.integration
+
 LABEL = "ccr-webhook/policy"
 
 

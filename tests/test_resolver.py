@@ -1,4 +1,4 @@
-"""The resolver's cache, sharing and deadline, with plain in-process registries standing in for the network.
+"""The resolver's cache, sharing and deadline, with the in-process registry fake standing in for the network.
 
 The real registry client is exercised against real registries in the admission integration tests;
 here the point is timing and concurrency, which plain objects make exact.
@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from tests.support.clock import Clock
+from tests.support.fake_registry import FakeRegistries, FakeRegistry
+from tests.support.waiting import deadline_ceiling, wait_until
 from webhook.config import parse_config
 from webhook.policy.decide import Action, ImageFacts, Lookup, plan_image
 from webhook.registry.errors import RateLimited
@@ -26,52 +29,6 @@ CONFIG = parse_config(
 )
 
 
-class PlainRegistry:
-    """Answers from dicts; counts calls; can hold every call until released."""
-
-    def __init__(self, digests=None, held=(), error=None):
-        self.digests = digests or {}
-        self.held = set(held)
-        self.error = error
-        self.calls = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.lock = threading.Lock()
-
-    def resolve_digest(self, repository, reference):
-        with self.lock:
-            self.calls.append(("digest", repository, reference))
-        self.gate.wait(10)
-        if self.error:
-            raise self.error
-        return self.digests[(repository, reference)]
-
-    def has_manifest(self, repository, digest):
-        with self.lock:
-            self.calls.append(("ccr", repository, digest))
-        self.gate.wait(10)
-        if self.error:
-            raise self.error
-        return (repository, digest) in self.held
-
-
-class PlainRegistries:
-    def __init__(self, upstream, ccr):
-        self._upstream, self.ccr = upstream, ccr
-
-    def upstream(self, registry):
-        assert registry == "up.io", f"asked an unconfigured registry {registry}"
-        return self._upstream
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def lookup(image="up.io/app:1"):
     plan = plan_image(image, CONFIG)
     assert isinstance(plan, Lookup)
@@ -79,10 +36,10 @@ def lookup(image="up.io/app:1"):
 
 
 def make(upstream=None, ccr=None, **kwargs):
-    upstream = upstream or PlainRegistry({("app", "1"): D1})
-    ccr = ccr or PlainRegistry(held={("up.io/app", D1)})
+    upstream = upstream or FakeRegistry({("app", "1"): D1})
+    ccr = ccr or FakeRegistry(held={("up.io/app", D1)})
     observed = []
-    resolver = Resolver(CONFIG, PlainRegistries(upstream, ccr), observe=observed.append, **kwargs)
+    resolver = Resolver(CONFIG, FakeRegistries(upstream, ccr), observe=observed.append, **kwargs)
     return resolver, upstream, ccr, observed
 
 
@@ -108,7 +65,7 @@ def test_cache_expires_by_its_ttls():
 
 def test_errors_are_reported_and_cached_briefly():
     clock = Clock()
-    upstream = PlainRegistry(error=ConnectionError("upstream up.io refused the connection"))
+    upstream = FakeRegistry(error=ConnectionError("upstream up.io refused the connection"))
     resolver, upstream, ccr, observed = make(upstream=upstream, clock=clock)
     facts = resolver.gather([lookup()], 2)
     assert facts == [ImageFacts(resolve_error="upstream up.io refused the connection")]
@@ -122,7 +79,7 @@ def test_errors_are_reported_and_cached_briefly():
 
 def test_a_rate_limited_lookup_is_not_repeated_before_retry_after_nor_past_the_cache_time():
     clock = Clock()
-    upstream = PlainRegistry(error=RateLimited("HEAD manifest 1: rate limited, HTTP 429", 30))
+    upstream = FakeRegistry(error=RateLimited("HEAD manifest 1: rate limited, HTTP 429", 30))
     resolver, upstream, _, _ = make(upstream=upstream, clock=clock)
     assert "rate limited" in resolver.gather([lookup()], 2)[0].resolve_error
     clock.now += 29  # past negativeCacheSeconds, within Retry-After
@@ -140,17 +97,14 @@ def test_a_rate_limited_lookup_is_not_repeated_before_retry_after_nor_past_the_c
 
 
 def test_concurrent_requests_for_one_tag_share_one_lookup():
-    upstream = PlainRegistry({("app", "1"): D1})
+    upstream = FakeRegistry({("app", "1"): D1})
     upstream.gate.clear()
-    resolver, upstream, ccr, _ = make(upstream=upstream)
+    resolver, upstream, _, observed = make(upstream=upstream)
     results = []
     threads = [threading.Thread(target=lambda: results.append(resolver.gather([lookup()], 5))) for _ in range(8)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 5
-    while not upstream.calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
+    wait_until(lambda: observed.count("miss") == 8, timeout=10, what="every request missing the cache")
     upstream.gate.set()
     for thread in threads:
         thread.join(5)
@@ -159,45 +113,40 @@ def test_concurrent_requests_for_one_tag_share_one_lookup():
 
 
 def test_all_images_of_a_pod_are_resolved_concurrently():
-    upstream = PlainRegistry({(f"app{i}", "1"): D1 for i in range(4)})
+    upstream = FakeRegistry({(f"app{i}", "1"): D1 for i in range(4)})
     upstream.gate.clear()
-    resolver, upstream, _, _ = make(upstream=upstream, ccr=PlainRegistry())
-    seen_waiting = []
-
-    def release_when_all_four_wait():
-        deadline = time.monotonic() + 3
-        while len(upstream.calls) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        seen_waiting.append(len(upstream.calls))
-        upstream.gate.set()
-
-    threading.Thread(target=release_when_all_four_wait).start()
-    facts = resolver.gather([lookup(f"up.io/app{i}:1") for i in range(4)], 5)
-    assert seen_waiting == [4]  # all four lookups were in flight at once, before any was answered
-    assert [f.digest for f in facts] == [D1] * 4
+    resolver, upstream, _, _ = make(upstream=upstream, ccr=FakeRegistry())
+    answers = []
+    pod = threading.Thread(
+        target=lambda: answers.append(resolver.gather([lookup(f"up.io/app{i}:1") for i in range(4)], 10))
+    )
+    pod.start()
+    # all four lookups are in flight at once, before any is answered
+    wait_until(lambda: len(upstream.calls) == 4, timeout=10, what="four lookups in flight")
+    upstream.gate.set()
+    pod.join(10)
+    assert [f.digest for f in answers[0]] == [D1] * 4
 
 
 def test_answers_by_the_deadline_and_fills_the_cache_afterwards():
-    upstream = PlainRegistry({("app", "1"): D1})
+    upstream = FakeRegistry({("app", "1"): D1})
     upstream.gate.clear()
     resolver, upstream, _, _ = make(upstream=upstream)
     started = time.monotonic()
     facts = resolver.gather([lookup()], 0.2)
-    elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.5
+    assert 0.15 <= time.monotonic() - started < deadline_ceiling(0.2)  # it waited the deadline, and no longer
     assert facts[0].digest is None and "within 0.2 s" in facts[0].resolve_error
     upstream.gate.set()
-    deadline = time.monotonic() + 5
-    while resolver.gather([lookup()], 0.5) != [ImageFacts(digest=D1, in_ccr=True)]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(
+        lambda: resolver.gather([lookup()], 0.5) == [ImageFacts(digest=D1, in_ccr=True)], what="the cache filled"
+    )
     assert len(upstream.calls) == 1
 
 
 def test_a_silent_ccr_keeps_the_digest_learned_in_time_so_the_image_is_still_pinned():
-    ccr = PlainRegistry(held={("up.io/app", D1)})
+    ccr = FakeRegistry(held={("up.io/app", D1)})
     ccr.gate.clear()
-    resolver, upstream, ccr, _ = make(ccr=ccr)
+    resolver, _, ccr, _ = make(ccr=ccr)
     try:
         assert resolver.gather([lookup()], 0.2) == [ImageFacts(digest=D1)]
         [decision] = evaluate_images(["up.io/app:1"], CONFIG, resolver, 0.2)
@@ -207,7 +156,7 @@ def test_a_silent_ccr_keeps_the_digest_learned_in_time_so_the_image_is_still_pin
 
 
 def test_lookups_still_queued_at_the_deadline_are_dropped_so_the_next_pod_is_not_held_up():
-    upstream = PlainRegistry({(f"app{i}", "1"): D1 for i in range(101)})
+    upstream = FakeRegistry({(f"app{i}", "1"): D1 for i in range(101)})
     upstream.gate.clear()
     resolver, upstream, _, _ = make(upstream=upstream)
     many = resolver.gather([lookup(f"up.io/app{i}:1") for i in range(100)], 0.2)
@@ -218,7 +167,7 @@ def test_lookups_still_queued_at_the_deadline_are_dropped_so_the_next_pod_is_not
 
 
 def test_mark_and_forget_ccr():
-    resolver, _, ccr, _ = make(ccr=PlainRegistry())
+    resolver, _, ccr, _ = make(ccr=FakeRegistry())
     assert resolver.gather([lookup()], 2)[0].in_ccr is False
     resolver.mark_in_ccr("up.io/app", D1)
     assert resolver.gather([lookup()], 2)[0].in_ccr is True
@@ -243,7 +192,7 @@ def test_evaluate_without_lookups_never_asks(images):
 
 def test_a_lookup_stuck_past_a_whole_deadline_is_not_waited_for_again():
     clock = Clock()
-    upstream = PlainRegistry({("app", "1"): D1})
+    upstream = FakeRegistry({("app", "1"): D1})
     upstream.gate.clear()
     resolver, upstream, _, observed = make(upstream=upstream, clock=clock)
     first = resolver.gather([lookup()], 0.1)  # waits its deadline (real time), the lookup stays in flight

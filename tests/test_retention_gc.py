@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from tests.support.workloads import Clock, pod, wait_for
+from tests.support.clock import Clock
+from tests.support.waiting import wait_until
+from tests.support.workloads import pod
 from webhook.config import parse_config
 from webhook.policy.decide import Action, WarmRequest
 from webhook.policy.reference import parse_image
@@ -93,10 +95,10 @@ def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_
     v1, v2, v3, v4 = (push(clients, f"v{n}", 2020 + n) for n in range(1, 5))
     cluster.create(pod("uses-v1", upstream_name(config, v1)))
     cluster.create(pod("used-v2", upstream_name(config, v2)))
-    wait_for(lambda: len(usage.tracker.in_use().digests) == 2)
+    wait_until(lambda: len(usage.tracker.in_use().digests) == 2)
     clock.now = START + 7.5 * DAY
     cluster.delete("Pod", "used-v2", "team-a")  # v2 last used half a day before the run
-    wait_for(lambda: len(usage.tracker.in_use().digests) == 1)
+    wait_until(lambda: len(usage.tracker.in_use().digests) == 1)
     clock.now = START + 8 * DAY
     metrics = RetentionMetrics()
     result = Retention(config, clients.ccr, usage.tracker, usage.confirm, metrics=metrics, clock=clock).run()
@@ -175,7 +177,7 @@ def test_each_delete_checks_the_live_watch_again(config, clients, cluster, usage
             ccr.delete_manifest(repository, digest)
             other = older if digest == old.digest else old
             cluster.create(pod("late", f"{config.ccr.registry}/{REPOSITORY}@{other.digest}", namespace="other"))
-            wait_for(lambda: (REPOSITORY, other.digest) in usage.tracker.in_use().digests)
+            wait_until(lambda: (REPOSITORY, other.digest) in usage.tracker.in_use().digests)
 
     result = Retention(config, PodAppearsAfterTheFirstDelete(), usage.tracker, usage.confirm, clock=clock).run()
     assert [(o.verdict.image.digest, o.spared) for o in result.outcomes] == [
@@ -199,7 +201,7 @@ def test_an_index_goes_with_its_children_and_a_kept_index_keeps_its_own(config, 
 def test_a_pod_pinned_to_one_platform_keeps_the_whole_index(config, clients, cluster, usage, clock):
     old, _ = push(clients, "old", 2020, platforms=2), push(clients, "new", 2024, platforms=2)
     cluster.create(pod("arm", f"{config.ccr.registry}/{REPOSITORY}@{old.manifests[1]}"))
-    wait_for(lambda: usage.tracker.in_use().digests)
+    wait_until(lambda: usage.tracker.in_use().digests)
     clock.now = START + 30 * DAY
     result = Retention(config, clients.ccr, usage.tracker, usage.confirm, clock=clock).run()
     assert not result.plan.evictions

@@ -38,6 +38,9 @@ def image(
     return StoredImage(repository, top, tags, manifests, created)
 
 
+NOTHING_USED = InUse(frozenset(), frozenset())
+
+
 def in_use(*pairs: tuple[str, str]) -> InUse:
     return InUse(
         digests=frozenset(p for p in pairs if p[1].startswith("sha256:")),
@@ -45,7 +48,7 @@ def in_use(*pairs: tuple[str, str]) -> InUse:
     )
 
 
-def plan(images, used=InUse(frozenset(), frozenset()), last_used=None, rules=RULES, first_seen=None):
+def plan(images, used=NOTHING_USED, last_used=None, rules=RULES, first_seen=None):
     last_used = last_used or {}
     return plan_evictions(images, used, lambda repository, ref: last_used.get(ref, 0.0), first_seen or {}, rules, NOW)
 

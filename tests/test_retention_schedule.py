@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.workloads import wait_for
+from tests.support.waiting import wait_until
 from webhook.config import RetentionConfig, parse_config
 from webhook.registry.client import Registries
 from webhook.retention.metrics import RetentionMetrics
@@ -41,21 +41,24 @@ def test_only_the_leader_evicts_and_a_failed_run_does_not_stop_the_schedule(empt
     registries = Registries(config)
     old = push_sample_image(registries.ccr, REPOSITORY, "old", [100], seed=1, created="2020-01-01T00:00:00Z")
     push_sample_image(registries.ccr, REPOSITORY, "new", [100], seed=2, created="2024-01-01T00:00:00Z")
-    leading = False
+    leading, asked = False, []
+
+    def is_leader() -> bool:
+        asked.append(leading)
+        return leading
+
     metrics = RetentionMetrics()
-    scheduled = ScheduledRetention(
-        config, cluster.api_client(), registries.ccr, lambda: leading, metrics=metrics
-    ).start()
+    scheduled = ScheduledRetention(config, cluster.api_client(), registries.ccr, is_leader, metrics=metrics).start()
     try:
         assert scheduled.usage.wait_synced(5)
-        time.sleep(0.5)  # two intervals as a follower
+        wait_until(lambda: asked.count(False) >= 2, what="two intervals as a follower")
         assert registries.ccr.has_manifest(REPOSITORY, old.digest)
         empty_ccr.stop()  # the CCR goes away: runs fail, are logged, and the schedule goes on
         leading = True
-        time.sleep(0.5)
+        wait_until(lambda: asked.count(True) >= 2, what="a failed run as the leader, and the next interval")
         empty_ccr.start()
-        wait_for(lambda: not registries.ccr.has_manifest(REPOSITORY, old.digest))
-        wait_for(lambda: metrics.registry.get_sample_value("ccr_webhook_evictions_total") == 1)
+        wait_until(lambda: not registries.ccr.has_manifest(REPOSITORY, old.digest))
+        wait_until(lambda: metrics.registry.get_sample_value("ccr_webhook_evictions_total") == 1)
     finally:
         scheduled.stop()
         registries.close()

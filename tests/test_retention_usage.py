@@ -1,16 +1,13 @@
-"""Usage tracking: which CCR images live objects name, from plain objects and from a (fake) API server."""
+"""Usage tracking: which CCR images live objects name, and when each was last used, from plain objects."""
 
 from __future__ import annotations
 
-import contextlib
-import time
-
 import pytest
 
-from tests.support.workloads import Clock, namespace, pod, wait_for
+from tests.support.clock import Clock
+from tests.support.workloads import namespace, pod
 from webhook.config import parse_config
-from webhook.retention.usage import ImageUse, InUse, UsageTracker, ccr_use, uses_of
-from webhook.retention.watch import ClusterUsage
+from webhook.retention.usage import ImageUse, UsageTracker, ccr_use, uses_of
 
 CONFIG = parse_config({"ccr": {"registry": "ccr:5000"}, "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}]})
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
@@ -140,69 +137,3 @@ def test_opting_a_namespace_out_stamps_its_upstream_names_as_last_seen_then():
     clock.now = 9000.0
     assert not tracker.in_use().digests
     assert tracker.last_seen("mirror/up/app", D1) == 2000.0
-
-
-@contextlib.contextmanager
-def following(cluster, **options):
-    """Usage tracking that follows `cluster` until the block ends."""
-    usage = ClusterUsage(cluster.api_client(), CONFIG, watch_seconds=1, **options).start()
-    try:
-        assert usage.wait_synced(5)
-        yield usage
-    finally:
-        usage.stop()
-
-
-def test_cluster_usage_lists_then_follows_every_kind_through_the_real_client(cluster):
-    cluster.create(pod("running", f"up.io/app@{D1}"))
-    cluster.create(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "nightly", "namespace": "team-a"},
-            "spec": {
-                "schedule": "@daily",
-                "jobTemplate": {
-                    "spec": {
-                        "template": {"spec": {"containers": [{"name": "c", "image": f"ccr:5000/mirror/up/batch@{D2}"}]}}
-                    }
-                },
-            },
-        }
-    )
-    with following(cluster) as usage:
-        assert usage.tracker.in_use().digests == {("mirror/up/app", D1), ("mirror/up/batch", D2)}
-        cluster.create(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "idle", "namespace": "team-a"},
-                "spec": {"replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "up.io/web:3"}]}}},
-            }
-        )
-        cluster.delete("Pod", "running", "team-a")
-        wait_for(
-            lambda: (
-                usage.tracker.in_use()
-                == InUse(digests=frozenset({("mirror/up/batch", D2)}), tags=frozenset({("mirror/up/web", "3")}))
-            )
-        )
-        time.sleep(1.2)  # past the watch's timeoutSeconds: it resumes from the last version seen
-        cluster.create(pod("later", f"up.io/app@{D3}"))
-        wait_for(lambda: ("mirror/up/app", D3) in usage.tracker.in_use().digests)
-
-
-def test_cluster_usage_lists_again_after_410_gone_and_after_errors(cluster):
-    with following(cluster, retry_seconds=0.1) as usage:
-        cluster.fail_next(500, method="GET", path_contains="/pods", times=2)
-        cluster.compact()  # the next watch from an old version gets 410 Gone
-        time.sleep(1.2)
-        cluster.create(pod("after-compaction", f"up.io/app@{D1}"))
-        wait_for(lambda: ("mirror/up/app", D1) in usage.tracker.in_use().digests)
-
-
-def test_confirm_lists_afresh_so_an_object_the_watch_has_not_delivered_still_counts(cluster):
-    usage = ClusterUsage(cluster.api_client(), CONFIG, watch_seconds=1)  # not started: no watch at all
-    cluster.create(pod("new", f"up.io/app@{D1}"))
-    assert usage.confirm().digests == {("mirror/up/app", D1)}
-    assert not usage.tracker.in_use().digests

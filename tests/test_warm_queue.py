@@ -3,6 +3,7 @@
 import threading
 import time
 
+from tests.support.waiting import wait_until
 from webhook.policy.decide import WarmRequest
 from webhook.policy.reference import parse_image
 from webhook.warmer.queue import JobState, WarmQueue
@@ -19,9 +20,9 @@ def request(digest=D1, tag="1"):
 class Copier:
     """Records copies; fails the first `failures` attempts; can hold every copy until released."""
 
-    def __init__(self, failures=0, error=RuntimeError("upstream dropped the connection")):
+    def __init__(self, failures=0, error=None):
         self.failures = failures
-        self.error = error
+        self.error = error or RuntimeError("upstream dropped the connection")
         self.calls = []
         self.running = 0
         self.most_running = 0
@@ -43,13 +44,6 @@ class Copier:
         finally:
             with self.lock:
                 self.running -= 1
-
-
-def wait_until(predicate, timeout=5):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_one_copy_for_many_submissions_of_one_image():
@@ -164,5 +158,33 @@ def test_forgetting_a_finished_job_lets_the_next_sighting_copy_again():
         queue.forget(target.name, target.digest)  # retention evicted it from the CCR
         queue.submit(request())
         wait_until(lambda: len(copier.calls) == 2)
+    finally:
+        queue.stop()
+
+
+def test_a_retry_after_of_days_is_capped_at_the_backoff_maximum():
+    error = RuntimeError("429 too many requests")
+    error.retry_after = 3 * 86400.0
+    copier = Copier(failures=1, error=error)
+    queue = WarmQueue(copier, backoff_seconds=0.01, backoff_max_seconds=0.2).start()
+    try:
+        queue.submit(request())
+        wait_until(lambda: len(copier.calls) == 2 and queue.jobs()[0].state is JobState.DONE)
+    finally:
+        queue.stop()
+
+
+def test_the_job_table_keeps_a_bounded_number_of_finished_jobs_and_none_past_their_time():
+    now = [0.0]
+    queue = WarmQueue(Copier(), concurrency=4, max_finished=50, remember_seconds=60, clock=lambda: now[0]).start()
+    try:
+        for number in range(2000):
+            queue.submit(request(digest=f"sha256:{number:064x}"))
+        wait_until(lambda: queue.depth == 0 and queue.in_flight == 0, timeout=20)
+        assert len(queue.jobs()) == 50  # not 2000: the oldest finished jobs went first
+        assert {job.request.source.digest for job in queue.jobs()} == {f"sha256:{n:064x}" for n in range(1950, 2000)}
+        now[0] = 61.0  # past remember_seconds: the next finished job takes every older one with it
+        queue.submit(request(digest=D2))
+        wait_until(lambda: [job.request.source.digest for job in queue.jobs()] == [D2])
     finally:
         queue.stop()

@@ -3,23 +3,20 @@ watch, a crash mid-copy, two replicas and their Lease, forged hints, Events."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-import urllib3
 
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.waiting import wait_until
-from tests.support.warmer_scene import NAMESPACE, Scene, pod, warm_scene
+from tests.support.warmer_scene import NAMESPACE, Scene, pod, post_hints, warm_scene
 from webhook.registry.errors import RegistryError
 from webhook.testing.processes import RegistryServer
 from webhook.testing.warmer_process import LocalWarmer
 from webhook.warmer.events import FINISHED, PROGRESS, STARTED
-from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +30,6 @@ def scene(tmp_path) -> Iterator[Scene]:
 @pytest.fixture
 def run_warmer(scene):
     return scene.start_warmer
-
-
-def post_hints(warmer: Warmer, requests: list[dict], wait: float = 0, peer: str = "127.0.0.1") -> list[dict]:
-    response = urllib3.request(
-        "POST",
-        f"http://{peer}:{warmer.hint_server.port}/hints?wait={wait}",
-        body=json.dumps({"requests": requests}),
-        timeout=wait + 10,
-    )
-    assert response.status == 200, response.data
-    return json.loads(response.data)["results"]
 
 
 def test_concurrent_hints_for_one_image_make_one_copy(scene, run_warmer):
@@ -196,8 +182,7 @@ def test_an_image_retention_evicts_is_copied_again_on_the_next_sighting(scene, r
     hint = {"source": scene.source, "target": scene.target}
     assert post_hints(warmer, [hint], wait=20)[0]["state"] == "done"
     wait_until(lambda: warmer.election.leading, timeout=10)
-    result = None
-    wait_until(lambda: (result := warmer.retention.run_once()) is not None, timeout=10)  # once usage is listed
+    wait_until(lambda: warmer.retention.run_once() is not None, timeout=10)  # once usage is listed
     assert not scene.in_ccr()  # no Pod uses it: evicted through the registry API
     assert post_hints(warmer, [hint], wait=20)[0]["state"] == "done"  # not "remembered as done": copied again
     assert scene.in_ccr()

@@ -11,7 +11,17 @@ from webhook.config import ConfigError
 
 # Each module under webhook/commands has `add_parser(subparsers)` that registers its subcommand with `func=run`;
 # `copy` and `gc` live in copy_image.py and gc_images.py so that no module shadows the standard library's.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "check", "certs", "copy_image", "warm", "warmer", "gc_images", "front")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "serve",
+    "check",
+    "certs",
+    "copy_image",
+    "warm",
+    "warmer",
+    "gc_images",
+    "front",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

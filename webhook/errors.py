@@ -14,10 +14,13 @@ this module holds the base and the map:
     ├── NotMirrored                  policy.decide: an image no configured upstream serves
     ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
     │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
+    │   │   └── RegistryServerError    it answered 5xx: reached, but failing on its side
+    │   │   └── TransferTooSlow          registry.streams: a blob transfer below its MinimumRate or past its deadline
     │   ├── RateLimited                429, with the Retry-After it asked for: transient
     │   ├── RegistryAuthError          refused (401/403) even after authenticating, or no way to authenticate
     │   ├── NotFound                   no such manifest, blob or repository (404)
     │   ├── RegistryProtocolError      an answer we cannot use (unexpected status, garbage, digest mismatch)
+    │   │   └── CopyLimitExceeded        copier.engine: an image over a `copy` limit; names the key
     │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
     ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
     ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early

@@ -5,7 +5,8 @@
 
 `state` is `present` (the CCR holds it), `queued`, `running`, `done`, `failed` or `rejected` (with a
 reason). With `wait` the answer comes when every accepted image is done or failed, or when the wait is
-over. Only loopback clients are served; a hint is a suggestion the warmer checks against its own
+over. Only loopback clients are served (the warmer's HTTPService, `loopback_only`, refuses any other peer
+before it reads the body); a hint is a suggestion the warmer checks against its own
 configuration, never an instruction to contact a registry.
 
 The webhook side (`HintClient`) never makes admission wait on a hint: `send` hands the hints to one
@@ -90,11 +91,9 @@ def parse_hints(body: bytes) -> list[Hint]:
 
 
 def hints_route(handle: Callable[[list[Hint], float], list[HintResult]]) -> Route:
-    """The POST /hints route: loopback clients only, body parsed, `handle(hints, wait_seconds)` answered as JSON."""
+    """The POST /hints route (serve it `loopback_only`): body parsed, `handle(hints, wait_seconds)` answered as JSON."""
 
     def route(request: Request) -> Reply:
-        if not request.from_loopback:
-            return Reply(403, b"hints are taken from loopback only\n")
         try:
             wait = float(request.query.get("wait") or 0)
             hints = parse_hints(request.body)

@@ -15,9 +15,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import jsonpatch
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from webhook.policy.review import API_VERSION, ORIGINAL_IMAGES_ANNOTATION
+
+
+def examples(count: int) -> settings:
+    """Hypothesis settings for `count` examples, bounded and repeatable: the same ones on every run, none remembered."""
+    return settings(
+        max_examples=count,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
 
 ODD_HOSTS = (
     "169.254.169.254",
@@ -162,7 +175,8 @@ _ANNOTATION_POINTER = "/metadata/annotations/" + ORIGINAL_IMAGES_ANNOTATION.repl
 
 
 def check_answer(review: Any, answer: dict) -> None:
-    """An answer to `review` is an AdmissionReview for its uid whose patch applies and touches images and our annotation only."""
+    """An answer to `review` is an AdmissionReview for its uid whose patch applies and touches only images and our
+    annotation."""
     assert answer["apiVersion"] == API_VERSION and answer["kind"] == "AdmissionReview", answer
     response = answer["response"]
     assert response["uid"] == review["request"]["uid"] and isinstance(response["allowed"], bool)
@@ -182,9 +196,10 @@ def _touches_only_what_is_ours(op: dict) -> bool:
     ours = {ORIGINAL_IMAGES_ANNOTATION}
     return op["op"] == "add" and (
         op["path"] == _ANNOTATION_POINTER
-        or (op["path"] == "/metadata/annotations"
-        and set(op["value"]) == ours)
-        or (op["path"] == "/metadata"
-        and set(op["value"]) == {"annotations"}
-        and set(op["value"]["annotations"]) == ours)
+        or (op["path"] == "/metadata/annotations" and set(op["value"]) == ours)
+        or (
+            op["path"] == "/metadata"
+            and set(op["value"]) == {"annotations"}
+            and set(op["value"]["annotations"]) == ours
+        )
     )

@@ -21,7 +21,7 @@ from cryptography import x509
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One request: when it started and ended (monotonic), its HTTP status or transport error, the serving certificate."""
+    """One request: when it started and ended (monotonic), its HTTP status or transport error, the serving cert."""
 
     started: float
     ended: float
@@ -86,7 +86,7 @@ class HTTPSLoad:
             return [outcome for outcomes in self.outcomes for outcome in outcomes]
 
     def wait_until(self, condition: Callable[[list[list[Outcome]]], bool], timeout: float = 60.0) -> bool:
-        """Whether `condition(outcomes per thread)` came true within `timeout` seconds (False once every thread ended)."""
+        """Whether `condition(outcomes per thread)` came true within `timeout` s (False once every thread ended)."""
         with self._progress:
             return self._progress.wait_for(
                 lambda: condition(self.outcomes) or not any(thread.is_alive() for thread in self._threads), timeout

@@ -3,25 +3,59 @@
 It forwards every request to the registry unchanged (keeping the Host header, so the registry's Location
 headers point back at the proxy) and records (method, path, Authorization) of each. Set its attributes
 to refuse monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in
-half, slow blob downloads down, or answer the next requests with given statuses (or DROP: an answer that
-announces 100 bytes, sends 10 and closes the connection). Blob downloads can also be paced
-(`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served with their last
-byte changed (`corrupt_blobs`: same length, wrong digest).
+half, slow blob downloads down, trickle chosen blobs a few bytes at a time, answer the next requests with
+given statuses (or DROP: an answer that announces 100 bytes, sends 10 and closes the connection), or serve
+manifests of its own (`serve`: hostile ones no registry would take, made as they are sent). Blob downloads
+can also be paced (`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served
+with their last byte changed (`corrupt_blobs`: same length, wrong digest).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import re
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from typing import Any
 
 from tests.support.loopback_server import LoopbackServer, QuietHandler
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 _BLOB_GET = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
+_MANIFEST = re.compile(r"^/v2/(.+)/manifests/([^/]+)$")
+_SPACES = memoryview(b" " * 65536)
 DROP = -1  # a fault status: the connection closes mid-response
+
+
+class PaddedManifest:
+    """A manifest the proxy serves itself: `document` as JSON, then `padding` spaces (the same JSON still),
+    made as it is sent so that even megabytes of it cost the test no memory."""
+
+    def __init__(self, document: dict[str, Any], padding: int = 0) -> None:
+        self.media_type: str = document["mediaType"]
+        self._head = json.dumps(document).encode()
+        self._padding = padding
+        self.size = len(self._head) + padding
+        hasher = hashlib.sha256()
+        for chunk in self.chunks():
+            hasher.update(chunk)
+        self.digest = f"sha256:{hasher.hexdigest()}"
+
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        yield self._head
+        remaining = self._padding
+        while remaining > 0:
+            piece = _SPACES[: min(remaining, len(_SPACES))]
+            remaining -= len(piece)
+            yield piece
+
+    def descriptor(self) -> dict[str, Any]:
+        """Its descriptor, for an index that lists it."""
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 class RegistryProxy(LoopbackServer):
@@ -37,11 +71,25 @@ class RegistryProxy(LoopbackServer):
         self.redirect_blobs_to: str | None = None
         self.truncate_blobs = False
         self.blob_delay_seconds = 0.0  # each blob download waits this long before its answer starts
+        self.trickled_blobs: set[str] = set()  # digests whose downloads come `trickle_bytes_per_second` slowly
+        self.trickle_bytes_per_second = 20.0
+        self.manifests: dict[tuple[str, str], PaddedManifest] = {}  # (repository, reference) served by the proxy
+        self._stopping = threading.Event()
         self.blob_bytes_per_second = 0.0  # pace blob downloads (0: as fast as the socket takes them)
         self.blob_gate: threading.Event | None = None  # when set: blob downloads stop at half until it is set
         self.corrupt_blobs = False
         self.gate_seconds = 60.0  # a gate never set lets go after this, so a broken test cannot hang
         super().__init__(self._handler_class())
+
+    def serve(self, repository: str, manifest: PaddedManifest, *tags: str) -> PaddedManifest:
+        """Answer GET and HEAD for `manifest` in `repository` by its digest and `tags`, without the registry."""
+        for reference in (manifest.digest, *tags):
+            self.manifests[(repository, reference)] = manifest
+        return manifest
+
+    def stop(self) -> None:
+        self._stopping.set()  # ends the trickles still running
+        super().stop()
 
     @property
     def url(self) -> str:
@@ -68,6 +116,10 @@ class RegistryProxy(LoopbackServer):
                 if proxy.faults:
                     status, headers = proxy.faults.pop(0)
                     return self._drop() if status == DROP else self._reply(status, headers, b"")
+                served = _MANIFEST.match(path)
+                manifest = served and proxy.manifests.get((served.group(1), served.group(2)))
+                if manifest and self.command in ("GET", "HEAD"):
+                    return self._serve_manifest(manifest)
                 if self.command == "GET" and _BLOB_GET.match(path) and proxy.redirect_blobs_to:
                     return self._reply(307, {"Location": proxy.redirect_blobs_to + self.path}, b"")
                 if self.command == "PUT" and "/blobs/uploads/" in path and length and proxy.refuse_monolithic_put:
@@ -75,6 +127,8 @@ class RegistryProxy(LoopbackServer):
                 if self.command == "GET" and _BLOB_GET.match(path) and proxy.blob_delay_seconds:
                     time.sleep(proxy.blob_delay_seconds)
                 status, headers, data = self._forward(body)
+                if self.command == "GET" and path.rpartition("/")[2] in proxy.trickled_blobs and status == 200:
+                    return self._trickle(headers, data)
                 if self.command == "GET" and _BLOB_GET.match(path) and status == 200:
                     return self._reply_blob(headers, data)
                 return self._reply(status, headers, data)
@@ -122,6 +176,34 @@ class RegistryProxy(LoopbackServer):
                     return response.status, answer, data
                 finally:
                     connection.close()
+
+            def _serve_manifest(self, manifest: PaddedManifest) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", manifest.media_type)
+                self.send_header("Docker-Content-Digest", manifest.digest)
+                self.send_header("Content-Length", str(manifest.size))
+                self.end_headers()
+                if self.command == "GET":
+                    for chunk in manifest.chunks():
+                        self.wfile.write(chunk)
+
+            def _trickle(self, headers: dict[str, str], data: bytes) -> None:
+                """Send `data` four bytes at a time at the trickle rate, until it is all out, the client goes or
+                the proxy stops."""
+                self.send_response(200)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.close_connection = True
+                for start in range(0, len(data), 4):
+                    if proxy._stopping.wait(4 / proxy.trickle_bytes_per_second):
+                        return
+                    try:
+                        self.wfile.write(data[start : start + 4])
+                        self.wfile.flush()
+                    except OSError:
+                        return
 
             def _drop(self) -> None:
                 self._reply(200, {"Content-Type": "application/json"}, b"{" * 10, length=100)

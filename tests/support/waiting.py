@@ -18,3 +18,9 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = "t
             return value
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
         time.sleep(0.02)
+
+
+def deadline_ceiling(deadline: float) -> float:
+    """The wall time a test allows for an answer due within `deadline` seconds: 3x plus a second, so a loaded
+    2-core CI does not flake. A timeout the answer must not have waited out is set well above it."""
+    return 3 * deadline + 1.0

@@ -6,11 +6,14 @@ it mid-copy or run two and watch the Lease change hands.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import urllib3
 
 from tests.support.registry_proxy import RegistryProxy
 from webhook.config import parse_config
@@ -52,6 +55,18 @@ def pod(name: str, *images: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"containers": [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]},
     }
+
+
+def post_hints(warmer: Warmer, requests: list[dict], wait: float = 0, peer: str = "127.0.0.1") -> list[dict]:
+    """POST hints to `warmer`'s hint port, waiting up to `wait` seconds; the results (the answer must be 200)."""
+    response = urllib3.request(
+        "POST",
+        f"http://{peer}:{warmer.hint_server.port}/hints?wait={wait}",
+        body=json.dumps({"requests": requests}),
+        timeout=wait + 10,
+    )
+    assert response.status == 200, response.data
+    return json.loads(response.data)["results"]
 
 
 @dataclass

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 known_repositories=known,
                 progress=progress,
+                limits=config.copy,
             ),
         )
         return run_copies([job], sys.stdout, sys.stderr)

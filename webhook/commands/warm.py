@@ -64,6 +64,6 @@ def _warming(
             source.repository, source.tag or "latest"
         )
         request = warm_request_for(source, digest, config)
-        return copy_warm_request(registries, request, concurrency=concurrency, progress=progress)
+        return copy_warm_request(registries, request, concurrency=concurrency, progress=progress, limits=config.copy)
 
     return warm

@@ -235,7 +235,10 @@ class WarmerConfig:
     )
     backoff_seconds: float = key(2.0, minimum=0, doc="Wait before a retry, doubled each time up to the maximum.")
     backoff_max_seconds: float = key(
-        300.0, minimum=0, doc="The longest wait between retries (a registry's `Retry-After` wins if longer)."
+        300.0,
+        minimum=0,
+        doc="The longest wait between retries. A registry's `Retry-After` wins if longer, but never past this: "
+        "a registry asking for days parks nothing for days.",
     )
     warm_dry_run_namespaces: bool = key(
         False,
@@ -288,6 +291,39 @@ class WarmerConfig:
     )
 
     cross_checks: ClassVar[CrossChecks] = (_backoff_ordered,)
+
+
+@dataclass(frozen=True)
+class CopyConfig:
+    """Limits on copying one image (the warmer, `warm`, `copy`), so a hostile or broken upstream exhausts nothing."""
+
+    max_index_children: int = key(
+        256, minimum=1, doc="Manifests one index may list; a larger one is refused before any child is read."
+    )
+    max_manifest_bytes_per_image: int = key(
+        16 * 1024 * 1024,
+        minimum=1024,
+        shown="`16777216` (16 MiB)",
+        doc="The index and every manifest below it, together; the copy stops reading once past it.",
+    )
+    max_blobs_per_image: int = key(
+        4096,
+        minimum=1,
+        doc="Distinct layers and configs over every platform of one image; checked before any blob is copied.",
+    )
+    minimum_rate_bytes: int = key(
+        1024 * 1024,
+        minimum=0,
+        doc="Every blob download must bring at least this many bytes in every `minimumRateWindowSeconds` "
+        "(`0`: no rate rule); a trickling upstream fails the copy, freeing its worker.",
+    )
+    minimum_rate_window_seconds: float = key(60.0, minimum=0.1, doc="The window of that rule.")
+    blob_deadline_seconds: float = key(
+        3600.0,
+        minimum=1,
+        doc="And every blob download finishes within this long, whatever its pace. Raise it for layers of "
+        "many GB over slow links.",
+    )
 
 
 @dataclass(frozen=True)
@@ -460,6 +496,10 @@ class Config:
         factory=WarmerConfig,
         doc="The warmer sidecar: where it listens, how hard it copies, which Pods it watches, how it reports "
         "([below](#the-warmer)).",
+    )
+    copy: CopyConfig = key(
+        factory=CopyConfig,
+        doc="Limits on one image copy, for the warmer, `warm` and `copy` ([below](#the-warmer)).",
     )
     retention: RetentionConfig = key(
         factory=RetentionConfig,

@@ -3,7 +3,9 @@
 The stream goes from the source registry's download straight into the target's upload, one chunk at a
 time, and is sha256-checked on the way. The last chunk is held back until the digest has been checked, so
 a blob whose bytes do not match never reaches the target whole: the upload is broken off and cancelled
-(and the target, told the digest up front, would refuse it anyway).
+(and the target, told the digest up front, would refuse it anyway). A download that falls below its
+MinimumRate fails and is not tried again at once: the copy fails, freeing its worker, and the warm queue
+tries it again later.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import dataclass, field
 from webhook.copier.retry import RetryPolicy
 from webhook.errors import CCRWebhookError
 from webhook.registry.client import RegistryClient
-from webhook.registry.errors import RegistryAuthError, RegistryProtocolError
+from webhook.registry.errors import RegistryAuthError, RegistryProtocolError, RegistryServerError
 from webhook.registry.oci import Descriptor
-from webhook.registry.streams import BlobStream
+from webhook.registry.streams import BlobStream, MinimumRate
 
 MAX_MOUNT_SOURCES = 4  # each refused mount costs a POST and a DELETE
 
@@ -62,7 +64,7 @@ class VerifiedBlob:
     """A source blob as a re-iterable upload body: each pass opens the download afresh and checks its digest.
 
     `on_bytes(sent)` hears how many bytes this pass has yielded so far (a new pass starts again from 0);
-    `stop` set breaks the pass off with CopyAborted.
+    `stop` set breaks the pass off with CopyAborted; `pace` (if given) holds each download to a minimum rate.
     """
 
     def __init__(
@@ -73,12 +75,15 @@ class VerifiedBlob:
         *,
         stop: threading.Event,
         on_bytes: Callable[[int], None],
+        pace: MinimumRate | None = None,
     ) -> None:
         self._source, self._repository, self._blob = source, repository, blob
-        self._stop, self._on_bytes = stop, on_bytes
+        self._stop, self._on_bytes, self._pace = stop, on_bytes, pace
 
     def __iter__(self) -> Iterator[bytes]:
         with self._source.open_blob(self._repository, self._blob.digest) as stream:
+            if self._pace is not None:
+                stream.hold_to(self._pace)
             self._check_size(stream)
             sent = 0
             self._on_bytes(sent)
@@ -95,7 +100,8 @@ class VerifiedBlob:
     def _check_size(self, stream: BlobStream) -> None:
         if stream.size is not None and stream.size != self._blob.size:
             raise RegistryProtocolError(
-                f"blob {self._blob.digest}: the registry serves {stream.size} bytes, the manifest says {self._blob.size}",
+                f"blob {self._blob.digest}: the registry serves {stream.size} bytes, "
+                f"the manifest says {self._blob.size}",
                 endpoint=self._source.endpoint,
                 repository=self._repository,
             )
@@ -113,6 +119,7 @@ class BlobCopier:
     known_repositories: tuple[str, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     stop: threading.Event = field(default_factory=threading.Event)
+    pace: MinimumRate | None = None
 
     def copy(self, blob: Descriptor, on_bytes: Callable[[int], None]) -> BlobOutcome:
         """Make `blob` present in the target repository, by the cheapest way that works."""
@@ -121,13 +128,23 @@ class BlobCopier:
         return outcome
 
     def _copy_once(self, blob: Descriptor, on_bytes: Callable[[int], None]) -> BlobOutcome:
-        if self.target.blob_size(self.target_repository, blob.digest) is not None:
+        if self._held(blob.digest):
             return BlobOutcome.SKIPPED
         if self._mount(blob.digest):
             return BlobOutcome.MOUNTED
-        body = VerifiedBlob(self.source, self.source_repository, blob, stop=self.stop, on_bytes=on_bytes)
+        body = VerifiedBlob(
+            self.source, self.source_repository, blob, stop=self.stop, on_bytes=on_bytes, pace=self.pace
+        )
         self.target.upload_blob(self.target_repository, blob.digest, blob.size, body)
         return BlobOutcome.COPIED
+
+    def _held(self, digest: str) -> bool:
+        """Whether the target holds `digest`. One it cannot even stat (a 5xx: the distribution registry answers so
+        for a blob whose link a full disk left half-written) counts as absent, so the upload writes it anew."""
+        try:
+            return self.target.blob_size(self.target_repository, digest) is not None
+        except RegistryServerError:
+            return False
 
     def _mount(self, digest: str) -> bool:
         """Mount `digest` from a repository known to hold it (this process's copies first); False if none would."""

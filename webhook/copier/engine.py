@@ -5,6 +5,12 @@ then the child manifests by digest, then the index (or the manifest) by digest, 
 never holds a manifest whose content is missing. Manifests go over byte for byte and keep their digests.
 A copy that fails after pushing a manifest deletes what it pushed (what was there before stays); one that
 fails earlier has pushed no manifest. Copying an image the target already holds costs two or three HEADs.
+
+A tag in the target only ever points where the source's tag was verified to point: with `source_tag`,
+the tag is set only if the source's tag resolves to the copied digest just before it is set; otherwise
+the image is stored by digest only. The `copy` limits (children per index, manifest bytes and blobs
+per image, each blob's minimum rate) are checked before anything outgrows them, and a copy over one
+fails with a CopyLimitExceeded naming the configuration key.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
+from webhook.config import CopyConfig
 from webhook.copier.blobs import BlobCopier, BlobLocations, BlobOutcome
 from webhook.copier.retry import TRANSIENT_ERRORS, RetryPolicy
 from webhook.errors import CCRWebhookError
@@ -24,8 +32,11 @@ from webhook.policy.decide import WarmRequest
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, Manifest, Registries, RegistryClient
 from webhook.registry.errors import NotFound, RegistryError, RegistryNotAllowed, RegistryProtocolError
 from webhook.registry.oci import Descriptor, child_manifests, image_blobs
+from webhook.registry.streams import MinimumRate
 
 T = TypeVar("T")
+DEFAULT_LIMITS = CopyConfig()
+DEFAULT_RETRY = RetryPolicy()
 MAX_INDEX_DEPTH = 4  # an index of indexes is allowed, an endless one is not
 _BLOB_LOCATIONS = BlobLocations()  # what this process has copied where: the sources of cross-repository mounts
 
@@ -60,6 +71,11 @@ class CopyResult:
     blobs_mounted: int
     bytes_copied: int
     seconds: float
+    tag: str | None = None  # the target tag now on the image; None: stored by digest only
+
+
+class CopyLimitExceeded(RegistryProtocolError):
+    """The image is larger than a `copy` limit allows (too many children, manifest bytes or blobs)."""
 
 
 class CopyError(CCRWebhookError):
@@ -86,12 +102,16 @@ def copy_image(
     concurrency: int = 4,
     known_repositories: Iterable[str] = (),
     progress: Callable[[CopyProgress], None] | None = None,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
+    source_tag: str | None = None,
+    limits: CopyConfig = DEFAULT_LIMITS,
 ) -> CopyResult:
     """Copy image `reference` (a tag or digest) into `target_repository`, tagged `tag` if given; CopyError if not.
 
+    `source_tag` makes `tag` a mirror of the source's tag: set only while that tag names the copied digest.
     `known_repositories` are target repositories that may hold some of the blobs (mounted, not copied);
-    `concurrency` blobs move at once; `progress` hears every change, from the copy's threads.
+    `concurrency` blobs move at once; `progress` hears every change, from the copy's threads; `limits`
+    bound what one image may hold and how slowly its blobs may arrive.
     """
     return _Copy(
         source,
@@ -104,11 +124,13 @@ def copy_image(
         known_repositories=tuple(known_repositories),
         progress=progress,
         retry=retry,
+        source_tag=source_tag,
+        limits=limits,
     ).run()
 
 
 def copy_warm_request(registries: Registries, request: WarmRequest, **options: Any) -> CopyResult:
-    """Copy a warm request's pinned upstream image into the CCR under its target name and tag (for the warm queue).
+    """Copy a warm request's pinned upstream image into the CCR by digest, tagged only while upstream's tag names it.
 
     With a CCR front to read through (warmer.throughFront), the image is read from the front under its CCR name
     rather than from the upstream, so the front's one fetch from upstream serves the warm and the nodes alike
@@ -128,6 +150,7 @@ def copy_warm_request(registries: Registries, request: WarmRequest, **options: A
         registries.ccr,
         target.repository,
         tag=target.tag,
+        source_tag=source.tag,
         **options,
     )
 
@@ -225,21 +248,40 @@ class _Copy:
         known_repositories: tuple[str, ...],
         progress: Callable[[CopyProgress], None] | None,
         retry: RetryPolicy,
+        source_tag: str | None,
+        limits: CopyConfig,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.source, self.source_repository, self.reference = source, source_repository, reference
         self.target, self.target_repository, self.tag = target, target_repository, tag
         self.concurrency, self.retry = concurrency, retry
+        self.source_tag, self.limits = source_tag, limits
         self.name = (
             f"{_image_name(source, source_repository, reference)} to {_image_name(target, target_repository, tag)}"
         )
         self.tally = _Tally(self.name, progress)
         self.stop = threading.Event()
+        pace = MinimumRate(
+            limits.minimum_rate_bytes,
+            limits.minimum_rate_window_seconds,
+            limits.blob_deadline_seconds,
+            "copy.minimumRateBytes per copy.minimumRateWindowSeconds, copy.blobDeadlineSeconds",
+        )
         self.blobs = BlobCopier(
-            source, source_repository, target, target_repository, _BLOB_LOCATIONS, known_repositories, retry, self.stop
+            source,
+            source_repository,
+            target,
+            target_repository,
+            _BLOB_LOCATIONS,
+            known_repositories,
+            retry,
+            self.stop,
+            pace,
         )
         self.pushed: list[str] = []
+        self.manifest_bytes = 0  # fetched so far, over every manifest of the image
+        self.lock = threading.Lock()
 
     def run(self) -> CopyResult:
         digest = self.reference
@@ -248,8 +290,9 @@ class _Copy:
                 f"resolve {self.reference}", lambda: self.source.resolve_digest(self.source_repository, self.reference)
             )
         if self._step("check the target", lambda: self.target.has_manifest(self.target_repository, digest)):
-            self._retag(digest)
-            return self._result(digest)
+            tag = self._verified_tag(digest)
+            self._retag(digest, tag)
+            return self._result(digest, tag)
         top = self._step(f"read manifest {digest}", lambda: self._fetch(digest))
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="copy") as pool:
             try:
@@ -259,11 +302,28 @@ class _Copy:
                 self.stop.set()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-        self._push_manifests(manifests)
+        tag = self._verified_tag(digest)
+        self._push_manifests(manifests, tag)
         self.tally.phase("done")
-        return self._result(digest)
+        return self._result(digest, tag)
 
-    def _result(self, digest: str) -> CopyResult:
+    def _verified_tag(self, digest: str) -> str | None:
+        """The tag to set on `digest`: `tag`, unless it mirrors a source tag that names another digest now (or none)."""
+        mirrored = self.source_tag
+        if self.tag is None or mirrored is None:
+            return self.tag
+        try:
+            now = self._step(
+                f"resolve {mirrored} in the source",
+                lambda: self.source.resolve_digest(self.source_repository, mirrored),
+            )
+        except CopyError as err:
+            if isinstance(err.__cause__, NotFound):
+                return None
+            raise
+        return self.tag if now == digest else None
+
+    def _result(self, digest: str, tag: str | None) -> CopyResult:
         outcomes = self.tally.outcomes
         return CopyResult(
             digest,
@@ -273,6 +333,7 @@ class _Copy:
             len(outcomes[BlobOutcome.MOUNTED]),
             self.tally.bytes_copied(),
             self.tally.seconds,
+            tag,
         )
 
     def _step(self, step: str, operation: Callable[[], T]) -> T:
@@ -282,9 +343,8 @@ class _Copy:
         except (RegistryError, ValueError) as err:
             raise CopyError(self.name, step, err) from err
 
-    def _retag(self, digest: str) -> None:
-        """Point the tag at `digest`, which the target holds already, unless it points there now."""
-        tag = self.tag
+    def _retag(self, digest: str, tag: str | None) -> None:
+        """Point `tag` at `digest`, which the target holds already, unless it points there now."""
         if tag is None or self._step(f"resolve {tag} in the target", lambda: self._tagged(tag)) == digest:
             return
         manifest = self._step(
@@ -301,6 +361,14 @@ class _Copy:
     def _fetch(self, digest: str, expected: Descriptor | None = None) -> Manifest:
         """Manifest `digest` from the source (digest-checked by the client), refused if no registry takes its type."""
         manifest = self.source.get_manifest(self.source_repository, digest)
+        with self.lock:
+            self.manifest_bytes += len(manifest.data)
+            total = self.manifest_bytes
+        if total > self.limits.max_manifest_bytes_per_image:
+            raise CopyLimitExceeded(
+                f"its manifests are over {self.limits.max_manifest_bytes_per_image} bytes together "
+                f"(copy.maxManifestBytesPerImage); {total} bytes read so far"
+            )
         if manifest.media_type not in MANIFEST_MEDIA_TYPES:
             raise RegistryProtocolError(
                 f"manifest {digest} has media type {manifest.media_type!r}, which is not "
@@ -323,20 +391,38 @@ class _Copy:
                 RegistryProtocolError(f"indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
             )
         entries = self._step(f"read index {manifest.digest}", lambda: child_manifests(manifest))
+        if len(entries) > self.limits.max_index_children:
+            raise CopyError(
+                self.name,
+                f"read index {manifest.digest}",
+                CopyLimitExceeded(
+                    f"the index lists {len(entries)} manifests, more than copy.maxIndexChildren "
+                    f"({self.limits.max_index_children})"
+                ),
+            )
         unique = list({entry.digest: entry for entry in entries}.values())
         children = pool.map(
             lambda entry: self._step(f"read manifest {entry.digest}", lambda: self._fetch(entry.digest, entry)), unique
         )
         ordered = [below for child in list(children) for below in self._walk(child, pool, depth + 1)]
-        return list({found.digest: found for found in ordered + [manifest]}.values())
+        return list({found.digest: found for found in [*ordered, manifest]}.values())
 
     def _copy_blobs(self, manifests: list[Manifest], pool: ThreadPoolExecutor) -> None:
         """Bring every blob of every image manifest over, the biggest first; the first failure stops the rest."""
         blobs: dict[str, Descriptor] = {}
         for manifest in manifests:
             if not manifest.is_index:
-                for blob in self._step(f"read manifest {manifest.digest}", lambda: image_blobs(manifest)):
+                for blob in self._step(f"read manifest {manifest.digest}", partial(image_blobs, manifest)):
                     blobs.setdefault(blob.digest, blob)
+        if len(blobs) > self.limits.max_blobs_per_image:
+            raise CopyError(
+                self.name,
+                "list the blobs",
+                CopyLimitExceeded(
+                    f"the image has {len(blobs)} blobs, more than copy.maxBlobsPerImage "
+                    f"({self.limits.max_blobs_per_image})"
+                ),
+            )
         ordered = sorted(blobs.values(), key=lambda blob: blob.size, reverse=True)
         self.tally.begin(ordered)
         futures: dict[Future[BlobOutcome], Descriptor] = {
@@ -350,21 +436,19 @@ class _Copy:
                 raise CopyError(self.name, f"copy blob {blob.digest} ({blob.size} bytes)", err) from err
             self.tally.finished(blob, outcome)
 
-    def _push_manifests(self, manifests: list[Manifest]) -> None:
-        """Push the child manifests the target lacks, then the top one, then the tag; undo them all on failure."""
+    def _push_manifests(self, manifests: list[Manifest], tag: str | None) -> None:
+        """Push the child manifests the target lacks, then the top one, then `tag`; undo them all on failure."""
         self.tally.phase("manifests")
         *children, top = manifests
         step = ""
         try:
             for manifest in children:
                 step = f"push manifest {manifest.digest}"
-                if not self.retry.run(
-                    lambda: self.target.has_manifest(self.target_repository, manifest.digest), self.stop
-                ):
-                    self.retry.run(lambda: self._put(manifest, manifest.digest), self.stop)
+                held = partial(self.target.has_manifest, self.target_repository, manifest.digest)
+                if not self.retry.run(held, self.stop):
+                    self.retry.run(partial(self._put, manifest, manifest.digest), self.stop)
             step = f"push manifest {top.digest}"
             self.retry.run(lambda: self._put(top, top.digest), self.stop)
-            tag = self.tag
             if tag is not None:
                 step = f"tag {top.digest} as {tag}"
                 self.retry.run(lambda: self._put(top, tag), self.stop)
@@ -388,7 +472,7 @@ class _Copy:
         leftovers = []
         for digest in reversed(self.pushed):
             try:
-                self.retry.run(lambda: self.target.delete_manifest(self.target_repository, digest))
+                self.retry.run(partial(self.target.delete_manifest, self.target_repository, digest))
             except NotFound:
                 continue
             except RegistryError:

@@ -1,7 +1,8 @@
 """Retry one registry step that failed for a passing reason (unreachable, 5xx, rate limited), with backoff.
 
 Only RegistryUnavailable and RateLimited are retried: a missing image, refused credentials or a digest
-mismatch will not change by asking again. The waits are short: a copy that still fails after them raises,
+mismatch will not change by asking again, and a transfer that fell below its minimum rate is not tried
+again at once (the upstream is slow now). The waits are short: a copy that still fails after them raises,
 and the warm queue retries the whole (idempotent) copy later on its own, longer schedule.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from webhook.registry.errors import RateLimited, RegistryUnavailable
+from webhook.registry.streams import TransferTooSlow
 
 T = TypeVar("T")
 TRANSIENT_ERRORS = (RegistryUnavailable, RateLimited)
@@ -34,7 +36,7 @@ class RetryPolicy:
                 return operation()
             except TRANSIENT_ERRORS as err:
                 retry_after = getattr(err, "retry_after", None) or 0.0
-                if attempt == self.attempts or retry_after > self.max_wait_seconds:
+                if attempt == self.attempts or retry_after > self.max_wait_seconds or isinstance(err, TransferTooSlow):
                     raise
                 if stop.wait(max(self.backoff_seconds * 2 ** (attempt - 1), retry_after)):
                     raise

@@ -114,7 +114,7 @@ class Front:
         try:
             response = self._ccr_pool.request(
                 request.command,
-                self.config.ccr.endpoint + request.path,
+                self.config.ccr.endpoint + _origin_form(request.path),
                 headers=headers,
                 preload_content=False,
                 decode_content=False,
@@ -225,6 +225,12 @@ class Front:
             request.cut()
         finally:
             self.metrics.flight_readers.dec()
+
+
+def _origin_form(target: str) -> str:
+    """The request target as a path and query only (an absolute-form target loses its scheme and host)."""
+    parts = urllib.parse.urlsplit(target)
+    return "/" + parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
 
 
 def blob_headers(digest: str, length: int) -> dict[str, str]:

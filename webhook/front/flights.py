@@ -23,17 +23,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from webhook.config import ConfigError
 from webhook.errors import CCRWebhookError
 from webhook.front.metrics import FrontMetrics
 from webhook.front.upstream import Origin
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryError, RegistryProtocolError
-from webhook.registry.streams import BlobStream
+from webhook.registry.streams import BlobStream, MinimumRate, TransferTooSlow
 
 log = logging.getLogger("webhook.front")
 CHUNK_BYTES = 1024 * 1024
 MAX_FLIGHTS = 1024  # blobs fetching or waiting for a fetch slot at once
-RATE_GRACE_SECONDS = 10.0  # the minimum rate is judged only after this long (connection set-up, slow start)
+RATE_WINDOW_SECONDS = 10.0  # the minimum rate is judged over windows this long (connection set-up, slow start)
 READER_SLACK_SECONDS = 60.0  # a reader waits at most the fetch deadline plus this for bytes
 
 
@@ -61,7 +62,10 @@ class Spool:
         self._reserved = 0
         self._lock = threading.Lock()
         shutil.rmtree(self.directory / "blobs", ignore_errors=True)
-        (self.directory / "blobs").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.directory / "blobs").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"front.spoolDir: cannot use {directory}: {err.strerror}") from None
 
     def reserve(self, size: int) -> Path:
         """A new, empty spool file with `size` bytes set aside for it; SpoolFull if they do not fit."""
@@ -84,27 +88,6 @@ class Spool:
         path.unlink(missing_ok=True)
         with self._lock:
             self._reserved -= size
-
-
-class RateGuard:
-    """Ends a transfer that runs past `deadline_seconds` or averages below `min_bytes_per_second`."""
-
-    def __init__(
-        self, deadline_seconds: float, min_bytes_per_second: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._clock = clock
-        self._started = clock()
-        self._deadline_seconds, self._min_rate = deadline_seconds, min_bytes_per_second
-
-    def check(self, received: int) -> None:
-        """Raise FlightFailed(too-slow) if the transfer with `received` bytes so far breaks a bound."""
-        elapsed = self._clock() - self._started
-        if elapsed > self._deadline_seconds:
-            raise FlightFailed(f"the transfer took longer than {self._deadline_seconds:g} s", "too-slow")
-        if elapsed > RATE_GRACE_SECONDS and received < self._min_rate * elapsed:
-            raise FlightFailed(
-                f"the transfer ran at {received / elapsed:.0f} bytes/s, below the minimum {self._min_rate}", "too-slow"
-            )
 
 
 class Flight:
@@ -177,6 +160,8 @@ class BlobSource(Protocol):
 
     def read(self, amount: int) -> bytes: ...
 
+    def hold_to(self, rule: MinimumRate) -> None: ...
+
     def __enter__(self) -> BlobSource: ...
 
     def __exit__(self, *exc: object) -> None: ...
@@ -205,7 +190,13 @@ class Flights:
         self._ccr, self._spool, self._metrics = ccr, spool, metrics
         self._slots = threading.BoundedSemaphore(max_concurrent_fetches)
         self.fetch_deadline_seconds = fetch_deadline_seconds
-        self._min_rate = min_bytes_per_second
+        # The copy engine's rule, over windows of RATE_WINDOW_SECONDS (0 bytes per second: the deadline alone).
+        self._pace = MinimumRate(
+            window_bytes=int(min_bytes_per_second * RATE_WINDOW_SECONDS),
+            window_seconds=RATE_WINDOW_SECONDS,
+            deadline_seconds=fetch_deadline_seconds,
+            setting="front.minBytesPerSecond, front.fetchDeadlineSeconds",
+        )
         self._commit_blob = commit_blob
         self._open_blob = open_blob or open_upstream
         self._flights: dict[tuple[str, str], Flight] = {}
@@ -269,7 +260,7 @@ class Flights:
             log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
             flight._update(error=err)
         except RegistryError as err:
-            outcome = "invalid-content" if isinstance(err, RegistryProtocolError) else "upstream-error"
+            outcome = _outcome_of(err)
             failure = FlightFailed(f"blob {flight.digest}: {err}", outcome)
             log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
             flight._update(error=failure)
@@ -283,8 +274,8 @@ class Flights:
     def _fetch(self, flight: Flight) -> None:
         """Stream the blob from upstream (or its owner) into the spool, verified; the readers hear of every chunk."""
         origin = flight.origin
-        guard = RateGuard(self.fetch_deadline_seconds, self._min_rate)
         with self._open_blob(flight) as stream:
+            stream.hold_to(self._pace)
             if flight.source is None:
                 self._metrics.owned_fetches.inc()
             size = stream.size
@@ -304,7 +295,6 @@ class Flights:
                     )
                     received.inc(len(data))
                     flight._update(written=flight.written + len(data))
-                    guard.check(flight.written)
             if flight.written != size:
                 raise RegistryProtocolError(f"blob {flight.digest}: {flight.written} bytes of the announced {size}")
             flight._update(verified=True)
@@ -318,3 +308,10 @@ class Flights:
         self._metrics.fetches.labels(outcome).inc()
         flight.done.set()
         flight._update()
+
+
+def _outcome_of(err: RegistryError) -> str:
+    """The fetches metric's outcome for a registry error that ended a fetch."""
+    if isinstance(err, TransferTooSlow):
+        return "too-slow"
+    return "invalid-content" if isinstance(err, RegistryProtocolError) else "upstream-error"

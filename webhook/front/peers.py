@@ -34,7 +34,7 @@ from webhook.front.owners import rank
 from webhook.kube.client import kubernetes_client
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryProtocolError, RegistryUnavailable, describe_transport_error
-from webhook.registry.streams import BlobStream, release
+from webhook.registry.streams import BlobStream, MinimumRate, RateWatch, release
 
 log = logging.getLogger("webhook.front")
 PEER_REFRESH_SECONDS = 10.0
@@ -241,6 +241,11 @@ class PeerStream:
         self._skip = 0  # bytes the current source repeats from the start, dropped
         self._gone = {peer}
         self._done = False
+        self._pace: RateWatch | None = None
+
+    def hold_to(self, rule: MinimumRate) -> None:
+        """Hold the rest of this transfer, whichever peer it comes from, to `rule` (TransferTooSlow once broken)."""
+        self._pace = rule.watch(f"blob {self._flight.digest}")
 
     def read(self, amount: int = CHUNK_BYTES) -> bytes:
         """Up to `amount` bytes; b'' at the end, once the digest has been checked."""
@@ -276,6 +281,8 @@ class PeerStream:
                 data = data[dropped:]
                 if not data:
                     continue
+            if self._pace is not None:
+                self._pace.received(len(data))
             self._hash.update(data)
             self._received += len(data)
             return data

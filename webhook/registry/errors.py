@@ -40,6 +40,10 @@ class RegistryUnavailable(RegistryError):
     """The registry could not be reached or did not answer properly in time (refused, timeout, 5xx, dropped)."""
 
 
+class RegistryServerError(RegistryUnavailable):
+    """The registry answered with a 5xx: reachable, but failing on its side (storage full, a broken object)."""
+
+
 class RegistryAuthError(RegistryError):
     """The registry refused us (401/403) even after authenticating, or we cannot authenticate at all."""
 
@@ -153,7 +157,7 @@ def error_for_status(
             f"{what}: rate limited, HTTP 429{said}", parse_retry_after(headers.get("Retry-After")), **where
         )
     if status >= 500:
-        return RegistryUnavailable(f"{what}: registry error, HTTP {status}{said}", **where)
+        return RegistryServerError(f"{what}: registry error, HTTP {status}{said}", **where)
     return RegistryProtocolError(f"{what}: unexpected HTTP {status}{said}", **where)
 
 

@@ -1,10 +1,10 @@
 """An emulated WAN link for the benchmarks and the demo: a loopback TCP proxy that adds delay and caps shared bandwidth.
 
-A new connection first waits one round trip (the TCP handshake). Every byte crossing the proxy is first serialized onto a link shared by all connections (one link per
-direction, `mbit_per_second` each), then delivered after half the round-trip time. Request/response
-protocols therefore pay the RTT per round trip, and parallel pulls share the bandwidth, as they do on
-a real WAN. TCP slow start and loss are not modelled: the link behaves like a well-tuned long-lived
-connection, which flatters the baseline, not ccr-webhook.
+A new connection first waits one round trip (the TCP handshake). Every byte crossing the proxy is first serialized
+onto a link shared by all connections (one link per direction, `mbit_per_second` each), then delivered after half
+the round-trip time. Request/response protocols therefore pay the RTT per round trip, and parallel pulls share the
+bandwidth, as they do on a real WAN. TCP slow start and loss are not modelled: the link behaves like a well-tuned
+long-lived connection, which flatters the baseline, not ccr-webhook.
 """
 
 from __future__ import annotations

@@ -42,13 +42,18 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
         return STARTED, "Normal", f"copying {source} into the CCR as {target}"
     if job.state is JobState.DONE and isinstance(job.result, CopyResult):
         result = job.result
+        untagged = (
+            f"; stored by digest only, as upstream's tag {source.tag} names another image now"
+            if target.tag and result.tag is None
+            else ""
+        )
         return (
             FINISHED,
             "Normal",
             (
                 f"{target} is in the CCR: {_size(result.bytes_copied)} copied in {result.seconds:.1f} s "
                 f"({result.blobs_copied} blobs copied, {result.blobs_skipped} already there, "
-                f"{result.blobs_mounted} mounted)"
+                f"{result.blobs_mounted} mounted){untagged}"
             ),
         )
     if job.state is JobState.FAILED:

@@ -11,6 +11,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,10 +54,12 @@ def job_key(request: WarmRequest) -> str:
 class WarmQueue:
     """Runs `copy(request)` for each distinct image submitted, `concurrency` at a time.
 
-    A failed copy is retried after a capped exponential backoff (or the error's `retry_after`, if
-    longer), up to `max_attempts`; an error with a false `retryable` attribute fails at once. A finished
-    job is remembered for `remember_seconds`, so repeated sightings of an image do not copy it again;
-    after that a new sighting checks it afresh.
+    A failed copy is retried after an exponential backoff (or the error's `retry_after`, if longer), both
+    capped at `backoff_max_seconds` so a registry asking for days parks nothing for days, up to
+    `max_attempts`; an error with a false `retryable` attribute fails at once. A finished job is
+    remembered for `remember_seconds`, so repeated sightings of an image do not copy it again; after
+    that a new sighting checks it afresh. At most `max_finished` finished jobs are kept (the oldest go
+    first), so the table does not grow with every image ever seen.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class WarmQueue:
         backoff_seconds: float = 1.0,
         backoff_max_seconds: float = 60.0,
         remember_seconds: float = 300.0,
+        max_finished: int = 4096,
         on_change: Callable[[WarmJob], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -77,6 +81,8 @@ class WarmQueue:
         self._backoff = backoff_seconds
         self._backoff_max = backoff_max_seconds
         self._remember = remember_seconds
+        self._max_finished = max_finished
+        self._finished: OrderedDict[str, float] = OrderedDict()  # keys of finished jobs, oldest first
         self._on_change = on_change or (lambda job: None)
         self._clock = clock
         self._jobs: dict[str, WarmJob] = {}
@@ -116,6 +122,7 @@ class WarmQueue:
                 return job
             job = WarmJob(request)
             self._jobs[key] = job
+            self._finished.pop(key, None)
             self._schedule(key, self._clock())
         self._on_change(job)
         return job
@@ -157,6 +164,7 @@ class WarmQueue:
             job = self._jobs.get(f"{target_name}@{digest}")
             if job is not None and job.state in (JobState.DONE, JobState.FAILED):
                 del self._jobs[job.key]
+                self._finished.pop(job.key, None)
 
     def jobs(self) -> list[WarmJob]:
         """A snapshot of every job known, for status pages and tests."""
@@ -195,8 +203,7 @@ class WarmQueue:
             else:
                 with self._lock:
                     job.error = None
-                    job.finished_at = self._clock()
-                    self._set(job, JobState.DONE)
+                    self._finish(job, JobState.DONE)
             self._on_change(job)
 
     def _failed(self, job: WarmJob, err: Exception) -> None:
@@ -204,13 +211,25 @@ class WarmQueue:
         with self._lock:
             retry = getattr(err, "retryable", True) and job.attempts < self._max_attempts and not self._stopping
             if retry:
-                delay = min(self._backoff * 2 ** (job.attempts - 1), self._backoff_max)
-                delay = max(delay, float(getattr(err, "retry_after", None) or 0))  # a registry's Retry-After wins
+                delay = max(self._backoff * 2 ** (job.attempts - 1), float(getattr(err, "retry_after", None) or 0))
                 self._set(job, JobState.QUEUED)
-                self._schedule(job.key, self._clock() + delay)
+                self._schedule(job.key, self._clock() + min(delay, self._backoff_max))
             else:
-                job.finished_at = self._clock()
-                self._set(job, JobState.FAILED)
+                self._finish(job, JobState.FAILED)
+
+    def _finish(self, job: WarmJob, state: JobState) -> None:
+        """Mark `job` done or failed (under the lock), and forget finished jobs past their time or their number."""
+        now = self._clock()
+        job.finished_at = now
+        self._set(job, state)
+        self._finished[job.key] = now
+        self._finished.move_to_end(job.key)
+        while self._finished:
+            key, finished_at = next(iter(self._finished.items()))
+            if len(self._finished) <= self._max_finished and now - finished_at < self._remember:
+                break
+            del self._finished[key]
+            self._jobs.pop(key, None)
 
     def _set(self, job: WarmJob, state: JobState) -> None:
         with job.changed:

@@ -79,7 +79,9 @@ class Warmer:
             on_started=self._lead,
             on_stopped=self._stop_watching,
         )
-        self.hint_server = HTTPService(settings.listen, {("POST", PATH): hints_route(self.intake.hinted)}, name="hints")
+        self.hint_server = HTTPService(
+            settings.listen, {("POST", PATH): hints_route(self.intake.hinted)}, name="hints", loopback_only=True
+        )
         self.metrics_server = HTTPService(
             settings.metrics_listen,
             {
@@ -159,7 +161,10 @@ class Warmer:
     def _copy(self, request: WarmRequest) -> CopyResult:
         try:
             return copy_warm_request(
-                self.registries, request, progress=lambda progress: self.events.progress(request, progress)
+                self.registries,
+                request,
+                limits=self.config.copy,
+                progress=lambda progress: self.events.progress(request, progress),
             )
         except Exception as err:
             self.metrics.attempt_failed(err)

@@ -1,8 +1,8 @@
-"""Faults against the real servers, each with its documented outcome (docs/reliability.md maps every fault to its test).
+"""Faults the webhook server meets, each with its documented outcome (docs/reliability.md maps faults to tests).
 
 Admission answers within its deadline with the configured behaviour (`onResolveError`), whatever the upstream or
-the CCR does; the warmer never makes a half-copied image visible and finishes the copy once the fault passes; a
-worker killed under load fails only the requests it held; a renewed certificate is served without a failed request.
+the CCR does; a worker killed under load fails only the requests it held; a renewed certificate is served without
+a failed request. The warmer's faults are in test_warmer_faults.py.
 """
 
 from __future__ import annotations
@@ -20,23 +20,21 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.support import small_disk
-from tests.support.faulty_servers import SilentServer, corrupt_blob
+from tests.support.faulty_servers import SilentServer
 from tests.support.https_load import HTTPSLoad, Outcome
 from tests.support.registry_proxy import DROP, RegistryProxy
-from tests.support.waiting import wait_until
-from tests.support.warmer_scene import Scene, warm_scene
+from tests.support.waiting import deadline_ceiling, wait_until
 from webhook import tls
-from webhook.registry.client import NotFound, RegistryClient
+from webhook.registry.client import RegistryClient
 from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import PushedImage, push_sample_image
 from webhook.testing.webhook_process import LocalWebhook
-from webhook.warmer.service import Warmer
 
 pytestmark = pytest.mark.integration
 
 DEADLINE = 1.0
-SLACK = 0.5  # what "answered before the deadline" allows for scheduling and the round trip
+ANSWERED_WITHIN = deadline_ceiling(DEADLINE)  # "answered by the deadline", generous for a loaded CI
+READ_TIMEOUT = ANSWERED_WITHIN + 1  # above it: an answer that waited for a silent registry's read timeout fails
 
 
 @dataclass
@@ -71,19 +69,13 @@ def upstream() -> Iterator[Upstream]:
             front.stop()
 
 
-@pytest.fixture(scope="module")
-def ccr() -> Iterator[RegistryServer]:
-    with RegistryServer() as server:
-        yield server
-
-
 def settings(upstream: Upstream, ccr_endpoint: str, on_resolve_error: str = "allow") -> dict:
-    """The webhook's configuration: the proxied upstream, the CCR at `ccr_endpoint`, short negative caching, no warmer."""
+    """The webhook's configuration: the proxied upstream, the CCR at `ccr_endpoint`, short negative cache, no warmer."""
     return {
         "ccr": {"registry": "ccr.local:5000", "endpoint": ccr_endpoint, "insecure": True},
         "upstreams": [{"registry": upstream.host, "endpoint": upstream.front.url, "insecure": True, "prefix": "up"}],
         "policy": {"swap": "exists", "onResolveError": on_resolve_error},  # a held tag is pinned upstream
-        "resolver": {"negativeCacheSeconds": 0.2, "connectTimeoutSeconds": 0.5, "readTimeoutSeconds": 2 * DEADLINE},
+        "resolver": {"negativeCacheSeconds": 0.2, "connectTimeoutSeconds": 0.5, "readTimeoutSeconds": READ_TIMEOUT},
         "webhook": {"deadlineSeconds": DEADLINE, "warmerUrl": ""},
     }
 
@@ -116,14 +108,14 @@ def review_body(image: str, uid: str = "uid-fault") -> bytes:
 
 
 def answer(hook: LocalWebhook, image: str) -> dict:
-    """The review's response, asserted to come back as an AdmissionReview before the deadline (plus slack)."""
+    """The review's response, asserted to come back as an AdmissionReview by the deadline (with a generous margin)."""
     client = urllib3.HTTPSConnectionPool(
         "127.0.0.1", hook.port, cert_reqs="CERT_REQUIRED", ca_certs=str(hook.ca_file), timeout=10, retries=False
     )
     started = time.monotonic()
     reply = client.request("POST", "/mutate", body=review_body(image), headers={"Content-Type": "application/json"})
     elapsed = time.monotonic() - started
-    assert reply.status == 200 and elapsed < DEADLINE + SLACK, (reply.status, elapsed, reply.data[:300])
+    assert reply.status == 200 and elapsed < ANSWERED_WITHIN, (reply.status, elapsed, reply.data[:300])
     return json.loads(reply.data)["response"]
 
 
@@ -202,98 +194,6 @@ def test_with_the_ccr_down_images_are_pinned_upstream_in_time(upstream, ccr_stat
     assert new_image(response) == f"{upstream.host}/team/app:ccr-down@{upstream.image.digest}"
 
 
-# -- the warmer: faults that pass -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PassingFault:
-    """A fault the warmer meets mid-copy: how to cause it, how it ends, and the cause its failed attempts name."""
-
-    ccr: Callable[[], RegistryServer | None]
-    cause: Callable[[Scene], None]
-    repair: Callable[[Scene], None]
-    names: str
-
-
-def _set_truncation(on: bool) -> Callable[[Scene], None]:
-    def apply(scene: Scene) -> None:
-        scene.proxy.truncate_blobs = on
-
-    return apply
-
-
-PASSING_FAULTS = {
-    # the CCR's volume is 128 KiB (the image has a 200 kB layer) until it is expanded: the registry's real ENOSPC
-    "ccr disk full": PassingFault(
-        lambda: small_disk.SmallDiskRegistry(128 * 1024),
-        lambda scene: None,
-        lambda scene: scene.ccr.grow(64 * 1024 * 1024),
-        "no space left on device",
-    ),
-    "upstream drops blob downloads midway": PassingFault(
-        lambda: None, _set_truncation(True), _set_truncation(False), "download broke after"
-    ),
-}
-
-
-def hint(warmer: Warmer, scene: Scene, wait: float = 0) -> dict:
-    """Hint the scene's image to `warmer`; the one result."""
-    response = urllib3.request(
-        "POST",
-        f"http://127.0.0.1:{warmer.hint_server.port}/hints?wait={wait}",
-        body=json.dumps({"requests": [{"source": scene.source, "target": scene.target}]}),
-        timeout=wait + 10,
-    )
-    assert response.status == 200, response.data
-    [result] = json.loads(response.data)["results"]
-    return result
-
-
-def job_error(warmer: Warmer) -> str | None:
-    """The last error of the warmer's job, while it retries or once it failed."""
-    return next((job.error for job in warmer.queue.jobs() if job.error), None)
-
-
-def tagged_in_ccr(scene: Scene) -> bool:
-    """Whether the CCR's tag names the scene's image: the last step of a copy (blobs, manifest by digest, tag)."""
-    try:
-        return scene.ccr_client().resolve_digest("mirror/team/app", "1.0") == scene.image.digest
-    except NotFound:
-        return False
-
-
-@pytest.mark.parametrize("fault", sorted(PASSING_FAULTS))
-def test_the_warmer_shows_nothing_half_copied_while_a_fault_lasts_and_finishes_once_it_passes(tmp_path, fault):
-    chosen = PASSING_FAULTS[fault]
-    if fault == "ccr disk full" and not small_disk.supported():
-        pytest.skip("this machine does not let a process mount a tmpfs in a mount namespace of its own")
-    with warm_scene(tmp_path, chosen.ccr()) as scene:
-        chosen.cause(scene)
-        warmer = scene.start_warmer(warmer={"maxAttempts": 100})
-        assert hint(warmer, scene)["state"] in ("queued", "running")
-        wait_until(lambda: chosen.names in (job_error(warmer) or ""), timeout=30, what="a copy attempt failing for it")
-        assert not scene.in_ccr()
-        assert not scene.ccr_client().has_manifest("mirror/team/app", scene.image.digest)
-        chosen.repair(scene)
-        wait_until(lambda: tagged_in_ccr(scene), timeout=30, what="the copy finished after the fault passed")
-        client = scene.ccr_client()
-        assert all(client.blob_size("mirror/team/app", blob) for blob in scene.image.blobs)
-
-
-def test_a_blob_corrupted_upstream_is_never_copied_and_a_later_sighting_copies_it_once_repaired(tmp_path):
-    with warm_scene(tmp_path) as scene:
-        layer = scene.image.blobs[0]
-        corrupt_blob(scene.upstream, layer)
-        warmer = scene.start_warmer()
-        failed = hint(warmer, scene, wait=20)
-        assert failed["state"] == "failed" and "the served bytes have digest" in failed["reason"]
-        client = scene.ccr_client()
-        assert not client.has_manifest("mirror/team/app", scene.image.digest)
-        assert client.blob_size("mirror/team/app", layer) is None
-        corrupt_blob(scene.upstream, layer)  # flipped back: the upstream is repaired
-        assert hint(warmer, scene, wait=20)["state"] == "done" and scene.in_ccr()
-
-
 # -- the webhook server under load ------------------------------------------------------------------------
 
 
@@ -313,7 +213,7 @@ def test_a_worker_killed_under_load_fails_only_the_requests_it_held(upstream, cc
     with LocalWebhook(settings(upstream, ccr.url), workers=2) as hook:
         with HTTPSLoad(hook.port, hook.client_ssl_context(), "/mutate", review_body(image), threads=6) as load:
             assert load.wait_until(_each_thread_has(5)), "the load is running"
-            master, victim, *_ = hook.pids()
+            _, victim, *_ = hook.pids()
             killed = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda: _reaped(victim), timeout=10, what="the worker's death")
@@ -327,7 +227,7 @@ def test_a_worker_killed_under_load_fails_only_the_requests_it_held(upstream, cc
         (round(o.started - killed, 3), round(o.ended - killed, 3), round(dead - killed, 3), o.status, o.error)
         for o in failed
     ]
-    assert all(o.ended - o.started < DEADLINE + SLACK for o in outcomes if o.ok)
+    assert all(o.ended - o.started < ANSWERED_WITHIN for o in outcomes if o.ok)
     with capsys.disabled():
         print(
             f"\nworker killed under load: {len(failed)} failed of {len(held)} in flight at the kill, "
@@ -350,7 +250,7 @@ def test_a_certificate_renewed_under_load_is_served_without_a_failed_request(ups
             tls.write_serving_files(hook.workdir, tls.TLSMaterial(new_ca, bundle, renewed))
             assert load.wait_until(_each_thread_has(5, ok=lambda o: o.serial == new)), "served the renewed certificate"
     for outcomes in load.outcomes:
-        assert all(o.ok and o.ended - o.started < DEADLINE + SLACK for o in outcomes)
+        assert all(o.ok and o.ended - o.started < ANSWERED_WITHIN for o in outcomes)
         serials = [o.serial for o in outcomes]
         first_new = serials.index(new)
         assert set(serials[:first_new]) == {old} and set(serials[first_new:]) == {new}  # never back to the old one

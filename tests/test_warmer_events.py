@@ -1,138 +1,15 @@
-"""The warmer's parts with no servers: hints, sightings, the Pod index, Events and their limits, failure reasons."""
+"""The warmer's Events on the Pods waiting for an image: the Pod index they are posted to, messages, limits."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from webhook.config import parse_config
-from webhook.copier.engine import CopyError, CopyProgress, CopyResult
-from webhook.hints import BadHints, Hint, HintClient, HintResult, encode_hints, hints_route, parse_hints
-from webhook.http_service import Request
-from webhook.policy.decide import WarmRequest
-from webhook.policy.reference import parse_image
-from webhook.registry.errors import NotFound, RegistryAuthError, RegistryUnavailable
-from webhook.registry.resolver import Resolver
+from tests.support.clock import Clock
+from tests.support.warm_requests import DIGEST, warm_request
+from webhook.copier.engine import CopyProgress, CopyResult
 from webhook.warmer.events import FAILED, FINISHED, PROGRESS, STARTED, WarmEvents, progress_message, scrub, warm_event
-from webhook.warmer.metrics import failure_reason
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
-from webhook.warmer.sightings import Sightings
-
-DIGEST = "sha256:" + "d" * 64
-SETTINGS = {
-    "ccr": {"registry": "ccr.local"},
-    "upstreams": [{"registry": "docker.io"}, {"registry": "ghcr.io", "prefix": "gh"}],
-}
-
-
-def warm_request(image: str = f"docker.io/library/nginx:1.25@{DIGEST}") -> WarmRequest:
-    source = parse_image(image)
-    return WarmRequest(source, source.with_registry("ccr.local", "docker.io"))
-
-
-# -- hints ---------------------------------------------------------------------------------------------
-
-
-def test_hints_round_trip_and_bad_bodies_say_what_is_wrong():
-    request = warm_request()
-    assert parse_hints(encode_hints([request])) == [Hint(str(request.source), str(request.target))]
-    assert parse_hints(b'{"requests": [{"source": "nginx:1"}]}') == [Hint("nginx:1", None)]
-    for body, message in [
-        (b"{", "not JSON"),
-        (b"[]", '{"requests"'),
-        (b'{"requests": [{"source": 1}]}', r"requests\[0\]"),
-        (json.dumps({"requests": [{"source": "a"}] * 65}).encode(), "at most 64"),
-    ]:
-        with pytest.raises(BadHints, match=message):
-            parse_hints(body)
-
-
-def test_hints_are_taken_from_loopback_only_and_the_wait_is_capped():
-    waits = []
-    route = hints_route(lambda hints, wait: waits.append(wait) or [HintResult(h.source, None, "queued") for h in hints])
-    body = encode_hints([warm_request()])
-    for peer, status in [("10.1.2.3", 403), ("::ffff:192.168.1.1", 403), ("127.0.0.1", 200), ("::1", 200)]:
-        assert route(Request("POST", "/hints", {"wait": "600"}, body, peer)).status == status
-    assert waits == [30.0, 30.0]
-    assert route(Request("POST", "/hints", {"wait": "soon"}, body, "127.0.0.1")).status == 400
-
-
-def test_a_hint_client_whose_warmer_is_down_drops_and_counts_without_blocking():
-    counted: list[tuple[str, int]] = []
-    client = HintClient(
-        "http://127.0.0.1:9", timeout=0.2, backlog=1, on_result=lambda result, n: counted.append((result, n))
-    )
-    client.send([warm_request(), warm_request(), warm_request()])  # returns at once; the backlog holds one
-    assert client.warm([warm_request()], timeout=0.1) == set()
-    assert ("dropped", 1) in counted  # the forced warm
-    assert sum(n for result, n in counted if result == "dropped") >= 2  # and what did not fit the backlog
-
-
-# -- sightings -----------------------------------------------------------------------------------------
-
-
-class Registry:
-    def __init__(self, tags=None, digests=()):
-        self.tags, self.digests, self.asked = tags or {}, set(digests), []
-
-    def resolve_digest(self, repository, reference):
-        self.asked.append(("resolve", repository, reference))
-        if (repository, reference) not in self.tags:
-            raise NotFound("manifest", f"{repository}:{reference}")
-        return self.tags[repository, reference]
-
-    def has_manifest(self, repository, digest):
-        self.asked.append(("has", repository, digest))
-        return (repository, digest) in self.digests
-
-
-class Registries:
-    def __init__(self, upstream, ccr):
-        self.ccr, self._upstream, self.hosts = ccr, upstream, []
-
-    def upstream(self, registry):
-        self.hosts.append(registry)
-        return self._upstream
-
-
-def sightings(policy=None, ccr_digests=()):
-    config = parse_config({**SETTINGS, "policy": policy or {}})
-    registries = Registries(Registry({("library/nginx", "1.25"): DIGEST}), Registry(digests=ccr_digests))
-    return Sightings(config, Resolver(config, registries), timeout=5), registries
-
-
-def test_sightings_warm_mirrors_of_configured_upstreams_only():
-    checker, registries = sightings(ccr_digests=[("gh/org/tool", DIGEST)])
-    tag, pinned_ccr, present, forged, bad, missing = checker.check(
-        [
-            "nginx:1.25",
-            f"ccr.local/docker.io/library/redis:7@{DIGEST}",
-            f"ghcr.io/org/tool@{DIGEST}",
-            f"evil.example.com/x@{DIGEST}",
-            "Not An Image",
-            "nginx:9",
-        ]
-    )
-    assert tag.wanted and str(tag.request.target) == f"ccr.local/docker.io/library/nginx:1.25@{DIGEST}"
-    assert str(pinned_ccr.request.source) == f"docker.io/library/redis:7@{DIGEST}" and pinned_ccr.wanted
-    assert present.in_ccr is True and not present.wanted
-    assert "not a configured upstream" in forged.problem and not forged.retry_later
-    assert bad.problem and not bad.wanted
-    assert "cannot resolve" in missing.problem and missing.retry_later
-    assert set(registries.hosts) <= {"docker.io", "ghcr.io"}
-
-
-@pytest.mark.parametrize(
-    ("policy", "problem"),
-    [({"copy": "none"}, "policy.copy is none"), ({"exclude": ["docker.io/library/*"]}, "excluded")],
-)
-def test_sightings_respect_copy_none_and_exclude(policy, problem):
-    checker, registries = sightings(policy)
-    (sighting,) = checker.check(["nginx:1.25"])
-    assert problem in sighting.problem and not sighting.wanted and registries.hosts == []
-
 
 # -- Pods ----------------------------------------------------------------------------------------------
 
@@ -162,14 +39,6 @@ def test_pod_index_knows_each_pods_images_and_the_pods_of_each_image():
 
 
 # -- Events --------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def job(state, attempts=1, result=None, error=None):
@@ -268,20 +137,3 @@ def test_progress_events_go_out_at_most_every_progress_interval():
     assert [reason for reason, _ in posted] == [PROGRESS] * 4  # at 0, 10, 20 and 30 s
     assert posted[0][1] == "CCR: pulling 1.2 GB from docker.io, 3% done, about 30 s left"
     assert posted[-1][1] == "CCR: pulling 1.2 GB from docker.io, 100% done, a few seconds left"
-
-
-# -- metrics -------------------------------------------------------------------------------------------
-
-
-def copy_error(cause: Exception) -> CopyError:
-    try:
-        raise CopyError("img", "copy blob", cause) from cause
-    except CopyError as err:
-        return err
-
-
-def test_failure_reasons_follow_the_registry_error_behind_a_copy_error():
-    assert failure_reason(copy_error(RegistryAuthError("HTTP 401"))) == "auth"
-    assert failure_reason(copy_error(RegistryUnavailable("HTTP 503"))) == "unavailable"
-    assert failure_reason(NotFound("blob", DIGEST)) == "not-found"
-    assert failure_reason(RuntimeError("bug")) == "error"

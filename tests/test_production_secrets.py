@@ -1,0 +1,67 @@
+"""certs/make-production-secrets.sh makes every Secret and key the production overlay uses, valid for Kubernetes."""
+
+from __future__ import annotations
+
+import bcrypt
+import pytest
+
+from tests.support.kustomize import (
+    CREDENTIALS_KEY,
+    CREDENTIALS_SECRET,
+    WORKLOADS,
+    front_config,
+    pod_spec,
+    production_secrets,
+    render,
+    webhook_config,
+)
+from webhook import tls
+from webhook.registry.auth import load_credentials
+
+pytestmark = pytest.mark.integration
+
+
+def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(tmp_path):
+    secrets = production_secrets()
+    for workload in [o for o in render("overlays/production") if o["kind"] in WORKLOADS]:
+        spec = pod_spec(workload)
+        for volume in spec["volumes"]:
+            if "secret" in volume and volume["secret"]["secretName"] not in ("ccr-webhook-tls",):
+                assert volume["secret"]["secretName"] in secrets
+                for item in volume["secret"].get("items", []):
+                    assert item["key"] in secrets[volume["secret"]["secretName"]]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets[ref["name"]], f"{workload['metadata']['name']}/{c['name']}: {ref}"
+    tls_secret = secrets["ccr-registry-tls"]
+    for host in ("ccr.ccr-system.svc", "ccr-push.ccr-system.svc"):
+        tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
+    assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
+    for name, user, password in (
+        ("ccr-htpasswd", b"ccr-pull", b"pull-pw"),
+        ("ccr-htpasswd", b"ccr-push", b"push-pw"),
+        ("ccr-push-htpasswd", b"ccr-push", b"push-pw"),
+    ):
+        lines = dict(line.split(b":", 1) for line in secrets[name]["htpasswd"].strip().splitlines())
+        assert bcrypt.checkpw(password, lines[user])
+    assert set(dict(line.split(b":", 1) for line in secrets["ccr-push-htpasswd"]["htpasswd"].split())) == {b"ccr-push"}
+    # the push account, in the docker config.json the client reads, for the endpoint the overlay configures;
+    # and the upstream accounts merged in beside it
+    assert set(secrets[CREDENTIALS_SECRET]) == {CREDENTIALS_KEY}
+    config_json = tmp_path / CREDENTIALS_KEY
+    config_json.write_bytes(secrets[CREDENTIALS_SECRET][CREDENTIALS_KEY])
+    push = load_credentials(config_json, webhook_config(render("overlays/production")).ccr.endpoint)
+    assert (push.username, push.password) == ("ccr-push", "push-pw")
+    hub = load_credentials(config_json, "https://registry-1.docker.io")
+    assert (hub.username, hub.password) == ("hub-user", "hub-pw")
+    # the front commits to the registry of its Pod with the push account; the warmer reads through the front as a node
+    objects = render("overlays/production")
+    front = load_credentials(config_json, front_config(objects).ccr.endpoint)
+    assert (front.username, front.password) == ("ccr-push", "push-pw")
+    assert front_config(objects).ccr.credentials == f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"
+    config = webhook_config(objects, "warmer")
+    assert config.warmer.through_front
+    through = load_credentials(config_json, f"https://{config.ccr.registry}")
+    assert (through.username, through.password) == ("ccr-pull", "pull-pw")
