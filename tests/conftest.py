@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support import tally
 from tests.support.workloads import namespace
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.processes import RegistryServer
+
+# Every property test is repeatable and has no wall-clock deadline: a loaded 2-core CI must not fail a case for
+# being slow. Tests that want their own example counts use tests.support.hostile.examples().
+settings.register_profile(
+    "ccr", deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ccr")
 
 
 @pytest.fixture

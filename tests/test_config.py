@@ -176,6 +176,15 @@ def test_durations(text, seconds):
             {**MINIMAL, "upstreams": [{"registry": "a.io", "redirectHosts": "s.io"}]},
             "upstreams[0].redirectHosts: must be a list",
         ),
+        (
+            {**MINIMAL, "upstreams": [{"registry": "a.io", "tokenHosts": ["auth.a.io:443"]}]},
+            "upstreams[0].tokenHosts: 'auth.a.io:443' is not a host name or a glob",
+        ),
+        (
+            {**MINIMAL, "resolver": {"maxConcurrency": 4, "maxConcurrencyPerRegistry": 5}},
+            "resolver.maxConcurrencyPerRegistry: 5 is above maxConcurrency (4)",
+        ),
+        ({**MINIMAL, "resolver": {"lookupTimeoutSeconds": 0}}, "resolver.lookupTimeoutSeconds: must be at least 0.1"),
         ({**MINIMAL, "retention": {"maxUnusedAge": "a week"}}, "retention.maxUnusedAge: must be seconds or a duration"),
         ({**MINIMAL, "retention": {"maxUnusedAge": "7d "}}, "retention.maxUnusedAge: must be seconds or a duration"),
         ({**MINIMAL, "retention": {"maxUnusedAge": -1}}, "retention.maxUnusedAge: must be at least 0 seconds"),
@@ -268,3 +277,20 @@ class _Unreadable:
 def test_a_declaration_of_a_type_the_reader_does_not_know_fails_loudly():
     with pytest.raises(TypeError, match=r"extra\.ports"):
         read_section(_Unreadable, {"ports": [1]}, "extra", {})
+
+
+def test_token_hosts_default_to_docker_hub_s_auth_host_only_and_the_per_registry_share_to_half_the_pool():
+    config = parse_config(
+        {
+            **MINIMAL,
+            "upstreams": [
+                {"registry": "index.docker.io"},
+                {"registry": "a.io"},
+                {"registry": "b.io", "tokenHosts": []},
+            ],
+            "resolver": {"maxConcurrency": 6},
+        }
+    )
+    assert [upstream.token_hosts for upstream in config.upstreams] == [("auth.docker.io",), None, ()]
+    assert config.resolver.max_concurrency_per_registry == 3
+    assert parse_config(MINIMAL).resolver.max_concurrency_per_registry == 8

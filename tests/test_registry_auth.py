@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 
 import pytest
 
-from webhook.registry.auth import Authenticator, Credentials, TokenCache, load_credentials, parse_challenge
+from webhook.registry.auth import (
+    MAX_TOKEN_SECONDS,
+    Authenticator,
+    Credentials,
+    TokenCache,
+    load_credentials,
+    parse_challenge,
+    token_lifetime,
+)
+from webhook.registry.egress import check_destination
 from webhook.registry.errors import (
     NotFound,
     RateLimited,
     RegistryAuthError,
     RegistryProtocolError,
+    RegistryServerError,
     RegistryUnavailable,
     error_for_status,
     parse_retry_after,
@@ -126,25 +137,29 @@ def test_a_missing_credentials_file_is_an_auth_error(tmp_path):
 def test_credentials_hide_their_secrets():
     credentials = Credentials("bob", "hunter2", "refresh-me")
     assert "hunter2" not in repr(credentials) and "refresh-me" not in repr(credentials)
-    authenticator = Authenticator("https://r", credentials, exchange=None, insecure=False)
+    authenticator = Authenticator("https://r", credentials, exchange=None, realm=None)
     authenticator.cache.put(("k",), "tok-123", 300)
     text = f"x hunter2 {credentials.basic_header()} refresh-me tok-123 y"
     assert authenticator.redact(text) == "x *** Basic *** *** *** y"
 
 
+def judge_realm(url):
+    return check_destination(url, insecure=False, listed=None, key="tokenHosts", trusted_host="r")
+
+
 def test_a_bearer_realm_on_plain_http_is_refused_unless_insecure():
     calls = []
-    authenticator = Authenticator("https://r", Credentials("u", "p"), lambda *args: calls.append(args), insecure=False)
-    with pytest.raises(RegistryAuthError, match="not https"):
+    authenticator = Authenticator("https://r", Credentials("u", "p"), lambda *args: calls.append(args), judge_realm)
+    with pytest.raises(RegistryAuthError, match=r"token realm: http://evil.example \(https only\)"):
         authenticator.answer('Bearer realm="http://evil.example/token"', ("repository:a:pull",), "a", None, None)
     assert calls == []
 
 
 def test_basic_without_credentials_or_with_refused_ones_is_an_auth_error():
     with pytest.raises(RegistryAuthError, match="none are configured"):
-        Authenticator("https://r", None, None, insecure=False).answer('Basic realm="x"', (), "a", None, None)
+        Authenticator("https://r", None, None, None).answer('Basic realm="x"', (), "a", None, None)
     credentials = Credentials("u", "p")
-    authenticator = Authenticator("https://r", credentials, None, insecure=False)
+    authenticator = Authenticator("https://r", credentials, None, None)
     header = authenticator.answer('Basic realm="x"', (), "a", None, None)
     assert header == credentials.basic_header() == authenticator.authorization((), "a", None)
     with pytest.raises(RegistryAuthError, match="refused the configured user and password"):
@@ -158,8 +173,8 @@ def test_basic_without_credentials_or_with_refused_ones_is_an_auth_error():
         (403, RegistryAuthError),
         (404, NotFound),
         (429, RateLimited),
-        (500, RegistryUnavailable),
-        (503, RegistryUnavailable),
+        (500, RegistryServerError),
+        (503, RegistryServerError),
         (400, RegistryProtocolError),
         (418, RegistryProtocolError),
     ],
@@ -199,7 +214,7 @@ def test_the_detail_of_an_unknown_error_is_kept_so_a_full_disk_says_so(detail, s
     error = error_for_status(
         500, {}, body, "upload blob sha256:1", endpoint="https://ccr.example", repository="team/app"
     )
-    assert type(error) is RegistryUnavailable
+    assert type(error) is RegistryServerError and isinstance(error, RegistryUnavailable)
     assert f"({said}" in str(error) and "no space left on device)" in str(error)
 
 
@@ -207,3 +222,57 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# -- token lifetimes (hostile token services: test_registry_hostile.py) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [
+        (300, 300.0),
+        (None, 60.0),
+        (0, 60.0),
+        (-5, 60.0),
+        (math.nan, 60.0),
+        (math.inf, 60.0),
+        (-math.inf, 60.0),
+        ("inf", 60.0),
+        ("300", 60.0),
+        (True, 60.0),
+        ([300], 60.0),
+        (1e308, MAX_TOKEN_SECONDS),
+        (0.2, 1.0),
+    ],
+)
+def test_a_token_lifetime_that_is_not_a_finite_positive_number_is_the_default_and_every_one_is_capped(
+    expires_in, lifetime
+):
+    assert token_lifetime(expires_in) == lifetime
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("stated", ["NaN", "Infinity", "1e999", '"forever"', "-1", "1e308"])
+def test_a_token_stating_an_odd_lifetime_is_fetched_again_within_the_cap(stated):
+    clock, fetched = Clock(), []
+
+    def exchange(method, destination, headers, body, deadline, repository):
+        fetched.append(clock.now)
+        return 200, {}, f'{{"token": "t{len(fetched)}", "expires_in": {stated}}}'.encode()
+
+    def realm(url):
+        return check_destination(url, insecure=True, listed=None, key="tokenHosts", trusted_host="r")
+
+    authenticator = Authenticator("http://r", None, exchange, realm, cache=TokenCache(clock))
+    challenge = 'Bearer realm="http://r/token",service="r"'
+    assert authenticator.answer(challenge, ("repository:a:pull",), "a", None, None) == "Bearer t1"
+    clock.now += MAX_TOKEN_SECONDS + 1  # never kept forever: by the cap at the latest
+    assert authenticator.authorization(("repository:a:pull",), "a", None) == "Bearer t2"
+    assert len(fetched) == 2

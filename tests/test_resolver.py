@@ -202,3 +202,33 @@ def test_a_lookup_stuck_past_a_whole_deadline_is_not_waited_for_again():
     assert "has not answered for 5 s" in second[0].resolve_error  # not "within 2 s": it did not wait
     assert len(upstream.calls) == 1 and "error" in observed
     upstream.gate.set()
+
+
+def test_a_slow_upstream_holds_only_its_share_of_the_threads_and_every_lookup_has_the_total_deadline():
+    config = parse_config(
+        {
+            "ccr": {"registry": "ccr:5000"},
+            "upstreams": [{"registry": "up.io"}, {"registry": "slow.io"}],
+            "resolver": {"maxConcurrency": 4, "lookupTimeoutSeconds": 7},
+        }
+    )
+    slow, fast = FakeRegistry({(f"app{i}", "1"): D1 for i in range(8)}), FakeRegistry({("app", "1"): D1})
+    slow.gate.clear()
+    timeouts = []
+
+    class Registries:
+        ccr = FakeRegistry(held={("up.io/app", D1)})
+
+        def upstream(self, registry):
+            return {"up.io": fast, "slow.io": slow}[registry]
+
+    fast.resolve_digest = lambda repository, reference, timeout=None: timeouts.append(timeout) or D1
+    resolver = Resolver(config, Registries())
+    try:
+        flood = [plan_image(f"slow.io/app{i}:1", config) for i in range(8)]
+        assert all(facts.digest is None for facts in resolver.gather(flood, 0.2))
+        assert len(slow.calls) == config.resolver.max_concurrency_per_registry == 2  # its share, the rest queued
+        assert resolver.gather([plan_image("up.io/app:1", config)], 2) == [ImageFacts(digest=D1, in_ccr=True)]
+        assert timeouts == [7]
+    finally:
+        slow.gate.set()

@@ -22,6 +22,8 @@ this module holds the base and the map:
     │   ├── RegistryProtocolError      an answer we cannot use (unexpected status, garbage, digest mismatch)
     │   │   └── CopyLimitExceeded        copier.engine: an image over a `copy` limit; names the key
     │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
+    ├── EgressRefused                registry.egress: a redirect or token realm we may not contact, and why
+    ├── BulkheadFull                 registry.bulkhead: too many lookups already wait for one registry; not queued
     ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
     ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
     ├── FlightFailed                 front.flights: a blob fetch of the CCR front failed; why, and the metrics outcome

@@ -27,7 +27,7 @@ def test_blob_redirects_to_another_host_never_carry_our_authorization(basic_fron
     try:
         data = b"stored elsewhere" * 5000
         credentials = docker_config(tmp_path / "config.json", basic_front.url.removeprefix("http://"), **basic_entry())
-        authed = make_client(basic_front.url, credentials)
+        authed = make_client(basic_front.url, credentials, redirect_hosts=("localhost",))
         digest = upload_bytes(authed, "redirect/app", data)
         upload_bytes(make_client(open_registry.url), "redirect/app", data)
         basic_front.redirect_blobs_to = storage.url
@@ -62,8 +62,9 @@ def test_blob_redirects_to_plain_http_or_other_schemes_are_refused(client, proxy
 @pytest.mark.parametrize(
     ("redirect_hosts", "storage_host", "followed"),
     [
-        (None, "localhost", True),  # no list: any host by name
-        (None, "127.0.0.1", False),  # ... but never an IP address
+        (None, "localhost", False),  # no list: any name resolving to public addresses only, so not localhost
+        (None, "127.0.0.1", False),  # ... and never an IP address
+        (None, "2130706433", False),  # ... in any spelling
         (("127.0.0.1",), "127.0.0.1", True),  # unless listed
         (("*host",), "localhost", True),
         (("storage.example",), "localhost", False),

@@ -27,6 +27,8 @@ def test_registries_gives_configured_clients_once_and_refuses_any_other_host():
     registries = Registries(config)
     assert registries.upstream("docker.io").redirect_hosts == ("*.cloudflare.docker.com",)
     assert registries.upstream("quay.io").redirect_hosts is None and registries.ccr.redirect_hosts is None
+    assert registries.upstream("docker.io").token_hosts == ("auth.docker.io",)
+    assert registries.upstream("quay.io").token_hosts is None and registries.ccr.token_hosts is None
     assert registries.ccr.endpoint == "http://127.0.0.1:1"
     assert registries.upstream("docker.io").endpoint == "https://registry-1.docker.io"
     assert registries.upstream("docker.io") is registries.upstream("docker.io")

@@ -1,13 +1,14 @@
 """A fault-injecting HTTP front for a real registry, so tests can see what the client does when things go wrong.
 
 It forwards every request to the registry unchanged (keeping the Host header, so the registry's Location
-headers point back at the proxy) and records (method, path, Authorization) of each. Set its attributes
-to refuse monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in
-half, slow blob downloads down, trickle chosen blobs a few bytes at a time, answer the next requests with
-given statuses (or DROP: an answer that announces 100 bytes, sends 10 and closes the connection), or serve
-manifests of its own (`serve`: hostile ones no registry would take, made as they are sent). Blob downloads
-can also be paced (`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served
-with their last byte changed (`corrupt_blobs`: same length, wrong digest).
+headers point back at the proxy) and records (method, path, Authorization) and the Host of each; with
+`tls` it serves HTTPS (a context holding the certificate of its `name`). Set its attributes to refuse
+monolithic uploads, make Locations relative, redirect blob downloads, cut blob downloads in half, slow blob
+downloads down, trickle chosen blobs a few bytes at a time, answer the next requests with given statuses
+(or DROP: an answer that announces 100 bytes, sends 10 and closes the connection), or serve manifests of
+its own (`serve`: hostile ones no registry would take, made as they are sent). Blob downloads can also be
+paced (`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served with their
+last byte changed (`corrupt_blobs`: same length, wrong digest).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import http.client
 import json
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -61,10 +63,11 @@ class PaddedManifest:
 class RegistryProxy(LoopbackServer):
     """A threaded proxy on 127.0.0.1 in front of `upstream` (host:port); `name` is the host it calls itself."""
 
-    def __init__(self, upstream: str, name: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, name: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.upstream = upstream
         self.name = name
         self.requests: list[tuple[str, str, str | None]] = []
+        self.hosts: list[str | None] = []  # the Host header of each request
         self.faults: list[tuple[int, dict[str, str]]] = []
         self.refuse_monolithic_put = False
         self.relative_locations = False
@@ -79,7 +82,7 @@ class RegistryProxy(LoopbackServer):
         self.blob_gate: threading.Event | None = None  # when set: blob downloads stop at half until it is set
         self.corrupt_blobs = False
         self.gate_seconds = 60.0  # a gate never set lets go after this, so a broken test cannot hang
-        super().__init__(self._handler_class())
+        super().__init__(self._handler_class(), tls)
 
     def serve(self, repository: str, manifest: PaddedManifest, *tags: str) -> PaddedManifest:
         """Answer GET and HEAD for `manifest` in `repository` by its digest and `tags`, without the registry."""
@@ -93,7 +96,7 @@ class RegistryProxy(LoopbackServer):
 
     @property
     def url(self) -> str:
-        return f"http://{self.name}:{self.port}"
+        return f"{self.scheme}://{self.name}:{self.port}"
 
     def _handler_class(self) -> type[QuietHandler]:
         proxy = self
@@ -109,6 +112,7 @@ class RegistryProxy(LoopbackServer):
                 assert "chunked" not in (self.headers.get("Transfer-Encoding") or ""), "the client must send lengths"
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                proxy.hosts.append(self.headers.get("Host"))
                 if len(body) < length:  # the client gave up mid-body: so does the proxy, as a registry would
                     self.close_connection = True
                     return None

@@ -3,6 +3,11 @@
 The distribution registry trusts it through `auth: token:` (see registry_auth.token_auth): it verifies each
 JWT's signature against the self-signed certificate carried in the token's `x5c` header and listed in the
 registry's rootcertbundle. Every request is recorded so tests can count how often clients come back.
+
+It can be made hostile: `echo_status` answers every request with that status and an error body echoing
+everything it was sent (the Authorization header, its decoded password, the form with a refresh token, in
+raw, JSON-escaped and URL-encoded forms), and `answered_expires_in` replaces the `expires_in` it states
+(NaN and infinities written as the bare literals Python's json allows).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,6 +64,8 @@ class TokenIssuer(LoopbackServer):
         self.anonymous_pull = anonymous_pull
         self.requests: list[TokenRequest] = []
         self.issued: list[str] = []  # every token handed out, for tests that look for leaks
+        self.echo_status: int | None = None
+        self.answered_expires_in: Any = None  # None: the lifetime of the JWT
         self.keypair = generate_ca("ccr-tests token issuer")
         self._key = serialization.load_pem_private_key(self.keypair.key_pem, password=None)
         der = x509.load_pem_x509_certificate(self.keypair.cert_pem).public_bytes(serialization.Encoding.DER)
@@ -117,10 +125,13 @@ class TokenIssuer(LoopbackServer):
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-                self._answer(form)
+                raw = self.rfile.read(length).decode()
+                self._answer(urllib.parse.parse_qs(raw), raw)
 
-            def _answer(self, form: dict[str, list[str]]) -> None:
+            def _answer(self, form: dict[str, list[str]], raw: str = "") -> None:
+                if issuer.echo_status is not None:
+                    self._echo(form, raw)
+                    return
                 scopes = tuple(scope for value in form.get("scope", []) for scope in value.split(" ") if scope)
                 accepted, user = issuer._authenticate(self.command, self.headers.get("Authorization"), form)
                 issuer.requests.append(TokenRequest(user, scopes, self.command, accepted))
@@ -129,10 +140,20 @@ class TokenIssuer(LoopbackServer):
                     return
                 token = issuer.sign(user or "anonymous", scopes, anonymous=user is None)
                 issuer.issued.append(token)
-                self._json(200, {"token": token, "access_token": token, "expires_in": issuer.expires_in})
+                stated = issuer.expires_in if issuer.answered_expires_in is None else issuer.answered_expires_in
+                self._json(200, {"token": token, "access_token": token, "expires_in": stated})
+
+            def _echo(self, form: dict[str, list[str]], raw: str) -> None:
+                """An error answer repeating what was sent, as careless token services do."""
+                authorization = self.headers.get("Authorization") or ""
+                decoded = base64.b64decode(authorization[6:]).decode() if authorization.startswith("Basic ") else ""
+                said = f"bad request {authorization} user:password={decoded} form={form} raw={raw} path={self.path}"
+                self._json(issuer.echo_status, {"errors": [{"code": "DENIED", "message": said, "detail": said}]})
 
             def _json(self, status: int, document: dict) -> None:
-                body = json.dumps(document).encode()
+                self._raw(status, json.dumps(document).encode())
+
+            def _raw(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

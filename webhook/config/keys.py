@@ -51,6 +51,11 @@ def _prefix_from_registry(section: Mapping[str, Any]) -> str:
     return str(section["registry"]).replace(":", "-").strip("[]")
 
 
+def _token_hosts_default(section: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Docker Hub's token service lives on its own host; every other registry's is trusted on the registry's."""
+    return ("auth.docker.io",) if section["registry"] == "docker.io" else None
+
+
 def _plain_http_needs_insecure(registry: CCRConfig | UpstreamConfig) -> None:
     """A plain-HTTP endpoint is allowed only where the operator said so."""
     if registry.endpoint.startswith("http://") and not registry.insecure:
@@ -119,7 +124,15 @@ class UpstreamConfig:
         doc="The storage hosts its blob downloads may be redirected to: names or globs "
         "(`*.cloudflare.docker.com`). See below.",
         check=checks.host_patterns,
-        shown="none (any host by name)",
+        shown="none (any name resolving to public addresses)",
+    )
+    token_hosts: tuple[str, ...] | None = key(
+        None,
+        derive=_token_hosts_default,
+        doc="Token services (Bearer realms) on hosts other than the registry's own that may be sent its "
+        "credentials: names or globs. See below.",
+        check=checks.host_patterns,
+        shown='none (`["auth.docker.io"]` for docker.io)',
     )
 
     cross_checks: ClassVar[CrossChecks] = (_plain_http_needs_insecure,)
@@ -150,6 +163,15 @@ class PolicyConfig:
     )
 
 
+def _share_within_pool(resolver: ResolverConfig) -> None:
+    """One registry's share of the lookup threads cannot exceed the threads there are."""
+    if resolver.max_concurrency_per_registry > resolver.max_concurrency:
+        raise checks.Invalid(
+            f"{resolver.max_concurrency_per_registry} is above maxConcurrency ({resolver.max_concurrency})",
+            "maxConcurrencyPerRegistry",
+        )
+
+
 @dataclass(frozen=True)
 class ResolverConfig:
     """How long registry answers are trusted, and how hard the registries are asked."""
@@ -168,10 +190,26 @@ class ResolverConfig:
         "`Retry-After`, up to `cacheSeconds`, wins if longer).",
     )
     connect_timeout_seconds: float = key(1.0, minimum=0.01, doc="Connecting to a registry.")
-    read_timeout_seconds: float = key(5.0, minimum=0.01, doc="Waiting for a registry's answer.")
+    read_timeout_seconds: float = key(5.0, minimum=0.01, doc="Waiting for each piece of a registry's answer.")
+    lookup_timeout_seconds: float = key(
+        10.0,
+        minimum=0.1,
+        doc="The whole of one registry lookup (token, HEAD, a GET fallback), however slowly the registry sends; "
+        "a lookup still running after admission's deadline fills the cache until then.",
+    )
     max_concurrency: int = key(
         16, minimum=1, doc="Registry lookups at once per process, and connections kept per registry."
     )
+    max_concurrency_per_registry: int = key(
+        8,
+        minimum=1,
+        derive=lambda section: max(1, section["max_concurrency"] // 2),
+        shown="half of `maxConcurrency`",
+        doc="Lookups at once for one upstream (or the CCR); more wait in that registry's own queue, so one slow "
+        "upstream cannot take every thread. At most `maxConcurrency`.",
+    )
+
+    cross_checks: ClassVar[CrossChecks] = (_share_within_pool,)
 
 
 def _tls_pair(server: WebhookConfig | FrontConfig) -> None:

@@ -5,14 +5,22 @@ challenge is remembered. `Basic` then sends the configured user and password wit
 asks the challenge's realm for a token for the request's scopes (`repository:NAME:pull` or `pull,push`),
 with Basic credentials when configured (anonymous otherwise, as Docker Hub allows for public images), or
 with an identity token as an OAuth2 refresh token. Tokens are cached per scope set until `expires_in`
-(60 s if unsaid) minus a margin, so a busy webhook asks the token service once per repository and minute,
-not once per request. A token the registry refuses is dropped and fetched again once.
+(60 s if unsaid or not a finite positive number, at most an hour) minus a margin, so a busy webhook asks
+the token service once per repository and minute, not once per request. A token the registry refuses is
+dropped and fetched again once.
+
+The realm is chosen by the registry, so it is judged before it is asked (the client's `realm` check:
+https, no IP literal or internal address unless listed), and credentials go only to a realm the
+configuration trusts (the registry's own host, or one listed in `tokenHosts`). What a token service
+answers in an error is redacted like a registry's: it may echo the credentials it was sent.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
 import os
 import re
 import threading
@@ -22,22 +30,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.registry.egress import Destination, EgressRefused
 from webhook.registry.errors import (
     RegistryAuthError,
     RegistryProtocolError,
     error_for_status,
 )
 
-DEFAULT_TOKEN_SECONDS = 60.0
+DEFAULT_TOKEN_SECONDS = 60.0  # the distribution token spec's default for a missing expires_in
+MAX_TOKEN_SECONDS = 3600.0
 _MAX_MARGIN_SECONDS = 10.0
 ScopeKey = tuple[str | None, str | None, tuple[str, ...]]  # token realm, service, scopes: what a token is good for
 _DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 
-# (method, url, headers, body, deadline, repository) -> (status, headers, body): one exchange, redirects not followed.
+# (method, realm, headers, body, deadline, repository) -> (status, headers, body): one exchange, no redirects.
 Exchange = Callable[
-    [str, str, dict[str, str], bytes | None, float | None, str | None], tuple[int, Mapping[str, str], bytes]
+    [str, Destination, dict[str, str], bytes | None, float | None, str | None], tuple[int, Mapping[str, str], bytes]
 ]
+# A realm URL -> where to send the token request, or EgressRefused.
+RealmCheck = Callable[[str], Destination]
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,12 @@ class Credentials:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
     def secrets(self) -> list[str]:
-        """Every string that must never show in a message."""
+        """Every string that must never show in a message, as sent and as a form or URL would quote it."""
         basic = self.basic_header()
         values = [self.password, self.identity_token, basic[len("Basic ") :] if basic else None]
-        return [value for value in values if value]
+        plain = [value for value in values if value]
+        quoted = [quote(value, safe="") for value in plain for quote in (urllib.parse.quote, urllib.parse.quote_plus)]
+        return list(dict.fromkeys(plain + quoted))
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, password=***, identity_token=***)"
@@ -181,15 +195,15 @@ class Authenticator:
         endpoint: str,
         credentials: Credentials | None,
         exchange: Exchange,
+        realm: RealmCheck,
         *,
-        insecure: bool,
         cache: TokenCache | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.credentials = credentials
         self.cache = cache or TokenCache()
         self._exchange = exchange
-        self._insecure = insecure
+        self._realm = realm
         self._challenge: Challenge | None = None
 
     def authorization(self, scopes: tuple[str, ...], repository: str | None, deadline: float | None) -> str | None:
@@ -260,15 +274,20 @@ class Authenticator:
     ) -> tuple[str, float]:
         where: dict[str, Any] = {"endpoint": self.endpoint, "repository": repository}
         realm = challenge.params.get("realm", "")
-        parts = urllib.parse.urlsplit(realm)
-        if parts.scheme != "https" and not (parts.scheme == "http" and self._insecure):
+        try:
+            destination = self._realm(realm)
+        except EgressRefused as refused:
+            raise RegistryAuthError(f"refusing the registry's token realm: {refused}", **where) from None
+        credentials = self.credentials
+        if credentials is not None and not destination.listed:
             raise RegistryAuthError(
-                f"the registry's token realm {parts.scheme or '?'}://{parts.netloc} is not https; refusing to ask it "
-                "(set insecure only for a test registry)",
+                f"the registry's token realm {destination.netloc} is neither the registry's own host nor listed "
+                "in its tokenHosts; refusing to send it the configured credentials (list it in tokenHosts if it "
+                "is the registry's token service)",
                 **where,
             )
+        parts = urllib.parse.urlsplit(realm)
         service = challenge.params.get("service")
-        credentials = self.credentials
         headers = {"Accept": "application/json"}
         if credentials is not None and credentials.identity_token:
             form = {
@@ -279,18 +298,19 @@ class Authenticator:
                 **({"service": service} if service else {}),
             }
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            method, url, body = "POST", realm, urllib.parse.urlencode(form).encode()
+            method, body = "POST", urllib.parse.urlencode(form).encode()
         else:
             query = ([("service", service)] if service else []) + [("scope", scope) for scope in scopes]
             url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query)
+            destination = dataclasses.replace(destination, url=url)
             method, body = "GET", None
             basic = credentials.basic_header() if credentials else None
             if basic:
                 headers["Authorization"] = basic
-        status, answer_headers, answer = self._exchange(method, url, headers, body, deadline, repository)
-        what = f"token request to {parts.netloc} for {' '.join(scopes)}"
+        status, answer_headers, answer = self._exchange(method, destination, headers, body, deadline, repository)
+        what = f"token request to {destination.netloc} for {' '.join(scopes)}"
         if status != 200:
-            error = error_for_status(status, answer_headers, answer, what, **where)
+            error = error_for_status(status, answer_headers, answer, what, **where, redact=self.redact)
             if status in (401, 403):
                 who = (
                     "the configured credentials" if credentials else "an anonymous request (no credentials configured)"
@@ -304,11 +324,20 @@ def _parse_token(body: bytes, what: str, where: dict[str, Any]) -> tuple[str, fl
     try:
         document = json.loads(body)
         token = document.get("token") or document.get("access_token")
-        lifetime = float(document.get("expires_in") or DEFAULT_TOKEN_SECONDS)
-    except (ValueError, AttributeError, TypeError):
+        expires_in = document.get("expires_in")
+    except (ValueError, AttributeError):
         raise RegistryProtocolError(
             f"{what}: the token service answered something that is not a token document", **where
         ) from None
     if not isinstance(token, str) or not token:
         raise RegistryProtocolError(f"{what}: the token service answered without a token", **where)
-    return token, max(lifetime, 1.0)
+    return token, token_lifetime(expires_in)
+
+
+def token_lifetime(expires_in: object) -> float:
+    """Seconds to keep a token: `expires_in` if it is a finite positive number, else the default; at most an hour."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+        return DEFAULT_TOKEN_SECONDS
+    if not math.isfinite(expires_in) or expires_in <= 0:
+        return DEFAULT_TOKEN_SECONDS
+    return min(max(float(expires_in), 1.0), MAX_TOKEN_SECONDS)

@@ -9,8 +9,11 @@ Rules that keep credentials where they belong:
   blob GETs to a storage host; our Authorization header goes only to the registry's own endpoint, never
   to another host. Manifest requests, HEADs, uploads and token requests never follow a redirect.
 - Which storage hosts: those of the upstream's `redirectHosts` when it is set (names or globs), else any
-  host by name; never an IP address unless listed (a registry must not steer us to 169.254.169.254 or
-  another internal address), never a URL with user info. What comes back is digest-checked like any blob.
+  name that resolves to public addresses only, judged after DNS and connected to by the checked address
+  (egress.py); never an IP literal unless listed, never a URL with user info. What comes back is
+  digest-checked like any blob.
+- Token realms get the same checks, with `tokenHosts` as their list; the registry's own host name (any
+  port) is trusted. Credentials go to the registry's own host or a listed one only, never elsewhere.
 - Upload locations (relative or absolute) must stay on the endpoint's origin; we refuse to send
   credentials and data elsewhere.
 - Error messages carry status codes, registry error codes and our own words, never a credential, a
@@ -23,21 +26,23 @@ retries). Every blob read is sha256-checked when the stream reaches its end.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
-import ipaddress
 import json
 import re
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 from urllib3.response import BaseHTTPResponse
 
 from webhook.config import Config
+from webhook.registry import egress
 from webhook.registry.auth import Authenticator, Credentials, load_credentials
+from webhook.registry.deadline import POOL_CLASSES, deadline_scope
 from webhook.registry.errors import (
     NotFound,
     RateLimited,
@@ -97,15 +102,6 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc.lower()
 
 
-def _is_address(host: str) -> bool:
-    """Whether `host` (as urlsplit gives it, no brackets) is an IP address rather than a name."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _with_query(url: str, **params: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.urlencode(
@@ -144,7 +140,9 @@ class RegistryClient:
     `ca_file` is a PEM bundle trusted instead of the system CAs for every TLS connection of this client
     (its token service and storage redirects too); it is read for each new connection, so a rotated
     bundle is picked up without a restart. `redirect_hosts` (names or globs) limits the storage hosts a
-    blob download may be redirected to; None allows any host by name.
+    blob download may be redirected to, `token_hosts` the token realms besides the registry's own host;
+    None allows any name resolving to public addresses (credentials never go there). `resolve` is
+    socket.getaddrinfo, or a test's fake.
     """
 
     def __init__(
@@ -158,10 +156,14 @@ class RegistryClient:
         read_timeout: float,
         max_connections: int,
         redirect_hosts: tuple[str, ...] | None = None,
+        token_hosts: tuple[str, ...] | None = None,
+        resolve: egress.Resolve = socket.getaddrinfo,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.insecure = insecure
         self.redirect_hosts = redirect_hosts
+        self.token_hosts = token_hosts
+        self._resolve = resolve
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         loaded: Credentials | None = load_credentials(credentials, self.endpoint) if credentials else None
@@ -172,7 +174,8 @@ class RegistryClient:
             headers={"User-Agent": "ccr-webhook"},
             ca_certs=ca_file or None,
         )
-        self._auth = Authenticator(self.endpoint, loaded, self._exchange, insecure=insecure)
+        self._pool.pool_classes_by_scheme = POOL_CLASSES  # connections that honour a total deadline
+        self._auth = Authenticator(self.endpoint, loaded, self._exchange, self._realm)
         self._chunked_uploads_only = False
 
     def __repr__(self) -> str:
@@ -198,7 +201,7 @@ class RegistryClient:
             deadline=deadline,
         )
         self._expect(response, (200,), what, repository, missing=("manifest", reference))
-        self._read_body(response, 0, what, repository)
+        self._read_body(response, 0, what, repository, deadline=deadline)
         digest = response.headers.get("Docker-Content-Digest")
         if digest is None:
             return self._get_manifest(repository, reference, deadline).digest
@@ -222,10 +225,10 @@ class RegistryClient:
             deadline=deadline,
         )
         if response.status == 404:
-            self._read_body(response, 0, what, repository)
+            self._read_body(response, 0, what, repository, deadline=deadline)
             return False
         self._expect(response, (200,), what, repository)
-        self._read_body(response, 0, what, repository)
+        self._read_body(response, 0, what, repository, deadline=deadline)
         return True
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
@@ -244,7 +247,7 @@ class RegistryClient:
             deadline=deadline,
         )
         self._expect(response, (200,), what, repository, missing=("manifest", reference))
-        data = self._read_body(response, MAX_MANIFEST_BYTES, what, repository)
+        data = self._read_body(response, MAX_MANIFEST_BYTES, what, repository, deadline=deadline)
         try:
             document = json.loads(data)
             declared = document.get("mediaType") if isinstance(document, dict) else None
@@ -334,38 +337,31 @@ class RegistryClient:
                 reason = f"more than {MAX_REDIRECTS} redirects" if location else "a redirect without Location"
                 raise RegistryProtocolError(f"{what}: {reason}", endpoint=self.endpoint, repository=repository)
             url = urllib.parse.urljoin(url, location)
-            scheme, host = _origin(url)
-            if scheme != "https" and not (scheme == "http" and self.insecure):
-                raise RegistryProtocolError(
-                    f"{what}: refusing a redirect to {scheme}://{host} (https only)",
-                    endpoint=self.endpoint,
-                    repository=repository,
-                )
-            if (scheme, host) == _origin(self.endpoint):
+            if _origin(url) == _origin(self.endpoint):
                 response = self._send("GET", url, what, repository, _pull(repository), stream=True)
-            else:  # storage host: no Authorization header of ours
-                self._check_storage_host(url, what, repository)
-                response = self._urlopen("GET", url, {}, None, None, what, repository, stream=True)
+                continue
+            try:  # a storage host: judged after DNS, connected by the checked address, no Authorization of ours
+                destination = self._destination(url, self.redirect_hosts, "redirectHosts", trust_own_host=False)
+            except egress.EgressRefused as refused:
+                raise RegistryProtocolError(
+                    f"{what}: refusing a redirect to {refused}", endpoint=self.endpoint, repository=repository
+                ) from None
+            response = self._urlopen("GET", destination, {}, None, None, what, repository, stream=True)
         self._expect(response, (200,), what, repository, missing=("blob", digest))
         return BlobStream(response, digest, endpoint=self.endpoint, repository=repository)
 
-    def _check_storage_host(self, url: str, what: str, repository: str) -> None:
-        """Refuse a redirect to a storage host this registry may not send us to (see the module's rules)."""
-        parts = urllib.parse.urlsplit(url)
-        host = (parts.hostname or "").lower()
-        named = f"[{host}]" if ":" in host else host
-        reason: str | None
-        if parts.username is not None or parts.password is not None:
-            reason = "a URL with user info"
-        elif self.redirect_hosts is not None:
-            allowed = any(fnmatch.fnmatchcase(named, pattern) for pattern in self.redirect_hosts)
-            reason = None if allowed else f"{named}, which is not in this registry's redirectHosts"
-        else:
-            reason = f"the IP address {named}; list it in redirectHosts to allow it" if _is_address(host) else None
-        if reason is not None:
-            raise RegistryProtocolError(
-                f"{what}: refusing a redirect to {reason}", endpoint=self.endpoint, repository=repository
-            )
+    def _destination(
+        self, url: str, listed: tuple[str, ...] | None, key: str, trust_own_host: bool
+    ) -> egress.Destination:
+        """`url`, chosen by the registry, judged by egress.py's rules (EgressRefused if it may not be contacted)."""
+        own = urllib.parse.urlsplit(self.endpoint).hostname if trust_own_host else None
+        return egress.check_destination(
+            url, insecure=self.insecure, listed=listed, key=key, trusted_host=own, resolve=self._resolve
+        )
+
+    def _realm(self, url: str) -> egress.Destination:
+        """A token realm the registry named, judged like a redirect (its own host name trusted, `tokenHosts` listed)."""
+        return self._destination(url, self.token_hosts, "tokenHosts", trust_own_host=True)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Link blob `digest` from another repository of this registry without copying; False if not offered."""
@@ -580,7 +576,7 @@ class RegistryClient:
     def _urlopen(
         self,
         method: str,
-        url: str,
+        url: str | egress.Destination,
         headers: Mapping[str, str],
         body: bytes | Iterable[bytes] | None,
         deadline: float | None,
@@ -588,7 +584,8 @@ class RegistryClient:
         repository: str | None,
         stream: bool = False,
     ) -> BaseHTTPResponse:
-        """One HTTP exchange, no redirects, no retries; connection failures become RegistryUnavailable."""
+        """One HTTP exchange, no redirects, no retries, done by `deadline` however slowly the server sends;
+        connection failures become RegistryUnavailable. A Destination is connected to by its checked addresses."""
         timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
         pool_timeout = None
         if deadline is not None:
@@ -601,43 +598,88 @@ class RegistryClient:
                 connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining), total=remaining
             )
             pool_timeout = remaining
+        options: dict[str, Any] = {
+            "body": body,
+            "timeout": timeout,
+            "retries": False,
+            "redirect": False,
+            "preload_content": False,
+            "decode_content": not stream,
+            "pool_timeout": pool_timeout,
+        }
         try:
-            return self._pool.request(
-                method,
-                url,
-                body=body,
-                headers=dict(headers),
-                timeout=timeout,
-                retries=False,
-                redirect=False,
-                preload_content=False,
-                decode_content=not stream,
-                pool_timeout=pool_timeout,
-            )
+            with deadline_scope(deadline):
+                if isinstance(url, egress.Destination) and url.addresses:
+                    response = self._pinned(method, url, headers, options)
+                else:
+                    target = url.url if isinstance(url, egress.Destination) else url
+                    response = self._pool.request(method, target, headers=dict(headers), **options)
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise RegistryUnavailable(
-                f"{what}: {describe_transport_error(err)}", endpoint=self.endpoint, repository=repository
+                f"{what}: {self._describe(err, deadline)}", endpoint=self.endpoint, repository=repository
             ) from None
+        self._check_in_time(response, deadline, what, repository)
+        return response
+
+    def _pinned(
+        self, method: str, destination: egress.Destination, headers: Mapping[str, str], options: dict[str, Any]
+    ) -> BaseHTTPResponse:
+        """Connect to the checked addresses in turn (never to the name again), with the name for Host and TLS."""
+        pool_kwargs = {"server_hostname": destination.host} if destination.scheme == "https" else None
+        sent = {**self._pool.headers, **headers, "Host": destination.netloc}
+        failure: Exception | None = None
+        for address in destination.addresses:
+            pool = self._pool.connection_from_host(
+                address, destination.port, destination.scheme, pool_kwargs=pool_kwargs
+            )
+            try:
+                return pool.urlopen(method, destination.request_uri, headers=sent, assert_same_host=False, **options)
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as err:
+                failure = err
+        assert failure is not None
+        raise failure
+
+    def _check_in_time(
+        self, response: BaseHTTPResponse, deadline: float | None, what: str, repository: str | None
+    ) -> None:
+        """Refuse what arrived past the deadline: the watchdog cut it, and cut headers or bodies can look whole."""
+        if deadline is not None and time.monotonic() >= deadline:
+            release(response, complete=False)
+            raise RegistryUnavailable(
+                f"{what}: {self._describe(None, deadline)}", endpoint=self.endpoint, repository=repository
+            )
+
+    def _describe(self, err: BaseException | None, deadline: float | None) -> str:
+        """A transport failure in words; one the deadline watchdog caused says so, not 'connection dropped'."""
+        if err is None or (deadline is not None and time.monotonic() >= deadline):
+            return "no complete answer before the deadline (the registry sends too slowly or not at all)"
+        return describe_transport_error(err)
 
     def _exchange(
         self,
         method: str,
-        url: str,
+        destination: egress.Destination,
         headers: dict[str, str],
         body: bytes | None,
         deadline: float | None,
         repository: str | None,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """A token request for the Authenticator: no redirects followed, the body read in full."""
-        response = self._urlopen(method, url, headers, body, deadline, "token request", repository)
+        """A token request for the Authenticator, to a judged realm: no redirects followed, the body read in full."""
+        response = self._urlopen(method, destination, headers, body, deadline, "token request", repository)
         return (
             response.status,
             response.headers,
-            self._read_body(response, MAX_LISTING_BYTES, "token request", repository),
+            self._read_body(response, MAX_LISTING_BYTES, "token request", repository, deadline=deadline),
         )
 
     def _read_body(
-        self, response: BaseHTTPResponse, limit: int, what: str, repository: str | None, complete: bool = True
+        self,
+        response: BaseHTTPResponse,
+        limit: int,
+        what: str,
+        repository: str | None,
+        complete: bool = True,
+        deadline: float | None = None,
     ) -> bytes:
         """The whole body (at most `limit` bytes) and the connection back to the pool; `complete=False` discards it."""
         if not complete:
@@ -649,6 +691,7 @@ class RegistryClient:
             while received <= limit:
                 data = response.read(min(65536, limit + 1 - received) or 1)
                 if not data:
+                    self._check_in_time(response, deadline, what, repository)
                     release(response, complete=True)
                     return b"".join(parts)
                 parts.append(data)
@@ -656,7 +699,7 @@ class RegistryClient:
         except (urllib3.exceptions.HTTPError, OSError) as err:
             release(response, complete=False)
             raise RegistryUnavailable(
-                f"{what}: {describe_transport_error(err)}", endpoint=self.endpoint, repository=repository
+                f"{what}: {self._describe(err, deadline)}", endpoint=self.endpoint, repository=repository
             ) from None
         release(response, complete=False)
         raise RegistryProtocolError(
@@ -684,15 +727,15 @@ class RegistryClient:
             body = self._read_body(response, 65536, what, repository)
         except RegistryProtocolError:
             body = b""
-        masked = self._auth.redact(body.decode("utf-8", "replace")).encode()
         raise error_for_status(
             response.status,
             response.headers,
-            masked,
+            body,
             what,
             endpoint=self.endpoint,
             repository=repository,
             missing=missing,
+            redact=self._auth.redact,
         )
 
 
@@ -715,6 +758,7 @@ class Registries:
             insecure: bool,
             ca_file: str | None,
             redirect_hosts: tuple[str, ...] | None = None,
+            token_hosts: tuple[str, ...] | None = None,
         ) -> RegistryClient:
             return RegistryClient(
                 endpoint,
@@ -725,6 +769,7 @@ class Registries:
                 read_timeout=resolver.read_timeout_seconds,
                 max_connections=resolver.max_concurrency,
                 redirect_hosts=redirect_hosts,
+                token_hosts=token_hosts,
             )
 
         ccr = config.ccr
@@ -738,7 +783,7 @@ class Registries:
             else None
         )
         self._upstreams = {
-            up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts)
+            up.registry: client(up.endpoint, up.credentials, up.insecure, up.ca_file, up.redirect_hosts, up.token_hosts)
             for up in config.upstreams
         }
 

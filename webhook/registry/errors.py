@@ -1,7 +1,8 @@
 """The errors of the registry client: one type per thing an operator or a caller does differently.
 
 Every message names the registry endpoint and the repository, and never carries a credential or a
-token: messages are built from status codes, registry error codes and our own words only.
+token: messages are built from status codes, registry error codes and our own words only, and what
+an error body says is redacted (after decoding, before shortening) by the caller's `redact`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import email.utils
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3.exceptions
@@ -92,8 +93,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def registry_error_codes(body: bytes) -> str:
-    """The `errors[].code: message` of a distribution error body, short, or '' if it has none.
+def registry_error_codes(body: bytes, redact: Callable[[str], str] = lambda text: text) -> str:
+    """The `errors[].code: message` of a distribution error body, redacted and short, or '' if it has none.
 
     Details are left out (structures for programs), except the text detail of the catch-all code
     UNKNOWN, whose message says nothing: `UNKNOWN: unknown error: write .../data: no space left on device`.
@@ -107,7 +108,7 @@ def registry_error_codes(body: bytes) -> str:
         ]
     except (ValueError, AttributeError, TypeError, KeyError, UnicodeDecodeError):
         return ""
-    text = "; ".join(parts)
+    text = redact("; ".join(parts))
     return text if len(text) <= 200 else text[:120] + " … " + text[-77:]
 
 
@@ -139,9 +140,13 @@ def error_for_status(
     endpoint: str,
     repository: str | None,
     missing: tuple[str, str] | None = None,
+    redact: Callable[[str], str] = lambda text: text,
 ) -> RegistryError:
-    """The error for an unexpected answer to `what` (e.g. 'HEAD manifest latest'); `missing` is (kind, ref) for 404."""
-    codes = registry_error_codes(body)
+    """The error for an unexpected answer to `what` (e.g. 'HEAD manifest latest'); `missing` is (kind, ref) for 404.
+
+    `redact` masks the credentials the body may echo (a token service echoing what it was sent).
+    """
+    codes = registry_error_codes(body, redact)
     said = f" ({codes})" if codes else ""
     where: dict[str, Any] = {"endpoint": endpoint, "repository": repository}
     if status in (401, 403):

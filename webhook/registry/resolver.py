@@ -2,9 +2,11 @@
 
 Answers come from a TTL cache when it can; misses go to the registries on a bounded thread pool, all
 images of a Pod at once, and one in-flight lookup is shared by every request that wants the same
-answer. A lookup that outlives the caller's deadline keeps running (bounded by the registry client's own
-timeouts) and fills the cache for the next request, but the caller is answered on time with what is
-known ("unknown" for the rest); one that had not started by then is dropped.
+answer. The pool is bulkheaded per upstream (`maxConcurrencyPerRegistry`), so a slow upstream holds
+only its share of the threads. A lookup that outlives the caller's deadline keeps running (within
+`lookupTimeoutSeconds` in all, however slowly a registry sends) and fills the cache for the next
+request, but the caller is answered on time with what is known ("unknown" for the rest); one that had
+not started by then is dropped.
 """
 
 from __future__ import annotations
@@ -12,20 +14,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
+from webhook.registry.bulkhead import Bulkhead, BulkheadFull
 
 
 class RegistryReader(Protocol):
     """What the resolver asks of a registry client."""
 
-    def resolve_digest(self, repository: str, reference: str) -> str: ...
+    def resolve_digest(self, repository: str, reference: str, timeout: float | None = None) -> str: ...
 
-    def has_manifest(self, repository: str, digest: str) -> bool: ...
+    def has_manifest(self, repository: str, digest: str, timeout: float | None = None) -> bool: ...
 
 
 class RegistrySource(Protocol):
@@ -64,7 +67,7 @@ class Resolver:
         self._cache: dict[Hashable, _Answer] = {}
         self._in_flight: dict[Hashable, tuple[Future[_Answer], float]] = {}
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Bulkhead | None = None
 
     def gather(self, lookups: Sequence[Lookup], timeout: float) -> list[ImageFacts]:
         """Facts for each lookup, returned within `timeout` seconds; what is not known by then is None."""
@@ -73,7 +76,9 @@ class Resolver:
             self._from_cache(lookup) or self._stuck(lookup, timeout) for lookup in lookups
         ]
         pending = {
-            i: self._pool_submit(self._facts_for, lookup) for i, lookup in enumerate(lookups) if facts[i] is None
+            i: self._pool_submit(lookup.upstream.registry, self._facts_for, lookup)
+            for i, lookup in enumerate(lookups)
+            if facts[i] is None
         }
         if pending:
             wait(pending.values(), timeout=max(0.0, deadline - self._clock()))
@@ -134,7 +139,9 @@ class Resolver:
         settings = self._config.resolver
         try:
             client = self._registries.upstream(lookup.upstream.registry)
-            digest = client.resolve_digest(source.repository, source.tag or "latest")
+            digest = client.resolve_digest(
+                source.repository, source.tag or "latest", timeout=settings.lookup_timeout_seconds
+            )
         except Exception as err:
             self._observe("error")
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
@@ -144,7 +151,7 @@ class Resolver:
         settings = self._config.resolver
         repository = self._ccr_repository(lookup)
         try:
-            held = self._registries.ccr.has_manifest(repository, digest)
+            held = self._registries.ccr.has_manifest(repository, digest, timeout=settings.lookup_timeout_seconds)
         except Exception as err:
             self._observe("error")
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
@@ -176,8 +183,10 @@ class Resolver:
 
     def _timed_out(self, lookup: Lookup, timeout: float, future: Future[ImageFacts]) -> ImageFacts:
         """The facts for a lookup that did not finish in time: whatever is cached by now, the rest unknown."""
-        if future.done():  # it raised: a bug, not a registry answer
-            return ImageFacts(resolve_error=f"internal error: {_describe(future.exception())}")
+        if future.done():  # it raised: a bug, not a registry answer, unless its registry's queue was full
+            error = future.exception()
+            prefix = "" if isinstance(error, BulkheadFull) else "internal error: "
+            return ImageFacts(resolve_error=f"{prefix}{_describe(error)}")
         cached = self._from_cache(lookup, count_hit=False)
         if cached is not None:
             return cached
@@ -238,14 +247,13 @@ class Resolver:
             with self._lock:
                 self._in_flight.pop(key, None)
 
-    def _pool_submit(self, fn: Callable[..., ImageFacts], *args: Any) -> Future[ImageFacts]:
+    def _pool_submit(self, registry: str, fn: Callable[..., ImageFacts], *args: Any) -> Future[ImageFacts]:
         if self._pool is None:  # created on first use, so a forked gunicorn worker gets its own threads
             with self._lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
-                        self._config.resolver.max_concurrency, thread_name_prefix="resolver"
-                    )
-        return self._pool.submit(fn, *args)
+                    settings = self._config.resolver
+                    self._pool = Bulkhead(settings.max_concurrency, settings.max_concurrency_per_registry, "resolver")
+        return self._pool.submit(registry, fn, *args)
 
 
 def _describe(err: BaseException | None) -> str:

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import urllib3
 from urllib3.response import BaseHTTPResponse
 
+from webhook.registry.deadline import WATCHDOG
 from webhook.registry.errors import RegistryProtocolError, RegistryUnavailable, describe_transport_error
 
 
 def release(response: BaseHTTPResponse, complete: bool) -> None:
-    """Give the connection back to the pool; one with unread data is closed first, never reused dirty."""
+    """Give the connection back to the pool, its deadline disarmed; one with unread data is closed, not reused."""
+    WATCHDOG.disarm(response.connection)
     if not complete:
         response.close()
     response.release_conn()
