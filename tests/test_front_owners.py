@@ -1,4 +1,4 @@
-"""Who owns a blob among the front replicas (pure rendezvous hashing), and where the membership comes from."""
+"""Who owns a blob among the front replicas (pure rendezvous hashing), and the peering keys."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 
 from webhook.config import ConfigError, parse_config
 from webhook.front.owners import rank
-from webhook.front.peers import Membership, own_address
-from webhook.testing.apiserver import LocalAPIServer, Resource
+from webhook.front.peers import own_address
 
 PEERS = ["10.0.0.1:5003", "10.0.0.2:5003", "10.0.0.3:5003"]
 DIGESTS = [f"sha256:{hashlib.sha256(str(n).encode()).hexdigest()}" for n in range(3000)]
@@ -78,35 +77,3 @@ def test_own_address(address: str, listen: str, expected: str) -> None:
 def test_peering_keys_name_what_is_missing(front: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         parse_config({**MINIMAL, "front": front})
-
-
-def endpoint_slice(name: str, addresses: list[tuple[str, bool]], port: int = 5003) -> dict[str, object]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "ccr-system", "labels": {"kubernetes.io/service-name": "ccr-peers"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "peer", "port": port, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}} for ip, ready in addresses],
-    }
-
-
-def test_membership_is_the_ready_addresses_of_the_headless_service() -> None:
-    slices = Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
-    front = {"peerService": "ccr-peers", "peerNamespace": "ccr-system", "peerAddress": "10.0.0.1", "peerSecret": "/s"}
-    config = parse_config({**MINIMAL, "front": front})
-    with LocalAPIServer(resources=(slices,)) as server:
-        server.create(endpoint_slice("ccr-peers-a", [("10.0.0.1", True), ("10.0.0.2", True), ("10.0.0.3", False)]))
-        server.create(
-            {**endpoint_slice("other", [("10.0.0.9", True)]), "metadata": {"name": "other", "namespace": "ccr-system"}}
-        )
-        membership = Membership(config.front, server.api_client())
-        assert membership.members() == {"10.0.0.1:5003"}, "before the first read: this replica alone"
-        membership.refresh()
-        assert membership.members() == {"10.0.0.1:5003", "10.0.0.2:5003"}, "ready members of this Service only"
-        server.create(endpoint_slice("ccr-peers-b", [("10.0.0.4", True)]))
-        membership.refresh()
-        assert membership.members() == {"10.0.0.1:5003", "10.0.0.2:5003", "10.0.0.4:5003"}
-        server.fail_next(503, "GET", "endpointslices")
-        membership.refresh()
-        assert len(membership.members()) == 3, "an API error keeps the last membership"

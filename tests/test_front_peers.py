@@ -19,7 +19,10 @@ import urllib3
 from tests.support.waiting import wait_until
 from tests.test_front import MiB, Reader, Scene, blob_path, get, metric, scene, sha256  # noqa: F401 - fixture
 from webhook import tls
+from webhook.config import parse_config
 from webhook.front.owners import rank
+from webhook.front.peers import Membership
+from webhook.testing.apiserver import LocalAPIServer, Resource
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import free_port
 
@@ -239,3 +242,35 @@ def test_a_corrupt_upstream_blob_cuts_every_reader_on_every_replica_and_is_fetch
         assert not reader.finish().complete, "a reader must never get a whole blob with wrong bytes"
     assert scene.blob_gets(layer) == 1, "the owner is still up: its followers fail with it, nobody fetches again"
     assert not scene.ccr_has_blob(layer)
+
+
+def endpoint_slice(name: str, addresses: list[tuple[str, bool]], port: int = 5003) -> dict[str, object]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "ccr-system", "labels": {"kubernetes.io/service-name": "ccr-peers"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "peer", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}} for ip, ready in addresses],
+    }
+
+
+def test_membership_is_the_ready_addresses_of_the_headless_service() -> None:
+    slices = Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
+    front = {"peerService": "ccr-peers", "peerNamespace": "ccr-system", "peerAddress": "10.0.0.1", "peerSecret": "/s"}
+    config = parse_config({"ccr": {"registry": "ccr.test"}, "front": front})
+    with LocalAPIServer(resources=(slices,)) as server:
+        server.create(endpoint_slice("ccr-peers-a", [("10.0.0.1", True), ("10.0.0.2", True), ("10.0.0.3", False)]))
+        server.create(
+            {**endpoint_slice("other", [("10.0.0.9", True)]), "metadata": {"name": "other", "namespace": "ccr-system"}}
+        )
+        membership = Membership(config.front, server.api_client())
+        assert membership.members() == {"10.0.0.1:5003"}, "before the first read: this replica alone"
+        membership.refresh()
+        assert membership.members() == {"10.0.0.1:5003", "10.0.0.2:5003"}, "ready members of this Service only"
+        server.create(endpoint_slice("ccr-peers-b", [("10.0.0.4", True)]))
+        membership.refresh()
+        assert membership.members() == {"10.0.0.1:5003", "10.0.0.2:5003", "10.0.0.4:5003"}
+        server.fail_next(503, "GET", "endpointslices")
+        membership.refresh()
+        assert len(membership.members()) == 3, "an API error keeps the last membership"
