@@ -17,7 +17,7 @@ from bench.ccr import ccr_settings
 from webhook.config import WarmerConfig
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.front_process import LocalFront
-from webhook.testing.processes import RegistryServer
+from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.review_client import admitted_pod, pod_object, pod_review, send_review
 from webhook.testing.warmer_process import LocalWarmer
 from webhook.testing.webhook_process import LocalWebhook
@@ -29,13 +29,23 @@ class CcrCluster:
     """Everything ccr-webhook needs, started fresh (an empty CCR, cold caches) for one scenario."""
 
     def __init__(
-        self, upstream_registry: str, policy: dict[str, Any], deadline_seconds: float, front: bool = False
+        self,
+        upstream_registry: str,
+        policy: dict[str, Any],
+        deadline_seconds: float,
+        front: bool = False,
+        replicas: int = 1,
     ) -> None:
         self.ccr = RegistryServer()
         self.settings = ccr_settings(self.ccr, upstream_registry, policy)
+        self.fronts: list[LocalFront] = []
         self.front: LocalFront | None = None
+        self._peers_dir = tempfile.TemporaryDirectory(prefix="ccr-bench-peers-")
         if front:  # nodes reach the front as ccr.registry; it and the warmer reach the registry at ccr.endpoint
-            self.front = LocalFront(self.settings)
+            self.fronts = [
+                LocalFront({**self.settings, "front": front_settings}) for front_settings in self._peering(replicas)
+            ]
+            self.front = self.fronts[0]
             self.settings["ccr"] = {**self.settings["ccr"], "registry": self.front.host, "endpoint": self.ccr.url}
             self.settings["warmer"] = {"throughFront": True}
         self.deadline_seconds = deadline_seconds
@@ -47,9 +57,10 @@ class CcrCluster:
         with contextlib.ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccr-bench-")))
             stack.enter_context(self.ccr)
-            if self.front is not None:
-                stack.callback(self.front.cleanup)
-                self.front.start()
+            stack.callback(self._peers_dir.cleanup)
+            for replica in self.fronts:
+                stack.callback(replica.cleanup)
+                replica.start()
             stack.enter_context(self.api)
             label = WarmerConfig().namespace_label
             self.api.create(
@@ -66,15 +77,28 @@ class CcrCluster:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
+    def _peering(self, replicas: int) -> list[dict[str, Any]]:
+        """The `front:` settings of each replica: none for one, a static peer list and a shared secret for more."""
+        if replicas == 1:
+            return [{}]
+        secret = Path(self._peers_dir.name) / "secret"
+        secret.write_text("bench-peers\n")
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(replicas)]
+        return [
+            {"peers": addresses, "peerListen": address, "peerAddress": address, "peerSecret": str(secret)}
+            for address in addresses
+        ]
+
     def front_figures(self) -> dict[str, float]:
-        """What the front counted (bytes from upstream, fetches, mean time to first byte); empty without a front."""
-        if self.front is None:
+        """What the fronts counted, summed over the replicas (bytes from upstream and from peers, fetches, mean time
+        to first byte); empty without a front."""
+        if not self.fronts:
             return {}
-        text = self.front.metrics()
+        texts = [replica.metrics() for replica in self.fronts]
 
         def sample(name: str, labels: str = "") -> float:
-            found = re.search(rf"^{name}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE)
-            return float(found.group(1)) if found else 0.0
+            found = (re.search(rf"^{name}{re.escape(labels)} ([0-9.e+-]+)$", text, re.MULTILINE) for text in texts)
+            return sum(float(match.group(1)) for match in found if match)
 
         answers = sample("ccr_front_first_byte_seconds_count")
         return {
@@ -82,7 +106,16 @@ class CcrCluster:
             "front_fetches_committed": sample("ccr_front_fetches_total", '{outcome="committed"}'),
             "front_served_from_flight": sample("ccr_front_served_bytes_total", '{source="flight"}'),
             "front_first_byte_mean_seconds": sample("ccr_front_first_byte_seconds_sum") / answers if answers else 0.0,
+            "front_replicas": len(self.fronts),
+            "front_owned_fetches": sample("ccr_front_owned_fetches_total"),
+            "front_peer_bytes": sample("ccr_front_peer_received_bytes_total"),
         }
+
+    def node_image(self, image: str, node: int) -> str:
+        """`image` as node `node` pulls it: through the front replica the Service would send it to (round robin)."""
+        if len(self.fronts) < 2 or self.front is None:
+            return image
+        return image.replace(self.front.host, self.fronts[node % len(self.fronts)].host, 1)
 
     def admit(self, pod_name: str, image: str) -> str:
         """Admit a Pod running `image` through the webhook, store it in the API server, return the image it runs."""

@@ -1,6 +1,6 @@
 """Deployment time on an emulated WAN: the published CCR table reproduced, and ccr-webhook's scenarios beside it.
 
-    ./dev bench deploy_time [--scale 0.05] [--rtt-ms 110] [--mbit 200] [--nodes 3]
+    ./dev bench deploy_time [--scale 0.05] [--rtt-ms 110] [--mbit 200] [--nodes 3] [--replicas 1]
                             [--sizes 133,670,1210,2230] [--scenarios baseline,...] [--resume]
 
 An upstream registry sits behind an emulated WAN (webhook/testing/wan.py). For each published image size, every
@@ -38,6 +38,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rtt-ms", type=float, default=110.0, help="WAN round-trip time (default 110)")
     parser.add_argument("--mbit", type=float, default=200.0, help="WAN bandwidth shared by the cluster (default 200)")
     parser.add_argument("--nodes", type=int, default=3, help="nodes pulling the image (default 3)")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="CCR front replicas, peered, the nodes spread over them (default 1)"
+    )
     parser.add_argument("--sizes", default=",".join(map(str, PUBLISHED_SIZES_MB)), help="published sizes to run, in MB")
     parser.add_argument("--scenarios", default=",".join(TITLES), help=f"scenarios to run (of {', '.join(TITLES)})")
     parser.add_argument("--resume", action="store_true", help="keep saved results of the same settings; run the rest")
@@ -77,7 +80,9 @@ def write_outputs(directory: Path, settings: Settings, results: list[ScenarioRes
 def main() -> int:
     """Run every requested scenario on every requested size, saving as it goes; 1 if any scenario failed."""
     args = parse_args()
-    settings = Settings(rtt_ms=args.rtt_ms, mbit=args.mbit, nodes=args.nodes, scale=args.scale)
+    settings = Settings(
+        rtt_ms=args.rtt_ms, mbit=args.mbit, nodes=args.nodes, scale=args.scale, ccr_replicas=args.replicas
+    )
     results = load_results(args.results / "deploy_time.json", settings) if args.resume else []
     done = {(result.scenario, result.size_mb) for result in results}
     failed = 0
@@ -94,7 +99,9 @@ def main() -> int:
                 if (scenario.name, image.size_mb) in done:
                     continue
                 try:
-                    result = run_scenario(scenario, image, upstream, args.nodes, WORKDIR / "nodes", args.give_up_after)
+                    result = run_scenario(
+                        scenario, image, upstream, args.nodes, WORKDIR / "nodes", args.give_up_after, args.replicas
+                    )
                 except Exception as error:  # one failed scenario must not cost the others; --resume runs it again
                     print(f"{scenario.name:<14} {image.size_mb:>5} MB  FAILED: {error}", flush=True)
                     failed += 1

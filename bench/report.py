@@ -200,7 +200,8 @@ def markdown_report(
         "# Deployment time on an emulated WAN",
         "",
         f"WAN {settings.rtt_ms:g} ms RTT, {settings.mbit:g} Mbit/s shared by the cluster; {settings.nodes} nodes "
-        f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. "
+        + (f"spread over {settings.ccr_replicas} CCR front replicas, " if settings.ccr_replicas > 1 else "")
+        + f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. "
         f"{measured_note(results)}",
         "",
         "Seconds from the Pod's admission until every node holds every blob. A node's pull checks each blob's digest "

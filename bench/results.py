@@ -25,6 +25,7 @@ class Settings:
     mbit: float
     nodes: int
     scale: float
+    ccr_replicas: int = 1  # CCR front replicas, the nodes spread over them
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def load_results(path: Path, settings: Settings) -> list[ScenarioResult]:
         saved = json.loads(path.read_text())
     except FileNotFoundError:
         return []
-    if saved.get("settings") != dataclasses.asdict(settings):
+    if {"ccr_replicas": 1, **saved.get("settings", {})} != dataclasses.asdict(settings):  # older files: one replica
         return []
     return [result_from_json(item) for item in saved["results"]]
 

@@ -94,9 +94,16 @@ SCENARIOS = (
 
 
 def run_scenario(
-    scenario: Scenario, image: BenchImage, upstream: Upstream, nodes: int, workdir: Path, give_up_after: float
+    scenario: Scenario,
+    image: BenchImage,
+    upstream: Upstream,
+    nodes: int,
+    workdir: Path,
+    give_up_after: float,
+    replicas: int = 1,
 ) -> ScenarioResult:
-    """Roll `image` out to `nodes` nodes as `scenario` says; count the bytes that crossed the WAN meanwhile."""
+    """Roll `image` out to `nodes` nodes as `scenario` says (through `replicas` front replicas, nodes spread over
+    them round robin); count the bytes that crossed the WAN meanwhile."""
     load = os.getloadavg()[0]
     reference = image.reference(upstream.registry)
     if scenario.policy is None:
@@ -104,7 +111,13 @@ def run_scenario(
         return _result(
             scenario, image, upstream, roll_out(nodes, workdir, lambda index: reference, give_up_after), {}, load
         )
-    with CcrCluster(upstream.registry, scenario.policy, scenario.deadline_seconds, front=scenario.front) as cluster:
+    with CcrCluster(
+        upstream.registry,
+        scenario.policy,
+        scenario.deadline_seconds,
+        front=scenario.front,
+        replicas=replicas if scenario.front else 1,
+    ) as cluster:
         details: dict[str, Any] = {}
         if scenario.prewarm:
             upstream.wan.reset_counters()
@@ -114,7 +127,10 @@ def run_scenario(
         target = ccr_name(cluster.settings, reference, image.pushed.digest)
         with CcrWatch(cluster.ccr, target, time.monotonic()) as watch:
             rollout = roll_out(
-                nodes, workdir, lambda index: cluster.admit(f"app-{index + 1}", reference), give_up_after
+                nodes,
+                workdir,
+                lambda index: cluster.node_image(cluster.admit(f"app-{index + 1}", reference), index),
+                give_up_after,
             )
             # a warm still running when the nodes are done crosses the WAN too: wait for it before counting
             details["ccr_held_at"] = watch.wait(give_up_after)

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "tls": {"config", "errors", "kube"},
     "admission": {"config", "errors", "logs", "policy", "registry", "hints", "tls"},
     "retention": {"config", "errors", "logs", "policy", "registry", "kube"},
-    "front": {"config", "errors", "logs", "policy", "registry", "copier", "http_service", "tls"},
+    "front": {"config", "errors", "logs", "policy", "registry", "copier", "http_service", "tls", "kube"},
     "warmer": {
         "config",
         "errors",

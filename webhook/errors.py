@@ -28,6 +28,7 @@ this module holds the base and the map:
     ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
     ├── FlightFailed                 front.flights: a blob fetch of the CCR front failed; why, and the metrics outcome
     │   └── SpoolFull                  the spool (or the table of fetches) has no room: try again later
+    ├── PeerUnavailable              front.peers: the owning replica could not serve a blob; the next in rank is asked
     ├── BadHints                     hints: a hint body that is not the protocol's JSON
     ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
     ├── CertificateError             tls: a certificate, key or chain is unusable; which and why

@@ -92,6 +92,16 @@ def listen_address(value: str) -> str:
     return value
 
 
+def peer_addresses(value: tuple[str, ...]) -> tuple[str, ...]:
+    """`host:port` of every CCR front replica's peer endpoint, each once."""
+    for address in value:
+        if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$", address):
+            raise Invalid(f"{address!r} must be host:port")
+    if len(set(value)) != len(value):
+        raise Invalid("a peer is listed twice")
+    return value
+
+
 def kubernetes_name(value: str) -> str:
     """A DNS label, as Kubernetes names namespaces and Leases."""
     if not _DNS_LABEL.match(value):

@@ -393,6 +393,21 @@ class RetentionConfig:
     )
 
 
+def _peering_complete(front: FrontConfig) -> None:
+    """Peering needs a membership source, its own address, the shared secret, and TLS set whole."""
+    if not front.peering:
+        return
+    if front.peers and front.peer_service is not None:
+        raise checks.Invalid("set peers or peerService, not both", "peerService")
+    for name, value in (("peerAddress", front.peer_address), ("peerSecret", front.peer_secret)):
+        if not value:
+            raise checks.Invalid("is required when peers or peerService is set", name)
+    if (front.peer_tls_cert is None) != (front.peer_tls_key is None):
+        raise checks.Invalid("peerTlsCert and peerTlsKey go together; set both or neither", "peerTlsKey")
+    if front.peer_tls_cert is not None and front.peer_ca_file is None:
+        raise checks.Invalid("is required with peerTlsCert: peers are verified by it", "peerCaFile")
+
+
 @dataclass(frozen=True)
 class FrontConfig:
     """The CCR front: the pull endpoint nodes reach as `ccr.registry`, filling misses from upstream once."""
@@ -425,8 +440,56 @@ class FrontConfig:
         minimum=0,
         doc="A transfer averaging less than this after its first 10 s is cut, and its readers fail (`0`: no minimum).",
     )
+    peers: tuple[str, ...] = key(
+        (),
+        check=checks.peer_addresses,
+        shown="none (no peers)",
+        doc="The peer endpoints (`host:port`) of every front replica, this one included: a static membership "
+        "(tests, the demo). Each blob digest has one owner among them, the only replica that fetches it upstream.",
+    )
+    peer_service: str | None = key(
+        None,
+        check=checks.kubernetes_name,
+        doc="A headless Service selecting the front's own Pods: its EndpointSlices (ready addresses) are the "
+        "membership, re-read every 10 s. Instead of `peers`.",
+    )
+    peer_namespace: str = key(
+        DEFAULT_LEASE_NAMESPACE,
+        check=checks.kubernetes_name,
+        from_env="POD_NAMESPACE",
+        doc="The namespace of `peerService`.",
+    )
+    peer_listen: str = key(
+        "0.0.0.0:5003",
+        check=checks.listen_address,
+        doc="Where the peer endpoint listens (`GET /peer/v2/<repository>/blobs/<digest>`, other replicas only).",
+    )
+    peer_address: str | None = key(
+        None,
+        from_env="POD_IP",
+        shown="`$POD_IP`",
+        doc="This replica as its peers reach it: `host` (the port of `peerListen`) or `host:port`; it must be "
+        "one of the members.",
+    )
+    peer_secret: str | None = key(
+        None, doc="A file holding the secret every replica shares; a peer request without it is refused (401)."
+    )
+    peer_tls_cert: str | None = key(
+        None,
+        shown="none (plain HTTP: tests only)",
+        doc="The peer endpoint's serving certificate (PEM), issued by `peerCaFile`; reloaded when it changes.",
+    )
+    peer_tls_key: str | None = key(None, doc="Its private key (PEM); set both or neither.")
+    peer_ca_file: str | None = key(
+        None, doc="The CA (PEM) that issued every replica's peer certificate; peers are trusted by it alone."
+    )
 
-    cross_checks: ClassVar[CrossChecks] = (_tls_pair,)
+    cross_checks: ClassVar[CrossChecks] = (_tls_pair, _peering_complete)
+
+    @property
+    def peering(self) -> bool:
+        """Whether this front shares its misses with other replicas."""
+        return bool(self.peers) or self.peer_service is not None
 
 
 def _ccr_is_not_an_upstream(config: Config) -> None:

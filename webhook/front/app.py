@@ -24,6 +24,7 @@ from webhook.config import Config
 from webhook.front.commit import ImageCommits, commit_blob
 from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights, Spool, SpoolFull
 from webhook.front.metrics import FrontMetrics
+from webhook.front.peers import Membership, Peers
 from webhook.front.splice import relay
 from webhook.front.upstream import Origin, UpstreamManifests, is_digest, origin_for
 from webhook.registry.client import MAX_MANIFEST_BYTES, Registries
@@ -64,6 +65,7 @@ class Front:
         settings = config.front
         ccr = self.registries.ccr
         self.manifests = UpstreamManifests()
+        self.peers = Peers(settings, Membership(settings), max_connections, self.metrics) if settings.peering else None
         self.flights = Flights(
             ccr,
             Spool(settings.spool_dir, settings.spool_max_bytes),
@@ -72,7 +74,10 @@ class Front:
             fetch_deadline_seconds=settings.fetch_deadline_seconds,
             min_bytes_per_second=settings.min_bytes_per_second,
             commit_blob=lambda flight: commit_blob(ccr, flight),
+            open_blob=self.peers.open_blob if self.peers is not None else None,
         )
+        if self.peers is not None:
+            self.peers.membership.start()
         self.commits = ImageCommits(ccr, self.flights, self.manifests)
         self._ccr_pool = urllib3.PoolManager(
             maxsize=max_connections, block=False, ca_certs=config.ccr.ca_file or None, headers={}
@@ -177,7 +182,7 @@ class Front:
             return request.oci_error(502, "UNAVAILABLE", f"upstream {origin.registry} did not answer")
         if size is None:
             return request.oci_error(404, "BLOB_UNKNOWN", f"{origin.registry} has no blob {digest}")
-        request.send_head(200, _blob_headers(digest, size))
+        request.send_head(200, blob_headers(digest, size))
         return None
 
     def _blob_miss(self, request: FrontRequestHandler, origin: Origin, digest: str) -> None:
@@ -194,10 +199,10 @@ class Front:
             self._pass_through(request, missable=False)
             return None
         with os.fdopen(descriptor, "rb") as spool:
-            self._follow(request, flight, spool)
+            self.follow(request, flight, spool)
         return None
 
-    def _follow(self, request: FrontRequestHandler, flight: Flight, spool: object) -> None:
+    def follow(self, request: FrontRequestHandler, flight: Flight, spool: object) -> None:
         """Send the flight's bytes (the requested range) as they arrive; cut the answer if the fetch fails."""
         size = flight.size
         assert size is not None
@@ -205,7 +210,7 @@ class Front:
         if wanted is None:
             return request.oci_error(416, "RANGE_INVALID", "unsatisfiable range", content_range=f"bytes */{size}")
         start, end = wanted
-        headers = _blob_headers(flight.digest, end - start)
+        headers = blob_headers(flight.digest, end - start)
         if (start, end) != (0, size):
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         request.send_head(206 if "Content-Range" in headers else 200, headers)
@@ -228,7 +233,8 @@ def _origin_form(target: str) -> str:
     return "/" + parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
 
 
-def _blob_headers(digest: str, length: int) -> dict[str, str]:
+def blob_headers(digest: str, length: int) -> dict[str, str]:
+    """The headers of a blob answer of `length` bytes."""
     return {
         "Content-Type": "application/octet-stream",
         "Content-Length": str(length),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from webhook.copier.engine import MAX_INDEX_DEPTH, CopyError, copy_image
 from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights
+from webhook.front.peers import committed_by_owner
 from webhook.front.upstream import Origin, UpstreamManifests
 from webhook.registry.client import Manifest, RegistryClient
 from webhook.registry.errors import RegistryError
@@ -39,8 +40,10 @@ class SpooledBlob:
 
 
 def commit_blob(ccr: RegistryClient, flight: Flight) -> None:
-    """Upload `flight`'s verified spool file into its CCR repository."""
+    """Upload `flight`'s verified spool file into its CCR repository (unless its owner has already)."""
     assert flight.path is not None and flight.size is not None and flight.verified
+    if flight.source is not None and committed_by_owner(ccr, flight):
+        return  # streamed from its owner, which commits it: two uploads of one blob at once only cost
     ccr.upload_blob(flight.origin.target_repository, flight.digest, flight.size, SpooledBlob(flight.path))
 
 

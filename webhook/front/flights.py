@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from webhook.config import ConfigError
 from webhook.errors import CCRWebhookError
@@ -28,7 +29,7 @@ from webhook.front.metrics import FrontMetrics
 from webhook.front.upstream import Origin
 from webhook.registry.client import RegistryClient
 from webhook.registry.errors import RegistryError, RegistryProtocolError
-from webhook.registry.streams import MinimumRate, TransferTooSlow
+from webhook.registry.streams import BlobStream, MinimumRate, TransferTooSlow
 
 log = logging.getLogger("webhook.front")
 CHUNK_BYTES = 1024 * 1024
@@ -92,8 +93,11 @@ class Spool:
 class Flight:
     """One blob being fetched: its size once known, the bytes spooled so far, and how it ended."""
 
-    def __init__(self, origin: Origin, digest: str, expected_size: int | None) -> None:
+    def __init__(self, origin: Origin, digest: str, expected_size: int | None, local_only: bool = False) -> None:
         self.origin, self.digest, self.expected_size = origin, digest, expected_size
+        self.local_only = local_only  # started for a peer: fetched here, never from another peer
+        self.source: str | None = None  # the peer it is streamed from; None: upstream (this replica owns it)
+        self.upstream = False  # decided: this replica fetches it from upstream (peers may follow it)
         self.size: int | None = None
         self.path: Path | None = None
         self.written = 0
@@ -149,6 +153,25 @@ class Flight:
             self.condition.notify_all()
 
 
+class BlobSource(Protocol):
+    """What a flight reads a blob from: its size, and verified pieces (b'' once the digest has been checked)."""
+
+    size: int | None
+
+    def read(self, amount: int) -> bytes: ...
+
+    def hold_to(self, rule: MinimumRate) -> None: ...
+
+    def __enter__(self) -> BlobSource: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_upstream(flight: Flight) -> BlobStream:
+    """The blob's download from the upstream its CCR repository mirrors."""
+    return flight.origin.client.open_blob(flight.origin.repository, flight.digest)
+
+
 class Flights:
     """The table of blob fetches in progress, one per (CCR repository, digest), and the threads running them."""
 
@@ -162,6 +185,7 @@ class Flights:
         fetch_deadline_seconds: float,
         min_bytes_per_second: int,
         commit_blob: Callable[[Flight], None],
+        open_blob: Callable[[Flight], BlobSource] | None = None,
     ) -> None:
         self._ccr, self._spool, self._metrics = ccr, spool, metrics
         self._slots = threading.BoundedSemaphore(max_concurrent_fetches)
@@ -174,6 +198,7 @@ class Flights:
             setting="front.minBytesPerSecond, front.fetchDeadlineSeconds",
         )
         self._commit_blob = commit_blob
+        self._open_blob = open_blob or open_upstream
         self._flights: dict[tuple[str, str], Flight] = {}
         self._lock = threading.Lock()
 
@@ -182,15 +207,17 @@ class Flights:
         """How long a reader waits for the next bytes of a flight at most."""
         return self.fetch_deadline_seconds + READER_SLACK_SECONDS
 
-    def ensure(self, origin: Origin, digest: str, expected_size: int | None = None) -> Flight:
-        """The flight of `digest` into `origin`'s CCR repository, started if none runs; SpoolFull if too many do."""
+    def ensure(self, origin: Origin, digest: str, expected_size: int | None = None, local_only: bool = False) -> Flight:
+        """The flight of `digest` into `origin`'s CCR repository, started if none runs; SpoolFull if too many do.
+
+        `local_only`: a flight started here must fetch the blob itself rather than from a peer."""
         with self._lock:
             flight = self._flights.get((origin.target_repository, digest))
             if flight is not None:
                 return flight
             if len(self._flights) >= MAX_FLIGHTS:
                 raise SpoolFull(f"{MAX_FLIGHTS} blob fetches are in progress or waiting already")
-            flight = Flight(origin, digest, expected_size)
+            flight = Flight(origin, digest, expected_size, local_only)
             self._flights[flight.key] = flight
         threading.Thread(target=self._run, args=(flight,), name=f"flight-{digest[7:19]}", daemon=True).start()
         return flight
@@ -245,10 +272,12 @@ class Flights:
             self._finish(flight, outcome)
 
     def _fetch(self, flight: Flight) -> None:
-        """Stream the blob from upstream into the spool, verified; the readers hear of every chunk."""
+        """Stream the blob from upstream (or its owner) into the spool, verified; the readers hear of every chunk."""
         origin = flight.origin
-        with origin.client.open_blob(origin.repository, flight.digest) as stream:
+        with self._open_blob(flight) as stream:
             stream.hold_to(self._pace)
+            if flight.source is None:
+                self._metrics.owned_fetches.inc()
             size = stream.size
             if size is None or (flight.expected_size is not None and size != flight.expected_size):
                 raise RegistryProtocolError(
@@ -261,7 +290,10 @@ class Flights:
             with open(flight.path, "wb", buffering=0) as spool:
                 while data := stream.read(CHUNK_BYTES):  # b'' only once the digest has been checked
                     spool.write(data)
-                    self._metrics.upstream_bytes.inc(len(data))
+                    received = (
+                        self._metrics.upstream_bytes if flight.source is None else self._metrics.peer_received_bytes
+                    )
+                    received.inc(len(data))
                     flight._update(written=flight.written + len(data))
             if flight.written != size:
                 raise RegistryProtocolError(f"blob {flight.digest}: {flight.written} bytes of the announced {size}")

@@ -1,8 +1,9 @@
 """The front's Prometheus metrics, in a registry of its own, served on the front's `/metrics`.
 
 The names are an interface (dashboards, the benchmark): bytes from upstream, bytes served by source
-(`ccr`: passed through from the CCR registry, `flight`: from a blob being fetched), readers of in-flight
-blobs, time to the first byte of every answer with a body, and upstream fetches by how they ended.
+(`ccr`: passed through from the CCR registry, `flight`: from a blob being fetched, `peer`: to other front
+replicas), readers of in-flight blobs, time to the first byte of every answer with a body, blob fetches by
+how they ended, those this replica ran from upstream as the owner, and bytes received from owning peers.
 """
 
 from __future__ import annotations
@@ -46,7 +47,17 @@ class FrontMetrics:
         self.fetches = Counter(
             "ccr_front_fetches", "Upstream blob fetches that ended, by outcome.", ["outcome"], registry=self.registry
         )
-        for source in ("ccr", "flight"):
+        self.owned_fetches = Counter(
+            "ccr_front_owned_fetches",
+            "Blob transfers from upstream this replica ran as the digest's owner.",
+            registry=self.registry,
+        )
+        self.peer_received_bytes = Counter(
+            "ccr_front_peer_received_bytes",
+            "Blob bytes received from the owning peer replica.",
+            registry=self.registry,
+        )
+        for source in ("ccr", "flight", "peer"):
             self.served_bytes.labels(source)
         for outcome in FETCH_OUTCOMES:
             self.fetches.labels(outcome)

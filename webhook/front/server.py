@@ -18,6 +18,7 @@ from typing import Any
 
 from webhook.config import Config
 from webhook.front.app import Front, FrontRequestHandler
+from webhook.front.peer_server import PeerRequestHandler
 from webhook.http_service import split_listen
 from webhook.tls import reloading_ssl_context
 
@@ -28,24 +29,48 @@ _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 
 
 
 class FrontServer(ThreadingHTTPServer):
-    """Serves a Front on `config.front.listen`, over TLS when tlsCert and tlsKey are set."""
+    """Serves a Front on `config.front.listen`, over TLS when tlsCert and tlsKey are set.
+
+    With peers configured it also runs the peer endpoint, the same Front on `front.peerListen` (`peer`)."""
 
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, config: Config) -> None:
-        host, port = split_listen(config.front.listen)
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.front = Front(config, MAX_CONNECTIONS)
-        handler = type("Handler", (FrontRequestHandler,), {"front": self.front})
+    def __init__(self, config: Config, front: Front | None = None, peer: bool = False) -> None:
         settings = config.front
-        self._tls = (
-            reloading_ssl_context(settings.tls_cert, settings.tls_key)
-            if settings.tls_cert and settings.tls_key
-            else None
+        listen, cert, key = (
+            (settings.peer_listen, settings.peer_tls_cert, settings.peer_tls_key)
+            if peer
+            else (settings.listen, settings.tls_cert, settings.tls_key)
         )
+        host, port = split_listen(listen)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.front = front or Front(config, MAX_CONNECTIONS)
+        base = PeerRequestHandler if peer else FrontRequestHandler
+        handler = type("Handler", (base,), {"front": self.front})
+        self._tls = reloading_ssl_context(cert, key) if cert and key else None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), handler)
+        self.peer_server = FrontServer(config, self.front, peer=True) if settings.peering and not peer else None
+        self._peer_thread: threading.Thread | None = None
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        if self.peer_server is not None and self._peer_thread is None:
+            self._peer_thread = threading.Thread(
+                target=self.peer_server.serve_forever, args=(poll_interval,), name="front-peers", daemon=True
+            )
+            self._peer_thread.start()
+        super().serve_forever(poll_interval)
+
+    def shutdown(self) -> None:
+        if self.peer_server is not None and self._peer_thread is not None:  # shutdown() waits for a loop that ran
+            self.peer_server.shutdown()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        if self.peer_server is not None:
+            self.peer_server.server_close()
+        super().server_close()
 
     @property
     def port(self) -> int:
