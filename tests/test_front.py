@@ -437,3 +437,29 @@ def test_over_tls_the_ccr_keeps_its_access_control_and_the_front_pushes_with_its
             wait_until(lambda: scene.ccr_has_blob(pushed.blobs[0]), what="the blob committed with the front's account")
         finally:
             scene.close()
+
+
+def test_a_5xx_from_the_ccr_for_held_content_is_asked_again_not_passed_to_the_node(scene, ccr):
+    """The registry's filesystem driver answers 500 for an object another replica is committing at that moment."""
+    pushed = push_sample_image(scene.ccr, scene.target, "v1", [300_000], seed=131)
+    blob = pushed.blobs[0]
+    flaky_ccr = RegistryProxy(ccr.host).start()
+    try:
+        flaky_ccr.faults = [(500, {}), (503, {})]
+        settings = {
+            "ccr": {"registry": "ccr.test", "endpoint": flaky_ccr.url, "insecure": True},
+            "upstreams": [
+                {"registry": "upstream.test", "endpoint": scene.proxy.url, "insecure": True, "prefix": PREFIX}
+            ],
+        }
+        front = LocalFront(settings).start()
+        scene.fronts.append(front)
+        reader = Reader(front, f"/v2/{scene.target}/blobs/{blob}")
+        reader.start()
+        assert reader.ended.wait(30)
+        asked = [path for method, path, _ in flaky_ccr.requests if method == "GET" and path.endswith(blob)]
+    finally:
+        flaky_ccr.stop()
+    assert reader.status == 200
+    assert "sha256:" + hashlib.sha256(reader.received).hexdigest() == blob
+    assert len(asked) == 3 and scene.blob_gets() == 0

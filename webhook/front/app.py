@@ -53,6 +53,8 @@ _RELAYED_ANSWER = (
 )
 RETRY_AFTER_SECONDS = 10
 CCR_READ_TIMEOUT_SECONDS = 60.0
+CCR_ATTEMPTS = 4  # a content request the CCR answers with a 5xx is asked again, 0.1 + 0.2 + 0.4 s apart at most
+CCR_RETRY_SECONDS = 0.1
 
 
 class Front:
@@ -110,18 +112,8 @@ class Front:
 
     def _pass_through(self, request: FrontRequestHandler, missable: bool) -> bool:
         """Relay the CCR registry's answer; False (nothing sent) when it is a 404 the miss path may answer."""
-        headers = {name: request.headers[name] for name in _FORWARDED_REQUEST if request.headers.get(name)}
         try:
-            response = self._ccr_pool.request(
-                request.command,
-                self.config.ccr.endpoint + _origin_form(request.path),
-                headers=headers,
-                preload_content=False,
-                decode_content=False,
-                redirect=False,
-                retries=False,
-                timeout=urllib3.Timeout(connect=5.0, read=CCR_READ_TIMEOUT_SECONDS),
-            )
+            response = self._ask_ccr(request, missable)
         except (urllib3.exceptions.HTTPError, OSError) as err:
             log.warning("the CCR registry did not answer %s: %s", request.command, describe_transport_error(err))
             request.oci_error(503, "UNAVAILABLE", "the CCR registry is unreachable", retry_after=RETRY_AFTER_SECONDS)
@@ -148,6 +140,30 @@ class Front:
         finally:
             release(response, complete)
         return True
+
+    def _ask_ccr(self, request: FrontRequestHandler, content: bool) -> urllib3.BaseHTTPResponse:
+        """The CCR registry's answer to `request`. A 5xx for content is asked again, briefly: the filesystem driver
+        answers 500 for an object another replica is committing at that moment (its writes are not atomic)."""
+        headers = {name: request.headers[name] for name in _FORWARDED_REQUEST if request.headers.get(name)}
+        attempt = 1
+        while True:  # at most CCR_ATTEMPTS times
+            response = self._ccr_pool.request(
+                request.command,
+                self.config.ccr.endpoint + _origin_form(request.path),
+                headers=headers,
+                preload_content=False,
+                decode_content=False,
+                redirect=False,
+                retries=False,
+                timeout=urllib3.Timeout(connect=5.0, read=CCR_READ_TIMEOUT_SECONDS),
+            )
+            if response.status < 500 or not content or attempt == CCR_ATTEMPTS:
+                return response
+            log.info("the CCR registry answered %s %d; asking again", request.command, response.status)
+            response.read(MAX_MANIFEST_BYTES)  # the small error body, so the connection can be reused
+            release(response, True)
+            time.sleep(CCR_RETRY_SECONDS * 2 ** (attempt - 1))
+            attempt += 1
 
     # -- the miss path --------------------------------------------------------------------------------
 
