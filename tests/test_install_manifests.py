@@ -631,8 +631,10 @@ def test_production_ccr_reads_its_peers_with_a_token_of_its_own_in_the_front_con
     assert token_dir not in {m["mountPath"] for m in container(ccr, "registry")["volumeMounts"]}
 
 
-def test_production_ccr_replicas_run_one_per_node_spread_over_zones():
-    spec = pod_spec(one(render("overlays/production"), "Deployment", "ccr"))
+def test_production_ccr_replicas_run_one_per_node_spread_over_zones_and_leave_one_at_a_time():
+    objects = render("overlays/production")
+    assert one(objects, "PodDisruptionBudget", "ccr")["spec"]["maxUnavailable"] == 1
+    spec = pod_spec(one(objects, "Deployment", "ccr"))
     assert set(spec["affinity"]) == {"podAntiAffinity"}
     (term,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname" and selects(term["labelSelector"], CCR_POD_LABELS)
