@@ -5,8 +5,8 @@
 #   kubectl apply -f ccr-secrets.yaml
 #
 # Passwords and keys are generated unless given in the environment: CCR_PULL_PASSWORD,
-# CCR_PUSH_PASSWORD, CCR_S3_ACCESS_KEY, CCR_S3_SECRET_KEY, CCR_HTTP_SECRET. The pull account's
-# name and password (for the nodes' containerd) go to standard error.
+# CCR_PUSH_PASSWORD, CCR_S3_ACCESS_KEY, CCR_S3_SECRET_KEY, CCR_HTTP_SECRET, CCR_PEER_SECRET. The
+# pull account's name and password (for the nodes' containerd) go to standard error.
 #
 # ccr-htpasswd holds both accounts for the registry of the ccr Pods, behind the CCR front: nodes log
 # in with the pull account (the front passes it through), the front commits with the push account.
@@ -15,6 +15,9 @@
 # account under the CCR front's (the warmer reads cold images through the front), plus the `auths`
 # of UPSTREAM_DOCKER_CONFIG, a docker config.json of yours with the upstream accounts, if you set it
 # (docs/configuration.md).
+# ccr-front-peers holds what the CCR replicas share as peers: the secret a peer request must carry, and
+# a CA of the peers' own with one certificate it issued (peers check the chain, not the name: Pod IPs
+# change). The CA's key is not printed: it stays out of the cluster.
 # Needs: python3 with this checkout's dependencies and bcrypt (pip install -e '.[test]'), and kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +37,7 @@ push_password=${CCR_PUSH_PASSWORD:-$(random)}
 s3_access_key=${CCR_S3_ACCESS_KEY:-ccr-$(python3 -c 'import secrets; print(secrets.token_hex(6))')}
 s3_secret_key=${CCR_S3_SECRET_KEY:-$(random)}
 http_secret=${CCR_HTTP_SECRET:-$(random)}
+peer_secret=${CCR_PEER_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}
 
 # One certificate for both sides of the CCR (every form of both Service names), from a CA of its
 # own: the nodes trust this CA (docs/install.md, "Production").
@@ -42,6 +46,7 @@ for name in ccr-push "ccr-push.$namespace" "ccr-push.$namespace.svc" "ccr-push.$
   push_names+=(--dns "$name")
 done
 PYTHONPATH=. python3 -m webhook.cli certs generate --out "$work/tls" --service ccr --namespace "$namespace" "${push_names[@]}" --days 825 >&2
+PYTHONPATH=. python3 -m webhook.cli certs generate --out "$work/peers" --service ccr-front-peer --namespace "$namespace" --days 825 >&2
 
 htpasswd_line ccr-pull "$pull_password" > "$work/pull-htpasswd"
 htpasswd_line ccr-push "$push_password" > "$work/push-htpasswd"
@@ -76,6 +81,8 @@ secret generic ccr-push-htpasswd --from-file=htpasswd="$work/push-htpasswd"
 secret generic ccr-registry --from-literal=http-secret="$http_secret"
 secret generic ccr-s3 --from-literal=accesskey="$s3_access_key" --from-literal=secretkey="$s3_secret_key"
 secret generic ccr-webhook-credentials --from-file=config.json="$work/config.json"
+secret generic ccr-front-peers --from-literal=secret="$peer_secret" \
+  --from-file=ca.crt="$work/peers/ca.crt" --from-file=tls.crt="$work/peers/tls.crt" --from-file=tls.key="$work/peers/tls.key"
 
 echo "pull account for the nodes: ccr-pull / $pull_password" >&2
 echo "the nodes must trust the CCR's CA: kubectl -n $namespace get secret ccr-registry-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d" >&2

@@ -36,6 +36,8 @@ from webhook.cli import build_parser
 from webhook.retention.watch import WATCHED_KINDS
 
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
+PEERS, PEER_PORT = "ccr-peers", 5003  # the CCR replicas' headless Service, Role and NetworkPolicy; their port
+CCR_POD_LABELS = {"app.kubernetes.io/name": "ccr", "app.kubernetes.io/component": "registry"}
 
 # Kinds of CRDs (no schema ships with kubernetes-validate): checked by the tests below instead.
 CUSTOM_KINDS = {
@@ -389,7 +391,8 @@ def test_rbac_is_least_privilege(overlay):
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     ]
     for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE, "namespace": NAMESPACE}]
+        account = "ccr" if binding["metadata"]["name"] == PEERS else SERVICE  # the CCR Pods read their peers
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
         assert f"{binding['roleRef']['kind']}/{binding['roleRef']['name']}" in roles
 
 
@@ -482,7 +485,7 @@ def test_production_ccr_shares_one_bucket_between_the_registry_behind_the_front_
     for name, account in (("ccr", "ccr-htpasswd"), ("ccr-push", "ccr-push-htpasswd")):
         spec = pod_spec(one(objects, "Deployment", name))
         assert any(v.get("secret", {}).get("secretName") == account for v in spec["volumes"] if v["name"] == "auth")
-        assert "affinity" not in spec
+        assert "podAffinity" not in spec.get("affinity", {})  # not held on the node of a volume
     assert one(objects, "HorizontalPodAutoscaler", "ccr")["spec"]["minReplicas"] >= 2
     config = webhook_config(objects)
     assert (
@@ -586,7 +589,83 @@ def test_production_front_serves_tls_from_the_ccr_certificate_and_passes_the_nod
     assert secret_file(ccr, "front", front_config(objects).ccr.credentials) == (CREDENTIALS_SECRET, CREDENTIALS_KEY)
 
 
+def test_production_ccr_replicas_find_each_other_through_a_headless_service_of_their_own_pods():
+    objects = render("overlays/production")
+    service = one(objects, "Service", PEERS)["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is False
+    assert service["selector"] == CCR_POD_LABELS
+    assert service["ports"] == [{"name": "peer", "port": PEER_PORT, "targetPort": "peer", "protocol": "TCP"}]
+    ccr = one(objects, "Deployment", "ccr")
+    assert pod_spec(ccr)["serviceAccountName"] == "ccr"
+    assert {"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"} in container(ccr, "front")["ports"]
+    assert not any(p["containerPort"] == PEER_PORT for p in container(ccr, "registry").get("ports", []))
+    config = front_config(objects).front
+    assert (config.peer_service, config.peer_namespace, config.peer_address) == (PEERS, NAMESPACE, "10.244.1.7")
+    assert int(config.peer_listen.rsplit(":", 1)[1]) == PEER_PORT
+    env = {
+        e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container(ccr, "front")["env"]
+    }
+    assert (env["POD_IP"], env["POD_NAMESPACE"]) == ("status.podIP", "metadata.namespace")
+    # the shared secret and the peer TLS files come from the Secret the production script makes
+    for path in (config.peer_secret, config.peer_tls_cert, config.peer_tls_key, config.peer_ca_file):
+        assert secret_file(ccr, "front", path) == ("ccr-front-peers", path.rsplit("/", 1)[1])
+        assert secret_file(ccr, "front", path)[1] in production_secrets()["ccr-front-peers"]
+
+
+def test_production_ccr_reads_its_peers_with_a_token_of_its_own_in_the_front_container_only():
+    objects = render("overlays/production")
+    assert rules_by_role(objects)[f"Role/{PEERS}"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list"]}
+    ]
+    binding = one(objects, "RoleBinding", PEERS)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": PEERS}
+    assert one(objects, "ServiceAccount", "ccr")["automountServiceAccountToken"] is False
+    ccr = one(objects, "Deployment", "ccr")
+    assert pod_spec(ccr)["automountServiceAccountToken"] is False
+    token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the kubernetes client looks in a Pod
+    mounted = {m["mountPath"]: m["name"] for m in container(ccr, "front")["volumeMounts"]}
+    sources = next(v for v in pod_spec(ccr)["volumes"] if v["name"] == mounted[token_dir])["projected"]["sources"]
+    assert {"path": "token", "expirationSeconds": 3607} in [s.get("serviceAccountToken") for s in sources]
+    paths = {i["path"] for s in sources for i in (s.get("configMap") or s.get("downwardAPI") or {}).get("items", [])}
+    assert paths == {"ca.crt", "namespace"}
+    assert token_dir not in {m["mountPath"] for m in container(ccr, "registry")["volumeMounts"]}
+
+
+def test_production_ccr_replicas_run_one_per_node_spread_over_zones_and_leave_one_at_a_time():
+    objects = render("overlays/production")
+    assert one(objects, "PodDisruptionBudget", "ccr")["spec"]["maxUnavailable"] == 1
+    spec = pod_spec(one(objects, "Deployment", "ccr"))
+    assert set(spec["affinity"]) == {"podAntiAffinity"}
+    (term,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname" and selects(term["labelSelector"], CCR_POD_LABELS)
+    (spread,) = spec["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "ScheduleAnyway")
+    assert selects(spread["labelSelector"], CCR_POD_LABELS)
+
+
 # -- network policies ------------------------------------------------------------------------------------
+
+
+def test_production_peer_port_admits_only_the_ccr_pods():
+    objects = render("overlays/production")
+    opening = [  # every ingress rule of a policy over the CCR Pods that opens the peer port (or every port)
+        rule
+        for policy in find(objects, "NetworkPolicy")
+        if selects(policy["spec"]["podSelector"], CCR_POD_LABELS)
+        for rule in policy["spec"].get("ingress", [])
+        if not rule.get("ports") or any(p.get("port") in (PEER_PORT, "peer") for p in rule["ports"])
+    ]
+    assert opening == [
+        {
+            "from": [{"podSelector": {"matchLabels": CCR_POD_LABELS}}],
+            "ports": [{"port": PEER_PORT, "protocol": "TCP"}],
+        }
+    ]
+    egress = one(objects, "NetworkPolicy", PEERS)["spec"]["egress"]
+    assert {
+        "to": [{"podSelector": {"matchLabels": CCR_POD_LABELS}}],
+        "ports": [{"port": PEER_PORT, "protocol": "TCP"}],
+    } in egress
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -39,6 +39,14 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
     for host in ("ccr.ccr-system.svc", "ccr-push.ccr-system.svc"):
         tls.verify_serving_certificate(tls_secret["ca.crt"], tls_secret["tls.crt"], host)
     assert tls.key_matches_certificate(tls_secret["tls.crt"], tls_secret["tls.key"])
+    # the replicas' peer port: a certificate of the peers' own CA (any name: peers check the chain), the CA's key
+    # kept out, and a shared secret of 32 random bytes
+    peers = secrets["ccr-front-peers"]
+    assert set(peers) == {"secret", "ca.crt", "tls.crt", "tls.key"}
+    tls.verify_serving_certificate(peers["ca.crt"], peers["tls.crt"], "ccr-front-peer.ccr-system.svc")
+    assert tls.key_matches_certificate(peers["tls.crt"], peers["tls.key"])
+    assert len(bytes.fromhex(peers["secret"].decode())) == 32
+    assert peers["ca.crt"] != tls_secret["ca.crt"]
     for name, user, password in (
         ("ccr-htpasswd", b"ccr-pull", b"pull-pw"),
         ("ccr-htpasswd", b"ccr-push", b"push-pw"),

@@ -30,6 +30,7 @@ KUBERNETES_VERSIONS = [
 NAMESPACE, SERVICE, CONFIGURATION = "ccr-system", "ccr-webhook", "ccr-webhook"
 WORKLOADS = ("Deployment", "StatefulSet")
 CREDENTIALS_SECRET, CREDENTIALS_KEY = "ccr-webhook-credentials", "config.json"
+DOWNWARD_EXAMPLES = {"metadata.namespace": NAMESPACE, "metadata.name": "ccr-0", "status.podIP": "10.244.1.7"}
 
 
 def tool(name: str, package: str) -> str:
@@ -107,7 +108,12 @@ def webhook_config(objects, container_name: str = "webhook", deployment_name: st
     volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mounted["name"])
     raw = yaml.safe_load(one(objects, "ConfigMap", volume["configMap"]["name"])["data"]["config.yaml"])
     env = {e["name"]: e["value"] for e in seen_by.get("env", []) if "value" in e}
-    return parse_config(apply_env_overrides(raw, env))
+    pod = {  # what the downward API gives the container, with stand-in values for this Pod
+        e["name"]: DOWNWARD_EXAMPLES[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in seen_by.get("env", [])
+        if "fieldRef" in e.get("valueFrom", {})
+    }
+    return parse_config(apply_env_overrides(raw, env), pod)
 
 
 def front_config(objects) -> Any:
