@@ -157,8 +157,7 @@ def upstream_source(image: str, config: Config) -> ImageReference:
     """
     ref = parse_image(image)
     source = _upstream_form_of_ccr_image(ref, config) if ref.registry == config.ccr.registry else ref
-    if config.upstream_for(source.registry) is None:
-        raise NotMirrored(f"{image}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    _mirroring_upstream(source, config, image)
     return source
 
 
@@ -167,11 +166,17 @@ def warm_request_for(source: ImageReference, digest: str, config: Config) -> War
 
     Its target is `<ccr>/<prefix>/<repository>:<tag>@<digest>`.
     """
-    upstream = config.upstream_for(source.registry)
-    if upstream is None:
-        raise NotMirrored(f"{source}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    upstream = _mirroring_upstream(source, config, str(source))
     pinned = source.with_digest(digest)
     return WarmRequest(pinned, pinned.with_registry(config.ccr.registry, upstream.prefix))
+
+
+def _mirroring_upstream(source: ImageReference, config: Config, image: str) -> UpstreamConfig:
+    """The configured upstream serving `source`; NotMirrored (naming `image`) when there is none."""
+    upstream = config.upstream_for(source.registry)
+    if upstream is None:
+        raise NotMirrored(f"{image}: registry {source.registry} is not a configured upstream; it is not mirrored")
+    return upstream
 
 
 def excluded_by(source: ImageReference, config: Config) -> str | None:

@@ -190,16 +190,7 @@ class RegistryClient:
     def resolve_digest(self, repository: str, reference: str, timeout: float | None = None) -> str:
         """The digest a tag (or digest) names now, by HEAD; `timeout` caps the whole call, auth included."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        what = f"HEAD manifest {reference}"
-        response = self._send(
-            "HEAD",
-            f"/v2/{repository}/manifests/{reference}",
-            what,
-            repository,
-            _pull(repository),
-            headers=_ACCEPT_MANIFESTS,
-            deadline=deadline,
-        )
+        what, response = self._head_manifest(repository, reference, deadline)
         self._expect(response, (200,), what, repository, missing=("manifest", reference))
         self._read_body(response, 0, what, repository, deadline=deadline)
         digest = response.headers.get("Docker-Content-Digest")
@@ -214,22 +205,22 @@ class RegistryClient:
     def has_manifest(self, repository: str, digest: str, timeout: float | None = None) -> bool:
         """Whether the registry holds manifest `digest` (HEAD), so callers can skip or swap without a GET."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        what = f"HEAD manifest {digest}"
-        response = self._send(
-            "HEAD",
-            f"/v2/{repository}/manifests/{digest}",
-            what,
-            repository,
-            _pull(repository),
-            headers=_ACCEPT_MANIFESTS,
-            deadline=deadline,
-        )
+        what, response = self._head_manifest(repository, digest, deadline)
         if response.status == 404:
             self._read_body(response, 0, what, repository, deadline=deadline)
             return False
         self._expect(response, (200,), what, repository)
         self._read_body(response, 0, what, repository, deadline=deadline)
         return True
+
+    def _head_manifest(self, repository: str, reference: str, deadline: float | None) -> tuple[str, BaseHTTPResponse]:
+        """HEAD manifest `reference` with every manifest type accepted: what it is called in errors, and the answer."""
+        what = f"HEAD manifest {reference}"
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send(
+            "HEAD", path, what, repository, _pull(repository), headers=_ACCEPT_MANIFESTS, deadline=deadline
+        )
+        return what, response
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """The manifest or index `reference` names, bytes exactly as served (digest-checked for a digest reference)."""

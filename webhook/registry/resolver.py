@@ -144,12 +144,7 @@ class Resolver:
             in_ccr = answer.value
         if count_hit:
             self._observe("hit")
-        return ImageFacts(
-            digest=digest if lookup.need_digest else None,
-            resolve_error=error,
-            in_ccr=in_ccr,
-            upstream_unavailable=unavailable,
-        )
+        return _facts(lookup, digest, error, unavailable, in_ccr)
 
     def _facts_for(self, lookup: Lookup) -> ImageFacts:
         """Ask the registries (sharing in-flight lookups) for what `lookup` needs."""
@@ -161,12 +156,7 @@ class Resolver:
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             in_ccr = self._shared(self._ccr_key(lookup, digest), self._ask_ccr, lookup, digest).value
-        return ImageFacts(
-            digest=digest if lookup.need_digest else None,
-            resolve_error=error,
-            in_ccr=in_ccr,
-            upstream_unavailable=unavailable,
-        )
+        return _facts(lookup, digest, error, unavailable, in_ccr)
 
     def _ask_digest(self, lookup: Lookup) -> _Answer:
         source = lookup.source
@@ -320,3 +310,13 @@ def _describe(err: BaseException | None) -> str:
     """A one-line description of a lookup failure, for warnings and denial messages."""
     text = str(err) or type(err).__name__
     return text.splitlines()[0][:300]
+
+
+def _facts(lookup: Lookup, digest: str | None, error: str | None, unavailable: bool, in_ccr: bool | None) -> ImageFacts:
+    """The ImageFacts of `lookup` from its answers (cached or fresh); a digest only where the lookup asked for one."""
+    return ImageFacts(
+        digest=digest if lookup.need_digest else None,
+        resolve_error=error,
+        in_ccr=in_ccr,
+        upstream_unavailable=unavailable,
+    )
