@@ -112,7 +112,9 @@ def test_the_peer_endpoint_refuses_a_request_without_the_secret(scene: Scene, tm
     replicas.start_all()
     url = f"http://{replicas.addresses[0]}/peer/v2/{scene.target}/blobs/{pushed.blobs[0]}"
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        assert urllib3.request("GET", url, headers=headers, retries=False, timeout=10).status == 401
+        refused = urllib3.request("GET", url, headers=headers, retries=False, timeout=10)
+        assert refused.status == 401
+        assert refused.headers.get("Connection") == "close", "the refusal ends the connection, and says so"
     assert scene.proxy.requests == [], "an unauthenticated peer request never makes the owner fetch"
     allowed = urllib3.request("GET", url, headers={"Authorization": f"Bearer {SECRET}"}, retries=False, timeout=30)
     assert allowed.status == 200 and sha256(allowed.data) == pushed.blobs[0]

@@ -301,10 +301,12 @@ class FrontRequestHandler(BaseHTTPRequestHandler):
     do_PUT = do_PATCH = do_DELETE = do_POST
 
     def send_head(self, status: int, headers: dict[str, str]) -> None:
-        """The status line and headers."""
+        """The status line and headers, with `Connection: close` when this answer ends the connection."""
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
+        if self.close_connection and "Connection" not in headers:
+            self.send_header("Connection", "close")
         self.end_headers()
 
     def send_body(self, data: bytes, source: str) -> None:
