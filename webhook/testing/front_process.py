@@ -7,7 +7,7 @@ from typing import Any
 import urllib3
 import yaml
 
-from webhook.testing.processes import LocalCommand, free_port, wait_for_port
+from webhook.testing.processes import LocalCommand, free_port
 
 
 class LocalFront(LocalCommand):
@@ -31,7 +31,8 @@ class LocalFront(LocalCommand):
 
     def start(self) -> LocalFront:
         """Start it and wait until it listens."""
-        wait_for_port(self.port, self.launch(), timeout=30)
+        self.launch()
+        self.wait_listening(self.port, timeout=30)
         return self
 
     def metrics(self) -> str:

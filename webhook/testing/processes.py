@@ -4,7 +4,9 @@ Product code, not test code, because `ccr-webhook demo` runs the same servers th
 
 from __future__ import annotations
 
+import collections
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,12 +19,39 @@ from typing import Any
 
 import yaml
 
+_PORTS_BELOW_EPHEMERAL = 12000  # how far below the kernel's ephemeral range free_port picks
+_handed_out: collections.deque[int] = collections.deque(maxlen=4096)  # not handed out twice in a run
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel gives outgoing connections (net.ipv4.ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing uses right now, and that no outgoing connection will take.
+
+    Picked below the ephemeral range: a port the kernel hands out for bind(0) can be taken as the local
+    port of an outgoing connection between this call and the server's own bind, which made servers exit
+    with EADDRINUSE. The same port is never handed out twice in one run (a caller may not have bound yet).
+    """
+    top = _ephemeral_start()
+    bottom = max(1024, top - _PORTS_BELOW_EPHEMERAL)
+    for _ in range(200):
+        port = random.randrange(bottom, top)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.append(port)
+        return port
+    raise RuntimeError(f"no free port between {bottom} and {top} after 200 tries")
 
 
 def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
@@ -147,7 +176,7 @@ class LocalCommand:
 
     def launch(self, *args: str) -> subprocess.Popen:
         """Start the command with `args` after `--config FILE`, its output going to the log."""
-        source_root = str(Path(__file__).resolve().parents[1])
+        source_root = str(Path(__file__).resolve().parents[2])  # the directory holding webhook/
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "webhook.cli", self.command, "--config", str(self.config_path), *args]
         with open(self.log_path, "ab") as log:
@@ -157,6 +186,13 @@ class LocalCommand:
     def log(self) -> str:
         """Everything the command wrote so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_listening(self, port: int, timeout: float) -> None:
+        """Block until the launched command listens on `port`; if it exits or times out, say why from its log."""
+        try:
+            wait_for_port(port, self.process, timeout)
+        except (RuntimeError, TimeoutError) as err:
+            raise type(err)(f"ccr-webhook {self.command}: {err}; its log ends:\n{self.log()[-3000:]}") from None
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would."""

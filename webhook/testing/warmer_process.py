@@ -8,7 +8,7 @@ from typing import Any
 
 import urllib3
 
-from webhook.testing.processes import LocalCommand, free_port, wait_for_port
+from webhook.testing.processes import LocalCommand, free_port
 
 
 class LocalWarmer(LocalCommand):
@@ -32,8 +32,8 @@ class LocalWarmer(LocalCommand):
 
     def start(self) -> LocalWarmer:
         """Start it and wait until its metrics port (opened last) listens."""
-        process = self.launch("--kubeconfig", str(self.kubeconfig), "--identity", self.identity)
-        wait_for_port(self.metrics_port, process, timeout=30)
+        self.launch("--kubeconfig", str(self.kubeconfig), "--identity", self.identity)
+        self.wait_listening(self.metrics_port, timeout=30)
         return self
 
     def hint(self, requests: list[dict[str, str]], wait: float = 0) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from webhook.testing.processes import LocalCommand, free_port, wait_for_port
+from webhook.testing.processes import LocalCommand, free_port
 from webhook.tls import generate_ca, issue_serving_cert
 
 
@@ -53,8 +53,8 @@ class LocalWebhook(LocalCommand):
 
     def start(self, timeout: float = 30.0) -> LocalWebhook:
         """Start serving and wait until a worker answers /readyz."""
-        process = self.launch("--workers", str(self.workers), *self.serve_args)
-        wait_for_port(self.port, process, timeout)
+        self.launch("--workers", str(self.workers), *self.serve_args)
+        self.wait_listening(self.port, timeout)
         self._wait_ready(time.monotonic() + timeout)
         return self
 
