@@ -36,6 +36,7 @@ SERVER_FIXTURES = {"cluster", "empty_ccr", "upstream", "ccr"}
 # Modules that match the heuristic but start nothing, with the reason.
 NOT_SERVERS = {
     "test_check_cli.py": "binds a trap port that --offline must never connect to; nothing listens to serve",
+    "test_processes.py": "binds ports to check the harness's port picking; nothing is served",
 }
 
 
