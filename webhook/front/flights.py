@@ -117,6 +117,20 @@ class Flight:
         """How far into [0, end) a reader may read now: to `end` once verified, else short of it by one byte."""
         return min(self.written, end if self.verified else end - 1)
 
+    def stream_from(self, peer: str | None) -> None:
+        """From now on the bytes come from `peer`, or (None) from upstream by this replica; wakes who waits on it."""
+        with self.condition:
+            self.source = peer
+            self.upstream = self.upstream or peer is None
+            self.condition.notify_all()
+
+    def wait_source_left(self, peer: str, timeout: float) -> None:
+        """Wait up to `timeout` while the bytes still come from `peer` (which broke off, so that will change)."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while self.source == peer and self.error is None and (remaining := deadline - time.monotonic()) > 0:
+                self.condition.wait(remaining)
+
     def wait_started(self, timeout: float) -> None:
         """Wait until the size is known (or the blob turned out present); FlightFailed if it failed."""
         deadline = time.monotonic() + timeout

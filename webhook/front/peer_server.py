@@ -24,7 +24,7 @@ import urllib.parse
 
 from webhook.front.app import Front, FrontRequestHandler, blob_headers
 from webhook.front.flights import FlightFailed, SpoolFull
-from webhook.front.peers import FLYING_ONLY
+from webhook.front.peers import FLYING_ONLY, PEER_GONE, SWITCH_WAIT_SECONDS
 from webhook.front.upstream import Origin, origin_for
 from webhook.registry.errors import RegistryError
 
@@ -74,6 +74,9 @@ def serve_peer(front: Front, request: FrontRequestHandler, repository: str, dige
         return request.oci_error(503, "UNAVAILABLE", "the owner's spool is full")
     except FlightFailed as err:
         return request.oci_error(502, "BLOB_UNKNOWN", str(err))
+    gone = request.headers.get(PEER_GONE)
+    if gone and flight.source == gone:  # it broke off from us too: we take over in a moment, then serve
+        flight.wait_source_left(gone, SWITCH_WAIT_SECONDS)
     if flight.source is not None and not flight.local_only:
         return request.oci_error(421, "UNAVAILABLE", f"this replica streams {digest} from {flight.source} itself")
     descriptor = None if flight.present else front.flights.open_spool(flight)

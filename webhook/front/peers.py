@@ -44,6 +44,8 @@ OWNER_COMMIT_POLLS = 60  # a follower waits this many times OWNER_COMMIT_POLL_SE
 OWNER_COMMIT_POLL_SECONDS = 0.5  # the owner may wait for a fetch slot or a slow upstream before its first byte
 MAX_PEERS = 256
 PEER_PATH = "/peer/v2/{repository}/blobs/{digest}"
+PEER_GONE = "CCR-Peer-Gone"  # the peer the asker streamed this blob from until it broke off
+SWITCH_WAIT_SECONDS = 2 * PEER_CONNECT_SECONDS + 1  # how long an asked peer waits to take over from a gone one
 FLYING_ONLY = "CCR-Peer-Flying-Only"  # serve the blob only from a fetch from upstream already running, else 404
 
 
@@ -176,9 +178,9 @@ class Peers:
                 if not flying_only:
                     log.warning("blob %s: owner %s passed over: %s", flight.digest, peer, err)
                 continue
-            flight.source = peer
+            flight.stream_from(peer)
             return PeerStream(self, flight, peer, response)
-        flight.source, flight.upstream = None, True
+        flight.stream_from(None)
         return open_upstream(flight)
 
     def alive(self, peer: str) -> bool:
@@ -195,8 +197,13 @@ class Peers:
             return False
         return response.status == 200
 
-    def request(self, peer: str, flight: Flight, flying_only: bool = False, offset: int = 0) -> BaseHTTPResponse:
-        """The peer's answer (200, or 206 from `offset`) for the flight's blob; PeerUnavailable for any other."""
+    def request(
+        self, peer: str, flight: Flight, flying_only: bool = False, offset: int = 0, gone: str | None = None
+    ) -> BaseHTTPResponse:
+        """The peer's answer (200, or 206 from `offset`) for the flight's blob; PeerUnavailable for any other.
+
+        `gone` names the peer this replica was streaming the blob from until it broke off: the asked peer,
+        if it streams from there too, is about to take over, and answers once it has."""
         repository = flight.origin.target_repository
         url = f"{self._scheme}://{peer}" + PEER_PATH.format(repository=repository, digest=flight.digest)
         headers = {"Authorization": f"Bearer {self.secret}"}
@@ -204,6 +211,8 @@ class Peers:
             headers[FLYING_ONLY] = "1"
         if offset:
             headers["Range"] = f"bytes={offset}-"
+        if gone:
+            headers[PEER_GONE] = gone
         try:
             response = self._pool.request(
                 "GET",
@@ -290,6 +299,7 @@ class PeerStream:
     def _switch(self, why: str) -> None:
         """Carry on from the next peer in rank (or upstream) at the current offset, unless the owner is still up."""
         self.close()
+        broken = self._peer
         flight, where = (
             self._flight,
             f"blob {self._flight.digest}: peer {self._peer} broke off after {self._received} bytes",
@@ -303,17 +313,18 @@ class PeerStream:
             if peer in self._gone:
                 continue
             if peer == me:
-                flight.source, flight.upstream = None, True
+                flight.stream_from(None)
                 self._peers.metrics.owned_fetches.inc()
                 self._source, self._skip = open_upstream(flight), self._received
                 return
             try:
-                response = self._peers.request(peer, flight, offset=self._received)
+                response = self._peers.request(peer, flight, offset=self._received, gone=broken)
             except PeerUnavailable as err:
                 log.warning("blob %s: peer %s passed over: %s", flight.digest, peer, err)
                 self._gone.add(peer)
                 continue
-            self._peer, flight.source = peer, peer
+            self._peer = peer
+            flight.stream_from(peer)
             self._source, self._skip = response, (self._received if response.status == 200 else 0)
             return
 
