@@ -1,13 +1,15 @@
 """Deployment time on an emulated WAN: the published CCR table reproduced, and ccr-webhook's scenarios beside it.
 
     ./dev bench deploy_time [--scale 0.05] [--rtt-ms 110] [--mbit 200] [--nodes 3] [--replicas 1]
-                            [--sizes 133,670,1210,2230] [--scenarios baseline,...] [--resume]
+                            [--sizes 133,670,1210,2230] [--scenarios baseline,...] [--layers-one-at-a-time]
+                            [--resume]
 
 An upstream registry sits behind an emulated WAN (webhook/testing/wan.py). For each published image size, every
 scenario rolls the image out to N nodes; each node pulls with skopeo like a kubelet (back-off 10 s doubling
-to 300 s). Each result is printed as it comes and saved (JSON, a markdown table, a PNG plot) under
-bench/results/ for full-size runs, bench/out/results-scale-<scale>/ otherwise. --resume keeps the
-results already saved under the same settings and runs only the missing ones.
+to 300 s), its layers at once as node runtimes fetch them (--layers-one-at-a-time: one after the other).
+Each result is printed as it comes and saved (JSON, a markdown table, a PNG plot) under bench/results/
+for full-size runs, bench/out/results-scale-<scale>/ otherwise. --resume keeps the results already saved
+under the same settings and runs only the missing ones.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(TITLES), help=f"scenarios to run (of {', '.join(TITLES)})")
     parser.add_argument("--resume", action="store_true", help="keep saved results of the same settings; run the rest")
     parser.add_argument("--give-up-after", type=float, default=1800.0, help="seconds before a node stops retrying")
+    parser.add_argument(
+        "--layers-one-at-a-time",
+        action="store_true",
+        help="nodes fetch one layer at a time (skopeo's dir: layout) instead of all at once as node runtimes do",
+    )
     parser.add_argument("--results", type=Path, help="where to write the results (default: see above)")
     args = parser.parse_args()
     args.sizes = [int(size) for size in args.sizes.split(",")]
@@ -81,7 +88,12 @@ def main() -> int:
     """Run every requested scenario on every requested size, saving as it goes; 1 if any scenario failed."""
     args = parse_args()
     settings = Settings(
-        rtt_ms=args.rtt_ms, mbit=args.mbit, nodes=args.nodes, scale=args.scale, ccr_replicas=args.replicas
+        rtt_ms=args.rtt_ms,
+        mbit=args.mbit,
+        nodes=args.nodes,
+        scale=args.scale,
+        ccr_replicas=args.replicas,
+        parallel_layers=not args.layers_one_at_a_time,
     )
     results = load_results(args.results / "deploy_time.json", settings) if args.resume else []
     done = {(result.scenario, result.size_mb) for result in results}
@@ -100,7 +112,14 @@ def main() -> int:
                     continue
                 try:
                     result = run_scenario(
-                        scenario, image, upstream, args.nodes, WORKDIR / "nodes", args.give_up_after, args.replicas
+                        scenario,
+                        image,
+                        upstream,
+                        args.nodes,
+                        WORKDIR / "nodes",
+                        args.give_up_after,
+                        args.replicas,
+                        settings.parallel_layers,
                     )
                 except Exception as error:  # one failed scenario must not cost the others; --resume runs it again
                     print(f"{scenario.name:<14} {image.size_mb:>5} MB  FAILED: {error}", flush=True)

@@ -1,9 +1,13 @@
 """Nodes that pull like a kubelet: a real client (skopeo) into the node's own directory, on the kubelet's back-off.
 
 A node pulls one platform's manifest and its blobs, as containerd does, and verifies each blob's digest
-as it writes it (skopeo checks every blob it copies). A failed pull, such as a CCR that does not hold the
-image yet, is tried again after the kubelet's image-pull back-off: 10 s, doubling, capped at 300 s.
-`image_held` checks afterwards, independently, that the directory holds every blob with the right digest.
+as it writes it (skopeo checks every blob it copies). By default it fetches the layers in parallel, as the
+node runtimes do (containerd 3 at once, CRI-O 6): skopeo into an OCI layout does (6). `parallel=False`
+writes skopeo's dir: layout instead, which skopeo fills one blob at a time: a pessimistic client for a
+stream-through CCR, whose last layers arrive only as the first ones finish. A failed pull, such as a CCR
+that does not hold the image yet, is tried again after the kubelet's image-pull back-off: 10 s, doubling,
+capped at 300 s. `image_held` checks afterwards, independently, that the directory holds every blob with
+the right digest.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from webhook.policy.reference import parse_image
 BACKOFF_INITIAL_SECONDS = 10.0  # the kubelet's image-pull back-off (pkg/kubelet: backOffPeriod)
 BACKOFF_MAX_SECONDS = 300.0  # and its cap (MaxContainerBackOff)
 HASH_CHUNK = 4 * 1024 * 1024
+OCI_LAYOUT_TAG = "pulled"  # the name the image gets in a node's OCI layout
 _SKOPEO_MESSAGE = re.compile(r'msg="(.*)"\s*$')
 _INDEX_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -49,8 +54,10 @@ def pullable_reference(image: str) -> str:
     return str(dataclasses.replace(ref, tag=None)) if ref.digest else str(ref)
 
 
-def skopeo_pull(image: str, destination: Path) -> str | None:
-    """Copy `image` into the directory `destination` with skopeo, as a fresh pull; None on success, else the error."""
+def skopeo_pull(image: str, destination: Path, parallel: bool = True) -> str | None:
+    """Copy `image` into the directory `destination` with skopeo, as a fresh pull; None on success, else the error.
+
+    `parallel`: an OCI layout, its layers fetched at once; else skopeo's dir: layout, one blob at a time."""
     shutil.rmtree(destination, ignore_errors=True)
     destination.parent.mkdir(parents=True, exist_ok=True)
     command = [
@@ -59,7 +66,8 @@ def skopeo_pull(image: str, destination: Path) -> str | None:
         "--quiet",
         "--src-tls-verify=false",
         f"docker://{pullable_reference(image)}",
-        f"dir:{destination}",
+        *(["--dest-oci-accept-uncompressed-layers"] if parallel else []),  # store the bytes as pulled, never gzip
+        f"oci:{destination}:{OCI_LAYOUT_TAG}" if parallel else f"dir:{destination}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode == 0:
@@ -116,17 +124,23 @@ def pull_like_kubelet(
 
 
 def image_held(directory: Path) -> int:
-    """Verify that `directory` (skopeo's dir: layout) holds the manifest's config and every layer; their bytes."""
+    """Verify that `directory` (an OCI layout, or skopeo's dir: layout) holds the manifest's config and every layer;
+    their bytes."""
+    blobs = directory / "blobs" / "sha256" if (directory / "index.json").exists() else directory
     try:
-        manifest = json.loads((directory / "manifest.json").read_bytes())
-    except (OSError, ValueError) as err:
-        raise ImageNotHeld(f"{directory}: no readable manifest.json ({err})") from None
+        if blobs is directory:
+            manifest = json.loads((directory / "manifest.json").read_bytes())
+        else:
+            pulled = json.loads((directory / "index.json").read_bytes())["manifests"][0]["digest"]
+            manifest = json.loads((blobs / pulled.removeprefix("sha256:")).read_bytes())
+    except (OSError, ValueError, LookupError, TypeError, AttributeError) as err:
+        raise ImageNotHeld(f"{directory}: no readable manifest.json or index.json ({err})") from None
     if manifest.get("mediaType") in _INDEX_MEDIA_TYPES or "manifests" in manifest:
         raise ImageNotHeld(f"{directory}: holds an index, not one platform's image")
     descriptors = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
     total = 0
     for descriptor in descriptors:
-        total += _verified_blob(directory, descriptor.get("digest", ""), descriptor.get("size"))
+        total += _verified_blob(blobs, descriptor.get("digest", ""), descriptor.get("size"))
     return total
 
 

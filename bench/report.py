@@ -201,7 +201,9 @@ def markdown_report(
         "",
         f"WAN {settings.rtt_ms:g} ms RTT, {settings.mbit:g} Mbit/s shared by the cluster; {settings.nodes} nodes "
         + (f"spread over {settings.ccr_replicas} CCR front replicas, " if settings.ccr_replicas > 1 else "")
-        + f"pulling with skopeo, retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. "
+        + "pulling with skopeo "
+        + ("(layers in parallel, as node runtimes fetch them)" if settings.parallel_layers else "(one layer at a time)")
+        + f", retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. "
         f"{measured_note(results)}",
         "",
         "Seconds from the Pod's admission until every node holds every blob. A node's pull checks each blob's digest "

@@ -26,6 +26,7 @@ class Settings:
     nodes: int
     scale: float
     ccr_replicas: int = 1  # CCR front replicas, the nodes spread over them
+    parallel_layers: bool = False  # nodes fetch an image's layers at once (files saved before this: one at a time)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def load_results(path: Path, settings: Settings) -> list[ScenarioResult]:
         saved = json.loads(path.read_text())
     except FileNotFoundError:
         return []
-    if {"ccr_replicas": 1, **saved.get("settings", {})} != dataclasses.asdict(settings):  # older files: one replica
+    older = {"ccr_replicas": 1, "parallel_layers": False}  # what files saved before these settings existed ran
+    if {**older, **saved.get("settings", {})} != dataclasses.asdict(settings):
         return []
     return [result_from_json(item) for item in saved["results"]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.nodes import ImageNotHeld, NodePull, image_held, pull_like_kubelet
+from bench.nodes import ImageNotHeld, NodePull, image_held, pull_like_kubelet, skopeo_pull
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,20 @@ class RolloutFailed(Exception):
     """A node never held the image, or holds it incomplete."""
 
 
-def roll_out(nodes: int, workdir: Path, admit: Callable[[int], str], give_up_after: float) -> Rollout:
-    """Admit one Pod per node (`admit(i)` returns the image it runs) and have each node pull it; verify every node."""
+def roll_out(
+    nodes: int, workdir: Path, admit: Callable[[int], str], give_up_after: float, parallel_layers: bool = True
+) -> Rollout:
+    """Admit one Pod per node (`admit(i)` returns the image it runs) and have each node pull it (its layers at
+    once, or one at a time); verify every node."""
+    pull = functools.partial(skopeo_pull, parallel=parallel_layers)
     directories = [workdir / f"node-{index + 1}" for index in range(nodes)]
     started = time.monotonic()
 
     def node(index: int) -> NodePull:
         image = admit(index)
-        return pull_like_kubelet(f"node-{index + 1}", image, directories[index] / "image", started, give_up_after)
+        return pull_like_kubelet(
+            f"node-{index + 1}", image, directories[index] / "image", started, give_up_after, pull=pull
+        )
 
     with ThreadPoolExecutor(nodes, thread_name_prefix="node") as pool:
         pulls = tuple(pool.map(node, range(nodes)))

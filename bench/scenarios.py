@@ -101,15 +101,22 @@ def run_scenario(
     workdir: Path,
     give_up_after: float,
     replicas: int = 1,
+    parallel_layers: bool = True,
 ) -> ScenarioResult:
     """Roll `image` out to `nodes` nodes as `scenario` says (through `replicas` front replicas, nodes spread over
-    them round robin); count the bytes that crossed the WAN meanwhile."""
+    them round robin; each node fetching its layers at once or one at a time); count the bytes that crossed the
+    WAN meanwhile."""
     load = os.getloadavg()[0]
     reference = image.reference(upstream.registry)
     if scenario.policy is None:
         upstream.wan.reset_counters()
         return _result(
-            scenario, image, upstream, roll_out(nodes, workdir, lambda index: reference, give_up_after), {}, load
+            scenario,
+            image,
+            upstream,
+            roll_out(nodes, workdir, lambda index: reference, give_up_after, parallel_layers),
+            {},
+            load,
         )
     with CcrCluster(
         upstream.registry,
@@ -131,6 +138,7 @@ def run_scenario(
                 workdir,
                 lambda index: cluster.node_image(cluster.admit(f"app-{index + 1}", reference), index),
                 give_up_after,
+                parallel_layers,
             )
             # a warm still running when the nodes are done crosses the WAN too: wait for it before counting
             details["ccr_held_at"] = watch.wait(give_up_after)

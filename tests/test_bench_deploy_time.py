@@ -79,28 +79,48 @@ def test_a_pinned_image_is_pulled_by_digest_alone():
     assert pullable_reference("127.0.0.1:5000/team/app:1.0") == "127.0.0.1:5000/team/app:1.0"
 
 
-def write_image(directory: Path, blobs: list[bytes], media_type: str = "application/vnd.oci.image.manifest.v1+json"):
-    """skopeo's dir: layout: manifest.json, and each blob in a file named by its hex digest."""
-    directory.mkdir(parents=True)
+def write_image(
+    directory: Path,
+    blobs: list[bytes],
+    media_type: str = "application/vnd.oci.image.manifest.v1+json",
+    layout: str = "dir",
+):
+    """skopeo's dir: layout (manifest.json, each blob in a file named by its hex digest), or an OCI layout
+    (index.json naming the manifest, every blob under blobs/sha256/)."""
+    blob_directory = directory / "blobs" / "sha256" if layout == "oci" else directory
+    blob_directory.mkdir(parents=True)
     descriptors = []
     for blob in blobs:
         digest = hashlib.sha256(blob).hexdigest()
-        (directory / digest).write_bytes(blob)
+        (blob_directory / digest).write_bytes(blob)
         descriptors.append({"digest": f"sha256:{digest}", "size": len(blob)})
-    manifest = {"schemaVersion": 2, "mediaType": media_type, "config": descriptors[0], "layers": descriptors[1:]}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return descriptors
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": media_type, "config": descriptors[0], "layers": descriptors[1:]}
+    ).encode()
+    if layout == "oci":
+        digest = hashlib.sha256(manifest).hexdigest()
+        (blob_directory / digest).write_bytes(manifest)
+        index = {"schemaVersion": 2, "manifests": [{"digest": f"sha256:{digest}", "size": len(manifest)}]}
+        (directory / "index.json").write_text(json.dumps(index))
+    else:
+        (directory / "manifest.json").write_bytes(manifest)
+    return blob_directory, descriptors
 
 
-def test_a_node_holds_the_image_when_every_blob_is_there_with_its_digest(tmp_path):
-    write_image(tmp_path / "image", [b"{}", b"layer one", b"layer two"])
+LAYOUTS = pytest.mark.parametrize("layout", ["dir", "oci"])
+
+
+@LAYOUTS
+def test_a_node_holds_the_image_when_every_blob_is_there_with_its_digest(tmp_path, layout):
+    write_image(tmp_path / "image", [b"{}", b"layer one", b"layer two"], layout=layout)
     assert image_held(tmp_path / "image") == 2 + 9 + 9
 
 
+@LAYOUTS
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "truncated"])
-def test_a_missing_or_damaged_blob_means_the_node_does_not_hold_the_image(tmp_path, damage):
-    descriptors = write_image(tmp_path / "image", [b"{}", b"layer one", b"layer two"])
-    blob = tmp_path / "image" / descriptors[2]["digest"].removeprefix("sha256:")
+def test_a_missing_or_damaged_blob_means_the_node_does_not_hold_the_image(tmp_path, damage, layout):
+    blobs, descriptors = write_image(tmp_path / "image", [b"{}", b"layer one", b"layer two"], layout=layout)
+    blob = blobs / descriptors[2]["digest"].removeprefix("sha256:")
     if damage == "missing":
         blob.unlink()
     else:
@@ -109,12 +129,20 @@ def test_a_missing_or_damaged_blob_means_the_node_does_not_hold_the_image(tmp_pa
         image_held(tmp_path / "image")
 
 
-def test_no_manifest_or_an_index_is_not_an_image_held(tmp_path):
+@LAYOUTS
+def test_no_manifest_or_an_index_is_not_an_image_held(tmp_path, layout):
     with pytest.raises(ImageNotHeld, match=r"manifest\.json"):
         image_held(tmp_path)
-    write_image(tmp_path / "index", [b"{}"], media_type="application/vnd.oci.image.index.v1+json")
+    write_image(tmp_path / "index", [b"{}"], media_type="application/vnd.oci.image.index.v1+json", layout=layout)
     with pytest.raises(ImageNotHeld, match="index"):
         image_held(tmp_path / "index")
+
+
+def test_an_oci_layout_whose_index_names_no_manifest_is_not_an_image_held(tmp_path):
+    write_image(tmp_path / "image", [b"{}", b"layer"], layout="oci")
+    (tmp_path / "image" / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    with pytest.raises(ImageNotHeld, match=r"index\.json"):
+        image_held(tmp_path / "image")
 
 
 def test_layers_add_up_to_the_image_size():
