@@ -75,7 +75,7 @@ def serve_peer(front: Front, request: FrontRequestHandler, repository: str, dige
     except FlightFailed as err:
         return request.oci_error(502, "BLOB_UNKNOWN", str(err))
     gone = request.headers.get(PEER_GONE)
-    if gone and flight.source == gone:  # it broke off from us too: we take over in a moment, then serve
+    if gone:  # if we stream from that peer too, it broke off from us as well: we take over in a moment, then serve
         flight.wait_source_left(gone, SWITCH_WAIT_SECONDS)
     if flight.source is not None and not flight.local_only:
         return request.oci_error(421, "UNAVAILABLE", f"this replica streams {digest} from {flight.source} itself")

@@ -299,11 +299,8 @@ class PeerStream:
     def _switch(self, why: str) -> None:
         """Carry on from the next peer in rank (or upstream) at the current offset, unless the owner is still up."""
         self.close()
-        broken = self._peer
-        flight, where = (
-            self._flight,
-            f"blob {self._flight.digest}: peer {self._peer} broke off after {self._received} bytes",
-        )
+        flight, broken = self._flight, self._peer
+        where = f"blob {flight.digest}: peer {broken} broke off after {self._received} bytes"
         if self._flight.source is None or self._peers.alive(self._peer):
             raise RegistryUnavailable(f"{where}: {why}")
         log.warning("%s and is gone; carrying on from the next in rank", where)
