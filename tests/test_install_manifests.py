@@ -3,7 +3,9 @@ validates strictly against the Kubernetes schemas, and the invariants the docs p
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from typing import Any
 
 import kubernetes_validate
@@ -24,6 +26,7 @@ from tests.support.kustomize import (
     container,
     find,
     front_config,
+    kubectl,
     one,
     pod_spec,
     production_secrets,
@@ -646,6 +649,7 @@ def test_production_ccr_replicas_run_one_per_node_spread_over_zones_and_leave_on
 
 # -- what an SRE checks first: priority, disruption, disk, pinned images ----------------------------------
 
+INSTALL_GUIDE = (ROOT / "docs/install.md").read_text()
 METRICS_NAMESPACE_LABEL = {"ccr-webhook/metrics": "scrape"}  # on the namespace Prometheus runs in (install.md)
 QUANTITY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
@@ -679,6 +683,18 @@ def test_every_workload_runs_at_a_priority_class_that_the_install_ships_or_the_s
     for name in (SERVICE, "ccr"):  # Pod creation (failurePolicy Fail) and mirrored pulls wait on these
         critical = shipped[pod_spec(one(objects, "Deployment", name))["priorityClassName"]]
         assert critical["globalDefault"] is False and 0 < critical["value"] <= 1_000_000_000  # the user range
+
+
+def test_the_priority_override_in_the_install_guide_renders(tmp_path):
+    (example,) = re.findall(r"```yaml\n# kustomization.yaml of your overlay\n(.*?)```", INSTALL_GUIDE, re.DOTALL)
+    overlay = yaml.safe_load(example)
+    overlay["resources"] = [os.path.relpath(MANIFESTS / "base", tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = subprocess.run([kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    assert find(objects, "PriorityClass") == []
+    assert {spec["priorityClassName"] for _, spec in pod_specs(objects)} == {"system-cluster-critical"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -748,7 +764,7 @@ def test_metrics_ports_admit_the_prometheus_namespace_by_a_documented_label_not_
     for peer in peers:
         assert peer["namespaceSelector"] == {"matchLabels": METRICS_NAMESPACE_LABEL}
     ((key, value),) = METRICS_NAMESPACE_LABEL.items()
-    assert f"{key}={value}" in (ROOT / "docs/install.md").read_text()
+    assert f"{key}={value}" in INSTALL_GUIDE
 
 
 # -- network policies ------------------------------------------------------------------------------------
