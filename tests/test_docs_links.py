@@ -10,7 +10,7 @@ from tests.support.kustomize import (
 
 
 def test_links_between_docs_resolve():
-    pages = [*(ROOT / "docs").glob("*.md"), ROOT / "certs/README.md", ROOT / "manifests/README.md"]
+    pages = [*(ROOT / "docs").glob("*.md"), ROOT / "README.md", ROOT / "certs/README.md", ROOT / "manifests/README.md"]
     for page in pages:
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:

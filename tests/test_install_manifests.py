@@ -3,7 +3,9 @@ validates strictly against the Kubernetes schemas, and the invariants the docs p
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from typing import Any
 
 import kubernetes_validate
@@ -24,6 +26,7 @@ from tests.support.kustomize import (
     container,
     find,
     front_config,
+    kubectl,
     one,
     pod_spec,
     production_secrets,
@@ -33,6 +36,7 @@ from tests.support.kustomize import (
 )
 from webhook import tls
 from webhook.cli import build_parser
+from webhook.policy.workloads import POD_SPEC_PATHS, object_images
 from webhook.retention.watch import WATCHED_KINDS
 
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
@@ -71,7 +75,7 @@ def test_overlay_renders_and_every_object_validates_strictly(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_namespaced_object_lives_in_ccr_system_and_names_are_unique(overlay):
     objects = render(overlay)
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "PriorityClass"}
     seen = set()
     for obj in objects:
         meta = obj["metadata"]
@@ -258,7 +262,7 @@ def test_every_container_is_non_root_read_only_unprivileged_and_sized(overlay):
             assert security["capabilities"]["drop"] == ["ALL"], where
             assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], where
             assert c["resources"]["limits"]["memory"], where
-            assert re.match(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9/._-]+:[\w.-]+$", c["image"]), (
+            assert re.match(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9/._-]+:[\w.-]+(@sha256:[0-9a-f]{64})?$", c["image"]), (
                 f"{where}: image {c['image']} is not fully qualified"
             )
 
@@ -641,6 +645,126 @@ def test_production_ccr_replicas_run_one_per_node_spread_over_zones_and_leave_on
     (spread,) = spec["topologySpreadConstraints"]
     assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "ScheduleAnyway")
     assert selects(spread["labelSelector"], CCR_POD_LABELS)
+
+
+# -- what an SRE checks first: priority, disruption, disk, pinned images ----------------------------------
+
+INSTALL_GUIDE = (ROOT / "docs/install.md").read_text()
+METRICS_NAMESPACE_LABEL = {"ccr-webhook/metrics": "scrape"}  # on the namespace Prometheus runs in (install.md)
+QUANTITY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def pod_specs(objects) -> list[tuple[str, dict[str, Any]]]:
+    """Every object that runs Pods (any workload kind, as the pod-spec walker knows them), named, with its Pod spec."""
+    found = []
+    for obj in objects:
+        if obj["kind"] in POD_SPEC_PATHS:
+            spec = obj
+            for key in POD_SPEC_PATHS[obj["kind"]][0]:
+                spec = spec[key]
+            found.append((f"{obj['kind']}/{obj['metadata']['name']}", spec))
+    return found
+
+
+def quantity(value: str) -> int:
+    """Bytes of a Kubernetes quantity written with a binary suffix (what these manifests use)."""
+    number, suffix = re.fullmatch(r"(\d+)([KMGT]i)?", str(value)).groups()
+    return int(number) * QUANTITY.get(suffix or "", 1)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_runs_at_a_priority_class_that_the_install_ships_or_the_system_has(overlay):
+    objects = render(overlay)
+    shipped = {c["metadata"]["name"]: c for c in find(objects, "PriorityClass")}
+    assert pod_specs(objects)
+    for where, spec in pod_specs(objects):
+        name = spec.get("priorityClassName")
+        assert name in shipped or name in ("system-cluster-critical", "system-node-critical"), f"{overlay}: {where}"
+    for name in (SERVICE, "ccr"):  # Pod creation (failurePolicy Fail) and mirrored pulls wait on these
+        critical = shipped[pod_spec(one(objects, "Deployment", name))["priorityClassName"]]
+        assert critical["globalDefault"] is False and 0 < critical["value"] <= 1_000_000_000  # the user range
+
+
+def test_the_priority_override_in_the_install_guide_renders(tmp_path):
+    (example,) = re.findall(r"```yaml\n# kustomization.yaml of your overlay\n(.*?)```", INSTALL_GUIDE, re.DOTALL)
+    overlay = yaml.safe_load(example)
+    overlay["resources"] = [os.path.relpath(MANIFESTS / "base", tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = subprocess.run([kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    assert find(objects, "PriorityClass") == []
+    assert {spec["priorityClassName"] for _, spec in pod_specs(objects)} == {"system-cluster-critical"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_drain_never_takes_the_last_webhook_or_ccr_replica(overlay):
+    objects = render(overlay)
+    budgets = find(objects, "PodDisruptionBudget")
+    for name in (SERVICE, "ccr"):
+        deployment = one(objects, "Deployment", name)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (budget,) = [b for b in budgets if selects(b["spec"]["selector"], labels)]
+        assert budget["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", name  # a broken Pod never blocks
+        floor = budget["spec"].get("minAvailable")
+        if floor is None:  # maxUnavailable: only with replicas to spare
+            hpa = find(objects, "HorizontalPodAutoscaler", name)
+            replicas = hpa[0]["spec"]["minReplicas"] if hpa else deployment["spec"].get("replicas", 1)
+            assert replicas - budget["spec"]["maxUnavailable"] >= 1, name
+        else:
+            assert floor >= 1, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_disk_backed_empty_dir_is_capped_and_reserved_as_ephemeral_storage(overlay):
+    for where, spec in pod_specs(render(overlay)):
+        containers = spec["containers"] + spec.get("initContainers", [])
+        disk = {v["name"]: v["emptyDir"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        disk = {name: empty for name, empty in disk.items() if (empty or {}).get("medium") != "Memory"}
+        for name, empty in disk.items():
+            assert (empty or {}).get("sizeLimit"), f"{overlay}: {where}: emptyDir {name} has no sizeLimit"
+            users = [c for c in containers if any(m["name"] == name for m in c.get("volumeMounts", []))]
+            for c in users:
+                resources = c["resources"]
+                assert "ephemeral-storage" in resources.get("requests", {}), f"{overlay}: {where}/{c['name']}"
+                request = quantity(resources["requests"]["ephemeral-storage"])
+                assert quantity(resources["limits"]["ephemeral-storage"]) >= request, f"{where}/{c['name']}"
+        # The Pod's request covers what its volumes may hold, and so does its limit (the kubelet evicts a
+        # Pod past the sum of its containers' limits).
+        running = spec["containers"] + [c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+        capped = sum(quantity(empty["sizeLimit"]) for empty in disk.values())
+        requested = sum(quantity(c["resources"].get("requests", {}).get("ephemeral-storage", 0)) for c in running)
+        limited = sum(quantity(c["resources"].get("limits", {}).get("ephemeral-storage", 0)) for c in running)
+        assert requested >= capped and limited >= capped, f"{overlay}: {where}: {requested}, {limited} for {capped}"
+
+
+def test_quantities_read_as_the_kubelet_reads_them():
+    assert [quantity(q) for q in ("24Gi", "256Mi", "1Ki", 0, "7")] == [24 * 2**30, 256 * 2**20, 1024, 0, 7]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_third_party_image_is_pinned_by_digest(overlay):
+    own = container(one(render(overlay), "Deployment", SERVICE), "webhook")["image"]
+    images = {image for _, spec in pod_specs(render(overlay)) for image in object_images({"kind": "Pod", "spec": spec})}
+    assert own in images and len(images) > 1
+    for image in images - {own}:
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image), f"{overlay}: {image} is not pinned by digest"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metrics_ports_admit_the_prometheus_namespace_by_a_documented_label_not_a_name(overlay):
+    peers = [
+        peer
+        for policy in find(render(overlay), "NetworkPolicy")
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+        if "namespaceSelector" in peer
+    ]
+    assert peers
+    for peer in peers:
+        assert peer["namespaceSelector"] == {"matchLabels": METRICS_NAMESPACE_LABEL}
+    ((key, value),) = METRICS_NAMESPACE_LABEL.items()
+    assert f"{key}={value}" in INSTALL_GUIDE
 
 
 # -- network policies ------------------------------------------------------------------------------------

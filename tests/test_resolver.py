@@ -38,9 +38,15 @@ def lookup(image="up.io/app:1"):
 def make(upstream=None, ccr=None, **kwargs):
     upstream = upstream or FakeRegistry({("app", "1"): D1})
     ccr = ccr or FakeRegistry(held={("up.io/app", D1)})
-    observed = []
-    resolver = Resolver(CONFIG, FakeRegistries(upstream, ccr), observe=observed.append, **kwargs)
+    observed = []  # (result, registry) of every lookup counted
+    resolver = Resolver(
+        CONFIG, FakeRegistries(upstream, ccr), observe=lambda *labels: observed.append(labels), **kwargs
+    )
     return resolver, upstream, ccr, observed
+
+
+def counted(observed):
+    return [result for result, _ in observed]
 
 
 def test_gathers_digest_and_ccr_presence_then_answers_from_cache():
@@ -48,7 +54,7 @@ def test_gathers_digest_and_ccr_presence_then_answers_from_cache():
     assert resolver.gather([lookup()], 2) == [ImageFacts(digest=D1, in_ccr=True)]
     assert resolver.gather([lookup()], 2) == [ImageFacts(digest=D1, in_ccr=True)]
     assert len(upstream.calls) == 1 and len(ccr.calls) == 1
-    assert observed == ["miss", "hit"]
+    assert observed == [("miss", "up.io"), ("hit", "up.io")]
 
 
 def test_cache_expires_by_its_ttls():
@@ -74,7 +80,13 @@ def test_errors_are_reported_and_cached_briefly():
     clock.now += 6
     resolver.gather([lookup()], 2)
     assert len(upstream.calls) == 2
-    assert "error" in observed
+    assert ("error", "up.io") in observed
+
+
+def test_an_error_at_the_ccr_is_counted_for_the_ccr_not_for_the_upstream():
+    resolver, _, _, observed = make(ccr=FakeRegistry(error=ConnectionError("ccr refused the connection")))
+    assert resolver.gather([lookup()], 2)[0].digest == D1
+    assert observed == [("miss", "up.io"), ("error", "ccr:5000")]
 
 
 def test_a_rate_limited_lookup_is_not_repeated_before_retry_after_nor_past_the_cache_time():
@@ -142,7 +154,7 @@ def test_concurrent_requests_for_one_tag_share_one_lookup():
     threads = [threading.Thread(target=lambda: results.append(resolver.gather([lookup()], 5))) for _ in range(8)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: observed.count("miss") == 8, timeout=10, what="every request missing the cache")
+    wait_until(lambda: counted(observed).count("miss") == 8, timeout=10, what="every request missing the cache")
     upstream.gate.set()
     for thread in threads:
         thread.join(5)
@@ -238,7 +250,7 @@ def test_a_lookup_stuck_past_a_whole_deadline_is_not_waited_for_again():
     clock.now += 5  # the in-flight lookup is now older than the next caller's whole deadline
     second = resolver.gather([lookup()], 2)
     assert "has not answered for 5 s" in second[0].resolve_error  # not "within 2 s": it did not wait
-    assert len(upstream.calls) == 1 and "error" in observed
+    assert len(upstream.calls) == 1 and ("error", "up.io") in observed
     upstream.gate.set()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonpatch
 import pytest
 import urllib3
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.faulty_servers import SilentServer
 from tests.support.waiting import deadline_ceiling, wait_until
@@ -18,6 +19,7 @@ from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
 from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import push_sample_image
 from webhook.testing.webhook_process import LocalWebhook
+from webhook.tls.expiry import EXPIRY_METRIC
 
 pytestmark = pytest.mark.integration
 
@@ -303,6 +305,29 @@ def test_metrics_add_up_across_workers(hook, images):
     assert len(_answering_pids(hook, "uid-metrics-")) == 2, "both workers answered"
     for _ in range(4):  # whichever worker answers /metrics, it counts every worker's requests
         assert _counter(hook, "ccr_webhook_admission_requests_total", code="200", endpoint="mutate") == before + sent
+
+
+def test_metrics_name_each_lookup_s_registry_and_when_the_served_certificate_expires(hook, images):
+    def samples():
+        text = pool(hook).request("GET", "/metrics", headers={"Connection": "close"}).data.decode()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def lookups(registry):
+        return sum(
+            s.value
+            for s in samples()
+            if s.name == "ccr_webhook_resolver_lookups_total" and s.labels["registry"] == registry
+        )
+
+    down, ccr = images["down"].split("/")[0], images["ccr"]
+    before = lookups(down)
+    reply, _ = admit(hook, review(pod([("web", images["down"])]), uid="uid-registry-label"))
+    assert reply.status == 200
+    assert lookups(down) > before  # an error, or a hit on the cached error: under the upstream's own name
+    registries = {s.labels["registry"] for s in samples() if s.name == "ccr_webhook_resolver_lookups_total"}
+    assert {down, ccr, "other"} <= registries and len(registries) == 5  # three upstreams, the CCR, other
+    (expiry,) = [s for s in samples() if s.name == EXPIRY_METRIC]
+    assert expiry.labels == {"certificate": "serving"} and expiry.value > time.time() + 86400
 
 
 def test_routine_answers_are_logged_only_at_debug(registries, silent, hook, images):

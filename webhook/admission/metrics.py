@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from webhook.policy.decide import Action, Decision
 from webhook.policy.review import Mode
+from webhook.tls.expiry import CertificateExpiry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOOKUP_RESULTS = ("hit", "miss", "error")
+OTHER_REGISTRY = "other"  # the `registry` label of a lookup at a registry the configuration does not name
 # Admission answers take milliseconds from cache and up to the deadline (seconds) when registries are slow.
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -31,8 +33,18 @@ class Metrics:
     on the admission hot path, and pre-bound series show up as 0 before they first happen.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        registries: Iterable[str] = (),
+        certificates: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """`registries`: the registries the resolver asks (the configured upstreams and the CCR), the only
+        values of the lookups' `registry` label besides `other`, so its series stay bounded.
+        `certificates`: the served certificates whose expiry to export (label value → PEM path)."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._expiry = CertificateExpiry(certificates or {})
+        self.registry.register(self._expiry)
         self.admission_requests = Counter(
             "ccr_webhook_admission_requests",
             "AdmissionReview requests answered, by endpoint and HTTP status code.",
@@ -54,8 +66,9 @@ class Metrics:
         )
         self.resolver_lookups = Counter(
             "ccr_webhook_resolver_lookups",
-            "Resolver lookups, by result: hit (cache), miss (asked a registry), error.",
-            ["result"],
+            "Resolver lookups, by result: hit (cache), miss (asked a registry), error; and by registry: the "
+            "upstream looked up, or the CCR (a registry not configured counts as `other`).",
+            ["result", "registry"],
             registry=self.registry,
         )
         self.internal_errors = Counter(
@@ -72,7 +85,11 @@ class Metrics:
         self._requests: dict[tuple[str, int], Any] = {}
         self._durations: dict[str, Any] = {}
         self._decisions = {(a, m): self.decisions.labels(a.value, m.value) for a in Action for m in Mode}
-        self._lookups = {result: self.resolver_lookups.labels(result) for result in LOOKUP_RESULTS}
+        self._lookups = {
+            (result, name): self.resolver_lookups.labels(result, name)
+            for result in LOOKUP_RESULTS
+            for name in {*registries, OTHER_REGISTRY}
+        }
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request and its duration."""
@@ -98,15 +115,17 @@ class Metrics:
         """Count warm hints sent or dropped: the hint client's `on_result` callback."""
         self.warm_hints.labels(result).inc(count)
 
-    def count_lookup(self, result: str) -> None:
-        """Count one resolver lookup: the resolver's `observe` callback."""
-        self._lookups[result].inc()
+    def count_lookup(self, result: str, registry: str) -> None:
+        """Count one resolver lookup at `registry`: the resolver's `observe` callback."""
+        lookups = self._lookups.get((result, registry)) or self._lookups[result, OTHER_REGISTRY]
+        lookups.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type: every worker's samples in multiprocess mode."""
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            registry.register(self._expiry)  # read at scrape time, by the worker answering it
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

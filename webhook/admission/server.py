@@ -33,7 +33,10 @@ KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minu
 
 def build_app(config: Config) -> Flask:
     """The application with its resolver, metrics and warm hints, built in each worker process."""
-    metrics = Metrics()
+    metrics = Metrics(
+        registries=[*(upstream.registry for upstream in config.upstreams), config.ccr.registry],
+        certificates={"serving": config.webhook.tls_cert},
+    )
     resolver = Resolver(config, Registries(config), observe=metrics.count_lookup)
     url = config.webhook.warmer_url
     warming = Warming(config, resolver, HintClient(url, on_result=metrics.count_hints) if url else None)

@@ -63,14 +63,16 @@ class Front:
     def __init__(self, config: Config, max_connections: int) -> None:
         self.config = config
         self.registries = Registries(config)
-        self.metrics = FrontMetrics()
         settings = config.front
+        self.metrics = FrontMetrics({"serving": settings.tls_cert, "peer": settings.peer_tls_cert})
+        spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.metrics.watch_spool(lambda: spool.reserved, spool.max_bytes)
         ccr = self.registries.ccr
         self.manifests = UpstreamManifests()
         self.peers = Peers(settings, Membership(settings), max_connections, self.metrics) if settings.peering else None
         self.flights = Flights(
             ccr,
-            Spool(settings.spool_dir, settings.spool_max_bytes),
+            spool,
             self.metrics,
             max_concurrent_fetches=settings.max_concurrent_fetches,
             fetch_deadline_seconds=settings.fetch_deadline_seconds,

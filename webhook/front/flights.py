@@ -67,6 +67,11 @@ class Spool:
         except OSError as err:
             raise ConfigError(f"front.spoolDir: cannot use {directory}: {err.strerror}") from None
 
+    @property
+    def reserved(self) -> int:
+        """Bytes set aside for the blobs being fetched now."""
+        return self._reserved
+
     def reserve(self, size: int) -> Path:
         """A new, empty spool file with `size` bytes set aside for it; SpoolFull if they do not fit."""
         with self._lock:

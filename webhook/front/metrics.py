@@ -3,12 +3,17 @@
 The names are an interface (dashboards, the benchmark): bytes from upstream, bytes served by source
 (`ccr`: passed through from the CCR registry, `flight`: from a blob being fetched, `peer`: to other front
 replicas), readers of in-flight blobs, time to the first byte of every answer with a body, blob fetches by
-how they ended, those this replica ran from upstream as the owner, and bytes received from owning peers.
+how they ended, those this replica ran from upstream as the owner, bytes received from owning peers, the
+spool's fill and cap, and when the served certificates expire.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from webhook.tls.expiry import CertificateExpiry
 
 _FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FETCH_OUTCOMES = (
@@ -27,8 +32,18 @@ class FrontMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, certificates: Mapping[str, str | None] | None = None) -> None:
+        """`certificates`: the served certificates whose expiry to export (label value → PEM path)."""
         self.registry = CollectorRegistry()
+        self.registry.register(CertificateExpiry(certificates or {}))
+        self.spool_bytes = Gauge(
+            "ccr_front_spool_bytes", "Bytes the spool holds or has set aside for fetches.", registry=self.registry
+        )
+        self.spool_capacity = Gauge(
+            "ccr_front_spool_capacity_bytes",
+            "The spool's byte cap (front.spoolMaxBytes): a fetch that would pass it is refused.",
+            registry=self.registry,
+        )
         self.upstream_bytes = Counter(
             "ccr_front_upstream_bytes", "Blob bytes received from upstream registries.", registry=self.registry
         )
@@ -61,6 +76,11 @@ class FrontMetrics:
             self.served_bytes.labels(source)
         for outcome in FETCH_OUTCOMES:
             self.fetches.labels(outcome)
+
+    def watch_spool(self, used: Callable[[], float], capacity: float) -> None:
+        """Export the spool's fill, read at scrape time, and its cap."""
+        self.spool_bytes.set_function(used)
+        self.spool_capacity.set(capacity)
 
     def exposition(self) -> bytes:
         """The text exposition of every metric."""

@@ -63,12 +63,12 @@ class Resolver:
         config: Config,
         registries: RegistrySource,
         *,
-        observe: Callable[[str], None] | None = None,
+        observe: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._registries = registries
-        self._observe = observe or (lambda result: None)
+        self._observe = observe or (lambda result, registry: None)
         self._clock = clock
         self._cache: dict[Hashable, _Answer] = {}
         self._in_flight: dict[Hashable, tuple[Future[_Answer], float]] = {}
@@ -143,12 +143,12 @@ class Resolver:
                 return None
             in_ccr = answer.value
         if count_hit:
-            self._observe("hit")
+            self._observe("hit", lookup.upstream.registry)
         return _facts(lookup, digest, error, unavailable, in_ccr)
 
     def _facts_for(self, lookup: Lookup) -> ImageFacts:
         """Ask the registries (sharing in-flight lookups) for what `lookup` needs."""
-        self._observe("miss")
+        self._observe("miss", lookup.upstream.registry)
         digest, error, unavailable = lookup.source.digest, None, False
         if lookup.need_digest:
             answer = self._shared(self._digest_key(lookup), self._ask_digest, lookup)
@@ -167,7 +167,7 @@ class Resolver:
                 source.repository, source.tag or "latest", timeout=settings.lookup_timeout_seconds
             )
         except Exception as err:
-            self._observe("error")
+            self._observe("error", lookup.upstream.registry)
             unavailable = isinstance(err, (RegistryUnavailable, RateLimited))
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err), unavailable)
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
@@ -183,7 +183,7 @@ class Resolver:
         try:
             digest = self._registries.ccr.resolve_digest(self._ccr_repository(lookup), lookup.source.tag or "latest")
         except Exception as err:
-            self._observe("error")
+            self._observe("error", self._config.ccr.registry)
             return _Answer(None, _describe(err), self._clock() + settings.negative_cache_seconds)
         return _Answer(digest, None, self._clock() + settings.ccr_cache_seconds)
 
@@ -193,7 +193,7 @@ class Resolver:
         try:
             held = self._registries.ccr.has_manifest(repository, digest, timeout=settings.lookup_timeout_seconds)
         except Exception as err:
-            self._observe("error")
+            self._observe("error", self._config.ccr.registry)
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err))
         ttl = settings.ccr_cache_seconds if held else settings.negative_cache_seconds
         return _Answer(held, None, self._clock() + ttl)
@@ -210,14 +210,14 @@ class Resolver:
         Some earlier request already waited its full deadline for it: waiting again would hold another
         server thread for nothing, so this request is answered now and the lookup goes on filling the cache.
         """
-        keys = [self._digest_key(lookup)] if lookup.need_digest else []
+        keys = [(self._digest_key(lookup), lookup.upstream.registry)] if lookup.need_digest else []
         if lookup.need_ccr and lookup.source.digest is not None:
-            keys.append(self._ccr_key(lookup, lookup.source.digest))
+            keys.append((self._ccr_key(lookup, lookup.source.digest), self._config.ccr.registry))
         now = self._clock()
-        for key in keys:
+        for key, registry in keys:
             started = self._in_flight.get(key, (None, now))[1]
             if now - started > timeout:
-                self._observe("error")
+                self._observe("error", registry)
                 return ImageFacts(
                     resolve_error=f"the registry has not answered for {now - started:.0f} s", upstream_unavailable=True
                 )

@@ -2,9 +2,11 @@
 context that picks up a renewed certificate without a restart.
 
 certs (make, look at, verify), renewal (the pure plan of what to serve), files (the serving pair on disk),
-reload (the SSL contexts), bootstrap (the Secret and the webhook configurations' caBundle). In the
-cluster, `bootstrap_certificates` keeps one Secret valid and publishes its CA; `reloading_ssl_context`
-serves whatever pair is on disk at the moment of each TLS handshake. The names below are the package's API.
+reload (the SSL contexts), expiry (their notAfter as a metric, imported on its own: it loads
+prometheus_client, which `serve` must configure first), bootstrap (the Secret and the webhook
+configurations' caBundle). In the cluster, `bootstrap_certificates` keeps one Secret valid and publishes
+its CA; `reloading_ssl_context` serves whatever pair is on disk at the moment of each TLS handshake. The
+names below are the package's API.
 """
 
 from webhook.tls.bootstrap import (
