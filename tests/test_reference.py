@@ -2,7 +2,14 @@
 
 import pytest
 
-from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
+from webhook.policy.reference import (
+    ImageReference,
+    InvalidImageReference,
+    is_digest,
+    is_repository_name,
+    is_tag,
+    parse_image,
+)
 
 D64 = "sha256:" + "a" * 64
 
@@ -89,3 +96,74 @@ def test_with_digest_and_reference():
     assert ref.reference == "1.25"
     assert ref.with_digest(D64).reference == D64
     assert str(ref.with_digest(D64)) == f"docker.io/library/nginx:1.25@{D64}"
+
+
+D512 = "sha512:" + "b" * 128
+
+
+@pytest.mark.parametrize(
+    ("text", "digest"),
+    [
+        (D64, True),
+        (D512, True),
+        ("sha256:" + "a" * 63, False),
+        ("sha256:" + "a" * 65, False),
+        ("sha512:" + "b" * 64, False),  # sha512 needs its own length
+        ("sha256:" + "A" * 64, False),  # hex in lower case only
+        ("sha384:" + "a" * 96, False),  # not an algorithm the OCI spec registers
+        (D64 + "\n", False),
+        ("sha256:..%2f..%2fetc%2fpasswd", False),
+        ("latest", False),
+        ("v1:2", False),
+    ],
+)
+def test_is_digest_has_one_meaning(text, digest):
+    assert is_digest(text) is digest
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("up/x", True),
+        ("library/nginx", True),
+        ("a__b/c--d/e.f_g", True),
+        ("a" * 255, True),
+        ("a" * 256, False),  # the distribution grammar's total length bound
+        ("Up/x", False),
+        ("up/../x", False),
+        ("up/./x", False),
+        ("up//x", False),
+        ("up/x/", False),
+        ("/up/x", False),
+        ("up/x%2f..", False),
+        ("up/x\r\nX: y", False),
+        ("up/-x", False),
+        ("up/x.", False),
+        ("up/a___b", False),
+        ("up/x\n", False),
+    ],
+)
+def test_repository_names_by_the_distribution_grammar(name, valid):
+    assert is_repository_name(name) is valid
+
+
+@pytest.mark.parametrize(
+    ("tag", "valid"),
+    [
+        ("1.0", True),
+        ("_x", True),
+        ("V1.2-rc_3", True),
+        ("t" * 128, True),
+        ("t" * 129, False),
+        (".x", False),
+        ("-x", False),
+        ("1.0%0d%0aX-Injected:%20yes", False),
+        ("1.0\r\nX-Injected: yes", False),
+        ("1.0\n", False),
+        ("tä", False),  # ASCII only, as Go's \w
+        ("", False),
+        ("a:b", False),
+    ],
+)
+def test_tags_by_the_distribution_grammar(tag, valid):
+    assert is_tag(tag) is valid

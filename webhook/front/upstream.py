@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from webhook.config import Config
 from webhook.policy.decide import NotMirrored, upstream_source
-from webhook.policy.reference import InvalidImageReference
+from webhook.policy.reference import InvalidImageReference, is_digest
 from webhook.registry.client import Manifest, Registries, RegistryClient
 
 MANIFEST_CACHE_ENTRIES = 64
@@ -39,11 +39,6 @@ def origin_for(repository: str, config: Config, registries: Registries) -> Origi
     if source.registry == config.ccr.registry:
         return None
     return Origin(repository, source.registry, registries.upstream(source.registry), source.repository)
-
-
-def is_digest(reference: str) -> bool:
-    """Whether a manifest reference is a digest rather than a tag."""
-    return ":" in reference
 
 
 class UpstreamManifests:
