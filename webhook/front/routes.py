@@ -22,6 +22,7 @@ from webhook.policy.reference import is_digest, is_repository_name, is_tag
 _CONTENT = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<reference>[^/]*)$")
 _TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
 _PEER_BLOB = re.compile(r"^/peer/v2/(?P<name>.+)/blobs/(?P<reference>[^/]*)$")
+_ALGORITHM = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:")  # what a digest starts with (a tag has no ':')
 _KINDS = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}
 MAX_PAGE = 100_000
 ROUTES = ("v2", "manifest", "blob", "referrers", "tags", "catalog", "metrics", "healthz", "peer_blob", "other")
@@ -90,7 +91,7 @@ def checked(route: Route) -> Route:
         raise NameInvalid("the repository name is outside the distribution grammar")
     if route.name == "tags":
         return Route("tags", route.repository, query=_listing_query(route.query, is_tag, TagInvalid))
-    if route.name == "manifest" and ":" not in route.reference:
+    if route.name == "manifest" and not _ALGORITHM.match(route.reference):  # a tag, meant as one at least
         if not is_tag(route.reference):
             raise TagInvalid("the tag is outside the distribution grammar")
     elif not is_digest(route.reference):
