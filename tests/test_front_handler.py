@@ -3,14 +3,13 @@ forwarded, the failure table answers both ports alike, answers are counted by ro
 
 from __future__ import annotations
 
-import json
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
+from tests.support.front_requests import ask, oci_code, request_bytes
 from webhook.config import parse_config
 from webhook.front.answers import BlobUnknown
 from webhook.front.app import Front
@@ -36,33 +35,6 @@ def front(tmp_path: Path) -> Front:
     return Front(config, max_connections=4)
 
 
-def ask(
-    front: Front, request: bytes, handler: type[FrontRequestHandler] = FrontRequestHandler
-) -> tuple[int, dict[str, str], bytes]:
-    """One request through a handler over a socket pair: (status, headers, body)."""
-    served, client = socket.socketpair()
-    with served, client:
-        client.sendall(request)
-        client.shutdown(socket.SHUT_WR)
-        type("Handler", (handler,), {"front": front})(served, ("127.0.0.1", 40000), None)
-        served.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := client.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, body
-
-
-def get(path: str, method: str = "GET", headers: str = "") -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: ccr.test\r\nConnection: close\r\n{headers}\r\n".encode()
-
-
-def oci_code(body: bytes) -> str:
-    return str(json.loads(body)["errors"][0]["code"])
-
-
 def requests_counted(front: Front, route: str, status: str) -> float:
     return front.metrics.requests.labels(route, status)._value.get()
 
@@ -79,39 +51,43 @@ def requests_counted(front: Front, route: str, status: str) -> float:
 def test_a_request_outside_the_grammar_is_answered_before_anything_is_asked(
     front: Front, path: str, status: int, code: str
 ) -> None:
-    answered, headers, body = ask(front, get(path))
+    answered, headers, body = ask(front, request_bytes(path))
     assert (answered, oci_code(body), headers["Content-Type"]) == (status, code, "application/json")
     route = "other" if code == "NOT_FOUND" else ("manifest" if "/manifests/" in path else "blob")
     assert requests_counted(front, route, str(status)) == 1
 
 
 def test_a_request_in_the_grammar_does_go_to_the_ccr(front: Front) -> None:
-    answered, headers, body = ask(front, get(f"/v2/up/x/blobs/{D}"))  # the control: the CCR is unreachable
+    answered, headers, body = ask(front, request_bytes(f"/v2/up/x/blobs/{D}"))  # the control: the CCR is unreachable
     assert (answered, oci_code(body), headers["Retry-After"]) == (503, "UNAVAILABLE", "10")
 
 
 def test_writes_are_refused(front: Front) -> None:
-    answered, _, body = ask(front, get("/v2/up/x/blobs/uploads/", method="POST", headers="Content-Length: 0\r\n"))
+    answered, _, body = ask(
+        front, request_bytes("/v2/up/x/blobs/uploads/", method="POST", headers="Content-Length: 0\r\n")
+    )
     assert (answered, oci_code(body)) == (405, "UNSUPPORTED")
 
 
 def test_health_and_metrics_count_their_answers(front: Front) -> None:
-    assert ask(front, get("/healthz"))[0] == 200
-    status, _, body = ask(front, get("/metrics"))
+    assert ask(front, request_bytes("/healthz"))[0] == 200
+    status, _, body = ask(front, request_bytes("/metrics"))
     assert status == 200 and b'ccr_front_requests_total{route="healthz",status="200"} 1.0' in body
 
 
 def test_the_peer_port_wants_the_secret(front: Front, tmp_path: Path) -> None:
     front.peers = type("Peers", (), {"secret": "s3cret"})()  # type: ignore[assignment]
-    status, _, body = ask(front, get(f"/peer/v2/up/x/blobs/{D}"), PeerRequestHandler)
+    status, _, body = ask(front, request_bytes(f"/peer/v2/up/x/blobs/{D}"), PeerRequestHandler)
     assert (status, oci_code(body)) == (401, "UNAUTHORIZED")
     status, _, body = ask(
         front,
-        get("/peer/v2/up/x/blobs/sha256:..%2fetc", headers="Authorization: Bearer s3cret\r\n"),
+        request_bytes("/peer/v2/up/x/blobs/sha256:..%2fetc", headers="Authorization: Bearer s3cret\r\n"),
         PeerRequestHandler,
     )
     assert (status, oci_code(body)) == (400, "DIGEST_INVALID")
-    assert ask(front, get("/healthz", headers="Authorization: Bearer s3cret\r\n"), PeerRequestHandler)[0] == 200
+    assert (
+        ask(front, request_bytes("/healthz", headers="Authorization: Bearer s3cret\r\n"), PeerRequestHandler)[0] == 200
+    )
     assert requests_counted(front, "peer_blob", "401") == 1
 
 
@@ -125,7 +101,7 @@ def test_a_full_spool_gets_retry_after_on_both_ports(front: Front, monkeypatch: 
     front.peers = type("Peers", (), {"secret": "s"})()  # type: ignore[assignment]
     path = f"/peer/v2/up/x/blobs/{D}" if peer else f"/v2/up/x/blobs/{D}"
     handler = PeerRequestHandler if peer else FrontRequestHandler
-    status, headers, body = ask(front, get(path, headers="Authorization: Bearer s\r\n"), handler)
+    status, headers, body = ask(front, request_bytes(path, headers="Authorization: Bearer s\r\n"), handler)
     assert (status, headers.get("Retry-After"), oci_code(body)) == (503, "10", "UNAVAILABLE")
 
 

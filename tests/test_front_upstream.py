@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, cast
 
 import pytest
 
 from tests.support.waiting import wait_until
 from webhook.config import parse_config
+from webhook.front import upstream as upstream_module
 from webhook.front.upstream import UpstreamManifests, origin_for
 from webhook.registry.client import Manifest, Registries
 from webhook.registry.errors import NotFound
@@ -60,6 +62,28 @@ def concurrently(count: int, work: Callable[[], Any]) -> tuple[list[threading.Th
     return threads, results
 
 
+class CountedFuture(Future[Any]):
+    """The single flight's Future, counting the requests that wait on one (so a test knows all have joined)."""
+
+    waiting = 0
+    _lock = threading.Lock()
+
+    def result(self, timeout: float | None = None) -> Any:
+        with CountedFuture._lock:
+            CountedFuture.waiting += 1
+        return super().result(timeout)
+
+
+@pytest.fixture(autouse=True)
+def counted_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    CountedFuture.waiting = 0
+    monkeypatch.setattr(upstream_module, "Future", CountedFuture)
+
+
+def all_but_one_waiting() -> None:
+    wait_until(lambda: CountedFuture.waiting == CLIENTS - 1, what="every other client waiting on the first")
+
+
 def origin(upstream: CountingUpstream) -> Any:
     return cast(Any, type("Origin", (), {"registry": "upstream.test", "repository": "app", "client": upstream})())
 
@@ -68,7 +92,7 @@ def origin(upstream: CountingUpstream) -> Any:
 def test_clients_asking_at_once_share_one_upstream_request(reference: str) -> None:
     upstream, manifests = CountingUpstream(), UpstreamManifests()
     threads, results = concurrently(CLIENTS, lambda: manifests.fetch(origin(upstream), reference))
-    wait_until(lambda: upstream.calls, what="the first upstream request")
+    all_but_one_waiting()
     upstream.gate.set()
     for thread in threads:
         thread.join(10)
@@ -82,7 +106,7 @@ def test_clients_asking_at_once_share_one_upstream_request(reference: str) -> No
 def test_an_error_reaches_every_client_that_waited_for_it() -> None:
     upstream, manifests = CountingUpstream(missing=True), UpstreamManifests()
     threads, results = concurrently(CLIENTS, lambda: manifests.fetch(origin(upstream), DIGEST))
-    wait_until(lambda: upstream.calls, what="the first upstream request")
+    all_but_one_waiting()
     upstream.gate.set()
     for thread in threads:
         thread.join(10)

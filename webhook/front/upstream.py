@@ -57,7 +57,7 @@ class UpstreamManifests:
 
     def __init__(self, capacity: int = MANIFEST_CACHE_ENTRIES, wait_seconds: float = MANIFEST_WAIT_SECONDS) -> None:
         self._capacity, self._wait_seconds = capacity, wait_seconds
-        self._cache: OrderedDict[tuple[str, str, str], Manifest] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, ...], Manifest] = OrderedDict()
         self._asking: dict[tuple[str, ...], Future[Any]] = {}
         self._lock = threading.Lock()
 
@@ -68,21 +68,16 @@ class UpstreamManifests:
             tag = ("tag", origin.registry, origin.repository, reference)
             digest = self._shared(tag, lambda: origin.client.resolve_digest(origin.repository, reference))
         key = (origin.registry, origin.repository, digest)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        # the client checks the bytes against the digest
-        manifest: Manifest = self._shared(key, lambda: origin.client.get_manifest(origin.repository, digest))
-        with self._lock:
-            self._cache[key] = manifest
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        return manifest
+        # the client checks the bytes against the digest; kept, since a digest's manifest never changes
+        return self._shared(key, lambda: origin.client.get_manifest(origin.repository, digest), keep=True)
 
-    def _shared(self, key: tuple[str, ...], ask: Callable[[], _T]) -> _T:
-        """`ask()`, or the answer of the one call for `key` under way (waited for up to the wait bound)."""
+    def _shared(self, key: tuple[str, ...], ask: Callable[[], _T], keep: bool = False) -> _T:
+        """`ask()`, or the answer of the one call for `key` under way (waited for up to the wait bound); `keep`: the
+        answer is a manifest, kept by digest and answered from the cache from then on."""
         with self._lock:
+            if keep and key in self._cache:
+                self._cache.move_to_end(key)
+                return cast(_T, self._cache[key])
             future = self._asking.get(key)
             mine = future is None
             if future is None:
@@ -98,11 +93,15 @@ class UpstreamManifests:
         try:
             answer = ask()
         except BaseException as err:
-            future.set_exception(err)
-            raise
-        else:
-            future.set_result(answer)
-            return answer
-        finally:
             with self._lock:
                 self._asking.pop(key, None)
+            future.set_exception(err)
+            raise
+        with self._lock:  # kept and no longer asked in one step: a later request finds one or the other
+            if keep:
+                self._cache[key] = cast(Manifest, answer)
+                while len(self._cache) > self._capacity:
+                    self._cache.popitem(last=False)
+            self._asking.pop(key, None)
+        future.set_result(answer)
+        return answer
