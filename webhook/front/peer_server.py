@@ -10,7 +10,9 @@ another peer for a node's reader (the two replicas disagree on the membership) t
 asker passes this replica over. With `CCR-Peer-Flying-Only` the blob is served only from a fetch already
 running here (404 otherwise): a replica that just joined asks so before it fetches a digest it now owns.
 A blob the CCR holds already is streamed from it.
-The last byte waits for the verified end here too, and the asker checks the digest again itself.
+The last byte waits for the verified end here too, and the asker checks the digest again itself. The
+answer comes through the same `Front.serve_flight` a node's request takes, and failures through the same
+table. The protocol as a whole: docs/decisions/0005-front-peer-protocol.md.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ this replica, it fetches from upstream itself, unless the peer ranked after it i
 already (it owned the digest before this replica joined), which it then follows: a replica that joins
 takes over new digests only. An owner lost mid-transfer is replaced by the next in rank at the same
 offset (PeerStream), so readers carry on; an owner whose own fetch failed fails its followers too.
+The whole protocol (owner, Flying-Only, CCR-Peer-Gone, 421, takeover, commit by the owner, the followers'
+wait) is docs/decisions/0005-front-peer-protocol.md.
 """
 
 from __future__ import annotations
