@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.counted_future import CountedFuture
 from tests.support.front_requests import ask, request_bytes
 from tests.support.local_registry import client as make_client
 from tests.support.registry_proxy import RegistryProxy
@@ -25,18 +24,6 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 8
 ACCEPT = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n"
-
-
-class CountedFuture(Future[Any]):
-    """The single flight's Future, counting the requests that wait on one (so the test knows all have joined)."""
-
-    waiting = 0
-    _lock = threading.Lock()
-
-    def result(self, timeout: float | None = None) -> Any:
-        with CountedFuture._lock:
-            CountedFuture.waiting += 1
-        return super().result(timeout)
 
 
 @pytest.fixture
@@ -63,6 +50,7 @@ def test_clients_asking_for_a_cold_manifest_at_once_share_one_upstream_request(
     commits: list[str] = []
     monkeypatch.setattr(front.commits, "start", lambda origin, manifest, tag: commits.append(manifest.digest))
     monkeypatch.setattr(upstream_module, "Future", CountedFuture)
+    CountedFuture.waiting = 0
     proxy.manifest_gate = threading.Event()  # the first manifest request upstream waits here
 
     answers: list[tuple[int, dict[str, str], bytes]] = []

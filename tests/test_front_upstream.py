@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any, cast
 
 import pytest
 
+from tests.support.counted_future import CountedFuture
 from tests.support.waiting import wait_until
 from webhook.config import parse_config
 from webhook.front import upstream as upstream_module
@@ -60,18 +60,6 @@ def concurrently(count: int, work: Callable[[], Any]) -> tuple[list[threading.Th
     for thread in threads:
         thread.start()
     return threads, results
-
-
-class CountedFuture(Future[Any]):
-    """The single flight's Future, counting the requests that wait on one (so a test knows all have joined)."""
-
-    waiting = 0
-    _lock = threading.Lock()
-
-    def result(self, timeout: float | None = None) -> Any:
-        with CountedFuture._lock:
-            CountedFuture.waiting += 1
-        return super().result(timeout)
 
 
 @pytest.fixture(autouse=True)

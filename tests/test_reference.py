@@ -122,48 +122,39 @@ def test_is_digest_has_one_meaning(text, digest):
 
 
 @pytest.mark.parametrize(
-    ("name", "valid"),
+    ("check", "text", "valid"),
     [
-        ("up/x", True),
-        ("library/nginx", True),
-        ("a__b/c--d/e.f_g", True),
-        ("a" * 255, True),
-        ("a" * 256, False),  # the distribution grammar's total length bound
-        ("Up/x", False),
-        ("up/../x", False),
-        ("up/./x", False),
-        ("up//x", False),
-        ("up/x/", False),
-        ("/up/x", False),
-        ("up/x%2f..", False),
-        ("up/x\r\nX: y", False),
-        ("up/-x", False),
-        ("up/x.", False),
-        ("up/a___b", False),
-        ("up/x\n", False),
+        (is_repository_name, "up/x", True),
+        (is_repository_name, "library/nginx", True),
+        (is_repository_name, "a__b/c--d/e.f_g", True),
+        (is_repository_name, "a" * 255, True),
+        (is_repository_name, "a" * 256, False),  # the distribution grammar's total length bound
+        (is_repository_name, "Up/x", False),
+        (is_repository_name, "up/../x", False),
+        (is_repository_name, "up/./x", False),
+        (is_repository_name, "up//x", False),
+        (is_repository_name, "up/x/", False),
+        (is_repository_name, "/up/x", False),
+        (is_repository_name, "up/x%2f..", False),
+        (is_repository_name, "up/x\r\nX: y", False),
+        (is_repository_name, "up/-x", False),
+        (is_repository_name, "up/x.", False),
+        (is_repository_name, "up/a___b", False),
+        (is_repository_name, "up/x\n", False),
+        (is_tag, "1.0", True),
+        (is_tag, "_x", True),
+        (is_tag, "V1.2-rc_3", True),
+        (is_tag, "t" * 128, True),
+        (is_tag, "t" * 129, False),
+        (is_tag, ".x", False),
+        (is_tag, "-x", False),
+        (is_tag, "1.0%0d%0aX-Injected:%20yes", False),
+        (is_tag, "1.0\r\nX-Injected: yes", False),
+        (is_tag, "1.0\n", False),
+        (is_tag, "tä", False),  # ASCII only, as Go's \w
+        (is_tag, "", False),
+        (is_tag, "a:b", False),
     ],
 )
-def test_repository_names_by_the_distribution_grammar(name, valid):
-    assert is_repository_name(name) is valid
-
-
-@pytest.mark.parametrize(
-    ("tag", "valid"),
-    [
-        ("1.0", True),
-        ("_x", True),
-        ("V1.2-rc_3", True),
-        ("t" * 128, True),
-        ("t" * 129, False),
-        (".x", False),
-        ("-x", False),
-        ("1.0%0d%0aX-Injected:%20yes", False),
-        ("1.0\r\nX-Injected: yes", False),
-        ("1.0\n", False),
-        ("tä", False),  # ASCII only, as Go's \w
-        ("", False),
-        ("a:b", False),
-    ],
-)
-def test_tags_by_the_distribution_grammar(tag, valid):
-    assert is_tag(tag) is valid
+def test_repository_names_and_tags_by_the_distribution_grammar(check, text, valid):
+    assert check(text) is valid
