@@ -108,7 +108,7 @@ _NEXT = {
     FlightState.FETCHING: frozenset({FlightState.VERIFIED, FlightState.PRESENT, FlightState.FAILED}),
     FlightState.VERIFIED: frozenset({FlightState.COMMITTED, FlightState.UNCOMMITTED}),
 }
-ENDED = frozenset({FlightState.COMMITTED, FlightState.PRESENT, FlightState.UNCOMMITTED, FlightState.FAILED})
+_ENDED = frozenset({FlightState.COMMITTED, FlightState.PRESENT, FlightState.UNCOMMITTED, FlightState.FAILED})
 _COMPLETE = frozenset({FlightState.VERIFIED, FlightState.COMMITTED, FlightState.UNCOMMITTED})
 
 
@@ -257,7 +257,7 @@ class Flight:
     def wait_ended(self, timeout: float) -> FlightState | None:
         """The state the flight ended in (COMMITTED, PRESENT, UNCOMMITTED, FAILED), or None if not within `timeout`."""
         with self._condition:
-            if not self._condition.wait_for(lambda: self._state in ENDED, timeout):
+            if not self._condition.wait_for(lambda: self._state in _ENDED, timeout):
                 return None
             return self._state
 
