@@ -351,6 +351,20 @@ def test_a_repository_outside_every_upstream_prefix_is_404_and_upstream_never_as
     assert scene.proxy.requests == []
 
 
+def test_requests_outside_the_grammar_reach_neither_the_ccr_nor_upstream(scene: Scene) -> None:
+    scene.push([MiB], seed=115)
+    front = scene.front()
+    # The CCR registry itself answers this one 301 Location: /v2/up/.../etc/passwd; upstream was sent the second.
+    traversal = get(front, f"/v2/{scene.target}/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd")
+    injected = get(front, f"/v2/{scene.target}/manifests/1.0%0d%0aX-Injected:%20yes")
+    for answer, code in ((traversal, "DIGEST_INVALID"), (injected, "TAG_INVALID")):
+        assert answer.status == 400 and "Location" not in answer.answer
+        assert json.loads(bytes(answer.received))["errors"][0]["code"] == code
+    assert scene.proxy.requests == []
+    assert metric(front, 'ccr_front_requests_total{route="blob",status="400"}') == 1
+    assert metric(front, 'ccr_front_requests_total{route="manifest",status="400"}') == 1
+
+
 def test_writes_are_refused_and_sigterm_stops_it(scene: Scene) -> None:
     front = scene.front()
     connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +80,22 @@ def test_own_address(address: str, listen: str, expected: str) -> None:
 def test_peering_keys_name_what_is_missing(front: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         parse_config({**MINIMAL, "front": front})
+
+
+ADR = Path(__file__).resolve().parent.parent / "docs/decisions/0005-front-peer-protocol.md"
+
+
+def test_the_decision_records_formula_predicts_the_owners_the_code_picks() -> None:
+    """The ranking written in ADR 0005 (its python block, run as written) against owners.rank, and its example."""
+    text = ADR.read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert block is not None, "ADR 0005 states the ranking as a python block"
+    namespace: dict[str, Any] = {"hashlib": hashlib}
+    exec(block.group(1), namespace)
+    documented = namespace["rank"]
+    members = [*PEERS, "[fd00::7]:5003"]
+    for digest in DIGESTS:
+        assert documented(digest, members) == rank(digest, members), digest
+    hello = f"sha256:{hashlib.sha256(b'hello').hexdigest()}"
+    assert hello in text and rank(hello, PEERS)[:2] == ["10.0.0.1:5003", "10.0.0.2:5003"]
+    assert "`10.0.0.1:5003` owns it, `10.0.0.2:5003` is next" in text

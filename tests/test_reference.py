@@ -2,7 +2,14 @@
 
 import pytest
 
-from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
+from webhook.policy.reference import (
+    ImageReference,
+    InvalidImageReference,
+    is_digest,
+    is_repository_name,
+    is_tag,
+    parse_image,
+)
 
 D64 = "sha256:" + "a" * 64
 
@@ -89,3 +96,65 @@ def test_with_digest_and_reference():
     assert ref.reference == "1.25"
     assert ref.with_digest(D64).reference == D64
     assert str(ref.with_digest(D64)) == f"docker.io/library/nginx:1.25@{D64}"
+
+
+D512 = "sha512:" + "b" * 128
+
+
+@pytest.mark.parametrize(
+    ("text", "digest"),
+    [
+        (D64, True),
+        (D512, True),
+        ("sha256:" + "a" * 63, False),
+        ("sha256:" + "a" * 65, False),
+        ("sha512:" + "b" * 64, False),  # sha512 needs its own length
+        ("sha256:" + "A" * 64, False),  # hex in lower case only
+        ("sha384:" + "a" * 96, False),  # not an algorithm the OCI spec registers
+        (D64 + "\n", False),
+        ("sha256:..%2f..%2fetc%2fpasswd", False),
+        ("latest", False),
+        ("v1:2", False),
+    ],
+)
+def test_is_digest_has_one_meaning(text, digest):
+    assert is_digest(text) is digest
+
+
+@pytest.mark.parametrize(
+    ("check", "text", "valid"),
+    [
+        (is_repository_name, "up/x", True),
+        (is_repository_name, "library/nginx", True),
+        (is_repository_name, "a__b/c--d/e.f_g", True),
+        (is_repository_name, "a" * 255, True),
+        (is_repository_name, "a" * 256, False),  # the distribution grammar's total length bound
+        (is_repository_name, "Up/x", False),
+        (is_repository_name, "up/../x", False),
+        (is_repository_name, "up/./x", False),
+        (is_repository_name, "up//x", False),
+        (is_repository_name, "up/x/", False),
+        (is_repository_name, "/up/x", False),
+        (is_repository_name, "up/x%2f..", False),
+        (is_repository_name, "up/x\r\nX: y", False),
+        (is_repository_name, "up/-x", False),
+        (is_repository_name, "up/x.", False),
+        (is_repository_name, "up/a___b", False),
+        (is_repository_name, "up/x\n", False),
+        (is_tag, "1.0", True),
+        (is_tag, "_x", True),
+        (is_tag, "V1.2-rc_3", True),
+        (is_tag, "t" * 128, True),
+        (is_tag, "t" * 129, False),
+        (is_tag, ".x", False),
+        (is_tag, "-x", False),
+        (is_tag, "1.0%0d%0aX-Injected:%20yes", False),
+        (is_tag, "1.0\r\nX-Injected: yes", False),
+        (is_tag, "1.0\n", False),
+        (is_tag, "tä", False),  # ASCII only, as Go's \w
+        (is_tag, "", False),
+        (is_tag, "a:b", False),
+    ],
+)
+def test_repository_names_and_tags_by_the_distribution_grammar(check, text, valid):
+    assert check(text) is valid

@@ -29,6 +29,12 @@ this module holds the base and the map:
     ├── FlightFailed                 front.flights: a blob fetch of the CCR front failed; why, and the metrics outcome
     │   └── SpoolFull                  the spool (or the table of fetches) has no room: try again later
     ├── PeerUnavailable              front.peers: the owning replica could not serve a blob; the next in rank is asked
+    ├── Refused                      front.answers: a request the front answers with an error; its table gives each
+    │   │                              subclass its status and OCI code
+    │   ├── NotAPullPath, NameInvalid, TagInvalid, DigestInvalid, PaginationInvalid   outside the grammar (4xx)
+    │   ├── PullOnly, PeerUnauthorized, Misdirected      a write, a peer without the secret, a peer that follows
+    │   ├── ManifestUnknown, BlobUnknown, RangeNotSatisfiable   not there, or not that range
+    │   └── CCRUnreachable, UpstreamUnavailable          the CCR registry or an upstream did not answer properly
     ├── BadHints                     hints: a hint body that is not the protocol's JSON
     ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
     ├── CertificateError             tls: a certificate, key or chain is unusable; which and why

@@ -8,7 +8,8 @@ downloads down, trickle chosen blobs a few bytes at a time, answer the next requ
 (or DROP: an answer that announces 100 bytes, sends 10 and closes the connection), or serve manifests of
 its own (`serve`: hostile ones no registry would take, made as they are sent). Blob downloads can also be
 paced (`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served with their
-last byte changed (`corrupt_blobs`: same length, wrong digest).
+last byte changed (`corrupt_blobs`: same length, wrong digest); manifest requests can be held until
+`manifest_gate` is set.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class RegistryProxy(LoopbackServer):
         self.blob_bytes_per_second = 0.0  # pace blob downloads (0: as fast as the socket takes them)
         self.blob_gate: threading.Event | None = None  # when set: blob downloads stop at half until it is set
         self.corrupt_blobs = False
+        self.manifest_gate: threading.Event | None = None  # when not None: manifest requests wait until it is set
         self.gate_seconds = 60.0  # a gate never set lets go after this, so a broken test cannot hang
         super().__init__(self._handler_class(), tls)
 
@@ -121,6 +123,8 @@ class RegistryProxy(LoopbackServer):
                     status, headers = proxy.faults.pop(0)
                     return self._drop() if status == DROP else self._reply(status, headers, b"")
                 served = _MANIFEST.match(path)
+                if served and proxy.manifest_gate is not None:
+                    proxy.manifest_gate.wait(proxy.gate_seconds)
                 manifest = served and proxy.manifests.get((served.group(1), served.group(2)))
                 if manifest and self.command in ("GET", "HEAD"):
                     return self._serve_manifest(manifest)

@@ -1,39 +1,49 @@
-"""The front's HTTP handling: the OCI distribution pull API (GET and HEAD), `/metrics` and `/healthz`.
+"""The front's request handling: the OCI distribution pull API (GET and HEAD), `/metrics` and `/healthz`.
 
-Every manifest and blob request goes to the CCR registry first, with the node's own Authorization, so the
-CCR's access control stays as it is; its answer is passed through and streamed in large pieces. Only a
-404 for a repository under a configured upstream's prefix takes the miss path: the manifest from
-upstream (verified), a blob from its flight (spooled, followed as it grows, cut short if the fetch fails).
-Anything else, and every write method (the front is pull-only), never reaches an upstream.
+Every request is checked against the distribution grammar first (`routes`); what it refuses is answered
+4xx and goes nowhere. Every manifest and blob request goes to the CCR registry first, with the node's own
+Authorization, so the CCR's access control stays as it is; its answer is passed through and streamed in
+large pieces. Only a 404 for a repository under a configured upstream's prefix takes the miss path: the
+manifest from upstream (verified, one fetch however many ask), a blob from its flight (spooled, followed as
+it grows, cut short if the fetch fails) through `serve_flight`, the one path the peer endpoint uses too.
+Anything else, and every write method (the front is pull-only), never reaches an upstream. Failures are
+raised as errors and answered by the handler through one table (`answers`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import socket
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import urllib3
 
 from webhook.config import Config
+from webhook.front.answers import (
+    BlobUnknown,
+    CCRUnreachable,
+    ManifestUnknown,
+    RangeNotSatisfiable,
+    UpstreamUnavailable,
+)
 from webhook.front.commit import ImageCommits, commit_blob
-from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights, Spool, SpoolFull
+from webhook.front.flights import Flight, FlightFailed, Flights, Spool
 from webhook.front.metrics import FrontMetrics
 from webhook.front.peers import Membership, Peers
-from webhook.front.splice import relay
-from webhook.front.upstream import Origin, UpstreamManifests, is_digest, origin_for
+from webhook.front.routes import Route, checked, route_of
+from webhook.front.upstream import Origin, UpstreamManifests, origin_for
+from webhook.policy.reference import is_digest
 from webhook.registry.client import MAX_MANIFEST_BYTES, Registries
 from webhook.registry.errors import NotFound, RegistryError, describe_transport_error
 from webhook.registry.streams import release
 
+if TYPE_CHECKING:
+    from webhook.front.handler import FrontRequestHandler
+
 log = logging.getLogger("webhook.front")
-_MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")
-_BLOB = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 _RANGE = re.compile(r"^bytes=(?P<start>[0-9]*)-(?P<end>[0-9]*)$")
 _FORWARDED_REQUEST = ("Accept", "Authorization", "Range", "If-None-Match", "If-Modified-Since")
 _RELAYED_ANSWER = (
@@ -51,7 +61,6 @@ _RELAYED_ANSWER = (
     "WWW-Authenticate",
     "Retry-After",
 )
-RETRY_AFTER_SECONDS = 10
 CCR_READ_TIMEOUT_SECONDS = 60.0
 CCR_ATTEMPTS = 4  # a content request the CCR answers with a 5xx is asked again, 0.1 + 0.2 + 0.4 s apart at most
 CCR_RETRY_SECONDS = 0.1
@@ -88,38 +97,42 @@ class Front:
         )
 
     def handle(self, request: FrontRequestHandler) -> None:
-        """Answer one GET or HEAD."""
-        path = urllib.parse.urlsplit(request.path).path
-        if path == "/metrics":
+        """Answer one GET or HEAD of the node-facing port; a Refused (or failed flight) the handler answers."""
+        route = route_of(request.path)
+        request.route = route.name
+        route = checked(route)
+        if route.name == "metrics":
             return request.reply(200, self.metrics.exposition(), self.metrics.content_type)
-        if path == "/healthz":
+        if route.name == "healthz":
             return request.reply(200, b"ok\n", "text/plain")
-        if not path.startswith("/v2/"):
-            return request.oci_error(404, "NOT_FOUND", "not an OCI distribution path")
-        manifest, blob = _MANIFEST.match(path), _BLOB.match(path)
-        found = manifest or blob
-        if self._pass_through(request, missable=found is not None) or found is None:
+        missable = route.name in ("manifest", "blob")
+        if self._pass_through(request, route, missable) or not missable:
             return None
-        origin = origin_for(found.group("name"), self.config, self.registries)
-        if origin is None:
-            code = "MANIFEST_UNKNOWN" if manifest else "BLOB_UNKNOWN"
-            return request.oci_error(404, code, "not in the CCR, and not under a configured upstream's prefix")
-        if manifest:
-            return self._manifest_miss(request, origin, found.group("reference"))
+        origin = self.origin(route)
+        if route.name == "manifest":
+            return self._manifest_miss(request, origin, route.reference)
         if request.command == "HEAD":
-            return self._blob_head_miss(request, origin, found.group("digest"))
-        return self._blob_miss(request, origin, found.group("digest"))
+            return self._blob_head_miss(request, origin, route.reference)
+        flight = self.flights.ensure(origin, route.reference)
+        return self.serve_flight(request, flight, held=lambda: self._pass_through(request, route, missable=False))
+
+    def origin(self, route: Route) -> Origin:
+        """The upstream `route`'s repository mirrors; ManifestUnknown or BlobUnknown when it is under no prefix."""
+        origin = origin_for(route.repository, self.config, self.registries)
+        if origin is None:
+            unknown = ManifestUnknown if route.name == "manifest" else BlobUnknown
+            raise unknown("not in the CCR, and not under a configured upstream's prefix")
+        return origin
 
     # -- held content ---------------------------------------------------------------------------------
 
-    def _pass_through(self, request: FrontRequestHandler, missable: bool) -> bool:
+    def _pass_through(self, request: FrontRequestHandler, route: Route, missable: bool) -> bool:
         """Relay the CCR registry's answer; False (nothing sent) when it is a 404 the miss path may answer."""
         try:
-            response = self._ask_ccr(request, missable)
+            response = self._ask_ccr(request, route, missable)
         except (urllib3.exceptions.HTTPError, OSError) as err:
             log.warning("the CCR registry did not answer %s: %s", request.command, describe_transport_error(err))
-            request.oci_error(503, "UNAVAILABLE", "the CCR registry is unreachable", retry_after=RETRY_AFTER_SECONDS)
-            return True
+            raise CCRUnreachable("the CCR registry is unreachable") from None
         complete = False
         try:
             if response.status == 404 and missable:
@@ -143,15 +156,16 @@ class Front:
             release(response, complete)
         return True
 
-    def _ask_ccr(self, request: FrontRequestHandler, content: bool) -> urllib3.BaseHTTPResponse:
-        """The CCR registry's answer to `request`. A 5xx for content is asked again, briefly: the filesystem driver
-        answers 500 for an object another replica is committing at that moment (its writes are not atomic)."""
+    def _ask_ccr(self, request: FrontRequestHandler, route: Route, content: bool) -> urllib3.BaseHTTPResponse:
+        """The CCR registry's answer to `request` (for `route`'s checked target). A 5xx for content is asked again,
+        briefly: the filesystem driver answers 500 for an object another replica is committing at that moment
+        (its writes are not atomic)."""
         headers = {name: request.headers[name] for name in _FORWARDED_REQUEST if request.headers.get(name)}
         attempt = 1
         while True:  # at most CCR_ATTEMPTS times
             response = self._ccr_pool.request(
                 request.command,
-                self.config.ccr.endpoint + _origin_form(request.path),
+                self.config.ccr.endpoint + route.target,
                 headers=headers,
                 preload_content=False,
                 decode_content=False,
@@ -173,10 +187,10 @@ class Front:
         try:
             manifest = self.manifests.fetch(origin, reference)
         except NotFound:
-            return request.oci_error(404, "MANIFEST_UNKNOWN", f"{origin.registry} has no manifest {reference}")
+            raise ManifestUnknown(f"{origin.registry} has no manifest {reference}") from None
         except RegistryError as err:
             log.warning("manifest %s of %s: %s", reference, origin.target_repository, err)
-            return request.oci_error(502, "UNAVAILABLE", f"upstream {origin.registry} did not serve the manifest")
+            raise UpstreamUnavailable(f"upstream {origin.registry} did not serve the manifest") from None
         self.commits.start(origin, manifest, None if is_digest(reference) else reference)
         request.send_head(
             200,
@@ -188,7 +202,6 @@ class Front:
         )
         if request.command == "GET":
             request.send_body(manifest.data, "flight")
-        return None
 
     def _blob_head_miss(self, request: FrontRequestHandler, origin: Origin, digest: str) -> None:
         flight = self.flights.find(origin.target_repository, digest)
@@ -197,28 +210,32 @@ class Front:
             size = size if size is not None else origin.client.blob_size(origin.repository, digest)
         except RegistryError as err:
             log.warning("HEAD blob %s of %s: %s", digest, origin.target_repository, err)
-            return request.oci_error(502, "UNAVAILABLE", f"upstream {origin.registry} did not answer")
+            raise UpstreamUnavailable(f"upstream {origin.registry} did not answer") from None
         if size is None:
-            return request.oci_error(404, "BLOB_UNKNOWN", f"{origin.registry} has no blob {digest}")
+            raise BlobUnknown(f"{origin.registry} has no blob {digest}")
         request.send_head(200, blob_headers(digest, size))
-        return None
 
-    def _blob_miss(self, request: FrontRequestHandler, origin: Origin, digest: str) -> None:
-        try:
-            flight = self.flights.ensure(origin, digest)
-            flight.wait_started(self.flights.reader_timeout)
-        except SpoolFull as err:
-            log.warning("blob %s refused: %s", digest, err)
-            return request.oci_error(503, "UNAVAILABLE", "the front's spool is full", retry_after=RETRY_AFTER_SECONDS)
-        except FlightFailed as err:
-            return request.oci_error(502, "BLOB_UNKNOWN", str(err))
+    def serve_flight(
+        self,
+        request: FrontRequestHandler,
+        flight: Flight,
+        held: Callable[[], object],
+        settle: Callable[[Flight], None] | None = None,
+    ) -> None:
+        """Answer `request` from `flight`, for the node-facing and the peer endpoint alike.
+
+        Waits for the fetch to start (FlightFailed if it does not), lets `settle` judge the flight (the peer
+        endpoint's takeover wait and 421), then follows the spool; a blob the CCR holds by then, committed
+        while waiting or there all along, is answered by `held` instead."""
+        flight.wait_started(self.flights.reader_timeout)
+        if settle is not None:
+            settle(flight)
         descriptor = None if flight.present else self.flights.open_spool(flight)
-        if descriptor is None:  # the CCR has it now: committed while we waited, or there all along
-            self._pass_through(request, missable=False)
-            return None
+        if descriptor is None:
+            held()
+            return
         with os.fdopen(descriptor, "rb") as spool:
             self.follow(request, flight, spool)
-        return None
 
     def follow(self, request: FrontRequestHandler, flight: Flight, spool: object) -> None:
         """Send the flight's bytes (the requested range) as they arrive; cut the answer if the fetch fails."""
@@ -226,7 +243,7 @@ class Front:
         assert size is not None
         wanted = byte_range(request.headers.get("Range"), size)
         if wanted is None:
-            return request.oci_error(416, "RANGE_INVALID", "unsatisfiable range", content_range=f"bytes */{size}")
+            raise RangeNotSatisfiable(size)
         start, end = wanted
         headers = blob_headers(flight.digest, end - start)
         if (start, end) != (0, size):
@@ -243,12 +260,6 @@ class Front:
             request.cut()
         finally:
             self.metrics.flight_readers.dec()
-
-
-def _origin_form(target: str) -> str:
-    """The request target as a path and query only (an absolute-form target loses its scheme and host)."""
-    parts = urllib.parse.urlsplit(target)
-    return "/" + parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
 
 
 def blob_headers(digest: str, length: int) -> dict[str, str]:
@@ -276,93 +287,3 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or end <= start:
         return None
     return start, end
-
-
-class FrontRequestHandler(BaseHTTPRequestHandler):
-    """One connection's requests; the Front is set on the class by the server."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 120  # a client that neither sends nor reads for this long is dropped
-    front: Front
-    server_version = "ccr-front"
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._started = time.monotonic()
-        self._first_byte = False
-        self.front.handle(self)
-
-    do_HEAD = do_GET
-
-    def do_POST(self) -> None:
-        self.close_connection = True
-        self.oci_error(405, "UNSUPPORTED", "the CCR front serves pulls only")
-
-    do_PUT = do_PATCH = do_DELETE = do_POST
-
-    def send_head(self, status: int, headers: dict[str, str]) -> None:
-        """The status line and headers, with `Connection: close` when this answer ends the connection."""
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if self.close_connection and "Connection" not in headers:
-            self.send_header("Connection", "close")
-        self.end_headers()
-
-    def send_body(self, data: bytes, source: str) -> None:
-        """A body held in memory."""
-        self._sent(len(data), source)
-        self.wfile.write(data)
-
-    def stream(self, response: urllib3.BaseHTTPResponse, source: str) -> bool:
-        """The body of `response` (in the kernel where possible); True if urllib3 read it (connection reusable)."""
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and relay(response, self.connection, int(length), lambda count: self._sent(count, source)):
-            return False
-        while data := response.read(CHUNK_BYTES, decode_content=False):
-            self._sent(len(data), source)
-            self.wfile.write(data)
-        return True
-
-    def send_file(self, spool: object, offset: int, count: int) -> None:
-        """`count` bytes of the spool file at `offset` (sendfile where the socket allows it)."""
-        self._sent(count, "flight")
-        sent = self.connection.sendfile(spool, offset, count)  # type: ignore[arg-type]
-        if sent != count:
-            raise OSError(f"sent {sent} of {count} bytes")
-
-    def _sent(self, count: int, source: str) -> None:
-        if not self._first_byte and count:
-            self._first_byte = True
-            self.front.metrics.first_byte.observe(time.monotonic() - self._started)
-        self.front.metrics.served_bytes.labels(source).inc(count)
-
-    def reply(self, status: int, body: bytes, content_type: str) -> None:
-        """A small complete answer."""
-        self.send_head(status, {"Content-Type": content_type, "Content-Length": str(len(body))})
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def oci_error(
-        self, status: int, code: str, message: str, retry_after: int | None = None, content_range: str | None = None
-    ) -> None:
-        """An answer in the OCI distribution error format."""
-        body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        if content_range is not None:
-            headers["Content-Range"] = content_range
-        self.send_head(status, headers)
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def cut(self) -> None:
-        """Close the connection now, before the promised Content-Length: the client sees a broken download."""
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from webhook.copier.engine import MAX_INDEX_DEPTH, CopyError, copy_image
-from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights
+from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights, FlightState
 from webhook.front.peers import committed_by_owner
 from webhook.front.upstream import Origin, UpstreamManifests
 from webhook.registry.client import Manifest, RegistryClient
@@ -41,7 +41,7 @@ class SpooledBlob:
 
 def commit_blob(ccr: RegistryClient, flight: Flight) -> None:
     """Upload `flight`'s verified spool file into its CCR repository (unless its owner has already)."""
-    assert flight.path is not None and flight.size is not None and flight.verified
+    assert flight.path is not None and flight.size is not None and flight.state is FlightState.VERIFIED
     if flight.source is not None and committed_by_owner(ccr, flight):
         return  # streamed from its owner, which commits it: two uploads of one blob at once only cost
     ccr.upload_blob(flight.origin.target_repository, flight.digest, flight.size, SpooledBlob(flight.path))
@@ -87,9 +87,10 @@ class ImageCommits:
                 blobs.setdefault(blob.digest, blob)
         flights = [self._flights.ensure(origin, blob.digest, blob.size) for blob in blobs.values()]
         for flight in flights:
-            if not flight.done.wait(self._flights.reader_timeout):
+            ended = flight.wait_ended(self._flights.reader_timeout)
+            if ended is None:
                 raise FlightFailed(f"blob {flight.digest}: not fetched within {self._flights.reader_timeout:g} s")
-            if not flight.committed:
+            if ended not in (FlightState.COMMITTED, FlightState.PRESENT):
                 raise flight.error or FlightFailed(f"blob {flight.digest}: fetched but not committed")
 
     def _image_manifests(self, origin: Origin, manifest: Manifest, depth: int) -> list[Manifest]:

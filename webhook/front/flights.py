@@ -5,14 +5,16 @@ moment: they read what the spool holds at disk speed, then wait for more. The la
 (the whole blob or a Range of it) is held back until the whole blob has been sha256-verified, so no
 reader ever completes an answer with wrong bytes: on a digest mismatch, an upstream that breaks off,
 a transfer slower than the minimum rate or past its deadline, the flight fails and every reader's
-answer is cut short. A verified
-blob is uploaded from the spool into the CCR, and the flight leaves the table: later readers get it
-from the CCR. The spool has a byte cap; a fetch that would not fit is refused (SpoolFull), not
+answer is cut short. A verified blob is uploaded from the spool into the CCR, and the flight leaves the
+table: later readers get it from the CCR. A flight's state is named (FlightState: FETCHING, VERIFIED,
+COMMITTED; PRESENT, UNCOMMITTED, FAILED) and changed only by its own methods; readers wait on its
+condition with deadlines. The spool has a byte cap; a fetch that would not fit is refused (SpoolFull), not
 streamed unspooled, because late readers and the commit both need the bytes on disk.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import shutil
@@ -20,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -95,81 +98,173 @@ class Spool:
             self._reserved -= size
 
 
+class FlightState(enum.Enum):
+    """Where a flight is: FETCHING, then VERIFIED, then COMMITTED; or PRESENT, UNCOMMITTED or FAILED at the end."""
+
+    FETCHING = "fetching"  # waiting for a fetch slot, or bytes arriving: every reader's last byte is held back
+    VERIFIED = "verified"  # every byte spooled and the digest checked: readers may finish; being committed
+    COMMITTED = "committed"  # the CCR holds the blob now, uploaded by this flight (or by the owner it followed)
+    PRESENT = "present"  # the CCR held the blob already: readers go there
+    UNCOMMITTED = "uncommitted"  # verified, but the upload failed: readers finish from the spool, the CCR lacks it
+    FAILED = "failed"  # the fetch failed (`error` says why): every reader's answer is cut short
+
+
+_NEXT = {
+    FlightState.FETCHING: frozenset({FlightState.VERIFIED, FlightState.PRESENT, FlightState.FAILED}),
+    FlightState.VERIFIED: frozenset({FlightState.COMMITTED, FlightState.UNCOMMITTED}),
+}
+_ENDED = frozenset({FlightState.COMMITTED, FlightState.PRESENT, FlightState.UNCOMMITTED, FlightState.FAILED})
+_COMPLETE = frozenset({FlightState.VERIFIED, FlightState.COMMITTED, FlightState.UNCOMMITTED})
+
+
 class Flight:
-    """One blob being fetched: its size once known, the bytes spooled so far, and how it ended."""
+    """One blob being fetched: its named state, its size once known, the bytes spooled so far, where they come from.
+
+    Only its own methods change it, under its condition, waking whoever waits; every wait has a deadline."""
 
     def __init__(self, origin: Origin, digest: str, expected_size: int | None, local_only: bool = False) -> None:
         self.origin, self.digest, self.expected_size = origin, digest, expected_size
         self.local_only = local_only  # started for a peer: fetched here, never from another peer
-        self.source: str | None = None  # the peer it is streamed from; None: upstream (this replica owns it)
-        self.upstream = False  # decided: this replica fetches it from upstream (peers may follow it)
-        self.size: int | None = None
-        self.path: Path | None = None
-        self.written = 0
-        self.verified = False
-        self.present = False  # the CCR turned out to hold the blob: readers go there
-        self.committed = False  # the CCR holds the blob now (committed by this flight, or present)
-        self.error: FlightFailed | None = None
-        self.done = threading.Event()  # verified and committed (or present), or failed
-        self.condition = threading.Condition()
-        self.started = time.monotonic()
+        self._state = FlightState.FETCHING
+        self._error: FlightFailed | None = None
+        self._source: str | None = None  # the peer it is streamed from; None: upstream (this replica owns it)
+        self._upstream = False  # decided: this replica fetches it from upstream (peers may follow it)
+        self._size: int | None = None
+        self._path: Path | None = None
+        self._written = 0
+        self._condition = threading.Condition()
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.origin.target_repository, self.digest)
 
+    @property
+    def state(self) -> FlightState:
+        return self._state
+
+    @property
+    def error(self) -> FlightFailed | None:
+        """Why the flight failed (set with FAILED only)."""
+        return self._error
+
+    @property
+    def source(self) -> str | None:
+        """The peer the bytes come from; None while undecided or from upstream."""
+        return self._source
+
+    @property
+    def upstream(self) -> bool:
+        """Whether this replica decided to fetch the blob from upstream itself (peers may follow it then)."""
+        return self._upstream
+
+    @property
+    def size(self) -> int | None:
+        return self._size
+
+    @property
+    def path(self) -> Path | None:
+        """The spool file, once the size is known."""
+        return self._path
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    @property
+    def present(self) -> bool:
+        """Whether the CCR turned out to hold the blob already (readers go there)."""
+        return self._state is FlightState.PRESENT
+
     def readable(self, end: int) -> int:
         """How far into [0, end) a reader may read now: to `end` once verified, else short of it by one byte."""
-        return min(self.written, end if self.verified else end - 1)
+        return min(self._written, end if self._state in _COMPLETE else end - 1)
+
+    # -- changes, by the flight's fetch (Flights) and its peer stream ---------------------------------------
+
+    def spooling(self, path: Path, size: int) -> None:
+        """The size is known and the bytes go to `path`: readers may start."""
+        with self._condition:
+            self._path, self._size = path, size
+            self._condition.notify_all()
+
+    def received(self, count: int) -> None:
+        """`count` more bytes are in the spool file."""
+        with self._condition:
+            self._written += count
+            self._condition.notify_all()
 
     def stream_from(self, peer: str | None) -> None:
         """From now on the bytes come from `peer`, or (None) from upstream by this replica; wakes who waits on it."""
-        with self.condition:
-            self.source = peer
-            self.upstream = self.upstream or peer is None
-            self.condition.notify_all()
+        with self._condition:
+            self._source = peer
+            self._upstream = self._upstream or peer is None
+            self._condition.notify_all()
 
-    def wait_source_left(self, peer: str, timeout: float) -> None:
-        """Wait up to `timeout` while the bytes still come from `peer` (which broke off, so that will change)."""
-        deadline = time.monotonic() + timeout
-        with self.condition:
-            while self.source == peer and self.error is None and (remaining := deadline - time.monotonic()) > 0:
-                self.condition.wait(remaining)
+    def mark_verified(self) -> None:
+        self._move(FlightState.VERIFIED)
+
+    def mark_committed(self) -> None:
+        self._move(FlightState.COMMITTED)
+
+    def mark_present(self) -> None:
+        self._move(FlightState.PRESENT)
+
+    def mark_uncommitted(self) -> None:
+        self._move(FlightState.UNCOMMITTED)
+
+    def fail(self, error: FlightFailed) -> None:
+        """The fetch failed: every reader waiting for bytes gets `error`."""
+        self._move(FlightState.FAILED, error)
+
+    def _move(self, state: FlightState, error: FlightFailed | None = None) -> None:
+        with self._condition:
+            if state not in _NEXT.get(self._state, ()):
+                raise ValueError(f"blob {self.digest}: a flight cannot go from {self._state.value} to {state.value}")
+            self._state, self._error = state, error
+            self._condition.notify_all()
+
+    # -- waits ------------------------------------------------------------------------------------------------
 
     def wait_started(self, timeout: float) -> None:
-        """Wait until the size is known (or the blob turned out present); FlightFailed if it failed."""
-        deadline = time.monotonic() + timeout
-        with self.condition:
-            while self.size is None and not self.present:
-                if self.error is not None:
-                    raise self.error
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise FlightFailed(f"blob {self.digest}: the fetch did not start within {timeout:g} s")
-                self.condition.wait(min(remaining, 1.0))
+        """Wait until the size is known (or the blob turned out present); FlightFailed if it failed or timed out."""
+        with self._condition:
+            started = self._condition.wait_for(
+                lambda: self._size is not None or self._state is not FlightState.FETCHING, timeout
+            )
+            if self._error is not None:
+                raise self._error
+            if not started:
+                raise FlightFailed(f"blob {self.digest}: the fetch did not start within {timeout:g} s")
 
     def follow(self, start: int, end: int, timeout: float) -> Iterator[tuple[int, int]]:
         """(offset, count) pieces of bytes [start, end) as they become readable; FlightFailed if the fetch fails."""
         deadline = time.monotonic() + timeout
         position = start
         while position < end:
-            with self.condition:
-                while self.readable(end) <= position:
-                    if self.error is not None:
-                        raise self.error
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise FlightFailed(f"blob {self.digest}: no new bytes within {timeout:g} s")
-                    self.condition.wait(min(remaining, 1.0))
+            with self._condition:
+                if not self._condition.wait_for(partial(self._moved_past, position, end), deadline - time.monotonic()):
+                    raise FlightFailed(f"blob {self.digest}: no new bytes within {timeout:g} s")
                 available = self.readable(end)
+                if available <= position:
+                    assert self._error is not None
+                    raise self._error
             yield position, available - position
             position = available
 
-    def _update(self, **changes: object) -> None:
-        with self.condition:
-            for name, value in changes.items():
-                setattr(self, name, value)
-            self.condition.notify_all()
+    def _moved_past(self, position: int, end: int) -> bool:
+        return self.readable(end) > position or self._error is not None
+
+    def wait_source_left(self, peer: str, timeout: float) -> None:
+        """Wait up to `timeout` while the bytes still come from `peer` (which broke off, so that will change)."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._source != peer or self._error is not None, timeout)
+
+    def wait_ended(self, timeout: float) -> FlightState | None:
+        """The state the flight ended in (COMMITTED, PRESENT, UNCOMMITTED, FAILED), or None if not within `timeout`."""
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._state in _ENDED, timeout):
+                return None
+            return self._state
 
 
 class BlobSource(Protocol):
@@ -261,8 +356,7 @@ class Flights:
             try:
                 if self._ccr.blob_size(flight.origin.target_repository, flight.digest) is not None:
                     outcome = "present"
-                    flight.committed = True
-                    flight._update(present=True)
+                    flight.mark_present()
                 else:
                     self._fetch(flight)
             finally:
@@ -270,23 +364,23 @@ class Flights:
             if outcome == "committed":
                 try:
                     self._commit_blob(flight)
-                    flight.committed = True
+                    flight.mark_committed()
                 except (RegistryError, ValueError, OSError) as err:
                     outcome = "commit-failed"
                     log.warning("blob %s verified but not committed to the CCR: %s", flight.digest, err)
+                    flight.mark_uncommitted()
         except FlightFailed as err:
             outcome = err.outcome
             log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
-            flight._update(error=err)
+            flight.fail(err)
         except RegistryError as err:
             outcome = _outcome_of(err)
-            failure = FlightFailed(f"blob {flight.digest}: {err}", outcome)
             log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
-            flight._update(error=failure)
+            flight.fail(FlightFailed(f"blob {flight.digest}: {err}", outcome))
         except Exception as err:  # a reader must be told whatever went wrong, never left waiting
             outcome = "upstream-error"
             log.exception("blob %s: the fetch failed unexpectedly", flight.digest)
-            flight._update(error=FlightFailed(f"blob {flight.digest}: the fetch failed ({type(err).__name__})"))
+            flight.fail(FlightFailed(f"blob {flight.digest}: the fetch failed ({type(err).__name__})"))
         finally:
             self._finish(flight, outcome)
 
@@ -304,29 +398,27 @@ class Flights:
                     endpoint=origin.client.endpoint,
                     repository=origin.repository,
                 )
-            flight._update(path=self._spool.reserve(size), size=size)
-            assert flight.path is not None
-            with open(flight.path, "wb", buffering=0) as spool:
+            path = self._spool.reserve(size)
+            flight.spooling(path, size)
+            with open(path, "wb", buffering=0) as spool:
                 while data := stream.read(CHUNK_BYTES):  # b'' only once the digest has been checked
                     spool.write(data)
                     received = (
                         self._metrics.upstream_bytes if flight.source is None else self._metrics.peer_received_bytes
                     )
                     received.inc(len(data))
-                    flight._update(written=flight.written + len(data))
+                    flight.received(len(data))
             if flight.written != size:
                 raise RegistryProtocolError(f"blob {flight.digest}: {flight.written} bytes of the announced {size}")
-            flight._update(verified=True)
+            flight.mark_verified()
 
     def _finish(self, flight: Flight, outcome: str) -> None:
-        """Take the flight off the table, free its spool space, wake every reader."""
+        """Take the flight off the table and free its spool space (readers holding the file open read on)."""
         with self._lock:
             self._flights.pop(flight.key, None)
         if flight.path is not None:
             self._spool.release(flight.path, flight.size or 0)
         self._metrics.fetches.labels(outcome).inc()
-        flight.done.set()
-        flight._update()
 
 
 def _outcome_of(err: RegistryError) -> str:

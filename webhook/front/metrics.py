@@ -4,7 +4,7 @@ The names are an interface (dashboards, the benchmark): bytes from upstream, byt
 (`ccr`: passed through from the CCR registry, `flight`: from a blob being fetched, `peer`: to other front
 replicas), readers of in-flight blobs, time to the first byte of every answer with a body, blob fetches by
 how they ended, those this replica ran from upstream as the owner, bytes received from owning peers, the
-spool's fill and cap, and when the served certificates expire.
+spool's fill and cap, when the served certificates expire, and answers by route and status.
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ class FrontMetrics:
             "Blob bytes received from the owning peer replica.",
             registry=self.registry,
         )
+        self.requests = Counter(
+            "ccr_front_requests",
+            "Answers sent, by route (v2, manifest, blob, referrers, tags, catalog, metrics, healthz, peer_blob, other)"
+            " and status code.",
+            ["route", "status"],
+            registry=self.registry,
+        )
         for source in ("ccr", "flight", "peer"):
             self.served_bytes.labels(source)
         for outcome in FETCH_OUTCOMES:
@@ -81,6 +88,10 @@ class FrontMetrics:
         """Export the spool's fill, read at scrape time, and its cap."""
         self.spool_bytes.set_function(used)
         self.spool_capacity.set(capacity)
+
+    def count_request(self, route: str, status: int) -> None:
+        """One answer sent; `route` is a name from front.routes.ROUTES, never taken from the request itself."""
+        self.requests.labels(route, str(status) if 100 <= status <= 599 else "other").inc()
 
     def exposition(self) -> bytes:
         """The text exposition of every metric."""

@@ -3,7 +3,8 @@
 Pure and coordinator-free: every replica that sees the same membership ranks the peers the same way for a
 digest, and the first is the owner, the one replica that fetches the blob from upstream. Removing a peer
 moves only the digests it owned (each to its runner-up); adding one takes only the digests it now ranks
-first for, about 1/n of them, and leaves every other digest where it was.
+first for, about 1/n of them, and leaves every other digest where it was. The weight is part of the peer
+protocol (docs/decisions/0005-front-peer-protocol.md states it exactly, and a test holds the two together).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ this replica, it fetches from upstream itself, unless the peer ranked after it i
 already (it owned the digest before this replica joined), which it then follows: a replica that joins
 takes over new digests only. An owner lost mid-transfer is replaced by the next in rank at the same
 offset (PeerStream), so readers carry on; an owner whose own fetch failed fails its followers too.
+The whole protocol (owner, Flying-Only, CCR-Peer-Gone, 421, takeover, commit by the owner, the followers'
+wait) is docs/decisions/0005-front-peer-protocol.md.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ class PeerStream:
         self._source: BaseHTTPResponse | BlobStream = response
         length = response.headers.get("Content-Length", "")
         self.size: int | None = int(length) if length.isdigit() else None
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.new(flight.digest.split(":", 1)[0])  # sha256 or sha512, as the route checked
         self._received = 0
         self._skip = 0  # bytes the current source repeats from the start, dropped
         self._gone = {peer}
@@ -269,7 +271,7 @@ class PeerStream:
             if data:
                 return data
             self._done = True
-            actual = f"sha256:{self._hash.hexdigest()}"
+            actual = f"{self._hash.name}:{self._hash.hexdigest()}"
             if self._received != self.size or actual != self._flight.digest:
                 raise RegistryProtocolError(
                     f"blob {self._flight.digest}: {self._received} bytes with digest {actual} from peer {self._peer}"

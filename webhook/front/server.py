@@ -17,8 +17,8 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from webhook.config import Config
-from webhook.front.app import Front, FrontRequestHandler
-from webhook.front.peer_server import PeerRequestHandler
+from webhook.front.app import Front
+from webhook.front.handler import FrontRequestHandler, PeerRequestHandler
 from webhook.http_service import split_listen
 from webhook.tls import reloading_ssl_context
 

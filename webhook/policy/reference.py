@@ -12,10 +12,12 @@ from dataclasses import dataclass, replace
 
 from docker_image import digest as digest_grammar
 from docker_image import reference as grammar
+from docker_image.regexp import ImageRegexps
 
 from webhook.errors import CCRWebhookError
 
 DEFAULT_REGISTRY = "docker.io"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")  # the algorithms the OCI spec registers
 _LOOKS_LIKE_HOST = re.compile(r"^(localhost|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+):[0-9]+$")
 
 
@@ -26,6 +28,21 @@ class InvalidImageReference(CCRWebhookError):
         super().__init__(f"invalid image reference {image!r}: {reason}")
         self.image = image
         self.reason = reason
+
+
+def is_digest(text: str) -> bool:
+    """Whether `text` is a content digest the OCI spec registers: `sha256:` and 64, or `sha512:` and 128, hex digits."""
+    return _DIGEST.fullmatch(text) is not None
+
+
+def is_repository_name(name: str) -> bool:
+    """Whether `name` is a repository path (no registry host) by the distribution grammar, within its length bound."""
+    return len(name) <= grammar.NAME_TOTAL_LENGTH_MAX and ImageRegexps.REMOTE_NAME_REGEXP.fullmatch(name) is not None
+
+
+def is_tag(text: str) -> bool:
+    """Whether `text` is a tag by the distribution grammar (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`, ASCII only)."""
+    return ImageRegexps.ANCHORED_TAG_REGEXP.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

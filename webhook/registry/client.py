@@ -40,6 +40,7 @@ import urllib3
 from urllib3.response import BaseHTTPResponse
 
 from webhook.config import Config
+from webhook.policy.reference import is_digest
 from webhook.registry import egress
 from webhook.registry.auth import Authenticator, Credentials, load_credentials
 from webhook.registry.deadline import POOL_CLASSES, deadline_scope
@@ -84,17 +85,12 @@ MAX_LISTING_BYTES = 16 * 1024 * 1024
 MAX_REDIRECTS = 3
 PATCH_BYTES = 16 * 1024 * 1024
 _MONOLITHIC_REFUSED = frozenset({405, 416, 501})
-_DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     """The OCI digest (`algorithm:hex`) of `data`."""
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
-def _is_digest(reference: str) -> bool:
-    return bool(_DIGEST.match(reference))
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -196,7 +192,7 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest")
         if digest is None:
             return self._get_manifest(repository, reference, deadline).digest
-        if not _is_digest(digest) or (_is_digest(reference) and digest != reference):
+        if not is_digest(digest) or (is_digest(reference) and digest != reference):
             raise RegistryProtocolError(
                 f"{what}: the registry answered digest {digest[:80]!r}", endpoint=self.endpoint, repository=repository
             )
@@ -250,9 +246,9 @@ class RegistryClient:
             ) from None
         content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
         media_type = content_type if content_type in MANIFEST_MEDIA_TYPES else (declared or content_type)
-        algorithm = reference.split(":", 1)[0] if _is_digest(reference) else "sha256"
+        algorithm = reference.split(":", 1)[0] if is_digest(reference) else "sha256"
         digest = digest_of(data, algorithm)
-        claimed = reference if _is_digest(reference) else response.headers.get("Docker-Content-Digest")
+        claimed = reference if is_digest(reference) else response.headers.get("Docker-Content-Digest")
         if claimed and claimed.startswith(algorithm + ":") and claimed != digest:
             raise RegistryProtocolError(
                 f"{what}: the registry claims digest {claimed} but the bytes have {digest}",

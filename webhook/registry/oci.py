@@ -8,14 +8,13 @@ and size, or the manifest is refused.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.policy.reference import is_digest
 from webhook.registry.client import Manifest
 from webhook.registry.errors import RegistryProtocolError
 
-_DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 # Layers a registry never holds (Windows base layers): pulled from their `urls`, so a copy leaves them be.
 _NON_DISTRIBUTABLE = (
     "application/vnd.docker.image.rootfs.foreign.diff.tar",
@@ -62,7 +61,7 @@ def _descriptor(entry: object, manifest: Manifest, field: str) -> Descriptor:
     if not isinstance(entry, dict):
         raise _invalid(manifest, f"an entry of {field} is not an object")
     digest, size, media_type = entry.get("digest"), entry.get("size"), entry.get("mediaType", "")
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not is_digest(digest):
         raise _invalid(manifest, f"an entry of {field} has no valid digest ({str(digest)[:80]!r})")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise _invalid(manifest, f"{digest} in {field} has no valid size")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import Config
-from webhook.policy.reference import InvalidImageReference, parse_image
+from webhook.policy.reference import InvalidImageReference, is_digest, parse_image
 from webhook.policy.workloads import object_images
 
 OPT_IN_LABEL = "ccr-webhook/policy"
@@ -135,7 +135,7 @@ class UsageTracker:
             }
             for pair in named:
                 self._last_seen[pair] = now
-        digests = frozenset(pair for pair in named if _is_digest(pair[1]))
+        digests = frozenset(pair for pair in named if is_digest(pair[1]))
         return InUse(digests=digests, tags=frozenset(named - digests))
 
     def last_seen(self, repository: str, reference: str) -> float:
@@ -147,7 +147,7 @@ class UsageTracker:
         """Every (repository, digest) seen named since start: how retention finds untagged images in the CCR."""
         with self._lock:
             named = {(use.repository, use.reference) for uses in self._objects.values() for use in uses}
-            return {pair for pair in named | set(self._last_seen) if _is_digest(pair[1])}
+            return {pair for pair in named | set(self._last_seen) if is_digest(pair[1])}
 
     def forget(self, repository: str, digest: str) -> None:
         """Drop what is remembered of an evicted image."""
@@ -174,10 +174,6 @@ class UsageTracker:
                     if use.upstream_name:
                         self._last_seen[(use.repository, use.reference)] = now
         self._opted_in = opted_in
-
-
-def _is_digest(reference: str) -> bool:
-    return ":" in reference
 
 
 def _name(obj: Mapping[str, Any]) -> str:
