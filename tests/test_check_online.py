@@ -47,6 +47,6 @@ def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path, capsy
     code = main(["check", "--config", str(config), str(tmp_path / "pod.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(
-        "ccr-webhook: configuration error: registry https://ccr.local: cannot read credentials file"
+        "ccr-webhook check: configuration error: registry https://ccr.local: cannot read credentials file"
     )
     assert err.count("\n") == 1

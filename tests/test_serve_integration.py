@@ -345,5 +345,5 @@ def test_serve_without_a_usable_certificate_fails_with_one_clear_line(tmp_path, 
         cwd=Path(__file__).parents[1],
     )
     assert done.returncode == 2
-    assert done.stderr.startswith("ccr-webhook: configuration error: ") and message in done.stderr
+    assert done.stderr.startswith("ccr-webhook serve: configuration error: ") and message in done.stderr
     assert "Traceback" not in done.stderr

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from webhook.commands import add_config_argument, configuration
-from webhook.config import Config, ConfigError
+from webhook.commands import add_config_argument, configuration, registries_of
+from webhook.config import Config
 from webhook.policy.report import (
     Verdict,
     offline_verdicts,
@@ -26,8 +26,6 @@ from webhook.policy.report import (
     verdict_of,
 )
 from webhook.policy.workloads import Document, ManifestError, find_images, looks_like_json, parse_documents
-from webhook.registry.client import Registries
-from webhook.registry.errors import RegistryAuthError
 from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import RegistrySource, Resolver
 
@@ -96,10 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ask_registries(images: Sequence[str], config: Config, timeout: float) -> list[Verdict]:
-    try:
-        registries = Registries(config)
-    except RegistryAuthError as err:  # an unreadable credentials file is a configuration error: exit 2
-        raise ConfigError(str(err)) from None
+    registries = registries_of(config)
     try:
         return online_verdicts(images, config, registries, timeout)
     finally:
