@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from webhook.policy.decide import Action, Decision
 from webhook.policy.review import Mode
+from webhook.version import register_build_info
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOOKUP_RESULTS = ("hit", "miss", "error")
@@ -73,6 +74,7 @@ class Metrics:
         self._durations: dict[str, Any] = {}
         self._decisions = {(a, m): self.decisions.labels(a.value, m.value) for a in Action for m in Mode}
         self._lookups = {result: self.resolver_lookups.labels(result) for result in LOOKUP_RESULTS}
+        register_build_info(self.registry)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request and its duration."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from webhook.version import register_build_info
+
 _FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FETCH_OUTCOMES = (
     "committed",
@@ -29,6 +31,7 @@ class FrontMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        register_build_info(self.registry)
         self.upstream_bytes = Counter(
             "ccr_front_upstream_bytes", "Blob bytes received from upstream registries.", registry=self.registry
         )
