@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
 import signal
 import threading
 
 from webhook.commands import add_config_argument, configuration
-from webhook.logs import logging_config
+from webhook.config.view import effective_view
+from webhook.listen import ensure_free
+from webhook.logs import log_start, setup_logging
+from webhook.version import VERSION
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +37,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT."""
     from webhook.front.server import FrontServer
 
-    logging.config.dictConfig(logging_config())
+    setup_logging()
     config = configuration(args)
+    settings = config.front
+    ensure_free(settings.listen, "front.listen")
+    if settings.peering:
+        ensure_free(settings.peer_listen, "front.peerListen")
+    log_start(logging.getLogger("webhook.front"), VERSION, effective_view(config), listen=settings.listen)
     server = FrontServer(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
