@@ -200,3 +200,40 @@ def test_a_body_without_content_length_is_read_only_up_to_the_limit(client, size
     body = b"".join(client.application.wsgi_app(environ, lambda status, headers: started.update(status=status)))
     assert started["status"] == status
     assert (b"larger than webhook.maxRequestBytes" in body) == (size > CONFIG.webhook.max_request_bytes)
+
+
+def _logged(client, body, path="/mutate"):
+    """The JSON lines logged while answering `body` at info."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("webhook")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        post(client, body, path)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(("path", "message"), [("/mutate", "denied"), ("/dry-run", "would deny")])
+def test_a_denial_logs_whose_pod_which_container_and_image_and_why(client, path, message):
+    body = review("nginx:1.25", "nginx:latest", uid="uid-denied")
+    body["request"]["namespace"] = "team-a"
+    lines = _logged(client, body, path)
+    [verdict] = [line for line in lines if line["message"] == message]
+    assert verdict["uid"] == "uid-denied" and verdict["namespace"] == "team-a" and verdict["pod"] == "p"
+    assert verdict["container"] == "c1" and verdict["image"] == "nginx:latest" and verdict["verdict"] == "deny"
+    assert "latest" in verdict["reason"]
+    [answered] = [line for line in lines if line["message"] == "answered"]
+    assert answered["namespace"] == "team-a" and answered["pod"] == "p"
+    assert "nginx:1.25" not in json.dumps(lines), "an image that was admitted stays out of the log"
+
+
+def test_a_pod_not_named_yet_is_logged_by_its_generate_name(client):
+    body = review("nginx:latest")
+    body["request"]["object"]["metadata"] = {"generateName": "web-7d9f4-", "namespace": "team-b"}
+    [verdict] = [line for line in _logged(client, body) if line["message"] == "denied"]
+    assert verdict["pod"] == "web-7d9f4-" and verdict["namespace"] == "team-b"

@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "version": set(),
     "logs": set(),
-    "listen": {"errors"},
+    "listen": {"errors", "http_service"},
     "config": {"errors"},
     "policy": {"config", "errors"},
     "registry": {"config", "errors", "policy"},

@@ -305,6 +305,41 @@ def test_metrics_add_up_across_workers(hook, images):
         assert _counter(hook, "ccr_webhook_admission_requests_total", code="200", endpoint="mutate") == before + sent
 
 
+def test_build_info_is_one_series_across_workers(hook):
+    from importlib.metadata import version
+
+    for _ in range(4):  # whichever worker answers
+        text = pool(hook).request("GET", "/metrics", headers={"Connection": "close"}).data.decode()
+        series = [line for line in text.splitlines() if line.startswith("ccr_webhook_build_info{")]
+        assert series == [f'ccr_webhook_build_info{{version="{version("ccr-webhook")}"}} 1.0']
+
+
+def test_the_log_is_json_only_and_starts_with_the_version_the_configuration_and_the_address(hook):
+    from importlib.metadata import version
+
+    lines = [json.loads(line) for line in hook.log().splitlines()]  # every line is one JSON object
+    [start] = [line for line in lines if line["message"].startswith("starting ccr-webhook")]
+    assert start["version"] == version("ccr-webhook") and start["listen"] == f"127.0.0.1:{hook.port}"
+    assert start["config"]["webhook"]["deadlineSeconds"] == DEADLINE and start["config"]["policy"]["swap"] == "exists"
+    [listening] = [line["message"] for line in lines if line["message"].startswith("Listening at:")]
+    assert listening.startswith(f"Listening at: 127.0.0.1:{hook.port} (")
+
+
+def test_a_second_serve_on_a_taken_port_refuses_in_one_line(hook):
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "serve", "--config", str(hook.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"ccr-webhook serve: 127.0.0.1:{hook.port} (webhook.listen) is already in use by another process: "
+        "stop it, or set another webhook.listen\n"
+    )
+
+
 def test_routine_answers_are_logged_only_at_debug(registries, silent, hook, images):
     response_of(hook, review(pod([("web", images["app"])]), uid="uid-routine"))
     assert _answered_lines(hook, "uid-routine") == []

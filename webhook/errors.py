@@ -34,7 +34,7 @@ this module holds the base and the map:
     ├── CertificateError             tls: a certificate, key or chain is unusable; which and why
     ├── BootstrapError               tls: the certificate bootstrap cannot do its job; what to look at
     ├── NoCluster                    kube.client: no way to reach a Kubernetes API (not in a Pod, no kubeconfig)
-    ├── AddressTaken                 listen: another process listens on the address this one must serve
+    ├── CannotListen                 listen: another process listens on the address this one must serve
     └── UsageError                   commands: the command line names something unusable (a missing file, ...)
 
 `webhook.cli` turns any of these reaching it into one line on stderr and exit code 2 (1 for a registry

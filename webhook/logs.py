@@ -11,8 +11,9 @@ import contextlib
 import contextvars
 import json
 import logging
+import logging.config
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _REQUEST_UID: contextvars.ContextVar[str | None] = contextvars.ContextVar("ccr_webhook_request_uid", default=None)
@@ -64,3 +65,16 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
         },
     }
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Every line this process writes to stderr as JSON: our loggers, gunicorn's, and Python's warnings (urllib3's)."""
+    logging.config.dictConfig(logging_config(level))
+    logging.captureWarnings(True)
+
+
+def log_start(logger: logging.Logger, version: str, configuration: Mapping[str, Any], **fields: Any) -> None:
+    """The first line of every process: its version, what it serves (`fields`) and its effective configuration."""
+    logger.info(
+        "starting ccr-webhook %s", version, extra={"fields": {"version": version, **fields, "config": configuration}}
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
-import logging
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 from webhook import tls
 from webhook.commands import UsageError, positive_int, read_input
 from webhook.kube.client import kubernetes_client
+from webhook.logs import setup_logging
 
 
 def add_parser(subparsers: Any) -> None:
@@ -150,7 +150,7 @@ def _make_directory(out: Path) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     settings = tls.BootstrapSettings(
         namespace=args.namespace,
         secret=args.secret,
