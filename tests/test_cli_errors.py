@@ -42,6 +42,15 @@ def workdir(tmp_path: Path) -> Path:
     )
     (tmp_path / "config.yaml").write_text(json.dumps({"ccr": {"registry": "ccr.local:5000"}}))
     (tmp_path / "broken.yaml").write_text("ccr:\n  registry: [\n")
+    (tmp_path / "processes.yaml").write_text(
+        json.dumps(
+            {
+                "ccr": {"registry": "ccr.local:5000"},
+                "front": {"listen": "127.0.0.1:0", "tlsCert": "missing.crt", "tlsKey": "missing.key"},
+                "warmer": {"listen": "127.0.0.1:0", "metricsListen": "127.0.0.1:0"},
+            }
+        )
+    )
     (tmp_path / "no-credentials.yaml").write_text(
         json.dumps(
             {
@@ -70,6 +79,12 @@ USER_ERRORS = {
     "gc without a cluster": (["gc", "--dry-run", "--config", "config.yaml"], "no Kubernetes cluster"),
     "bootstrap without a cluster": (["certs", "bootstrap"], "--kubeconfig FILE or set KUBECONFIG"),
     "bootstrap with a missing kubeconfig": (["certs", "bootstrap", "--kubeconfig", "nope"], "kubeconfig nope"),
+    "gc with a kubeconfig that is not YAML": (
+        ["gc", "--config", "config.yaml", "--kubeconfig", "broken.yaml"],
+        "kubeconfig broken.yaml: while parsing",
+    ),
+    "warmer without a cluster": (["warmer", "--config", "processes.yaml"], "no Kubernetes cluster"),
+    "front without its TLS pair": (["front", "--config", "processes.yaml"], "cannot load: [Errno 2]"),
     "serve without its credentials": (["serve", "--config", "no-credentials.yaml"], "missing.json"),
     "a YAML syntax error": (["check", "--config", "broken.yaml", "pod.yaml"], "not valid YAML: line 3, column 1"),
     "no configuration": (["check", "pod.yaml"], "--config FILE is required"),

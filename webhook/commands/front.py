@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import threading
 
 from webhook.commands import add_config_argument, configuration
+from webhook.config import ConfigError
 from webhook.config.view import effective_view
 from webhook.listen import ensure_free
 from webhook.logs import log_start, setup_logging
@@ -43,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     ensure_free(settings.listen, "front.listen")
     if settings.peering:
         ensure_free(settings.peer_listen, "front.peerListen")
+    try:
+        server = FrontServer(config)
+    except (OSError, ssl.SSLError) as err:  # its addresses are free (above): a TLS pair that does not load
+        raise ConfigError(f"front.tlsCert/tlsKey or front.peerTlsCert/peerTlsKey: cannot load: {err}") from None
     log_start(logging.getLogger("webhook.front"), VERSION, effective_view(config), listen=settings.listen)
-    server = FrontServer(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

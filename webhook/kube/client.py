@@ -26,12 +26,13 @@ def kubernetes_client(kubeconfig: str | None) -> Any:
 
 
 def _from_kubeconfig(path: str | None) -> Any:
+    import yaml
     from kubernetes import config
 
     where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
         return config.new_client_from_config(config_file=path)
-    except (config.ConfigException, OSError) as err:
+    except (config.ConfigException, OSError, yaml.YAMLError, ValueError) as err:  # ValueError: bad base64 in it
         detail = " ".join(str(err).split()) or type(err).__name__
         raise NoCluster(
             f"no Kubernetes cluster to talk to: not running in a Pod, and kubeconfig {where}: {detail} "
