@@ -1,4 +1,6 @@
-"""A process refuses to start on an address another process listens on; the workers of one `serve` still share."""
+"""A process refuses to start on an address another process listens on; the workers of one `serve` still share.
+
+And the front process, like `serve` and `warmer` elsewhere, logs JSON only, its version first, and has build_info."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from webhook.listen import CannotListen, ensure_free
+from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import free_port
+from webhook.version import VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +78,22 @@ def test_front_and_warmer_refuse_a_taken_port_in_one_line(tmp_path: Path, comman
         f"ccr-webhook {command}: 127.0.0.1:{port} ({section}.{key}) is already in use by another process: "
         f"stop it, or set another {section}.{key}\n"
     )
+
+
+def test_a_front_logs_json_only_its_version_first_and_refuses_a_second_front_on_its_port(tmp_path: Path) -> None:
+    """The `ccr-webhook front` process, as the others: start-up line, build_info, and no second one on its port."""
+    settings = {"ccr": {"registry": f"127.0.0.1:{free_port()}", "insecure": True}}
+    with LocalFront(settings) as front:
+        metrics = front.metrics().splitlines()
+        second = subprocess.run(
+            [str(Path(sys.executable).parent / "ccr-webhook"), "front", "--config", str(front.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        lines = [json.loads(line) for line in front.log().splitlines()]  # every line one JSON object
+    assert lines[0]["message"] == f"starting ccr-webhook {VERSION}" and lines[0]["listen"] == front.host
+    assert lines[0]["config"]["front"]["listen"] == front.host
+    assert f'ccr_webhook_build_info{{version="{VERSION}"}} 1.0' in metrics
+    assert second.returncode == 2 and second.stderr.startswith(f"ccr-webhook front: {front.host} (front.listen) is")
