@@ -2,7 +2,8 @@
 
 The uid lives in a context variable set for the length of one request, so every line logged while
 answering it (by any module) can be matched with the API server's audit log. Request bodies are never
-logged: a Pod spec may carry secrets in its environment, and the configuration carries credentials.
+logged: a Pod spec may carry secrets in its environment (a denial names only the Pod, container, image
+and reason); the configuration names its credentials files, never their contents.
 """
 
 from __future__ import annotations

@@ -179,6 +179,7 @@ def log_answer(admission: AdmissionRequest, result: AdmissionResult, mode: Mode,
         },
     )
     if level == logging.INFO:
+        # not strict: an internal error answers with no decisions at all
         for image, decision in zip(admission.images, result.decisions, strict=False):
             if decision.action is Action.DENY or decision.warn:
                 fields = {**whose, "container": image.name, "image": image.image, "verdict": decision.action.value}
