@@ -1,5 +1,6 @@
 # ccr-webhook: the admission server (gunicorn over TLS), the warmer and the certs tool in one image.
 #   docker build -t YOUR-REGISTRY/ccr-webhook:0.1.0 .
+# The version label is ARG VERSION below, kept equal to pyproject.toml's version by tests/test_version.py.
 # Pin the base by digest in your build (FROM python:3.12-slim-bookworm@sha256:...) for reproducible images.
 
 FROM python:3.12-slim-bookworm AS build
@@ -18,6 +19,10 @@ RUN /opt/ccr-webhook/bin/pip install --no-cache-dir --no-deps . \
     && /opt/ccr-webhook/bin/python -m compileall -q /opt/ccr-webhook
 
 FROM python:3.12-slim-bookworm
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="ccr-webhook" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # The same uid:gid the manifests run as (runAsUser/runAsGroup 10001).
 RUN groupadd --system --gid 10001 ccr-webhook \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ccr-webhook

@@ -164,23 +164,28 @@ def test_health_and_readiness(client):
     assert client.get("/mutate").status_code == 405
 
 
-def test_every_line_logged_while_answering_carries_the_uid(client):
+def logged(client, body, path="/mutate", level=logging.INFO):
+    """The JSON lines logged at `level` and above while answering `body`."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("webhook")
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(level)
     try:
-        post(client, review("nginx:1.25", uid="uid-logged"))
+        post(client, body, path)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_every_line_logged_while_answering_carries_the_uid(client):
+    lines = logged(client, review("nginx:1.25", uid="uid-logged"), level=logging.DEBUG)
     assert lines and all(line["uid"] == "uid-logged" for line in lines)
     assert {"time", "level", "logger", "message"} <= set(lines[-1])
     assert lines[-1]["allowed"] is True and lines[-1]["patched"] is True
-    assert "nginx" not in stream.getvalue(), "request bodies and images stay out of the logs"
+    assert "nginx" not in json.dumps(lines), "request bodies and images stay out of the logs"
 
 
 @pytest.mark.parametrize(("images", "level"), [(["nginx:1.25"], "DEBUG"), (["nginx:latest"], "INFO")])
@@ -200,3 +205,24 @@ def test_a_body_without_content_length_is_read_only_up_to_the_limit(client, size
     body = b"".join(client.application.wsgi_app(environ, lambda status, headers: started.update(status=status)))
     assert started["status"] == status
     assert (b"larger than webhook.maxRequestBytes" in body) == (size > CONFIG.webhook.max_request_bytes)
+
+
+@pytest.mark.parametrize(("path", "message"), [("/mutate", "denied"), ("/dry-run", "would deny")])
+def test_a_denial_logs_whose_pod_which_container_and_image_and_why(client, path, message):
+    body = review("nginx:1.25", "nginx:latest", uid="uid-denied")
+    body["request"]["namespace"] = "team-a"
+    lines = logged(client, body, path)
+    [verdict] = [line for line in lines if line["message"] == message]
+    assert verdict["uid"] == "uid-denied" and verdict["namespace"] == "team-a" and verdict["pod"] == "p"
+    assert verdict["container"] == "c1" and verdict["image"] == "nginx:latest" and verdict["verdict"] == "deny"
+    assert "latest" in verdict["reason"]
+    [answered] = [line for line in lines if line["message"] == "answered"]
+    assert answered["namespace"] == "team-a" and answered["pod"] == "p"
+    assert "nginx:1.25" not in json.dumps(lines), "an image that was admitted stays out of the log"
+
+
+def test_a_pod_not_named_yet_is_logged_by_its_generate_name(client):
+    body = review("nginx:latest")
+    body["request"]["object"]["metadata"] = {"generateName": "web-7d9f4-", "namespace": "team-b"}
+    [verdict] = [line for line in logged(client, body) if line["message"] == "denied"]
+    assert verdict["pod"] == "web-7d9f4-" and verdict["namespace"] == "team-b"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -219,6 +221,20 @@ def test_watch_loop_retries_after_a_failure_and_stops_when_told(cluster, api, tm
     assert (tmp_path / "tls.crt").exists()
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """`certs bootstrap` sets the process's logging up as the CLI does (JSON to stderr); put it back afterwards,
+    or later tests' log lines would go to this test's closed capture."""
+    loggers = [logging.getLogger(name) for name in ("", "gunicorn.error", "gunicorn.access")]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
+    logging.captureWarnings(False)
+
+
+@pytest.mark.usefixtures("cli_logging")
 def test_cli_bootstrap_with_a_kubeconfig(cluster, tmp_path, capsys):
     kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
     assert main(["certs", "bootstrap", "--kubeconfig", str(kubeconfig), "--write-dir", str(tmp_path / "tls")]) == 0

@@ -240,7 +240,8 @@ def test_configuration_errors_exit_2_on_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = check(capsys, "--config", str(tmp_path / "bad-config.yaml"), str(tmp_path / "p.yaml"))
     assert (
         code == 2
-        and err == "ccr-webhook: configuration error: policy.swap: must be one of exists, always, got 'sometimes'\n"
+        and err
+        == "ccr-webhook check: configuration error: policy.swap: must be one of exists, always, got 'sometimes'\n"
     )
 
 

@@ -26,7 +26,8 @@ EXISTS = {"swap": "exists"}  # the verdict follows the CCR's answer (under the d
             "rewrite",
             f"ccr.local/docker.io/library/nginx:1.25@{DIGEST}",
         ),
-        ("nginx:9", (), {}, "unpinned", None),
+        # a tag the upstream says does not exist fails CI whatever onResolveError says (admission: unpinned)
+        ("nginx:9", (), {}, "deny", None),
         ("nginx:9", (), {"onResolveError": "deny"}, "deny", None),
         ("nginx", (), {}, "deny", None),
     ],
@@ -47,6 +48,6 @@ def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path, capsy
     code = main(["check", "--config", str(config), str(tmp_path / "pod.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(
-        "ccr-webhook: configuration error: registry https://ccr.local: cannot read credentials file"
+        "ccr-webhook check: configuration error: registry https://ccr.local: cannot read credentials file"
     )
     assert err.count("\n") == 1

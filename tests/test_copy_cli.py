@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.clock import Clock
 from tests.support.local_registry import client as registry_client
 from webhook.cli import main
 from webhook.commands.progress import ProgressDisplay
@@ -191,3 +192,36 @@ def test_a_terminal_sees_one_line_redrawn_a_log_a_line_per_step():
     assert log.getvalue().count("\n") == 4 and "img: blobs 2/2  300 B / 300 B (100%)  300 B/s  done" in log.getvalue()
     assert "\n" not in terminal.getvalue() and terminal.getvalue().startswith("\rblobs 0/2")
     assert terminal.getvalue().endswith("\r\x1b[K")
+
+
+def test_a_log_gets_a_line_at_least_every_ten_seconds_with_rate_and_time_left():
+    """One 1.2 GB blob at 40 MB/s (never a step change), then 25 s of a stalled registry, on a fake clock."""
+    clock, log = Clock(), io.StringIO()
+    display = ProgressDisplay(log, "img", interactive=False, clock=clock)
+    for second in range(1, 21):
+        clock.now = 1000.0 + second
+        display(CopyProgress("img", "blobs", 1, 0, 1_200_000_000, 40_000_000 * second, 40_000_000 * second, second))
+        display.tick()
+    for _ in range(25):  # no report at all: the ticker alone speaks
+        clock.sleep(1)
+        display.tick()
+    display.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 5  # at 1, 11 and 21 s (the last 1 s after the last report), 31 and 41 s
+    assert lines[0] == "img: blobs 0/1  38.1 MiB / 1.1 GiB (3%)  38.1 MiB/s"  # no time left from one report
+    assert lines[1].endswith("(37%)  38.1 MiB/s  about 20 s left")  # 40 MB/s since the first byte, 760 MB to go
+    assert lines[2].endswith("(67%)  38.1 MiB/s  about 10 s left")
+    assert lines[3].endswith("about 10 s left  no bytes for 11 s") and lines[4].endswith("no bytes for 21 s")
+
+
+def test_a_terminal_is_redrawn_when_the_copy_stalls():
+    clock, terminal = Clock(), io.StringIO()
+    display = ProgressDisplay(terminal, "img", interactive=True, clock=clock)
+    display(CopyProgress("img", "blobs", 1, 0, 300, 100, 100, 1.0))
+    clock.sleep(9)
+    display.tick()
+    assert terminal.getvalue().count("\r") == 1
+    clock.sleep(1)
+    display.tick()
+    assert terminal.getvalue().count("\r") == 2 and "no bytes for 10 s" in terminal.getvalue()
+    display.close()

@@ -124,7 +124,7 @@ def test_a_tag_the_upstream_cannot_be_asked_about_is_looked_up_in_the_ccr(error)
     ccr = FakeRegistry({("up.io/app", "1"): D2})
     resolver, _, ccr, _ = make(upstream=FakeRegistry(error=error), ccr=ccr)
     [facts] = resolver.gather([lookup()], 2)
-    assert facts.digest is None and facts.ccr_digest == D2 and facts.upstream_unavailable
+    assert facts.digest is None and facts.ccr_digest == D2 and facts.upstream_unavailable and not facts.tag_missing
     assert ("resolve_digest", "up.io/app", "1") in ccr.calls
     assert resolver.gather([lookup()], 2)[0].ccr_digest == D2  # both answers cached
     assert len(ccr.calls) == 1
@@ -135,6 +135,15 @@ def test_an_upstream_that_answers_no_is_not_overruled_by_the_ccr(error):
     resolver, _, ccr, _ = make(upstream=FakeRegistry(error=error), ccr=FakeRegistry({("up.io/app", "1"): D2}))
     [facts] = resolver.gather([lookup()], 2)
     assert facts.ccr_digest is None and not facts.upstream_unavailable and ccr.calls == []
+    assert facts.tag_missing is isinstance(error, NotFound)  # only a 404 says the tag does not exist
+
+
+def test_a_missing_tag_stays_known_as_missing_from_the_cache():
+    clock = Clock()
+    resolver, upstream, _, _ = make(upstream=FakeRegistry({}), clock=clock)
+    assert resolver.gather([lookup()], 2)[0].tag_missing
+    clock.now += 4  # within negativeCacheSeconds
+    assert resolver.gather([lookup()], 2)[0].tag_missing and len(upstream.calls) == 1
 
 
 def test_a_silent_upstream_leaves_a_quarter_of_the_deadline_to_ask_the_ccr():

@@ -328,6 +328,39 @@ def test_metrics_name_each_lookup_s_registry_and_when_the_served_certificate_exp
     assert {down, ccr, "other"} <= registries and len(registries) == 5  # three upstreams, the CCR, other
     (expiry,) = [s for s in samples() if s.name == EXPIRY_METRIC]
     assert expiry.labels == {"certificate": "serving"} and expiry.value > time.time() + 86400
+def test_build_info_is_one_series_across_workers(hook):
+    from importlib.metadata import version
+
+    for _ in range(4):  # whichever worker answers
+        text = pool(hook).request("GET", "/metrics", headers={"Connection": "close"}).data.decode()
+        series = [line for line in text.splitlines() if line.startswith("ccr_webhook_build_info{")]
+        assert series == [f'ccr_webhook_build_info{{version="{version("ccr-webhook")}"}} 1.0']
+
+
+def test_the_log_is_json_only_and_starts_with_the_version_the_configuration_and_the_address(hook):
+    from importlib.metadata import version
+
+    lines = [json.loads(line) for line in hook.log().splitlines()]  # every line is one JSON object
+    [start] = [line for line in lines if line["message"].startswith("starting ccr-webhook")]
+    assert start["version"] == version("ccr-webhook") and start["listen"] == f"127.0.0.1:{hook.port}"
+    assert start["config"]["webhook"]["deadlineSeconds"] == DEADLINE and start["config"]["policy"]["swap"] == "exists"
+    [listening] = [line["message"] for line in lines if line["message"].startswith("Listening at:")]
+    assert listening.startswith(f"Listening at: 127.0.0.1:{hook.port} (")
+
+
+def test_a_second_serve_on_a_taken_port_refuses_in_one_line(hook):
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "serve", "--config", str(hook.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"ccr-webhook serve: 127.0.0.1:{hook.port} (webhook.listen) is already in use by another process: "
+        "stop it, or set another webhook.listen\n"
+    )
 
 
 def test_routine_answers_are_logged_only_at_debug(registries, silent, hook, images):
@@ -370,5 +403,5 @@ def test_serve_without_a_usable_certificate_fails_with_one_clear_line(tmp_path, 
         cwd=Path(__file__).parents[1],
     )
     assert done.returncode == 2
-    assert done.stderr.startswith("ccr-webhook: configuration error: ") and message in done.stderr
+    assert done.stderr.startswith("ccr-webhook serve: configuration error: ") and message in done.stderr
     assert "Traceback" not in done.stderr

@@ -7,6 +7,7 @@ import pytest
 from tests.support.clock import Clock
 from tests.support.warm_requests import DIGEST, warm_request
 from webhook.copier.engine import CopyProgress, CopyResult
+from webhook.copier.eta import TimeLeft
 from webhook.warmer.events import FAILED, FINISHED, PROGRESS, STARTED, WarmEvents, progress_message, scrub, warm_event
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
@@ -100,27 +101,51 @@ def progress(bytes_done, seconds, bytes_total=1_200_000_000, phase="blobs", byte
     return CopyProgress("img", phase, 5, 2, bytes_total, bytes_done, copied, seconds)
 
 
+def time_left(first, then):
+    """The estimate after `first` then `then`: what a copy's second report makes of the rate since its first byte."""
+    estimate = TimeLeft()
+    estimate.seconds_left(first)
+    return estimate.seconds_left(then)
+
+
 @pytest.mark.parametrize(
-    ("state", "message"),
+    ("first", "then", "message"),
     [
-        (progress(540_000_000, 36.0), "CCR: pulling 1.2 GB from docker.io, 45% done, about 45 s left"),
-        (progress(120_000_000, 60.0), "CCR: pulling 1.2 GB from docker.io, 10% done, about 9 min left"),
-        (progress(1_190_000_000, 20.0), "CCR: pulling 1.2 GB from docker.io, 99% done, a few seconds left"),
+        # 500 MB in 35 s since the first byte, 660 MB to go
+        (progress(40_000_000, 1.0), progress(540_000_000, 36.0), "45% done, about 45 s left"),
+        (progress(2_000_000, 1.0), progress(120_000_000, 60.0), "10% done, about 9 min left"),
+        (progress(1_000_000, 1.0), progress(1_190_000_000, 20.0), "99% done, a few seconds left"),
         # blobs the CCR held already count as done, not towards the rate: 300 MB in 10 s, 600 MB to go
         (
-            progress(600_000_000, 10.0, bytes_copied=300_000_000),
-            "CCR: pulling 1.2 GB from docker.io, 50% done, about 20 s left",
+            progress(300_000_000, 2.0, bytes_copied=1),
+            progress(600_000_000, 12.0, bytes_copied=300_000_001),
+            "50% done, about 20 s left",
         ),
+        # the first byte after 2.5 s of resolving and checking the CCR: no rate yet, so no estimate
+        (progress(65_536, 2.5, bytes_total=6_000_000), None, "1% done, time left not known yet"),
+        # less than the estimate's window since the first byte: still none
+        (progress(65_536, 2.5), progress(10_000_000, 3.5), "0% done, time left not known yet"),
     ],
 )
-def test_progress_messages_give_percent_and_time_left(state, message):
-    assert progress_message(warm_request(), state) == message
+def test_progress_messages_give_percent_and_time_left_once_there_is_a_rate(first, then, message):
+    state = then or first
+    left = time_left(first, then) if then else TimeLeft().seconds_left(first)
+    prefix = "CCR: pulling 6.0 MB" if state.bytes_total == 6_000_000 else "CCR: pulling 1.2 GB"
+    assert progress_message(warm_request(), state, left) == f"{prefix} from docker.io, {message}"
+
+
+def test_a_retried_copy_estimates_from_its_own_first_byte():
+    estimate = TimeLeft()
+    estimate.seconds_left(progress(10_000_000, 1.0))
+    assert estimate.seconds_left(progress(600_000_000, 11.0)) == pytest.approx(10.17, abs=0.01)  # 59 MB/s
+    assert estimate.seconds_left(progress(1_000_000, 0.5)) is None  # the copy began again
+    assert estimate.seconds_left(progress(11_000_000, 10.5)) == pytest.approx(1189.0, abs=0.01)  # 1 MB/s
 
 
 def test_no_progress_message_before_the_first_byte_or_after_the_blobs():
-    assert progress_message(warm_request(), progress(0, 2.0)) is None
-    assert progress_message(warm_request(), progress(0, 0.0, bytes_total=0)) is None
-    assert progress_message(warm_request(), progress(1_200_000_000, 30.0, phase="manifests")) is None
+    assert progress_message(warm_request(), progress(0, 2.0), None) is None
+    assert progress_message(warm_request(), progress(0, 0.0, bytes_total=0), None) is None
+    assert progress_message(warm_request(), progress(1_200_000_000, 30.0, phase="manifests"), 1.0) is None
 
 
 def test_progress_events_go_out_at_most_every_progress_interval():
@@ -135,5 +160,6 @@ def test_progress_events_go_out_at_most_every_progress_interval():
     events.stop()
     posted = [(body["reason"], body["message"]) for _, body in core.events]
     assert [reason for reason, _ in posted] == [PROGRESS] * 4  # at 0, 10, 20 and 30 s
-    assert posted[0][1] == "CCR: pulling 1.2 GB from docker.io, 3% done, about 30 s left"
+    assert posted[0][1] == "CCR: pulling 1.2 GB from docker.io, 3% done, time left not known yet"  # no rate yet
+    assert posted[1][1] == "CCR: pulling 1.2 GB from docker.io, 36% done, about 20 s left"  # 40 MB/s, 760 MB to go
     assert posted[-1][1] == "CCR: pulling 1.2 GB from docker.io, 100% done, a few seconds left"

@@ -3,6 +3,7 @@ watch, a crash mid-copy, two replicas and their Lease, forged hints, Events."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import Counter
@@ -16,6 +17,7 @@ from tests.support.warmer_scene import NAMESPACE, Scene, pod, post_hints, warm_s
 from webhook.registry.errors import RegistryError
 from webhook.testing.processes import RegistryServer
 from webhook.testing.warmer_process import LocalWarmer
+from webhook.version import VERSION
 from webhook.warmer.events import FINISHED, PROGRESS, STARTED
 
 pytestmark = pytest.mark.integration
@@ -46,6 +48,22 @@ def test_concurrent_hints_for_one_image_make_one_copy(scene, run_warmer):
     assert scene.in_ccr()
     downloads = scene.blob_downloads()
     assert len(downloads) == 4 and set(downloads.values()) == {1}  # three layers and the config, each once
+
+
+def test_the_log_is_json_with_the_version_first_and_the_copy_as_fields(scene):
+    """The `ccr-webhook warmer` process: start-up line, the warm's sizes as fields, build_info, nothing else."""
+    with LocalWarmer(scene.settings(), scene.kubeconfig, "logged") as warmer:
+        [result] = warmer.hint([{"source": scene.source, "target": scene.target}], wait=20)
+        assert result["state"] == "done"
+        metrics = warmer.metrics().splitlines()
+        wait_until(lambda: "warmed " in warmer.log(), what="the warm logged")
+        lines = [json.loads(line) for line in warmer.log().splitlines()]  # every line one JSON object
+    assert lines[0]["message"].startswith("starting ccr-webhook") and lines[0]["version"] == VERSION
+    assert lines[0]["identity"] == "logged" and lines[0]["listen"] == f"127.0.0.1:{warmer.hint_port}"
+    [warmed] = [line for line in lines if line["message"].startswith("warmed ")]
+    assert warmed["image"] == scene.source and warmed["target"] == scene.target
+    assert warmed["bytes_copied"] > 0 and warmed["blobs_copied"] == 4 and warmed["seconds"] > 0
+    assert f'ccr_webhook_build_info{{version="{VERSION}"}} 1.0' in metrics
 
 
 def test_one_wait_answers_every_tag_of_one_digest(scene, run_warmer):

@@ -38,7 +38,13 @@ this module holds the base and the map:
     ├── BadHints                     hints: a hint body that is not the protocol's JSON
     ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why
     ├── CertificateError             tls: a certificate, key or chain is unusable; which and why
-    └── BootstrapError               tls: the certificate bootstrap cannot do its job; what to look at
+    ├── BootstrapError               tls: the certificate bootstrap cannot do its job; what to look at
+    ├── NoCluster                    kube.client: no way to reach a Kubernetes API (not in a Pod, no kubeconfig)
+    ├── CannotListen                 listen: another process listens on the address this one must serve
+    └── UsageError                   commands: the command line names something unusable (a missing file, ...)
+
+`webhook.cli` turns any of these reaching it into one line on stderr and exit code 2 (1 for a registry
+or copy that failed), so a user error never shows a traceback; anything else still does, as a bug.
 
 Plain ValueError and TypeError still mean a programming error (an argument out of its contract), not
 something an operator or a remote party did.

@@ -2,7 +2,8 @@
 
 The uid lives in a context variable set for the length of one request, so every line logged while
 answering it (by any module) can be matched with the API server's audit log. Request bodies are never
-logged: a Pod spec may carry secrets in its environment, and the configuration carries credentials.
+logged: a Pod spec may carry secrets in its environment (a denial names only the Pod, container, image
+and reason); the configuration names its credentials files, never their contents.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import contextlib
 import contextvars
 import json
 import logging
+import logging.config
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _REQUEST_UID: contextvars.ContextVar[str | None] = contextvars.ContextVar("ccr_webhook_request_uid", default=None)
@@ -64,3 +66,16 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
         },
     }
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Every line this process writes to stderr as JSON: our loggers, gunicorn's, and Python's warnings (urllib3's)."""
+    logging.config.dictConfig(logging_config(level))
+    logging.captureWarnings(True)
+
+
+def log_start(logger: logging.Logger, version: str, configuration: Mapping[str, Any], **fields: Any) -> None:
+    """The first line of every process: its version, what it serves (`fields`) and its effective configuration."""
+    logger.info(
+        "starting ccr-webhook %s", version, extra={"fields": {"version": version, **fields, "config": configuration}}
+    )

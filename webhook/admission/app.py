@@ -24,7 +24,7 @@ from webhook.admission.metrics import Metrics
 from webhook.admission.warming import Warming
 from webhook.config import Config
 from webhook.logs import request_uid
-from webhook.policy.decide import Decision
+from webhook.policy.decide import Action, Decision
 from webhook.policy.review import (
     AdmissionRequest,
     AdmissionResult,
@@ -45,6 +45,13 @@ EVALUATION_SHARE = 0.9
 _PATHS = {"/mutate": Mode.ENFORCE, "/dry-run": Mode.DRY_RUN}
 _ENDPOINTS = {Mode.ENFORCE: "mutate", Mode.DRY_RUN: "dry-run"}
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 405: "405 Method Not Allowed", 413: "413 Content Too Large"}
+# The message of an image's line, by endpoint and whether it was refused: a dry run refuses nothing.
+_VERDICT_LINES = {
+    (Mode.ENFORCE, True): "denied",
+    (Mode.ENFORCE, False): "warned",
+    (Mode.DRY_RUN, True): "would deny",
+    (Mode.DRY_RUN, False): "would warn",
+}
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 log = logging.getLogger("webhook.admission.app")
@@ -109,7 +116,7 @@ class AdmissionEndpoints:
             return _reason(400, f"the body is not JSON: {err}")
         with request_uid(admission.uid):
             result = self.decide(admission, mode, started)
-            log_answer(result, mode, started)
+            log_answer(admission, result, mode, started)
         return 200, _JSON, encode_review(result)
 
     def read_body(self, environ: WSGIEnvironment) -> bytes | None:
@@ -144,29 +151,42 @@ class AdmissionEndpoints:
         return result
 
 
-def log_answer(result: AdmissionResult, mode: Mode, started: float) -> None:
+def log_answer(admission: AdmissionRequest, result: AdmissionResult, mode: Mode, started: float) -> None:
     """One line per answer: info when a person should look (a denial, a warning), debug otherwise.
 
     Routine answers stay at debug because the API server's audit log already records every review
     with its patch and our auditAnnotations, and a line per Pod costs a tenth of the request's CPU.
+    An answer worth a look also logs a line per image that was denied (or would be, on /dry-run) or
+    warned about, with whose Pod, which container and image, the verdict and its reason as fields.
     """
     response = result.review["response"]
     level = logging.INFO if not response["allowed"] or "warnings" in response else logging.DEBUG
-    if log.isEnabledFor(level):
-        log.log(
-            level,
-            "answered",
-            extra={
-                "fields": {
-                    "endpoint": _ENDPOINTS[mode],
-                    "allowed": response["allowed"],
-                    "patched": "patch" in response,
-                    "warnings": len(response.get("warnings", ())),
-                    "images": len(result.decisions),
-                    "ms": round((time.monotonic() - started) * 1000, 2),
-                }
-            },
-        )
+    if not log.isEnabledFor(level):
+        return
+    whose = {"endpoint": _ENDPOINTS[mode], "namespace": admission.namespace, "pod": admission.pod}
+    log.log(
+        level,
+        "answered",
+        extra={
+            "fields": {
+                **whose,
+                "allowed": response["allowed"],
+                "patched": "patch" in response,
+                "warnings": len(response.get("warnings", ())),
+                "images": len(result.decisions),
+                "ms": round((time.monotonic() - started) * 1000, 2),
+            }
+        },
+    )
+    if level == logging.INFO:
+        # not strict: an internal error answers with no decisions at all
+        for image, decision in zip(admission.images, result.decisions, strict=False):
+            if decision.action is Action.DENY or decision.warn:
+                fields = {**whose, "container": image.name, "image": image.image, "verdict": decision.action.value}
+                log.info(
+                    _VERDICT_LINES[mode, decision.action is Action.DENY],
+                    extra={"fields": {**fields, "reason": decision.reason}},
+                )
 
 
 def _exposition(metrics: Metrics) -> Response:

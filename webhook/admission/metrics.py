@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from webhook.policy.decide import Action, Decision
 from webhook.policy.review import Mode
 from webhook.tls.expiry import CertificateExpiry
+from webhook.version import register_build_info
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOOKUP_RESULTS = ("hit", "miss", "error")
@@ -90,6 +91,7 @@ class Metrics:
             for result in LOOKUP_RESULTS
             for name in {*registries, OTHER_REGISTRY}
         }
+        register_build_info(self.registry)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request and its duration."""

@@ -8,7 +8,7 @@ resolver and registry connections after the fork, because thread pools and socke
 
 from __future__ import annotations
 
-import logging.config
+import logging
 import math
 import ssl
 from typing import Any
@@ -21,13 +21,16 @@ from webhook.admission.app import create_app
 from webhook.admission.metrics import Metrics, forget_worker
 from webhook.admission.warming import Warming
 from webhook.config import Config, ConfigError
+from webhook.config.view import effective_view
 from webhook.hints import HintClient
-from webhook.logs import logging_config
+from webhook.logs import log_start, setup_logging
 from webhook.registry.client import Registries
 from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import Resolver
 from webhook.tls import gunicorn_ssl_context
+from webhook.version import VERSION
 
+log = logging.getLogger("webhook.admission")
 KEEPALIVE_SECONDS = 60  # the API server keeps idle connections for 90 s; a minute of reuse is most of it
 
 
@@ -50,7 +53,13 @@ class JsonLogger(Logger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        logging.config.dictConfig(logging_config(cfg.loglevel.upper()))
+        setup_logging(cfg.loglevel.upper())
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if msg.startswith("Listening at:") and args and not args[0]:
+            # With reuse_port each worker binds its own socket and the master holds none to name: name the address.
+            args = (",".join(self.cfg.bind), *args[1:])
+        super().info(msg, *args, **kwargs)
 
 
 class WebhookServer(BaseApplication):
@@ -97,6 +106,9 @@ class WebhookServer(BaseApplication):
             "child_exit": lambda arbiter, worker: forget_worker(worker.pid),
             "proc_name": "ccr-webhook",
             "control_socket_disable": True,  # Kubernetes manages the process; a shared socket path would clash
+            "on_starting": lambda arbiter: log_start(
+                log, VERSION, effective_view(self.config), listen=webhook.listen, workers=webhook.workers
+            ),
         }
 
     def load_config(self) -> None:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from webhook.config import Config, ConfigError, load_config
+from webhook.errors import CCRWebhookError
+from webhook.registry.client import Registries
+from webhook.registry.errors import RegistryAuthError
+
+
+class UsageError(CCRWebhookError):
+    """The command line names something unusable (a file that is not there, a value out of range): exit 2."""
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -23,3 +31,30 @@ def configuration(args: argparse.Namespace) -> Config:
     if not args.config:
         raise ConfigError("--config FILE is required (or set CCR_WEBHOOK_CONFIG)")
     return load_config(args.config)
+
+
+def registries_of(config: Config) -> Registries:
+    """The registry clients of `config`; an unreadable credentials file is a ConfigError (exit 2, one line)."""
+    try:
+        return Registries(config)
+    except RegistryAuthError as err:
+        raise ConfigError(str(err)) from None
+
+
+def read_input(path: Path, what: str, hint: str = "") -> bytes:
+    """The bytes of a file the user named; UsageError naming `what` it should be (and `hint`) if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror or err}{hint}") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value

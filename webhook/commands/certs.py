@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import logging
+import ipaddress
 import signal
 import sys
 import threading
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from webhook import tls
+from webhook.commands import UsageError, positive_int, read_input
 from webhook.kube.client import kubernetes_client
+from webhook.logs import setup_logging
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,10 +35,14 @@ def add_parser(subparsers: Any) -> None:
     generate = actions.add_parser("generate", help="write a CA and a serving certificate to a directory")
     _add_names(generate)
     generate.add_argument("--out", required=True, type=Path, help="directory for ca.crt, ca.key, tls.crt, tls.key")
-    generate.add_argument("--days", type=int, default=365, help="serving certificate lifetime (default 365)")
-    generate.add_argument("--ca-days", type=int, default=3650, help="CA lifetime (default 3650)")
-    generate.add_argument(
+    generate.add_argument("--days", type=positive_int, default=365, help="serving certificate lifetime (default 365)")
+    generate.add_argument("--ca-days", type=positive_int, default=3650, help="CA lifetime (default 3650)")
+    existing = generate.add_mutually_exclusive_group()
+    existing.add_argument(
         "--reuse-ca", action="store_true", help="sign with the ca.crt/ca.key already in --out instead of a new CA"
+    )
+    existing.add_argument(
+        "--force", action="store_true", help="replace a CA already in --out (what trusted the old one stops trusting)"
     )
     generate.set_defaults(func=run, certs_action=_generate)
 
@@ -52,7 +58,7 @@ def add_parser(subparsers: Any) -> None:
     )
     bootstrap.add_argument(
         "--serving-days",
-        type=int,
+        type=positive_int,
         default=90,
         help="serving certificate lifetime; renewed with a third left (default 90)",
     )
@@ -86,8 +92,21 @@ def _add_names(parser: argparse.ArgumentParser) -> None:
         "--dns", action="append", default=[], metavar="NAME", help="another DNS name for the certificate (repeatable)"
     )
     parser.add_argument(
-        "--ip", action="append", default=[], metavar="ADDR", help="an IP address for the certificate (repeatable)"
+        "--ip",
+        action="append",
+        type=_ip_address,
+        default=[],
+        metavar="ADDR",
+        help="an IP address for the certificate (repeatable)",
     )
+
+
+def _ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address, for argparse."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r} (give a name with --dns)") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,10 +119,17 @@ def _dns_names(args: argparse.Namespace) -> list[str]:
 
 def _generate(args: argparse.Namespace) -> int:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     if args.reuse_ca:
-        ca = tls.KeyPair((out / "ca.crt").read_bytes(), (out / "ca.key").read_bytes())
+        hint = " (run without --reuse-ca to create a CA there)"
+        ca = tls.KeyPair(read_input(out / "ca.crt", "the CA", hint), read_input(out / "ca.key", "the CA key", hint))
+        tls.describe_certificate(ca.cert_pem)  # not a certificate: CertificateError, one line
     else:
+        if (out / "ca.key").exists() and not args.force:
+            raise UsageError(
+                f"{out / 'ca.key'} exists and is not replaced: pass --reuse-ca to sign with it, "
+                "or --force to make a new CA (whoever trusts the old one, such as a caBundle, stops trusting)"
+            )
+        _make_directory(out)
         ca = tls.generate_ca(days=args.ca_days)
         ca.write(out / "ca.crt", out / "ca.key")
     serving = tls.issue_serving_cert(ca, _dns_names(args), args.ip, days=args.days)
@@ -116,8 +142,15 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_directory(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create --out {out}: {err.strerror or err}") from None
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     settings = tls.BootstrapSettings(
         namespace=args.namespace,
         secret=args.secret,
@@ -155,7 +188,9 @@ def _report(result: tls.BootstrapResult) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    pem = args.cert.read_bytes()
+    pem = read_input(args.cert, "the certificate")
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise UsageError(f"{args.cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----): is it a key?")
     info = tls.describe_certificate(pem)
     now = datetime.datetime.now(datetime.UTC)
     print(f"subject:   {info.subject}")
@@ -167,7 +202,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.ca is not None:
         host = args.host or (info.dns_names + info.ip_addresses + ("",))[0]
         try:
-            tls.verify_serving_certificate(args.ca.read_bytes(), pem, host, now)
+            tls.verify_serving_certificate(read_input(args.ca, "the CA bundle"), pem, host, now)
             print(f"verified:  chains to {args.ca} and is valid for {host}")
         except tls.CertificateError as err:
             print(f"NOT VALID: {err}")

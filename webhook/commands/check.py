@@ -1,5 +1,8 @@
 """`ccr-webhook check`: the admission policy as a dry run over manifest files, so CI fails before the cluster does.
 
+An image whose tag its upstream says does not exist (404) is denied here, whatever policy.onResolveError
+says (that setting is about registries that cannot answer): no Pod could ever pull it.
+
 Exit codes: 0 nothing would be denied, 1 something would be denied, 2 unreadable input or configuration.
 """
 
@@ -14,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from webhook.commands import add_config_argument, configuration
-from webhook.config import Config, ConfigError
+from webhook.commands import add_config_argument, configuration, registries_of
+from webhook.config import Config
 from webhook.policy.report import (
     Verdict,
+    decide_for_check,
     offline_verdicts,
     render_table,
     report_json,
@@ -26,8 +30,6 @@ from webhook.policy.report import (
     verdict_of,
 )
 from webhook.policy.workloads import Document, ManifestError, find_images, looks_like_json, parse_documents
-from webhook.registry.client import Registries
-from webhook.registry.errors import RegistryAuthError
 from webhook.registry.evaluate import evaluate_images
 from webhook.registry.resolver import RegistrySource, Resolver
 
@@ -96,10 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ask_registries(images: Sequence[str], config: Config, timeout: float) -> list[Verdict]:
-    try:
-        registries = Registries(config)
-    except RegistryAuthError as err:  # an unreadable credentials file is a configuration error: exit 2
-        raise ConfigError(str(err)) from None
+    registries = registries_of(config)
     try:
         return online_verdicts(images, config, registries, timeout)
     finally:
@@ -108,7 +107,8 @@ def _ask_registries(images: Sequence[str], config: Config, timeout: float) -> li
 
 def online_verdicts(images: Sequence[str], config: Config, registries: RegistrySource, timeout: float) -> list[Verdict]:
     """Verdicts as admission would give them, asking the configured registries (and no others) within `timeout`."""
-    return [verdict_of(decision) for decision in evaluate_images(images, config, Resolver(config, registries), timeout)]
+    decisions = evaluate_images(images, config, Resolver(config, registries), timeout, decide_for_check)
+    return [verdict_of(decision) for decision in decisions]
 
 
 def read_documents(paths: Sequence[str], stdin: TextIO) -> list[Document]:

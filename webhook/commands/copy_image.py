@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from webhook.commands import add_config_argument, configuration
+from webhook.commands import add_config_argument, configuration, positive_int, registries_of
 from webhook.commands.progress import CopyJob, run_copies
-from webhook.config import Config, ConfigError
+from webhook.config import Config
 from webhook.copier.engine import copy_image
 from webhook.policy.reference import InvalidImageReference, parse_image
 from webhook.registry.client import Registries, RegistryClient
-from webhook.registry.errors import RegistryAuthError, RegistryNotAllowed
+from webhook.registry.errors import RegistryNotAllowed
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,24 +38,14 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
     """The options every copying command takes: the configuration, and how many blobs move at once."""
     add_config_argument(parser)
     parser.add_argument(
-        "--concurrency", type=_positive, default=4, metavar="N", help="blobs copied at once (default: 4)"
+        "--concurrency", type=positive_int, default=4, metavar="N", help="blobs copied at once (default: 4)"
     )
-
-
-def _positive(text: str) -> int:
-    """A whole number of at least 1, for argparse."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def load_registries(args: argparse.Namespace) -> tuple[Config, Registries]:
     """The configuration named by --config and its registry clients; ConfigError (exit 2) when unusable."""
     config = configuration(args)
-    try:
-        return config, Registries(config)
-    except RegistryAuthError as err:  # an unreadable credentials file is a configuration error
-        raise ConfigError(str(err)) from None
+    return config, registries_of(config)
 
 
 def run(args: argparse.Namespace) -> int:

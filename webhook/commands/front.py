@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
 import signal
+import ssl
 import threading
 
 from webhook.commands import add_config_argument, configuration
-from webhook.logs import logging_config
+from webhook.config import ConfigError
+from webhook.config.view import effective_view
+from webhook.listen import ensure_free
+from webhook.logs import log_start, setup_logging
+from webhook.version import VERSION
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,9 +39,17 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT."""
     from webhook.front.server import FrontServer
 
-    logging.config.dictConfig(logging_config())
+    setup_logging()
     config = configuration(args)
-    server = FrontServer(config)
+    settings = config.front
+    ensure_free(settings.listen, "front.listen")
+    if settings.peering:
+        ensure_free(settings.peer_listen, "front.peerListen")
+    try:
+        server = FrontServer(config)
+    except (OSError, ssl.SSLError) as err:  # its addresses are free (above): a TLS pair that does not load
+        raise ConfigError(f"front.tlsCert/tlsKey or front.peerTlsCert/peerTlsKey: cannot load: {err}") from None
+    log_start(logging.getLogger("webhook.front"), VERSION, effective_view(config), listen=settings.listen)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

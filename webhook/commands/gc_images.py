@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from webhook.commands import add_config_argument, configuration
-from webhook.config import ConfigError, parse_duration
+from webhook.commands import add_config_argument, configuration, registries_of
+from webhook.config import parse_duration
 from webhook.kube.client import kubernetes_client
-from webhook.registry.client import Registries
-from webhook.registry.errors import RegistryAuthError, RegistryError
+from webhook.registry.errors import RegistryError
 
 if TYPE_CHECKING:  # imported in run(): retention brings prometheus_client, which must not be loaded before
     # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI
@@ -77,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from webhook.retention.watch import ClusterUsage
 
     config = configuration(args)
-    try:
-        registries = Registries(config)
-    except RegistryAuthError as err:  # an unreadable credentials file is a configuration error: exit 2
-        raise ConfigError(str(err)) from None
+    registries = registries_of(config)
     usage = ClusterUsage(kubernetes_client(args.kubeconfig), config)
     try:
         usage.start()

@@ -8,8 +8,9 @@ import os
 import shutil
 import tempfile
 
-from webhook.commands import add_config_argument, configuration
+from webhook.commands import add_config_argument, configuration, registries_of
 from webhook.config import Config, ConfigError
+from webhook.listen import ensure_free
 
 # prometheus_client reads this when first imported, so it is set before webhook.admission.server is imported.
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -44,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; gunicorn lets in-flight reviews finish before the workers stop."""
     config = with_command_line(configuration(args), args)
+    # Checked here, once, in one line: inside gunicorn a bad credentials file is a "Worker failed to boot",
+    # and the workers share their port (SO_REUSEPORT) with anyone, a second `serve` included.
+    registries_of(config).close()
+    ensure_free(config.webhook.listen, "webhook.listen")
     metrics_dir = tempfile.mkdtemp(prefix="ccr-webhook-metrics-")
     os.environ[_MULTIPROC_ENV] = metrics_dir
     master = os.getpid()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
 import os
 import signal
 import socket
@@ -18,8 +17,11 @@ import threading
 import uuid
 
 from webhook.commands import add_config_argument, configuration
+from webhook.config.view import effective_view
 from webhook.kube.client import kubernetes_client
-from webhook.logs import logging_config
+from webhook.listen import ensure_free
+from webhook.logs import log_start, setup_logging
+from webhook.version import VERSION
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -56,13 +58,18 @@ def run(args: argparse.Namespace) -> int:
     """Run the warmer until SIGTERM or SIGINT."""
     from webhook.warmer.service import Warmer  # the kubernetes client is slow to import; only this command needs it
 
-    logging.config.dictConfig(logging_config())
+    setup_logging()
     config = configuration(args)
+    ensure_free(config.warmer.listen, "warmer.listen")
+    ensure_free(config.warmer.metrics_listen, "warmer.metricsListen")
+    api = kubernetes_client(args.kubeconfig)
+    log = logging.getLogger("webhook.warmer")
+    log_start(log, VERSION, effective_view(config), identity=args.identity, listen=config.warmer.listen)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    warmer = Warmer(config, kubernetes_client(args.kubeconfig), identity=args.identity).start()
+    warmer = Warmer(config, api, identity=args.identity).start()
     stop.wait()
-    logging.getLogger("webhook.warmer").info("stopping")
+    log.info("stopping")
     warmer.stop(args.grace)
     return 0

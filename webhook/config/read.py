@@ -36,7 +36,7 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
         except OSError as err:
             raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
+            raise ConfigError(f"configuration file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise ConfigError("configuration: the top level must be a mapping of sections (ccr, upstreams, policy, ...)")
     environ = os.environ if environ is None else environ
@@ -216,3 +216,11 @@ def _read_duration(value: Any, where: str, declared: Key) -> float:
     if declared.maximum is not None and value > declared.maximum:
         raise ConfigError(f"{where}: must be at most {declared.maximum:g} seconds, got {value:g}")
     return float(value)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Where and what, on one line: `line 3, column 1: expected the node content, but found '<stream end>'`."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(err).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from webhook.tls.expiry import CertificateExpiry
+from webhook.version import register_build_info
 
 _FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FETCH_OUTCOMES = (
@@ -44,6 +45,7 @@ class FrontMetrics:
             "The spool's byte cap (front.spoolMaxBytes): a fetch that would pass it is refused.",
             registry=self.registry,
         )
+        register_build_info(self.registry)
         self.upstream_bytes = Counter(
             "ccr_front_upstream_bytes", "Blob bytes received from upstream registries.", registry=self.registry
         )

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from webhook.errors import CCRWebhookError
+
+
+class NoCluster(CCRWebhookError):
+    """No Kubernetes API to talk to: not in a Pod, and no usable kubeconfig; the message says where it looked."""
 
 
 def kubernetes_client(kubeconfig: str | None) -> Any:
@@ -10,9 +17,24 @@ def kubernetes_client(kubeconfig: str | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
+        return _from_kubeconfig(kubeconfig)
     try:
         config.load_incluster_config()
         return client.ApiClient()
     except config.ConfigException:
-        return config.new_client_from_config()
+        return _from_kubeconfig(None)
+
+
+def _from_kubeconfig(path: str | None) -> Any:
+    import yaml
+    from kubernetes import config
+
+    where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        return config.new_client_from_config(config_file=path)
+    except (config.ConfigException, OSError, yaml.YAMLError, ValueError) as err:  # ValueError: bad base64 in it
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise NoCluster(
+            f"no Kubernetes cluster to talk to: not running in a Pod, and kubeconfig {where}: {detail} "
+            "(pass --kubeconfig FILE or set KUBECONFIG)"
+        ) from None

@@ -70,6 +70,7 @@ class ImageFacts:
     # upstream could not be (down, 429, 5xx, no answer in time): the CCR tags only what was verified upstream.
     ccr_digest: str | None = None
     upstream_unavailable: bool = False  # the upstream could not be asked, as opposed to saying no (404, 401)
+    tag_missing: bool = False  # the upstream said no such tag or repository (404): no Pod could pull it
 
 
 def plan_image(image: str, config: Config) -> Decision | Lookup:

@@ -39,6 +39,16 @@ def offline_verdicts(images: Sequence[str], config: Config) -> list[Verdict]:
     return [verdict_of(plan) if isinstance(plan, Decision) else _undecided(plan, config) for plan in plans]
 
 
+def decide_for_check(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
+    """As admission decides, except that a tag its upstream says does not exist (404) is denied, whatever
+    policy.onResolveError says: that setting is about registries that cannot answer, and CI should fail
+    before a Pod sits in ImagePullBackOff."""
+    if facts.tag_missing and facts.digest is None and lookup.source.digest is None:
+        why = facts.resolve_error or "not found"
+        return Decision(Action.DENY, lookup.image, f"{lookup.source} does not exist upstream ({why})")
+    return decide_image(lookup, facts, config)
+
+
 def verdict_of(decision: Decision) -> Verdict:
     """The verdict for an image admission has decided."""
     return Verdict(decision.action.value, decision.reason, decision.new_image, decided=True)

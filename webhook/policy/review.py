@@ -102,6 +102,8 @@ class AdmissionRequest:
     images: tuple[PodImage, ...]
     annotate: bool  # record original images in an annotation (the API server ignores metadata on a subresource)
     metadata: Mapping[str, Any] | None = None  # the Pod's metadata; None when it has none
+    namespace: str = ""  # for the log: whose Pod a denial refuses
+    pod: str = ""  # its name, or its generateName when the API server has not named it yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,18 +140,28 @@ def parse_review(review: Any) -> AdmissionRequest:
     if operation == "CREATE" and not sub_resource:
         pod = _pod(request, "object")
         images = tuple(_images(pod))
-        return AdmissionRequest(uid, dry_run, images, annotate=True, metadata=_metadata(pod))
+        metadata = _metadata(pod)
+        return AdmissionRequest(uid, dry_run, images, True, metadata, *_whose(request, metadata))
     if operation == "UPDATE" and sub_resource == EPHEMERAL_SUBRESOURCE:
         pod = _pod(request, "object")
         changed = _changed_images(pod, request.get("oldObject"), ("ephemeralContainers",))
-        return AdmissionRequest(uid, dry_run, changed, annotate=False)
+        return AdmissionRequest(uid, dry_run, changed, False, None, *_whose(request, pod.get("metadata")))
     if operation == "UPDATE" and not sub_resource:
         # `kubectl set image` changes a running Pod's image: judged like a CREATE, the images left as they
         # were are not (they were decided when the Pod was created, and may be the webhook's own rewrite).
         pod = _pod(request, "object")
         changed = _changed_images(pod, request.get("oldObject"), CONTAINER_LISTS)
-        return AdmissionRequest(uid, dry_run, changed, annotate=True, metadata=_metadata(pod))
+        metadata = _metadata(pod)
+        return AdmissionRequest(uid, dry_run, changed, True, metadata, *_whose(request, metadata))
     return AdmissionRequest(uid, dry_run, (), annotate=False)
+
+
+def _whose(request: Mapping[str, Any], metadata: Any) -> tuple[str, str]:
+    """The Pod's namespace and name (its generateName before the API server names it), "" where not given."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    namespace = request.get("namespace") or metadata.get("namespace")
+    name = request.get("name") or metadata.get("name") or metadata.get("generateName")
+    return (namespace if isinstance(namespace, str) else ""), (name if isinstance(name, str) else "")
 
 
 def _changed_images(pod: Mapping[str, Any], old: Any, lists: tuple[str, ...]) -> tuple[PodImage, ...]:

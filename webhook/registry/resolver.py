@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
 from webhook.registry.bulkhead import Bulkhead, BulkheadFull
-from webhook.registry.errors import RateLimited, RegistryUnavailable
+from webhook.registry.errors import NotFound, RateLimited, RegistryUnavailable
 
 # Share of the deadline kept for asking the CCR about a tag whose upstream has not answered by then.
 CCR_FALLBACK_SHARE = 0.25
@@ -53,6 +53,7 @@ class _Answer:
     error: str | None
     expires: float
     unavailable: bool = False  # the registry could not be asked (down, 429, 5xx, no answer): not a "no"
+    missing: bool = False  # the registry answered that there is no such tag or repository (404): a "no"
 
 
 class Resolver:
@@ -130,12 +131,12 @@ class Resolver:
 
     def _from_cache(self, lookup: Lookup, count_hit: bool = True) -> ImageFacts | None:
         """The facts for `lookup` if every one it needs is cached and fresh, else None."""
-        digest, error, unavailable = lookup.source.digest, None, False
+        digest, error, unavailable, missing = lookup.source.digest, None, False, False
         if lookup.need_digest:
             answer = self._cached(self._digest_key(lookup))
             if answer is None:
                 return None
-            digest, error, unavailable = answer.value, answer.error, answer.unavailable
+            digest, error, unavailable, missing = answer.value, answer.error, answer.unavailable, answer.missing
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             answer = self._cached(self._ccr_key(lookup, digest))
@@ -144,19 +145,19 @@ class Resolver:
             in_ccr = answer.value
         if count_hit:
             self._observe("hit", lookup.upstream.registry)
-        return _facts(lookup, digest, error, unavailable, in_ccr)
+        return _facts(lookup, digest, error, unavailable, in_ccr, missing)
 
     def _facts_for(self, lookup: Lookup) -> ImageFacts:
         """Ask the registries (sharing in-flight lookups) for what `lookup` needs."""
         self._observe("miss", lookup.upstream.registry)
-        digest, error, unavailable = lookup.source.digest, None, False
+        digest, error, unavailable, missing = lookup.source.digest, None, False, False
         if lookup.need_digest:
             answer = self._shared(self._digest_key(lookup), self._ask_digest, lookup)
-            digest, error, unavailable = answer.value, answer.error, answer.unavailable
+            digest, error, unavailable, missing = answer.value, answer.error, answer.unavailable, answer.missing
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             in_ccr = self._shared(self._ccr_key(lookup, digest), self._ask_ccr, lookup, digest).value
-        return _facts(lookup, digest, error, unavailable, in_ccr)
+        return _facts(lookup, digest, error, unavailable, in_ccr, missing)
 
     def _ask_digest(self, lookup: Lookup) -> _Answer:
         source = lookup.source
@@ -169,7 +170,8 @@ class Resolver:
         except Exception as err:
             self._observe("error", lookup.upstream.registry)
             unavailable = isinstance(err, (RegistryUnavailable, RateLimited))
-            return _Answer(None, _describe(err), self._clock() + self._error_seconds(err), unavailable)
+            expires = self._clock() + self._error_seconds(err)
+            return _Answer(None, _describe(err), expires, unavailable, missing=isinstance(err, NotFound))
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
 
     def _ccr_tag_digest(self, lookup: Lookup) -> str | None:
@@ -312,11 +314,14 @@ def _describe(err: BaseException | None) -> str:
     return text.splitlines()[0][:300]
 
 
-def _facts(lookup: Lookup, digest: str | None, error: str | None, unavailable: bool, in_ccr: bool | None) -> ImageFacts:
+def _facts(
+    lookup: Lookup, digest: str | None, error: str | None, unavailable: bool, in_ccr: bool | None, missing: bool
+) -> ImageFacts:
     """The ImageFacts of `lookup` from its answers (cached or fresh); a digest only where the lookup asked for one."""
     return ImageFacts(
         digest=digest if lookup.need_digest else None,
         resolve_error=error,
         in_ccr=in_ccr,
         upstream_unavailable=unavailable,
+        tag_missing=missing,
     )

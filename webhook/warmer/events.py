@@ -7,6 +7,7 @@ Event of each reason every `interval` seconds (progress: every `progress_interva
 `pods_per_image` Pods. They are posted by one
 background thread from a bounded backlog (full: dropped), so a slow API server never slows a copy.
 Messages name images and registry answers only, never credentials (URL user info is cut out anyway).
+The time left is given once there is a rate to estimate it from (`copier.eta`), not in the first Event.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from kubernetes.client import CoreV1Api
 
 from webhook.copier.engine import CopyProgress, CopyResult
+from webhook.copier.eta import TimeLeft, time_left_text
 from webhook.policy.decide import WarmRequest
 from webhook.warmer.pods import PodRef
 from webhook.warmer.queue import JobState, WarmJob, job_key
@@ -31,6 +33,7 @@ from webhook.warmer.queue import JobState, WarmJob, job_key
 COMPONENT = "ccr-webhook-warmer"
 STARTED, PROGRESS, FINISHED, FAILED = "CCRWarmStarted", "CCRWarmProgress", "CCRWarmFinished", "CCRWarmFailed"
 MAX_MESSAGE = 1024
+MAX_COPIES_FOLLOWED = 1024  # copies whose time left is estimated at once; the queue runs far fewer
 _USER_INFO = re.compile(r"(?<=://)[^/@\s]+@")
 log = logging.getLogger("webhook.warmer.events")
 
@@ -66,15 +69,14 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
     return None
 
 
-def progress_message(request: WarmRequest, progress: CopyProgress) -> str | None:
+def progress_message(request: WarmRequest, progress: CopyProgress, seconds_left: float | None) -> str | None:
     """ "CCR: pulling 1.2 GB from docker.io, 45% done, about 30 s left", or None before any blob byte has moved."""
     if progress.phase != "blobs" or progress.bytes_total <= 0 or progress.bytes_copied <= 0:
         return None
     done = min(progress.bytes_done, progress.bytes_total)
-    left = (progress.bytes_total - done) / progress.rate if progress.rate > 0 else None
     return (
         f"CCR: pulling {_size(progress.bytes_total)} from {request.source.registry}, "
-        f"{100 * done // progress.bytes_total}% done, {_time_left(left)}"
+        f"{100 * done // progress.bytes_total}% done, {time_left_text(seconds_left)}"
     )
 
 
@@ -106,6 +108,7 @@ class WarmEvents:
         self._instance = instance
         self._clock = clock
         self._last: dict[tuple[str, str], float] = {}
+        self._time_left: dict[str, TimeLeft] = {}  # per running copy; bounded with _last
         self._lock = threading.Lock()
         self._backlog: queue.Queue[dict[str, Any] | None] = queue.Queue(backlog)
         self._thread: threading.Thread | None = None
@@ -127,6 +130,9 @@ class WarmEvents:
 
     def job_changed(self, job: WarmJob) -> None:
         """Queue the Events a change of `job` calls for, if the limits allow; never blocks."""
+        if job.state in (JobState.DONE, JobState.FAILED):
+            with self._lock:
+                self._time_left.pop(job.key, None)
         event = warm_event(job)
         if event is not None and self._pods_per_image > 0 and self._allowed(job.key, event[0], self._interval):
             self._post(job.key, *event)
@@ -134,7 +140,14 @@ class WarmEvents:
     def progress(self, request: WarmRequest, progress: CopyProgress) -> None:
         """Queue a progress Event with percent and time left, at most every `progress_interval`; never blocks."""
         key = job_key(request)
-        if self._pods_per_image == 0 or (message := progress_message(request, progress)) is None:
+        if self._pods_per_image == 0:
+            return
+        with self._lock:
+            if key not in self._time_left and len(self._time_left) >= MAX_COPIES_FOLLOWED:
+                self._time_left.clear()  # bounded: only estimates are lost, and they start again
+            estimate = self._time_left.setdefault(key, TimeLeft())
+            seconds_left = estimate.seconds_left(progress)
+        if (message := progress_message(request, progress, seconds_left)) is None:
             return
         if self._allowed(key, PROGRESS, self._progress_interval):
             self._post(key, PROGRESS, "Normal", message)
@@ -195,17 +208,6 @@ class WarmEvents:
                     event["involvedObject"]["name"],
                     getattr(err, "reason", None) or err,
                 )
-
-
-def _time_left(seconds: float | None) -> str:
-    """ "about 30 s left", "about 4 min left"; rounded as an estimate deserves."""
-    if seconds is None:
-        return "time left not known yet"
-    if seconds < 10:
-        return "a few seconds left"
-    if seconds < 90:
-        return f"about {5 * round(seconds / 5):.0f} s left"
-    return f"about {round(seconds / 60):.0f} min left"
 
 
 def _size(count: int) -> str:

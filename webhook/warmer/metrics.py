@@ -20,6 +20,7 @@ from webhook.registry.errors import (
     RegistryProtocolError,
     RegistryUnavailable,
 )
+from webhook.version import register_build_info
 from webhook.warmer.queue import JobState, WarmJob
 
 # Copies take from a fraction of a second (already there, small image) to many minutes (gigabytes).
@@ -50,6 +51,7 @@ class WarmerMetrics:
 
     def __init__(self, depth: Callable[[], int], in_flight: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
+        register_build_info(self.registry)
         Gauge(
             "ccr_webhook_warm_queue_depth",
             "Images waiting to be copied into the CCR (backoff included).",

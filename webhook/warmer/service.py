@@ -174,13 +174,25 @@ class Warmer:
         self.metrics.job_changed(job)
         self.events.job_changed(job)
         target = job.request.target
+        fields: dict[str, object] = {"image": str(job.request.source), "target": str(target), "attempt": job.attempts}
         if job.state is JobState.DONE and target.digest:
             self.resolver.mark_in_ccr(target.repository, target.digest)
-            log.info("warmed %s", target)
+            if isinstance(job.result, CopyResult):
+                fields.update(copy_fields(job.result))
+            log.info("warmed %s", target, extra={"fields": fields})
         elif job.state is JobState.FAILED:
-            log.warning("warm of %s failed after %d attempts: %s", job.request.source, job.attempts, job.error)
+            fields["error"] = job.error
+            log.warning(
+                "warm of %s failed after %d attempts: %s",
+                job.request.source,
+                job.attempts,
+                job.error,
+                extra={"fields": fields},
+            )
         elif job.state is JobState.RUNNING:
-            log.info("warming %s into %s (attempt %d)", job.request.source, target, job.attempts)
+            log.info(
+                "warming %s into %s (attempt %d)", job.request.source, target, job.attempts, extra={"fields": fields}
+            )
 
     def _healthz(self, request: Request) -> Reply:
         parts = {"queue": self.queue.alive, "hints": self.hint_server.alive, "election": self.election.alive}
@@ -193,3 +205,15 @@ class Warmer:
     def _exposition(self, request: Request) -> Reply:
         body, content_type = self.metrics.exposition()
         return Reply(200, body, content_type)
+
+
+def copy_fields(result: CopyResult) -> dict[str, object]:
+    """What a finished copy moved, as log fields: bytes, blobs by how they got there, seconds."""
+    return {
+        "digest": result.digest,
+        "bytes_copied": result.bytes_copied,
+        "blobs_copied": result.blobs_copied,
+        "blobs_skipped": result.blobs_skipped,
+        "blobs_mounted": result.blobs_mounted,
+        "seconds": round(result.seconds, 3),
+    }
