@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
 from webhook.errors import CCRWebhookError
 
 _HOST_PORT = re.compile(
@@ -126,3 +129,33 @@ def below_webhook_limit(value: float) -> float:
 def none_if_empty(value: str) -> str | None:
     """An empty string switches the feature off."""
     return value or None
+
+
+def not_empty(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A list that must name at least one thing."""
+    if not value:
+        raise Invalid("must list at least one entry")
+    return value
+
+
+def public_keys(value: tuple[str, ...]) -> tuple[str, ...]:
+    """PEM public keys, each given as a file's path or as the PEM text; returned as PEM texts, each one loadable."""
+    if not value:
+        raise Invalid("must list at least one public key")
+    return tuple(_public_key_pem(entry) for entry in value)
+
+
+def _public_key_pem(entry: str) -> str:
+    text = entry
+    if not entry.lstrip().startswith("-----BEGIN"):
+        try:
+            with open(entry, encoding="ascii") as handle:
+                text = handle.read(65536)
+        except (OSError, UnicodeDecodeError) as err:
+            raise Invalid(f"cannot read public key file {entry!r}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        serialization.load_pem_public_key(text.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        where = "the inline PEM" if text is entry else repr(entry)
+        raise Invalid(f"{where} is not a PEM public key (`cosign public-key` prints one)") from None
+    return text

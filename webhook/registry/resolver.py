@@ -20,15 +20,17 @@ from typing import Any, Protocol, TypeVar
 
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
+from webhook.policy.signatures import Verdict, public_keys
 from webhook.registry.bulkhead import Bulkhead, BulkheadFull
 from webhook.registry.errors import RateLimited, RegistryUnavailable
+from webhook.registry.signatures import SignatureReader, check_signatures
 
 # Share of the deadline kept for asking the CCR about a tag whose upstream has not answered by then.
 CCR_FALLBACK_SHARE = 0.25
 _T = TypeVar("_T")
 
 
-class RegistryReader(Protocol):
+class RegistryReader(SignatureReader, Protocol):
     """What the resolver asks of a registry client."""
 
     def resolve_digest(self, repository: str, reference: str, timeout: float | None = None) -> str: ...
@@ -142,9 +144,15 @@ class Resolver:
             if answer is None:
                 return None
             in_ccr = answer.value
+        signature = None
+        if lookup.verify is not None and digest is not None:
+            answer = self._cached(self._signature_key(lookup, digest))
+            if answer is None:
+                return None
+            signature = answer.value
         if count_hit:
             self._observe("hit")
-        return _facts(lookup, digest, error, unavailable, in_ccr)
+        return _facts(lookup, digest, error, unavailable, in_ccr, signature)
 
     def _facts_for(self, lookup: Lookup) -> ImageFacts:
         """Ask the registries (sharing in-flight lookups) for what `lookup` needs."""
@@ -156,7 +164,11 @@ class Resolver:
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             in_ccr = self._shared(self._ccr_key(lookup, digest), self._ask_ccr, lookup, digest).value
-        return _facts(lookup, digest, error, unavailable, in_ccr)
+        signature = None
+        if lookup.verify is not None and digest is not None:
+            key = self._signature_key(lookup, digest)
+            signature = self._shared(key, self._ask_signature, lookup, digest, in_ccr).value
+        return _facts(lookup, digest, error, unavailable, in_ccr, signature)
 
     def _ask_digest(self, lookup: Lookup) -> _Answer:
         source = lookup.source
@@ -171,6 +183,32 @@ class Resolver:
             unavailable = isinstance(err, (RegistryUnavailable, RateLimited))
             return _Answer(None, _describe(err), self._clock() + self._error_seconds(err), unavailable)
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
+
+    def _ask_signature(self, lookup: Lookup, digest: str, in_ccr: bool | None) -> _Answer:
+        """The signature verdict of `digest`: from the CCR's copy when it holds the image, else (or if the copy
+        carries no valid signature, say it was warmed before its signatures were) from upstream."""
+        assert lookup.verify is not None
+        settings = self._config.resolver
+        keys = public_keys(lookup.verify.keys)
+        held: Verdict | None = None
+        if in_ccr or lookup.held:
+            try:
+                held = check_signatures(
+                    self._registries.ccr, self._ccr_repository(lookup), digest, keys, settings.lookup_timeout_seconds
+                )
+            except Exception:
+                self._observe("error")
+            if held is not None and held.valid:
+                return _Answer(held, None, self._clock() + settings.cache_seconds)
+        try:
+            client = self._registries.upstream(lookup.upstream.registry)
+            verdict = check_signatures(client, lookup.source.repository, digest, keys, settings.lookup_timeout_seconds)
+        except Exception as err:
+            self._observe("error")
+            unread = Verdict(False, f"its signatures could not be read ({_describe(err)})")
+            return _Answer(held or unread, None, self._clock() + self._error_seconds(err))
+        ttl = settings.cache_seconds if verdict.valid else settings.negative_cache_seconds
+        return _Answer(verdict, None, self._clock() + ttl)
 
     def _ccr_tag_digest(self, lookup: Lookup) -> str | None:
         """The digest the CCR's copy of `lookup`'s tag points at, None when it has none (or cannot say)."""
@@ -248,6 +286,10 @@ class Resolver:
     def _ccr_key(self, lookup: Lookup, digest: str) -> Hashable:
         return ("ccr", self._ccr_repository(lookup), digest)
 
+    def _signature_key(self, lookup: Lookup, digest: str) -> Hashable:
+        assert lookup.verify is not None
+        return ("signature", lookup.upstream.registry, lookup.source.repository, digest, lookup.verify.keys)
+
     @staticmethod
     def _ccr_repository(lookup: Lookup) -> str:
         return f"{lookup.upstream.prefix}/{lookup.source.repository}"
@@ -312,11 +354,19 @@ def _describe(err: BaseException | None) -> str:
     return text.splitlines()[0][:300]
 
 
-def _facts(lookup: Lookup, digest: str | None, error: str | None, unavailable: bool, in_ccr: bool | None) -> ImageFacts:
+def _facts(
+    lookup: Lookup,
+    digest: str | None,
+    error: str | None,
+    unavailable: bool,
+    in_ccr: bool | None,
+    signature: Verdict | None,
+) -> ImageFacts:
     """The ImageFacts of `lookup` from its answers (cached or fresh); a digest only where the lookup asked for one."""
     return ImageFacts(
         digest=digest if lookup.need_digest else None,
         resolve_error=error,
         in_ccr=in_ccr,
         upstream_unavailable=unavailable,
+        signature=signature,
     )
