@@ -185,13 +185,13 @@ class Resolver:
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
 
     def _ask_signature(self, lookup: Lookup, digest: str, in_ccr: bool | None) -> _Answer:
-        """The signature verdict of `digest`: from the CCR's copy when it holds the image, else (or if the copy
-        carries no valid signature, say it was warmed before its signatures were) from upstream."""
+        """The signature verdict of `digest`: from the CCR's copy unless the CCR is known to lack the image, else
+        (or if the copy carries no valid signature, say it was warmed before signatures travelled) from upstream."""
         assert lookup.verify is not None
         settings = self._config.resolver
         keys = public_keys(lookup.verify.keys)
         held: Verdict | None = None
-        if in_ccr or lookup.held:
+        if in_ccr is not False:  # held, or nobody asked (copy: none): the CCR's copy counts when it has one
             try:
                 held = check_signatures(
                     self._registries.ccr, self._ccr_repository(lookup), digest, keys, settings.lookup_timeout_seconds

@@ -121,13 +121,16 @@ def _bundles(
     entries = _document(index, f"referrers of {digest}").get("manifests") or []
     if not isinstance(entries, list):
         raise RegistryProtocolError(f"referrers of {digest}: manifests is not a list")
-    candidates = [e for e in entries if isinstance(e, dict) and e.get("artifactType") == BUNDLE_MEDIA_TYPE]
+    candidates = list(  # each distinct referrer once: an index may list one many times over
+        dict.fromkeys(
+            e["digest"]
+            for e in entries
+            if isinstance(e, dict) and e.get("artifactType") == BUNDLE_MEDIA_TYPE and isinstance(e.get("digest"), str)
+        )
+    )
     if len(candidates) > room:
         yield len(candidates) - max(room, 0)
-    for entry in candidates[: max(room, 0)]:
-        referrer = entry.get("digest")
-        if not isinstance(referrer, str):
-            continue
+    for referrer in candidates[: max(room, 0)]:
         manifest = client.get_manifest(repository, referrer, _left(deadline, referrer))
         layers = [layer for layer in _layers(manifest, referrer) if layer.media_type == BUNDLE_MEDIA_TYPE]
         yield from _read(client, repository, layers[:1], deadline, 1, f"referrer {referrer}")
