@@ -11,11 +11,15 @@ import time
 
 import pytest
 
+from tests.support.clock import Clock
 from tests.support.waiting import deadline_ceiling
+from webhook.config import parse_config
 from webhook.copier.engine import copy_image
 from webhook.copier.signatures import MAX_REFERRERS
+from webhook.policy.decide import plan_image
 from webhook.policy.signatures import MAX_SIGNATURES, Failure, public_keys, simple_signing_payload
-from webhook.registry.client import RegistryClient
+from webhook.registry.client import Registries, RegistryClient
+from webhook.registry.resolver import Resolver
 from webhook.registry.signatures import check_signatures, referrers_tag, signature_tag
 from webhook.testing.cosign import (
     classic_layer,
@@ -186,3 +190,29 @@ def test_dry_run_warns_instead_of_denying(scene, hook):
     response, _ = review_of(hook, f"{upstream.host}/team/unsigned:1.0", dry_run=True)
     assert response["allowed"]
     assert any("would be denied" in warning and "no signature found" in warning for warning in response["warnings"])
+
+
+def test_the_verdict_is_cached_by_digest_positive_longer_than_negative(scene):
+    """A warm admission asks no registry; a refusal is remembered briefly, so a signature pushed later counts soon."""
+    upstream, ccr, _ = scene
+    config = parse_config(
+        {
+            "ccr": {"registry": ccr.host, "insecure": True},
+            "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+            "policy": {"copy": "none", "verify": [{"images": ["*"], "keys": [public_pem(KEY)]}]},
+            "resolver": {"cacheSeconds": 60, "negativeCacheSeconds": 5},
+        }
+    )
+    clock, observed = Clock(), []
+    registries = Registries(config)
+    resolver = Resolver(config, registries, observe=observed.append, clock=clock)
+    signed, unsigned = (plan_image(f"{upstream.host}/team/{name}:1.0", config) for name in ("signed", "unsigned"))
+    first = resolver.gather([signed, unsigned], DEADLINE)
+    assert [fact.signature.valid for fact in first] == [True, False]
+    clock.now += 6  # past negativeCacheSeconds: the refusal is asked again, the signature is not
+    assert [fact.signature.valid for fact in resolver.gather([signed, unsigned], DEADLINE)] == [True, False]
+    assert observed == ["miss", "miss", "hit", "miss"]
+    clock.now += 60
+    resolver.gather([signed], DEADLINE)
+    assert observed[-1] == "miss"
+    registries.close()
