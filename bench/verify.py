@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.admission import HEADER, IMAGES, WRK_SCRIPT, check_answer, measure, mirror_settings, realistic_review, row
 from webhook.registry.client import RegistryClient
-from webhook.testing.cosign import PrivateKey, classic_layer, new_key, public_pem, push_classic_signature
+from webhook.testing.cosign import PrivateKey, new_key, public_pem, sign_image
 from webhook.testing.processes import RegistryServer
 from webhook.testing.review_client import send_review
 from webhook.testing.sample_image import push_sample_image
@@ -40,8 +40,7 @@ def push_signed(client: RegistryClient, prefix: str, seed: int, key: PrivateKey)
     for offset, name in enumerate(IMAGES):
         repository = f"{prefix}team/{name}"
         digest = push_sample_image(client, repository, "1.0", layer_sizes=[1024], seed=seed + offset).digest
-        payload, signature = classic_layer(key, digest, repository)
-        push_classic_signature(client, repository, digest, payload, signature)
+        sign_image(client, repository, digest, key)
 
 
 def verify_section(key: PrivateKey) -> dict:

@@ -11,14 +11,7 @@ from webhook.policy.signatures import public_keys
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, NotFound
 from webhook.registry.errors import RegistryServerError
 from webhook.registry.signatures import check_signatures, referrers_tag, signature_tag
-from webhook.testing.cosign import (
-    classic_layer,
-    new_key,
-    public_pem,
-    push_bundle_referrer,
-    push_classic_signature,
-    sign_bundle,
-)
+from webhook.testing.cosign import new_key, public_pem, sign_image
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer
 from webhook.testing.sample_image import push_sample_image
@@ -30,9 +23,8 @@ def test_a_pull_through_the_front_brings_the_signatures_into_the_ccr(upstream: R
     key = new_key()
     source, target = make_client(upstream.url), make_client(ccr.url)
     digest = push_sample_image(source, "apps/signed", "v1", [4096], seed=301).digest
-    payload, signature = classic_layer(key, digest, f"{upstream.host}/apps/signed")
-    push_classic_signature(source, "apps/signed", digest, payload, signature)
-    push_bundle_referrer(source, "apps/signed", digest, sign_bundle(key, digest))
+    sign_image(source, "apps/signed", digest, key)
+    sign_image(source, "apps/signed", digest, key, bundle=True)
     settings = {
         "ccr": {"registry": "ccr.test", "endpoint": ccr.url, "insecure": True},
         "upstreams": [{"registry": "upstream.test", "endpoint": upstream.url, "insecure": True, "prefix": "up"}],

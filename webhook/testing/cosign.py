@@ -141,6 +141,15 @@ def push_bundle_referrer(
     return referrer
 
 
+def sign_image(client: RegistryClient, repository: str, digest: str, key: PrivateKey, bundle: bool = False) -> None:
+    """Sign `repository@digest` with `key` as `cosign sign --key` does: the classic `.sig` tag, or a bundle referrer."""
+    if bundle:
+        push_bundle_referrer(client, repository, digest, sign_bundle(key, digest))
+        return
+    payload, signature = classic_layer(key, digest, repository)
+    push_classic_signature(client, repository, digest, payload, signature)
+
+
 def _push(client: RegistryClient, repository: str, data: bytes, media_type: str = "") -> dict[str, Any]:
     digest = digest_of(data)
     if client.blob_size(repository, digest) is None:
