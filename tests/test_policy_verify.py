@@ -1,6 +1,7 @@
 """policy.verify: which images need a signature, how the configuration reads keys, and the verdicts admission gives."""
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from webhook.config import ConfigError, parse_config
 from webhook.policy.decide import Action, ImageFacts, Lookup, decide_image, plan_image
@@ -10,6 +11,7 @@ from webhook.testing.cosign import new_key, public_pem
 D1 = "sha256:" + "1" * 64
 CCR = "ccr.local:5000"
 PEM = public_pem(new_key())
+P224 = public_pem(ec.generate_private_key(ec.SECP224R1()))
 SIGNED = Verdict(True, "signed (simple signing, key sha256:abc)")
 UNSIGNED = Verdict(False, f"no signature found for {D1}", Failure.NO_SIGNATURE)
 
@@ -111,6 +113,7 @@ def test_keys_are_read_from_files(tmp_path):
         ({"images": ["*"], "keys": ["/nonexistent/cosign.pub"]}, "policy.verify[0].keys: cannot read public key file"),
         ({"images": ["*"], "keys": ["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]}, "inline PEM"),
         ({"images": ["*"], "keys": []}, "policy.verify[0].keys: must list at least one"),
+        ({"images": ["*"], "keys": [P224]}, "policy.verify[0].keys: the inline PEM: ECDSA curve secp224r1 is not"),
         ({"images": [], "keys": [PEM]}, "policy.verify[0].images: must list at least one"),
         ({"keys": [PEM]}, "policy.verify[0].images: is required"),
     ],

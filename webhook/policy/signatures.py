@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
+from webhook.config.checks import SIGNING_CURVES, unsupported_key
 from webhook.errors import CCRWebhookError
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -43,11 +44,6 @@ MAX_PAYLOAD_BYTES = 256 * 1024  # a payload or bundle larger than this is refuse
 MAX_SIGNATURES = 16  # signatures examined per digest (`.sig` layers and bundle referrers); the rest are not
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-_EC_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "secp256r1": hashes.SHA256,
-    "secp384r1": hashes.SHA384,
-    "secp521r1": hashes.SHA512,
-}
 
 
 class InvalidPublicKey(CCRWebhookError):
@@ -111,10 +107,9 @@ def parse_public_key(pem: str) -> PublicKey:
         key = serialization.load_pem_public_key(pem.encode())
     except (ValueError, UnsupportedAlgorithm) as err:
         raise InvalidPublicKey(f"not a PEM public key ({str(err).splitlines()[0][:120]})") from None
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in _EC_HASHES:
-        raise InvalidPublicKey(f"ECDSA curve {key.curve.name} is not one cosign signs with (P-256, P-384, P-521)")
-    if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
-        raise InvalidPublicKey(f"a {type(key).__name__}; only ECDSA, Ed25519 and RSA keys are supported")
+    unsupported = unsupported_key(key)
+    if unsupported or not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+        raise InvalidPublicKey(unsupported or "not a signing key")
     return key
 
 
@@ -271,7 +266,7 @@ def _signer(keys: Sequence[PublicKey], signature: bytes, message: bytes, prehash
 def _verifies(key: PublicKey, signature: bytes, message: bytes, prehashed: bool) -> bool:
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
-            algorithm = _EC_HASHES[key.curve.name]()
+            algorithm = SIGNING_CURVES[key.curve.name]()
             chosen = utils.Prehashed(algorithm) if prehashed else algorithm
             if prehashed and len(message) != algorithm.digest_size:
                 return False
