@@ -29,7 +29,7 @@ from webhook.testing.cosign import (
     push_classic_signature,
     sign_bundle,
 )
-from webhook.testing.processes import RegistryServer
+from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.review_client import pod_object, pod_review, send_review
 from webhook.testing.sample_image import push_sample_image
 from webhook.testing.webhook_process import LocalWebhook
@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 KEY, OTHER = new_key("ecdsa"), new_key("ecdsa")
 KEYS = public_keys([public_pem(KEY)])
 DEADLINE = 2.0
+DOWN = f"127.0.0.1:{free_port()}"  # a configured upstream nothing listens on
 BOMB, BOMB_DISTINCT = 5000, 40
 NAMES = ("signed", "bundled", "tampered", "elsewhere", "wrongkey", "unsigned", "bomb", "mirrored")
 
@@ -79,6 +80,9 @@ def scene():
         push_sample_image(ccr_client, "up/team/mirrored", "1.0", [256], NAMES.index("mirrored"))
         payload, signature = classic_layer(KEY, digests["mirrored"], f"{ccr.host}/up/team/mirrored")
         push_classic_signature(ccr_client, "up/team/mirrored", digests["mirrored"], payload, signature)
+        # copies in the CCR of a registry that is down by now: one carrying its signature, one not
+        for name, attached in (("signed", True), ("unsigned", False)):
+            copy_image(up, f"team/{name}", "1.0", ccr_client, f"down/team/{name}", tag="1.0", attached=attached)
         yield upstream, ccr, digests
 
 
@@ -140,10 +144,13 @@ def hook(scene):
     upstream, ccr, _ = scene
     settings = {
         "ccr": {"registry": ccr.host, "insecure": True},
-        "upstreams": [{"registry": upstream.host, "insecure": True, "prefix": "up"}],
+        "upstreams": [
+            {"registry": upstream.host, "insecure": True, "prefix": "up"},
+            {"registry": DOWN, "insecure": True, "prefix": "down"},
+        ],
         "policy": {
             "copy": "none",
-            "verify": [{"images": [f"{upstream.host}/team/*"], "keys": [public_pem(KEY)]}],
+            "verify": [{"images": [f"{upstream.host}/team/*", f"{DOWN}/team/*"], "keys": [public_pem(KEY)]}],
         },
         "webhook": {"deadlineSeconds": DEADLINE},
     }
@@ -183,6 +190,18 @@ def test_admission_enforces_signatures(scene, hook, name, allowed, words):
         assert words in message
     warm, warm_took = review_of(hook, f"{upstream.host}/team/{name}:1.0")  # cached by digest: same verdict
     assert warm["allowed"] is allowed and warm_took < deadline_ceiling(DEADLINE)
+
+
+@pytest.mark.parametrize(("name", "allowed"), [("signed", True), ("unsigned", False)])
+def test_with_the_upstream_down_the_ccr_copy_of_the_tag_and_its_signature_decide(scene, hook, name, allowed):
+    digests = scene[2]
+    response, took = review_of(hook, f"{DOWN}/team/{name}:1.0")
+    assert took < deadline_ceiling(DEADLINE)
+    assert response["allowed"] is allowed, response
+    if allowed:
+        assert digests[name] in json.dumps(response.get("warnings"))  # pinned to what the CCR's copy holds
+    else:
+        assert f"{DOWN}/team/{name}@{digests[name]} has no valid signature" in response["status"]["message"]
 
 
 def test_dry_run_warns_instead_of_denying(scene, hook):

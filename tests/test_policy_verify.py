@@ -1,5 +1,7 @@
 """policy.verify: which images need a signature, how the configuration reads keys, and the verdicts admission gives."""
 
+from dataclasses import replace
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -14,6 +16,7 @@ PEM = public_pem(new_key())
 P224 = public_pem(ec.generate_private_key(ec.SECP224R1()))
 SIGNED = Verdict(True, "signed (simple signing, key sha256:abc)")
 UNSIGNED = Verdict(False, f"no signature found for {D1}", Failure.NO_SIGNATURE)
+DOWN = ImageFacts(resolve_error="HTTP 503", upstream_unavailable=True, ccr_digest=D1)
 
 
 def make_config(rules=None, **policy):
@@ -58,6 +61,10 @@ def test_a_pinned_image_with_nothing_else_to_ask_still_asks_for_its_signature():
         (ImageFacts(digest=D1, in_ccr=True, signature=UNSIGNED), Action.DENY, f"docker.io/acme/app@{D1} has no valid"),
         (ImageFacts(digest=D1, in_ccr=True), Action.DENY, "could not be checked in time"),
         (ImageFacts(resolve_error="HTTP 503"), Action.DENY, "could not be resolved to a digest (HTTP 503)"),
+        # upstream down: the CCR's copy of the tag pins it, and that copy's signature is what counts
+        (replace(DOWN, signature=SIGNED), Action.REWRITE, "what the CCR's copy of this tag holds"),
+        (replace(DOWN, signature=UNSIGNED), Action.DENY, f"docker.io/acme/app@{D1} has no valid signature"),
+        (DOWN, Action.DENY, "could not be checked in time"),
     ],
 )
 def test_verdicts_with_the_signature_facts(facts, action, words):

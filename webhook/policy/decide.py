@@ -126,8 +126,8 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     policy = config.policy
     image, source = lookup.image, lookup.source
     digest = source.digest or facts.digest
-    if lookup.verify is not None:
-        refused = _unverified(source, digest, facts)
+    if lookup.verify is not None:  # the digest admitted: upstream's, or the CCR's copy of the tag when upstream is down
+        refused = _unverified(source, digest or facts.ccr_digest, facts)
         if refused is not None:
             return Decision(Action.DENY, image, refused)
         if lookup.held:

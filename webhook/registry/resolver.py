@@ -98,7 +98,7 @@ class Resolver:
             if future.done() and future.exception() is None:
                 facts[i] = future.result()
         fallbacks = {
-            i: self._pool_submit(self._config.ccr.registry, self._ccr_tag_digest, lookup)
+            i: self._pool_submit(self._config.ccr.registry, self._ccr_fallback, lookup)
             for i, lookup in enumerate(lookups)
             if lookup.need_digest and lookup.source.tag is not None and _upstream_unavailable(facts[i])
         }
@@ -112,7 +112,8 @@ class Resolver:
         for i, fallback in fallbacks.items():
             fact = facts[i]
             if fallback.done() and fallback.exception() is None and fact is not None and fact.digest is None:
-                facts[i] = replace(fact, ccr_digest=fallback.result())
+                ccr_digest, signature = fallback.result()
+                facts[i] = replace(fact, ccr_digest=ccr_digest, signature=signature)
         for future in everything:  # one still queued for a thread is dropped: a Pod of thousands of images
             future.cancel()  # must not hold up the lookups of the Pods that come after it
         return [fact if fact is not None else ImageFacts() for fact in facts]
@@ -209,6 +210,15 @@ class Resolver:
             return _Answer(held or unread, None, self._clock() + self._error_seconds(err))
         ttl = settings.cache_seconds if verdict.valid else settings.negative_cache_seconds
         return _Answer(verdict, None, self._clock() + ttl)
+
+    def _ccr_fallback(self, lookup: Lookup) -> tuple[str | None, Verdict | None]:
+        """The digest the CCR's copy of the tag points at, and its signature verdict when the lookup needs one."""
+        digest = self._ccr_tag_digest(lookup)
+        if digest is None or lookup.verify is None:
+            return digest, None
+        return digest, self._shared(
+            self._signature_key(lookup, digest), self._ask_signature, lookup, digest, True
+        ).value
 
     def _ccr_tag_digest(self, lookup: Lookup) -> str | None:
         """The digest the CCR's copy of `lookup`'s tag points at, None when it has none (or cannot say)."""
