@@ -171,7 +171,7 @@ def _check(piece: Evidence, digest: str, keys: Sequence[PublicKey]) -> _Outcome:
     return _Outcome(outcome.failure, where + outcome.why)
 
 
-class _Malformed(Exception):
+class _Malformed(CCRWebhookError):
     """A signature that cannot even be read; the message says what is wrong with it."""
 
 
