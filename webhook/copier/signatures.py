@@ -17,11 +17,9 @@ from typing import Any
 
 from webhook.registry.client import OCI_INDEX, Manifest, RegistryClient
 from webhook.registry.errors import NotFound, RegistryProtocolError
-from webhook.registry.oci import child_manifests
-from webhook.registry.signatures import referrers_tag, signature_tag
+from webhook.registry.signatures import referrers, referrers_tag, signature_tag
 
 MAX_REFERRERS = 64
-_KEPT = ("artifactType", "annotations")  # what discovery filters on, kept in the target's referrers tag index
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,35 +51,13 @@ def copy_attached(
         signed = None
     if signed is not None:
         copy_one(signed, tag)
-    unique = list({entry["digest"]: entry for entry in _referrers(source, source_repository, digest)}.values())
+    unique = referrers(source, source_repository, digest)
     kept = unique[:MAX_REFERRERS]
     for entry in kept:
         copy_one(entry["digest"], None)
     if kept and target.referrers(target_repository, digest) is None:
         _list_in_referrers_tag(target, target_repository, digest, kept)
     return TravelledWith(signed is not None, tuple(entry["digest"] for entry in kept), len(unique) - len(kept))
-
-
-def _referrers(client: RegistryClient, repository: str, digest: str) -> list[dict[str, Any]]:
-    """The referrers of `digest` as index entries (descriptor, artifactType, annotations): the referrers API's
-    answer, else the referrers tag schema's index, else none."""
-    index = client.referrers(repository, digest)
-    if index is None:
-        try:
-            index = client.get_manifest(repository, referrers_tag(digest))
-        except NotFound:
-            return []
-    descriptors = child_manifests(index)  # every entry checked: a valid digest and size
-    raw = _document(index).get("manifests") or []
-    return [
-        {
-            "mediaType": descriptor.media_type,
-            "digest": descriptor.digest,
-            "size": descriptor.size,
-            **{key: entry[key] for key in _KEPT if key in entry},
-        }
-        for descriptor, entry in zip(descriptors, raw, strict=True)
-    ]
 
 
 def _list_in_referrers_tag(target: RegistryClient, repository: str, digest: str, copied: list[dict[str, Any]]) -> None:

@@ -31,6 +31,9 @@ from webhook.policy.signatures import (
 )
 from webhook.registry.client import Manifest
 from webhook.registry.errors import NotFound, RegistryProtocolError, RegistryUnavailable
+from webhook.registry.oci import Descriptor, child_manifests
+
+_KEPT = ("artifactType", "annotations")  # what discovery filters on, kept with each referrer
 
 
 class SignatureReader(Protocol):
@@ -61,6 +64,35 @@ def signature_tag(digest: str) -> str:
 def referrers_tag(digest: str) -> str:
     """The tag of the OCI referrers tag schema (and cosign's prefix): `sha256-<hex>`."""
     return digest.replace(":", "-", 1)
+
+
+def referrers(
+    client: SignatureReader, repository: str, digest: str, timeout: float | None = None
+) -> list[dict[str, Any]]:
+    """The referrers of `digest`, each distinct one once, as index entries (mediaType, digest, size, artifactType,
+    annotations): from the referrers API, else the referrers tag schema's `sha256-<hex>` index, else none.
+
+    Every entry is checked (a valid digest and size) before any is used; RegistryProtocolError if one is not.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    index = client.referrers(repository, digest, timeout)
+    if index is None:  # no referrers API
+        try:
+            left = None if deadline is None else _left(deadline, "referrers tag")
+            index = client.get_manifest(repository, referrers_tag(digest), left)
+        except NotFound:
+            return []
+    raw = _document(index, f"referrers of {digest}").get("manifests") or []
+    unique: dict[str, dict[str, Any]] = {}
+    for descriptor, entry in zip(child_manifests(index), raw, strict=True):
+        kept = {key: entry[key] for key in _KEPT if key in entry}
+        unique.setdefault(descriptor.digest, {**_entry_of(descriptor), **kept})
+    return list(unique.values())
+
+
+def _entry_of(descriptor: Descriptor) -> dict[str, Any]:
+    """A descriptor as an index lists it."""
+    return {"mediaType": descriptor.media_type, "digest": descriptor.digest, "size": descriptor.size}
 
 
 def check_signatures(
@@ -112,22 +144,8 @@ def _bundles(
     client: SignatureReader, repository: str, digest: str, deadline: float, room: int
 ) -> Iterator[Evidence | int]:
     """The sigstore bundles among the referrers of `digest`, at most `room` of them read."""
-    index = client.referrers(repository, digest, _left(deadline, "referrers"))
-    if index is None:  # no referrers API: the referrers tag schema
-        try:
-            index = client.get_manifest(repository, referrers_tag(digest), _left(deadline, "referrers tag"))
-        except NotFound:
-            return
-    entries = _document(index, f"referrers of {digest}").get("manifests") or []
-    if not isinstance(entries, list):
-        raise RegistryProtocolError(f"referrers of {digest}: manifests is not a list")
-    candidates = list(  # each distinct referrer once: an index may list one many times over
-        dict.fromkeys(
-            e["digest"]
-            for e in entries
-            if isinstance(e, dict) and e.get("artifactType") == BUNDLE_MEDIA_TYPE and isinstance(e.get("digest"), str)
-        )
-    )
+    entries = referrers(client, repository, digest, _left(deadline, "referrers"))
+    candidates = [entry["digest"] for entry in entries if entry.get("artifactType") == BUNDLE_MEDIA_TYPE]
     if len(candidates) > room:
         yield len(candidates) - max(room, 0)
     for referrer in candidates[: max(room, 0)]:
