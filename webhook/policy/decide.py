@@ -209,8 +209,11 @@ def excluded_by(source: ImageReference, config: Config) -> str | None:
 
 def _matching(source: ImageReference, patterns: tuple[str, ...]) -> str | None:
     """The first glob matching `source` written in full or as its name without tag or digest."""
+    if not patterns:
+        return None
+    text, name = str(source), source.name
     for pattern in patterns:
-        if fnmatch.fnmatchcase(str(source), pattern) or fnmatch.fnmatchcase(source.name, pattern):
+        if fnmatch.fnmatchcase(text, pattern) or fnmatch.fnmatchcase(name, pattern):
             return pattern
     return None
 
