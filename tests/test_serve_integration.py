@@ -328,6 +328,8 @@ def test_metrics_name_each_lookup_s_registry_and_when_the_served_certificate_exp
     assert {down, ccr, "other"} <= registries and len(registries) == 5  # three upstreams, the CCR, other
     (expiry,) = [s for s in samples() if s.name == EXPIRY_METRIC]
     assert expiry.labels == {"certificate": "serving"} and expiry.value > time.time() + 86400
+
+
 def test_build_info_is_one_series_across_workers(hook):
     from importlib.metadata import version
 

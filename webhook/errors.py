@@ -12,6 +12,7 @@ this module holds the base and the map:
     ├── ManifestError                policy.workloads: text that is not a readable manifest; source and line
     ├── PodSpecError                 policy.workloads: a pod spec's container lists are malformed; where
     ├── NotMirrored                  policy.decide: an image no configured upstream serves
+    ├── InvalidPublicKey             policy.signatures: a verification key that cannot check cosign signatures
     ├── RegistryError                registry.errors: a registry operation failed; what, and which registry
     │   ├── RegistryUnavailable        not reached or no proper answer in time (refused, timeout, 5xx): transient
     │   │   └── RegistryServerError    it answered 5xx: reached, but failing on its side
@@ -49,7 +50,8 @@ or copy that failed), so a user error never shows a traceback; anything else sti
 Plain ValueError and TypeError still mean a programming error (an argument out of its contract), not
 something an operator or a remote party did.
 
-Internal control flow (`webhook.kube.informer._Expired`, a watch that must list again) derives from it
+Internal control flow (`webhook.kube.informer._Expired`, a watch that must list again;
+`webhook.policy.signatures._Malformed`, a signature that cannot be read, which becomes a verdict) derives from it
 too, so the one rule holds without exceptions; the test harness (`webhook.testing`) is not part of the
 product and keeps its own.
 """

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 known_repositories=known,
                 progress=progress,
                 limits=config.copy,
+                attached=True,
             ),
         )
         return run_copies([job], sys.stdout, sys.stderr)

@@ -21,6 +21,7 @@ from webhook.config.keys import (
     RetentionConfig,
     SwapMode,
     UpstreamConfig,
+    VerifyRule,
     WarmerConfig,
     WebhookConfig,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "RetentionConfig",
     "SwapMode",
     "UpstreamConfig",
+    "VerifyRule",
     "WarmerConfig",
     "WebhookConfig",
     "apply_env_overrides",

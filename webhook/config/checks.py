@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
 from webhook.errors import CCRWebhookError
 
 _HOST_PORT = re.compile(
@@ -23,6 +27,12 @@ _LABEL_KEY = re.compile(
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 API_SERVER_WEBHOOK_LIMIT_SECONDS = 30
+# The ECDSA curves cosign signs with, and the hash each signs over (sigstore's defaults).
+SIGNING_CURVES: dict[str, type[hashes.HashAlgorithm]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
 
 
 class ConfigError(CCRWebhookError):
@@ -126,3 +136,47 @@ def below_webhook_limit(value: float) -> float:
 def none_if_empty(value: str) -> str | None:
     """An empty string switches the feature off."""
     return value or None
+
+
+def not_empty(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A list that must name at least one thing."""
+    if not value:
+        raise Invalid("must list at least one entry")
+    return value
+
+
+def public_keys(value: tuple[str, ...]) -> tuple[str, ...]:
+    """PEM public keys, each given as a file's path or as the PEM text; returned as PEM texts, each one loadable."""
+    if not value:
+        raise Invalid("must list at least one public key")
+    return tuple(_public_key_pem(entry) for entry in value)
+
+
+def _public_key_pem(entry: str) -> str:
+    text = entry
+    if not entry.lstrip().startswith("-----BEGIN"):
+        try:
+            with open(entry, encoding="ascii") as handle:
+                text = handle.read(65536)
+        except (OSError, UnicodeDecodeError) as err:
+            raise Invalid(f"cannot read public key file {entry!r}: {getattr(err, 'strerror', None) or err}") from None
+    where = "the inline PEM" if text is entry else repr(entry)
+    try:
+        key = serialization.load_pem_public_key(text.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise Invalid(f"{where} is not a PEM public key (`cosign public-key` prints one)") from None
+    unsupported = unsupported_key(key)
+    if unsupported:
+        raise Invalid(f"{where}: {unsupported}")
+    return text
+
+
+def unsupported_key(key: object) -> str | None:
+    """Why a public key cannot check cosign signatures, or None for ECDSA P-256/384/521, Ed25519 and RSA."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name in SIGNING_CURVES:
+            return None
+        return f"ECDSA curve {key.curve.name} is not one cosign signs with (P-256, P-384, P-521)"
+    if isinstance(key, (ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+        return None
+    return f"a {type(key).__name__}; only ECDSA, Ed25519 and RSA keys check cosign signatures"

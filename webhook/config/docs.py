@@ -26,18 +26,30 @@ def render() -> str:
     parts: list[str] = []
     hints = typing.get_type_hints(Config)
     for field, declared in declared_keys(Config):
-        section, path = _section_of(hints[field.name]), yaml_name(field, declared)
-        if typing.get_origin(hints[field.name]) is tuple:
-            path += "[]"
-        parts.append(f"### `{path}`\n\n{declared.doc}\n")
-        parts.append("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |")
-        section_hints = typing.get_type_hints(section)
-        for key_field, key in declared_keys(section):
-            name = f"`{path}.{yaml_name(key_field, key)}`"
-            kind = _kind(section_hints[key_field.name], key) + _bounds(key)
-            parts.append(f"| {name} | {kind} | {_default(key_field, key)} | {key.doc} |")
-        parts.append("")
+        _render_section(parts, hints[field.name], yaml_name(field, declared), declared.doc)
     return "\n".join(parts)
+
+
+def _render_section(parts: list[str], hint: Any, path: str, doc: str) -> None:
+    """The table of one section at `path`, then the tables of the lists of sections inside it (`policy.verify[]`)."""
+    section = _section_of(hint)
+    if typing.get_origin(hint) is tuple:
+        path += "[]"
+    parts.append(f"### `{path}`\n\n{doc}\n")
+    parts.append("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |")
+    section_hints = typing.get_type_hints(section)
+    nested: list[tuple[Any, str, str]] = []
+    for key_field, key in declared_keys(section):
+        name = f"{path}.{yaml_name(key_field, key)}"
+        key_hint = section_hints[key_field.name]
+        kind = _kind(key_hint, key) + _bounds(key)
+        if typing.get_origin(key_hint) is tuple and dataclasses.is_dataclass(typing.get_args(key_hint)[0]):
+            kind = f"list ([`{name}[]`](#{name.replace('.', '')}))"
+            nested.append((key_hint, name, key.doc))
+        parts.append(f"| `{name}` | {kind} | {_default(key_field, key)} | {key.doc} |")
+    parts.append("")
+    for key_hint, name, key_doc in nested:
+        _render_section(parts, key_hint, name, key_doc)
 
 
 def replace_block(document: str, block: str) -> str:

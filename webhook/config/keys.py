@@ -139,6 +139,22 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class VerifyRule:
+    """Images that are admitted only with a cosign signature by one of the listed keys over the digest they pin."""
+
+    images: tuple[str, ...] = key(
+        doc="Globs matched like `policy.exclude`, against the upstream image (`ghcr.io/acme/*`) or its name "
+        "without tag; a CCR image is matched as the upstream image it mirrors.",
+        check=checks.not_empty,
+    )
+    keys: tuple[str, ...] = key(
+        doc="Public keys (ECDSA P-256/384/521, Ed25519, RSA): each a PEM file (`cosign.pub`) or the PEM text itself. "
+        "A signature by any one of them is enough.",
+        check=checks.public_keys,
+    )
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """What admission does with each image."""
 
@@ -160,6 +176,12 @@ class PolicyConfig:
     on_resolve_error: OnResolveError = key(
         OnResolveError.ALLOW,
         doc="When a tag cannot be resolved in time: `allow` (admit unpinned, with a warning) or `deny`.",
+    )
+    verify: tuple[VerifyRule, ...] = key(
+        (),
+        doc="Content trust: rules (keys below) naming images that need a valid cosign signature by a configured key "
+        "over the exact digest admitted; the first rule whose `images` match applies. Enforce denies an image "
+        "without one, dry-run warns ([operations.md](operations.md#content-trust)).",
     )
 
 

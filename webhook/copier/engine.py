@@ -20,13 +20,14 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
 from webhook.config import CopyConfig
 from webhook.copier.blobs import BlobCopier, BlobLocations, BlobOutcome
 from webhook.copier.retry import TRANSIENT_ERRORS, RetryPolicy
+from webhook.copier.signatures import TravelledWith, copy_attached
 from webhook.errors import CCRWebhookError
 from webhook.policy.decide import WarmRequest
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, Manifest, Registries, RegistryClient
@@ -72,6 +73,7 @@ class CopyResult:
     bytes_copied: int
     seconds: float
     tag: str | None = None  # the target tag now on the image; None: stored by digest only
+    attached: TravelledWith | None = None  # its signatures and referrers, when asked to bring them
 
 
 class CopyLimitExceeded(RegistryProtocolError):
@@ -105,10 +107,12 @@ def copy_image(
     retry: RetryPolicy = DEFAULT_RETRY,
     source_tag: str | None = None,
     limits: CopyConfig = DEFAULT_LIMITS,
+    attached: bool = False,
 ) -> CopyResult:
     """Copy image `reference` (a tag or digest) into `target_repository`, tagged `tag` if given; CopyError if not.
 
     `source_tag` makes `tag` a mirror of the source's tag: set only while that tag names the copied digest.
+    `attached` brings the image's cosign signatures and OCI referrers along, after the image (copier/signatures.py).
     `known_repositories` are target repositories that may hold some of the blobs (mounted, not copied);
     `concurrency` blobs move at once; `progress` hears every change, from the copy's threads; `limits`
     bound what one image may hold and how slowly its blobs may arrive.
@@ -126,6 +130,7 @@ def copy_image(
         retry=retry,
         source_tag=source_tag,
         limits=limits,
+        attached=attached,
     ).run()
 
 
@@ -151,6 +156,7 @@ def copy_warm_request(registries: Registries, request: WarmRequest, **options: A
         target.repository,
         tag=target.tag,
         source_tag=source.tag,
+        attached=True,
         **options,
     )
 
@@ -250,13 +256,14 @@ class _Copy:
         retry: RetryPolicy,
         source_tag: str | None,
         limits: CopyConfig,
+        attached: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.source, self.source_repository, self.reference = source, source_repository, reference
         self.target, self.target_repository, self.tag = target, target_repository, tag
         self.concurrency, self.retry = concurrency, retry
-        self.source_tag, self.limits = source_tag, limits
+        self.source_tag, self.limits, self.attached = source_tag, limits, attached
         self.name = (
             f"{_image_name(source, source_repository, reference)} to {_image_name(target, target_repository, tag)}"
         )
@@ -284,6 +291,33 @@ class _Copy:
         self.lock = threading.Lock()
 
     def run(self) -> CopyResult:
+        result = self._image()
+        if not self.attached:
+            return result
+        travelled = self._step("copy its signatures and referrers", lambda: self._attached(result.digest))
+        return replace(result, attached=travelled)
+
+    def _attached(self, digest: str) -> TravelledWith:
+        """Copy the signatures and referrers of `digest`, each one an image copy of its own."""
+
+        def copy_one(reference: str, tag: str | None) -> CopyResult:
+            return copy_image(
+                self.source,
+                self.source_repository,
+                reference,
+                self.target,
+                self.target_repository,
+                tag=tag,
+                source_tag=tag,
+                concurrency=self.concurrency,
+                retry=self.retry,
+                limits=self.limits,
+            )
+
+        # A signature or referrer that fails to copy raises its own CopyError, naming it, through the step.
+        return copy_attached(self.source, self.source_repository, digest, self.target, self.target_repository, copy_one)
+
+    def _image(self) -> CopyResult:
         digest = self.reference
         if ":" not in digest:
             digest = self._step(

@@ -71,7 +71,15 @@ class ImageCommits:
             if not self._ccr.has_manifest(origin.target_repository, manifest.digest):
                 self._bring_blobs(origin, manifest)
             # Every blob is in now: the engine skips them, pushes the manifests children first, the tag last.
-            copy_image(origin.client, origin.repository, manifest.digest, self._ccr, origin.target_repository, tag=tag)
+            copy_image(
+                origin.client,
+                origin.repository,
+                manifest.digest,
+                self._ccr,
+                origin.target_repository,
+                tag=tag,
+                attached=True,  # its signatures and referrers too, so admission verifies the CCR's copy
+            )
             log.info("committed %s@%s from %s", origin.target_repository, manifest.digest, origin.registry)
         except (FlightFailed, RegistryError, CopyError, ValueError) as err:
             log.warning("not committed: %s@%s: %s", origin.target_repository, manifest.digest, err)

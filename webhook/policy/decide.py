@@ -12,9 +12,12 @@ import enum
 import fnmatch
 from dataclasses import dataclass
 
-from webhook.config import Config, CopyMode, OnResolveError, SwapMode, UpstreamConfig
+from webhook.config import Config, CopyMode, OnResolveError, SwapMode, UpstreamConfig, VerifyRule
 from webhook.errors import CCRWebhookError
 from webhook.policy.reference import ImageReference, InvalidImageReference, parse_image
+from webhook.policy.signatures import Verdict
+
+HELD_REASON = "already points at the CCR, pinned to a digest"
 
 
 class Action(str, enum.Enum):
@@ -57,6 +60,8 @@ class Lookup:
     source: ImageReference
     need_digest: bool
     need_ccr: bool
+    verify: VerifyRule | None = None  # a signature by one of its keys over the digest is required
+    held: bool = False  # the image already names the CCR, pinned: only its signature is in question
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,7 @@ class ImageFacts:
     ccr_digest: str | None = None
     upstream_unavailable: bool = False  # the upstream could not be asked, as opposed to saying no (404, 401)
     tag_missing: bool = False  # the upstream said no such tag or repository (404): no Pod could pull it
+    signature: Verdict | None = None  # the signature check of the digest, when the lookup's rule asked for one
 
 
 def plan_image(image: str, config: Config) -> Decision | Lookup:
@@ -81,9 +87,12 @@ def plan_image(image: str, config: Config) -> Decision | Lookup:
     except InvalidImageReference as err:
         return Decision(Action.DENY, image, err.reason)
     if ref.registry == config.ccr.registry:
-        if ref.digest is not None:
-            return Decision(Action.LEAVE, image, "already points at the CCR, pinned to a digest")
         source = _upstream_form_of_ccr_image(ref, config)
+        if ref.digest is not None:
+            rule, upstream = verify_rule_for(source, config), config.upstream_for(source.registry)
+            if rule is None or upstream is None:
+                return Decision(Action.LEAVE, image, HELD_REASON)
+            return Lookup(image, upstream, source, need_digest=False, need_ccr=False, verify=rule, held=True)
     else:
         source = ref
     if policy.reject_latest and source.implies_latest:
@@ -92,6 +101,14 @@ def plan_image(image: str, config: Config) -> Decision | Lookup:
     if pattern is not None:
         return Decision(Action.LEAVE, image, f"excluded by policy.exclude pattern {pattern!r}")
     upstream = config.upstream_for(source.registry)
+    rule = verify_rule_for(source, config)
+    if upstream is None and rule is not None:
+        return Decision(
+            Action.DENY,
+            image,
+            f"policy.verify requires a signature, but registry {source.registry} is not a configured upstream, "
+            "so its signatures cannot be checked",
+        )
     if upstream is None:
         if ref.registry == config.ccr.registry:
             return Decision(Action.LEAVE, image, "points at the CCR outside every upstream prefix; left as written")
@@ -99,8 +116,8 @@ def plan_image(image: str, config: Config) -> Decision | Lookup:
     need_digest = source.digest is None and (policy.pin_digest or policy.swap is SwapMode.EXISTS)
     # swap: always asks too unless nothing is copied: a held image needs no warm, a cold one gets a warning
     need_ccr = policy.swap is SwapMode.EXISTS or policy.copy is not CopyMode.NONE
-    lookup = Lookup(image, upstream, source, need_digest, need_ccr)
-    if not need_digest and not need_ccr:
+    lookup = Lookup(image, upstream, source, need_digest, need_ccr, rule)
+    if not need_digest and not need_ccr and rule is None:
         return decide_image(lookup, ImageFacts(), config)
     return lookup
 
@@ -110,6 +127,12 @@ def decide_image(lookup: Lookup, facts: ImageFacts, config: Config) -> Decision:
     policy = config.policy
     image, source = lookup.image, lookup.source
     digest = source.digest or facts.digest
+    if lookup.verify is not None:  # the digest admitted: upstream's, or the CCR's copy of the tag when upstream is down
+        refused = _unverified(source, digest or facts.ccr_digest, facts)
+        if refused is not None:
+            return Decision(Action.DENY, image, refused)
+        if lookup.held:
+            return Decision(Action.LEAVE, image, f"{HELD_REASON}; {_signed(facts)}")
     if digest is None and lookup.need_digest:
         why = facts.resolve_error or "no answer"
         if facts.ccr_digest is not None:
@@ -182,8 +205,16 @@ def _mirroring_upstream(source: ImageReference, config: Config, image: str) -> U
 
 def excluded_by(source: ImageReference, config: Config) -> str | None:
     """The policy.exclude pattern that matches upstream image `source`, or None: excluded images are left alone."""
-    for pattern in config.policy.exclude:
-        if fnmatch.fnmatchcase(str(source), pattern) or fnmatch.fnmatchcase(source.name, pattern):
+    return _matching(source, config.policy.exclude)
+
+
+def _matching(source: ImageReference, patterns: tuple[str, ...]) -> str | None:
+    """The first glob matching `source` written in full or as its name without tag or digest."""
+    if not patterns:
+        return None
+    text, name = str(source), source.name
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(text, pattern) or fnmatch.fnmatchcase(name, pattern):
             return pattern
     return None
 
@@ -201,6 +232,31 @@ def _changed(
     if new_image == image:
         return Decision(Action.LEAVE, image, f"already in the wanted form ({reason})", warm=warm, cold=cold, warn=warn)
     return Decision(action, image, reason, new_image=new_image, warm=warm, cold=cold, warn=warn)
+
+
+def verify_rule_for(source: ImageReference, config: Config) -> VerifyRule | None:
+    """The first policy.verify rule whose globs match upstream image `source`, or None: no signature is required."""
+    for rule in config.policy.verify:
+        if _matching(source, rule.images) is not None:
+            return rule
+    return None
+
+
+def _unverified(source: ImageReference, digest: str | None, facts: ImageFacts) -> str | None:
+    """Why `source` at `digest` may not be admitted under policy.verify, or None when its signature is valid."""
+    if digest is None:
+        why = facts.resolve_error or "no answer"
+        return f"policy.verify requires a signature, but {source} could not be resolved to a digest ({why})"
+    verdict = facts.signature
+    if verdict is None:
+        return f"policy.verify: the signatures of {source.name}@{digest} could not be checked in time"
+    if not verdict.valid:
+        return f"policy.verify: {source.name}@{digest} has no valid signature: {verdict.reason}"
+    return None
+
+
+def _signed(facts: ImageFacts) -> str:
+    return facts.signature.reason if facts.signature is not None else "signed"
 
 
 def _cold_through_front(source: ImageReference) -> str:

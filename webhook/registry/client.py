@@ -218,9 +218,42 @@ class RegistryClient:
         )
         return what, response
 
-    def get_manifest(self, repository: str, reference: str) -> Manifest:
+    def get_manifest(self, repository: str, reference: str, timeout: float | None = None) -> Manifest:
         """The manifest or index `reference` names, bytes exactly as served (digest-checked for a digest reference)."""
-        return self._get_manifest(repository, reference, None)
+        return self._get_manifest(repository, reference, None if timeout is None else time.monotonic() + timeout)
+
+    def referrers(self, repository: str, digest: str, timeout: float | None = None) -> Manifest | None:
+        """The OCI 1.1 referrers index of manifest `digest`; None when the registry has no referrers API (404)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        what = f"GET referrers of {digest}"
+        response = self._send(
+            "GET",
+            f"/v2/{repository}/referrers/{digest}",
+            what,
+            repository,
+            _pull(repository),
+            headers={"Accept": OCI_INDEX},
+            deadline=deadline,
+        )
+        if response.status == 404:
+            self._read_body(response, 65536, what, repository, deadline=deadline)
+            return None
+        self._expect(response, (200,), what, repository)
+        data = self._read_body(response, MAX_MANIFEST_BYTES, what, repository, deadline=deadline)
+        return Manifest(OCI_INDEX, data, digest_of(data))
+
+    def read_blob(self, repository: str, digest: str, limit: int, timeout: float | None = None) -> bytes:
+        """A small blob whole (at most `limit` bytes, else RegistryProtocolError), digest-checked, within `timeout`."""
+        with self.open_blob(repository, digest, timeout) as stream:
+            parts, received = [], 0
+            while data := stream.read(min(65536, limit + 1 - received) or 1):
+                parts.append(data)
+                received += len(data)
+                if received > limit:
+                    raise RegistryProtocolError(
+                        f"GET blob {digest}: larger than {limit} bytes", endpoint=self.endpoint, repository=repository
+                    )
+            return b"".join(parts)
 
     def _get_manifest(self, repository: str, reference: str, deadline: float | None) -> Manifest:
         what = f"GET manifest {reference}"
@@ -310,11 +343,15 @@ class RegistryClient:
             )
         return int(length)
 
-    def open_blob(self, repository: str, digest: str) -> BlobStream:
-        """Start downloading blob `digest`, following storage redirects by the rules of this module; stream it."""
+    def open_blob(self, repository: str, digest: str, timeout: float | None = None) -> BlobStream:
+        """Start downloading blob `digest`, following storage redirects by the rules of this module; stream it.
+
+        `timeout` bounds the whole download, body included (small blobs read at admission); None: no total bound.
+        """
         what = f"GET blob {digest}"
         url = f"{self.endpoint}/v2/{repository}/blobs/{digest}"
-        response = self._send("GET", url, what, repository, _pull(repository), stream=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        response = self._send("GET", url, what, repository, _pull(repository), stream=True, deadline=deadline)
         for hop in range(MAX_REDIRECTS + 1):
             if response.status not in (301, 302, 303, 307, 308):
                 break
@@ -325,7 +362,7 @@ class RegistryClient:
                 raise RegistryProtocolError(f"{what}: {reason}", endpoint=self.endpoint, repository=repository)
             url = urllib.parse.urljoin(url, location)
             if _origin(url) == _origin(self.endpoint):
-                response = self._send("GET", url, what, repository, _pull(repository), stream=True)
+                response = self._send("GET", url, what, repository, _pull(repository), stream=True, deadline=deadline)
                 continue
             try:  # a storage host: judged after DNS, connected by the checked address, no Authorization of ours
                 destination = self._destination(url, self.redirect_hosts, "redirectHosts", trust_own_host=False)
@@ -333,7 +370,7 @@ class RegistryClient:
                 raise RegistryProtocolError(
                     f"{what}: refusing a redirect to {refused}", endpoint=self.endpoint, repository=repository
                 ) from None
-            response = self._urlopen("GET", destination, {}, None, None, what, repository, stream=True)
+            response = self._urlopen("GET", destination, {}, None, deadline, what, repository, stream=True)
         self._expect(response, (200,), what, repository, missing=("blob", digest))
         return BlobStream(response, digest, endpoint=self.endpoint, repository=repository)
 

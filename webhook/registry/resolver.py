@@ -20,15 +20,17 @@ from typing import Any, Protocol, TypeVar
 
 from webhook.config import Config
 from webhook.policy.decide import ImageFacts, Lookup
+from webhook.policy.signatures import Verdict, public_keys
 from webhook.registry.bulkhead import Bulkhead, BulkheadFull
 from webhook.registry.errors import NotFound, RateLimited, RegistryUnavailable
+from webhook.registry.signatures import SignatureReader, check_signatures
 
 # Share of the deadline kept for asking the CCR about a tag whose upstream has not answered by then.
 CCR_FALLBACK_SHARE = 0.25
 _T = TypeVar("_T")
 
 
-class RegistryReader(Protocol):
+class RegistryReader(SignatureReader, Protocol):
     """What the resolver asks of a registry client."""
 
     def resolve_digest(self, repository: str, reference: str, timeout: float | None = None) -> str: ...
@@ -97,7 +99,7 @@ class Resolver:
             if future.done() and future.exception() is None:
                 facts[i] = future.result()
         fallbacks = {
-            i: self._pool_submit(self._config.ccr.registry, self._ccr_tag_digest, lookup)
+            i: self._pool_submit(self._config.ccr.registry, self._ccr_fallback, lookup)
             for i, lookup in enumerate(lookups)
             if lookup.need_digest and lookup.source.tag is not None and _upstream_unavailable(facts[i])
         }
@@ -111,7 +113,8 @@ class Resolver:
         for i, fallback in fallbacks.items():
             fact = facts[i]
             if fallback.done() and fallback.exception() is None and fact is not None and fact.digest is None:
-                facts[i] = replace(fact, ccr_digest=fallback.result())
+                ccr_digest, signature = fallback.result()
+                facts[i] = replace(fact, ccr_digest=ccr_digest, signature=signature)
         for future in everything:  # one still queued for a thread is dropped: a Pod of thousands of images
             future.cancel()  # must not hold up the lookups of the Pods that come after it
         return [fact if fact is not None else ImageFacts() for fact in facts]
@@ -143,9 +146,15 @@ class Resolver:
             if answer is None:
                 return None
             in_ccr = answer.value
+        signature = None
+        if lookup.verify is not None and digest is not None:
+            answer = self._cached(self._signature_key(lookup, digest))
+            if answer is None:
+                return None
+            signature = answer.value
         if count_hit:
             self._observe("hit", lookup.upstream.registry)
-        return _facts(lookup, digest, error, unavailable, in_ccr, missing)
+        return _facts(lookup, digest, error, unavailable, in_ccr, missing, signature)
 
     def _facts_for(self, lookup: Lookup) -> ImageFacts:
         """Ask the registries (sharing in-flight lookups) for what `lookup` needs."""
@@ -157,7 +166,11 @@ class Resolver:
         in_ccr = None
         if lookup.need_ccr and digest is not None:
             in_ccr = self._shared(self._ccr_key(lookup, digest), self._ask_ccr, lookup, digest).value
-        return _facts(lookup, digest, error, unavailable, in_ccr, missing)
+        signature = None
+        if lookup.verify is not None and digest is not None:
+            key = self._signature_key(lookup, digest)
+            signature = self._shared(key, self._ask_signature, lookup, digest, in_ccr).value
+        return _facts(lookup, digest, error, unavailable, in_ccr, missing, signature)
 
     def _ask_digest(self, lookup: Lookup) -> _Answer:
         source = lookup.source
@@ -173,6 +186,41 @@ class Resolver:
             expires = self._clock() + self._error_seconds(err)
             return _Answer(None, _describe(err), expires, unavailable, missing=isinstance(err, NotFound))
         return _Answer(digest, None, self._clock() + settings.cache_seconds)
+
+    def _ask_signature(self, lookup: Lookup, digest: str, in_ccr: bool | None) -> _Answer:
+        """The signature verdict of `digest`: from the CCR's copy unless the CCR is known to lack the image, else
+        (or if the copy carries no valid signature, say it was warmed before signatures travelled) from upstream."""
+        assert lookup.verify is not None
+        settings = self._config.resolver
+        keys = public_keys(lookup.verify.keys)
+        held: Verdict | None = None
+        if in_ccr is not False:  # held, or nobody asked (copy: none): the CCR's copy counts when it has one
+            try:
+                held = check_signatures(
+                    self._registries.ccr, self._ccr_repository(lookup), digest, keys, settings.lookup_timeout_seconds
+                )
+            except Exception:
+                self._observe("error", self._config.ccr.registry)
+            if held is not None and held.valid:
+                return _Answer(held, None, self._clock() + settings.cache_seconds)
+        try:
+            client = self._registries.upstream(lookup.upstream.registry)
+            verdict = check_signatures(client, lookup.source.repository, digest, keys, settings.lookup_timeout_seconds)
+        except Exception as err:
+            self._observe("error", lookup.upstream.registry)
+            unread = Verdict(False, f"its signatures could not be read ({_describe(err)})")
+            return _Answer(held or unread, None, self._clock() + self._error_seconds(err))
+        ttl = settings.cache_seconds if verdict.valid else settings.negative_cache_seconds
+        return _Answer(verdict, None, self._clock() + ttl)
+
+    def _ccr_fallback(self, lookup: Lookup) -> tuple[str | None, Verdict | None]:
+        """The digest the CCR's copy of the tag points at, and its signature verdict when the lookup needs one."""
+        digest = self._ccr_tag_digest(lookup)
+        if digest is None or lookup.verify is None:
+            return digest, None
+        return digest, self._shared(
+            self._signature_key(lookup, digest), self._ask_signature, lookup, digest, True
+        ).value
 
     def _ccr_tag_digest(self, lookup: Lookup) -> str | None:
         """The digest the CCR's copy of `lookup`'s tag points at, None when it has none (or cannot say)."""
@@ -250,6 +298,10 @@ class Resolver:
     def _ccr_key(self, lookup: Lookup, digest: str) -> Hashable:
         return ("ccr", self._ccr_repository(lookup), digest)
 
+    def _signature_key(self, lookup: Lookup, digest: str) -> Hashable:
+        assert lookup.verify is not None
+        return ("signature", lookup.upstream.registry, lookup.source.repository, digest, lookup.verify.keys)
+
     @staticmethod
     def _ccr_repository(lookup: Lookup) -> str:
         return f"{lookup.upstream.prefix}/{lookup.source.repository}"
@@ -315,7 +367,13 @@ def _describe(err: BaseException | None) -> str:
 
 
 def _facts(
-    lookup: Lookup, digest: str | None, error: str | None, unavailable: bool, in_ccr: bool | None, missing: bool
+    lookup: Lookup,
+    digest: str | None,
+    error: str | None,
+    unavailable: bool,
+    in_ccr: bool | None,
+    missing: bool,
+    signature: Verdict | None,
 ) -> ImageFacts:
     """The ImageFacts of `lookup` from its answers (cached or fresh); a digest only where the lookup asked for one."""
     return ImageFacts(
@@ -324,4 +382,5 @@ def _facts(
         in_ccr=in_ccr,
         upstream_unavailable=unavailable,
         tag_missing=missing,
+        signature=signature,
     )
