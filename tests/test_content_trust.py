@@ -224,7 +224,7 @@ def test_the_verdict_is_cached_by_digest_positive_longer_than_negative(scene):
     )
     clock, observed = Clock(), []
     registries = Registries(config)
-    resolver = Resolver(config, registries, observe=observed.append, clock=clock)
+    resolver = Resolver(config, registries, observe=lambda result, _registry: observed.append(result), clock=clock)
     signed, unsigned = (plan_image(f"{upstream.host}/team/{name}:1.0", config) for name in ("signed", "unsigned"))
     first = resolver.gather([signed, unsigned], DEADLINE)
     assert [fact.signature.valid for fact in first] == [True, False]
