@@ -17,7 +17,7 @@ from typing import Protocol
 
 from webhook.config import Config
 from webhook.registry.errors import NotFound, RegistryError
-from webhook.retention.inventory import CCRReader, read_inventory
+from webhook.retention.inventory import BuildTimes, CCRReader, read_inventory
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.plan import Plan, Verdict, bytes_by_repository, named, plan_evictions, unique_bytes
 from webhook.retention.usage import InUse, UsageTracker
@@ -56,7 +56,8 @@ class RunResult:
 
 
 class Retention:
-    """Runs retention against one CCR with live usage; remembers when it first saw each image, for ranking."""
+    """Runs retention against one CCR with live usage; remembers when it first saw each image, for ranking, and
+    the build time of each config it read."""
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class Retention:
         self._on_evicted = on_evicted or (lambda repository, digest: None)
         self._clock = clock
         self._first_seen: dict[tuple[str, str], float] = {}
+        self._build_times = BuildTimes()
 
     def run(self, *, dry_run: bool | None = None, max_unused_age: float | None = None) -> RunResult:
         """Plan and evict (unless `dry_run`, default retention.dryRun); `max_unused_age` overrides the age."""
@@ -89,7 +91,7 @@ class Retention:
             )
         dry_run = rules.dry_run if dry_run is None else dry_run
         prefixes = [upstream.prefix for upstream in self._config.upstreams]
-        images = read_inventory(self._ccr, prefixes, self._tracker.seen_digests())
+        images = read_inventory(self._ccr, prefixes, self._tracker.seen_digests(), self._build_times)
         now = self._clock()
         self._first_seen = {
             (image.repository, image.digest): self._first_seen.get((image.repository, image.digest), now)
