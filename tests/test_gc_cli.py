@@ -8,7 +8,6 @@ import re
 import pytest
 import yaml
 
-from tests.support.local_registry import client as registry_client
 from tests.support.workloads import pod
 from webhook.cli import main
 from webhook.retention.plan import format_bytes
@@ -19,10 +18,8 @@ REPOSITORY = "mirror/up/app"
 
 
 @pytest.fixture
-def client(empty_ccr):
-    client = registry_client(empty_ccr.url)
-    yield client
-    client.close()
+def client(empty_ccr_client):
+    return empty_ccr_client
 
 
 @pytest.fixture
@@ -105,3 +102,33 @@ def test_exit_codes_for_configuration_ccr_and_cluster_failures(args, images, emp
     cluster.stop()
     assert main([*args[:-1], "1"]) == 1
     assert "could not list the cluster's workloads" in capsys.readouterr().err
+
+
+def test_dry_run_names_the_rule_behind_every_image_and_the_bytes_against_the_budget(args, images, client, capsys):
+    path = args[args.index("--config") + 1]
+    with open(path) as handle:
+        raw = yaml.safe_load(handle)
+    size = images[0].total_bytes
+    raw["retention"]["rules"] = [
+        {"name": "releases", "repositories": ["mirror/up/*"], "keep": ["^v3$"], "keepNewest": 0}
+    ]
+    raw["retention"]["maxBytes"] = 2 * size
+    with open(path, "w") as handle:
+        yaml.safe_dump(raw, handle)
+    assert main([*args, "--dry-run"]) == 0
+    lines = [re.sub(r"@sha256:[0-9a-f]{12} ", "@… ", line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert (
+        lines[0]
+        == f"kept          {REPOSITORY}@… v3 {format_bytes(size)} (rule 1 (releases) keeps tags matching ^v3$ (v3))"
+    )
+    assert re.fullmatch(
+        rf"would delete  {REPOSITORY}@… v2 {format_bytes(size)} \(over the storage budget of {format_bytes(2 * size)}, "
+        r"least recently used first: last used \ds ago \(rule 1 \(releases\): unused for \ds, within maxUnusedAge 7d\)\)",
+        lines[1],
+    ), lines[1]
+    assert lines[2:] == [
+        f"kept          {REPOSITORY}@… v1 {format_bytes(size)} (in use)",
+        f"would evict 1 image(s), {format_bytes(size)} to be freed by the registry's garbage collection; kept 2",
+        f"storage: {format_bytes(3 * size)} before, {format_bytes(2 * size)} after, budget {format_bytes(2 * size)}",
+    ]
+    assert client.has_manifest(REPOSITORY, images[1].digest)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.clock import Clock
-from tests.support.local_registry import client as registry_client
 from tests.support.waiting import wait_until
-from tests.support.workloads import pod
+from tests.support.workloads import deployment, pod
 from webhook.config import parse_config
 from webhook.registry.errors import RegistryUnavailable
 from webhook.retention.budget import StoredBytes, budget_refusal
@@ -27,13 +26,6 @@ DAY = 86400.0
 START = 1_700_000_000.0
 APP, CI = "mirror/up/app", "mirror/up/ci/app"
 LAYERS = [3000, 20000]
-
-
-@pytest.fixture
-def ccr_client(empty_ccr):
-    client = registry_client(empty_ccr.url)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -77,14 +69,16 @@ def run(config, client, usage, clock, **options):
     return Retention(config, client, usage.tracker, usage.confirm, clock=clock, **options).run()
 
 
-def test_rules_keep_release_tags_forever_the_newest_versions_and_prune_ci_builds(empty_ccr, ccr_client, usage, clock):
-    major = push(ccr_client, APP, ["v1", "1.9.0"], 2021, seed=1)
-    stable = push(ccr_client, APP, ["2.0.0", "stable"], 2022, seed=2)
-    patch = push(ccr_client, APP, ["2.0.1"], 2022, seed=3)
-    minor = push(ccr_client, APP, ["2.1.0"], 2023, seed=4)
-    rc = push(ccr_client, APP, ["2.2.0-rc.1"], 2024, seed=5)
-    backport = push(ccr_client, APP, ["1.9.1"], 2025, seed=6)  # built last, an old version
-    builds = [push(ccr_client, CI, [f"main-{n}"], 2020 + n, seed=10 + n) for n in range(4)]
+def test_rules_keep_release_tags_forever_the_newest_versions_and_prune_ci_builds(
+    empty_ccr, empty_ccr_client, usage, clock
+):
+    major = push(empty_ccr_client, APP, ["v1", "1.9.0"], 2021, seed=1)
+    stable = push(empty_ccr_client, APP, ["2.0.0", "stable"], 2022, seed=2)
+    patch = push(empty_ccr_client, APP, ["2.0.1"], 2022, seed=3)
+    minor = push(empty_ccr_client, APP, ["2.1.0"], 2023, seed=4)
+    rc = push(empty_ccr_client, APP, ["2.2.0-rc.1"], 2024, seed=5)
+    backport = push(empty_ccr_client, APP, ["1.9.1"], 2025, seed=6)  # built last, an old version
+    builds = [push(empty_ccr_client, CI, [f"main-{n}"], 2020 + n, seed=10 + n) for n in range(4)]
     config = configure(
         empty_ccr,
         rules=[
@@ -99,7 +93,7 @@ def test_rules_keep_release_tags_forever_the_newest_versions_and_prune_ci_builds
         ],
     )
     clock.now = START + 2 * DAY  # two days of watching: every image unused for 2 days, past ci's 1d, within 7d
-    result = run(config, ccr_client, usage, clock)
+    result = run(config, empty_ccr_client, usage, clock)
     reasons = {verdict.image.tags: (verdict.evict, verdict.reason) for verdict in result.plan.verdicts}
     assert reasons == {
         ("1.9.0", "v1"): (False, "rule 2 (releases) keeps tags matching ^v?[0-9]+$ (v1)"),
@@ -113,35 +107,25 @@ def test_rules_keep_release_tags_forever_the_newest_versions_and_prune_ci_builds
         ("main-1",): (True, "rule 1 (ci): unused for 2d, past maxUnusedAge 1d"),
         ("main-0",): (True, "rule 1 (ci): unused for 2d, past maxUnusedAge 1d"),
     }
-    assert not any(stays(ccr_client, CI, image) for image in builds[:2])
-    assert all(stays(ccr_client, CI, image) for image in builds[2:])
-    assert sorted(ccr_client.list_tags(CI)) == ["main-2", "main-3"]
+    assert not any(stays(empty_ccr_client, CI, image) for image in builds[:2])
+    assert all(stays(empty_ccr_client, CI, image) for image in builds[2:])
+    assert sorted(empty_ccr_client.list_tags(CI)) == ["main-2", "main-3"]
 
     clock.now = START + 30 * DAY  # a month on: the releases past the newest two by version go too
-    result = run(config, ccr_client, usage, clock)
+    result = run(config, empty_ccr_client, usage, clock)
     assert {verdict.image.digest for verdict in result.plan.evictions} == {patch.digest, backport.digest}
-    assert all(stays(ccr_client, APP, image) for image in (major, stable, minor, rc))
-    assert sorted(ccr_client.list_tags(APP)) == ["1.9.0", "2.0.0", "2.1.0", "2.2.0-rc.1", "stable", "v1"]
+    assert all(stays(empty_ccr_client, APP, image) for image in (major, stable, minor, rc))
+    assert sorted(empty_ccr_client.list_tags(APP)) == ["1.9.0", "2.0.0", "2.1.0", "2.2.0-rc.1", "stable", "v1"]
 
 
 def test_with_rules_that_keep_nothing_an_image_a_pod_or_workload_uses_still_stays(
-    empty_ccr, ccr_client, cluster, usage, clock
+    empty_ccr, empty_ccr_client, cluster, usage, clock
 ):
-    by_pod, by_template, by_tag, unused = (push(ccr_client, CI, [f"main-{n}"], 2020 + n, seed=n) for n in range(4))
-    cluster.create(pod("runs", f"{empty_ccr.host}/{CI}@{by_pod.digest}"))
-    cluster.create(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "scaled-to-zero", "namespace": "team-a"},
-            "spec": {
-                "replicas": 0,
-                "template": {
-                    "spec": {"containers": [{"name": "c", "image": f"{empty_ccr.host}/{CI}@{by_template.digest}"}]}
-                },
-            },
-        }
+    by_pod, by_template, by_tag, unused = (
+        push(empty_ccr_client, CI, [f"main-{n}"], 2020 + n, seed=n) for n in range(4)
     )
+    cluster.create(pod("runs", f"{empty_ccr.host}/{CI}@{by_pod.digest}"))
+    cluster.create(deployment("scaled-to-zero", f"{empty_ccr.host}/{CI}@{by_template.digest}", replicas=0))
     cluster.create(pod("by-tag", f"{empty_ccr.host}/{CI}:main-2"))
     wait_until(lambda: len(usage.tracker.in_use().digests) == 2 and usage.tracker.in_use().tags)
     config = configure(
@@ -150,16 +134,16 @@ def test_with_rules_that_keep_nothing_an_image_a_pod_or_workload_uses_still_stay
         maxBytes=0,  # and a budget nothing fits
     )
     clock.now = START + 30 * DAY
-    result = run(config, ccr_client, usage, clock)
+    result = run(config, empty_ccr_client, usage, clock)
     assert [verdict.image.digest for verdict in result.plan.evictions] == [unused.digest]
-    assert all(stays(ccr_client, CI, image) for image in (by_pod, by_template, by_tag))
+    assert all(stays(empty_ccr_client, CI, image) for image in (by_pod, by_template, by_tag))
     assert result.plan.over_budget  # said, not "fixed" by deleting what is in use
 
 
 def test_over_budget_the_least_recently_used_unused_images_go_first_until_under(
-    empty_ccr, ccr_client, cluster, usage, clock
+    empty_ccr, empty_ccr_client, cluster, usage, clock
 ):
-    images = [push(ccr_client, APP, [f"v{n}"], 2020 + n, seed=n) for n in range(5)]
+    images = [push(empty_ccr_client, APP, [f"v{n}"], 2020 + n, seed=n) for n in range(5)]
     per_image = images[0].total_bytes
     assert all(image.total_bytes == per_image for image in images)  # every blob its own: each frees the same
     in_use = images[0]
@@ -175,31 +159,31 @@ def test_over_budget_the_least_recently_used_unused_images_go_first_until_under(
     config = configure(empty_ccr, keepNewest=5, maxBytes=budget)
     clock.now = START + 4 * DAY  # every one within maxUnusedAge: only the budget evicts
     metrics = RetentionMetrics()
-    result = run(config, ccr_client, usage, clock, metrics=metrics)
+    result = run(config, empty_ccr_client, usage, clock, metrics=metrics)
     evicted = {verdict.image.tags: verdict.reason for verdict in result.plan.evictions}
     assert list(evicted) == [("v4",), ("v3",), ("v1",)]  # listed newest first; last used START, +1d, +2d
     assert evicted[("v3",)].startswith(f"over the storage budget of {format_bytes(budget)}, least recently used")
     assert all("last used" in verdict.reason for verdict in result.plan.evictions)
-    assert stays(ccr_client, APP, in_use) and stays(ccr_client, APP, images[2])
-    stored = unique_bytes(read_inventory(ccr_client, ["mirror/up"]))
+    assert stays(empty_ccr_client, APP, in_use) and stays(empty_ccr_client, APP, images[2])
+    stored = unique_bytes(read_inventory(empty_ccr_client, ["mirror/up"]))
     assert stored == result.plan.kept_bytes == 2 * per_image <= budget < result.plan.stored_bytes
     sample = metrics.registry.get_sample_value
     assert sample("ccr_webhook_storage_bytes") == stored
     assert sample("ccr_webhook_storage_budget_bytes") == budget
 
 
-def test_build_times_are_read_once_per_config(empty_ccr, ccr_client, usage, clock):
+def test_build_times_are_read_once_per_config(empty_ccr, empty_ccr_client, usage, clock):
     for n in range(3):
-        push(ccr_client, APP, [f"v{n}"], 2020 + n, seed=n)
+        push(empty_ccr_client, APP, [f"v{n}"], 2020 + n, seed=n)
     opened: list[str] = []
 
     class CountingCCR:
         def __getattr__(self, name):
-            return getattr(ccr_client, name)
+            return getattr(empty_ccr_client, name)
 
         def open_blob(self, repository, digest):
             opened.append(digest)
-            return ccr_client.open_blob(repository, digest)
+            return empty_ccr_client.open_blob(repository, digest)
 
     retention = Retention(configure(empty_ccr, keepNewest=5), CountingCCR(), usage.tracker, usage.confirm, clock=clock)
     retention.run(dry_run=True)
@@ -208,10 +192,10 @@ def test_build_times_are_read_once_per_config(empty_ccr, ccr_client, usage, cloc
     assert len(opened) == 3  # the second run knew every config
 
 
-def test_a_writer_learns_from_the_ccr_whether_a_blob_fits_the_budget(empty_ccr, ccr_client):
-    image = push(ccr_client, APP, ["v1"], 2021, seed=1)
+def test_a_writer_learns_from_the_ccr_whether_a_blob_fits_the_budget(empty_ccr, empty_ccr_client):
+    image = push(empty_ccr_client, APP, ["v1"], 2021, seed=1)
     clock = Clock(0.0)
-    stored = StoredBytes(ccr_client, ["mirror/up"], max_age_seconds=60, clock=clock)
+    stored = StoredBytes(empty_ccr_client, ["mirror/up"], max_age_seconds=60, clock=clock)
     assert stored.current() == image.total_bytes
     budget = image.total_bytes + 1000
     assert budget_refusal(stored.current(), 1000, budget) is None
@@ -222,7 +206,7 @@ def test_a_writer_learns_from_the_ccr_whether_a_blob_fits_the_budget(empty_ccr, 
         "Retention evicts unused images at its next run; or raise retention.maxBytes"
     )
     assert budget_refusal(10**15, 10**15, None) is None  # no budget: everything fits
-    other = push(ccr_client, APP, ["v2"], 2022, seed=2)
+    other = push(empty_ccr_client, APP, ["v2"], 2022, seed=2)
     stored.add(500)  # a write made since: counted at once...
     assert stored.current() == image.total_bytes + 500
     clock.now = 60  # ...until the next reading sees the CCR itself
