@@ -123,7 +123,8 @@ def test_dry_run_names_the_rule_behind_every_image_and_the_bytes_against_the_bud
     )
     assert re.fullmatch(
         rf"would delete  {REPOSITORY}@… v2 {format_bytes(size)} \(over the storage budget of {format_bytes(2 * size)}, "
-        r"least recently used first: last used \ds ago \(rule 1 \(releases\): unused for \ds, within maxUnusedAge 7d\)\)",
+        r"least recently used first: last used \ds ago "
+        r"\(rule 1 \(releases\): unused for \ds, within maxUnusedAge 7d\)\)",
         lines[1],
     ), lines[1]
     assert lines[2:] == [
