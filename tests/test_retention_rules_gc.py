@@ -4,6 +4,9 @@ what the budget evicts (least recently used first, never an image in use), the m
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.support.clock import Clock
@@ -216,3 +219,34 @@ def test_a_writer_learns_from_the_ccr_whether_a_blob_fits_the_budget(empty_ccr, 
     with pytest.raises(RegistryUnavailable):
         stored.current()
     empty_ccr.start()
+
+
+def test_while_one_caller_reads_the_ccr_the_others_get_the_last_reading_at_once(empty_ccr_client):
+    image = push(empty_ccr_client, APP, ["v1"], 2021, seed=1)
+    reading, release = threading.Event(), threading.Event()
+
+    class SlowCatalog:
+        def __getattr__(self, name):
+            return getattr(empty_ccr_client, name)
+
+        def catalog(self):
+            reading.set()
+            assert release.wait(10)
+            return empty_ccr_client.catalog()
+
+    clock = Clock(0.0)
+    stored = StoredBytes(SlowCatalog(), ["mirror/up"], max_age_seconds=60, clock=clock)
+    release.set()
+    assert stored.current() == image.total_bytes
+    reading.clear()
+    release.clear()
+    other = push(empty_ccr_client, APP, ["v2"], 2022, seed=2)
+    clock.now = 60
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(stored.current)
+        assert reading.wait(10)
+        stored.add(100)  # a write during the reading: it may or may not be in it, so it is counted on top
+        assert stored.current() == image.total_bytes + 100  # not blocked behind the reading
+        release.set()
+        assert slow.result(10) == image.total_bytes + other.total_bytes + 100
+    assert stored.current() == image.total_bytes + other.total_bytes + 100  # until the next reading

@@ -30,7 +30,11 @@ def budget_refusal(stored_bytes: int, incoming_bytes: int, max_bytes: int | None
 
 
 class StoredBytes:
-    """What the CCR holds, read from it at most every `max_age_seconds`, plus the writes `add`ed since."""
+    """What the CCR holds, read from it at most every `max_age_seconds`, plus the writes `add`ed since.
+
+    One caller reads the CCR at a time; while it does, the others get the last reading at once rather than wait
+    (only the very first reading makes them wait).
+    """
 
     def __init__(
         self,
@@ -43,9 +47,11 @@ class StoredBytes:
         self._prefixes = tuple(prefixes)
         self._max_age_seconds = max_age_seconds
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the numbers below
+        self._reading = threading.Lock()  # held by the one caller reading the CCR (and guards its BuildTimes)
         self._build_times = BuildTimes()
         self._bytes = 0
+        self._added_while_reading = 0
         self._read_at: float | None = None
 
     def current(self) -> int:
@@ -53,13 +59,27 @@ class StoredBytes:
 
         Raises the registry's errors when it cannot be read (the caller decides whether to write anyway).
         """
+        if not self._stale() or not self._reading.acquire(blocking=self._read_at is None):
+            with self._lock:
+                return self._bytes
+        try:
+            if self._stale():
+                with self._lock:
+                    self._added_while_reading = 0
+                stored = unique_bytes(read_inventory(self._ccr, self._prefixes, build_times=self._build_times))
+                with self._lock:  # a write added during the reading may be in it or not: counted, to be safe
+                    self._bytes, self._read_at = stored + self._added_while_reading, self._clock()
+        finally:
+            self._reading.release()
         with self._lock:
-            if self._read_at is None or self._clock() - self._read_at >= self._max_age_seconds:
-                images = read_inventory(self._ccr, self._prefixes, build_times=self._build_times)
-                self._bytes, self._read_at = unique_bytes(images), self._clock()
             return self._bytes
 
     def add(self, written_bytes: int) -> None:
         """Count a write made since the last reading (a committed blob), until the next reading sees it."""
         with self._lock:
             self._bytes += written_bytes
+            self._added_while_reading += written_bytes
+
+    def _stale(self) -> bool:
+        with self._lock:
+            return self._read_at is None or self._clock() - self._read_at >= self._max_age_seconds
