@@ -250,3 +250,17 @@ def test_while_one_caller_reads_the_ccr_the_others_get_the_last_reading_at_once(
         release.set()
         assert slow.result(10) == image.total_bytes + other.total_bytes + 100
     assert stored.current() == image.total_bytes + other.total_bytes + 100  # until the next reading
+
+
+def test_an_age_override_reaches_every_rule(empty_ccr, empty_ccr_client, usage, clock):
+    old, new = (push(empty_ccr_client, CI, [f"main-{n}"], 2020 + n, seed=n) for n in range(2))
+    rules = [{"repositories": ["mirror/up/ci/**"], "keepNewest": 1, "maxUnusedAge": "30d"}]
+    retention = Retention(
+        configure(empty_ccr, rules=rules), empty_ccr_client, usage.tracker, usage.confirm, clock=clock
+    )
+    assert not retention.run(dry_run=True).plan.evictions  # unused for 0 s of the rule's 30 days
+    result = retention.run(dry_run=True, max_unused_age=0)  # gc --max-unused-age 0
+    assert [(v.image.digest, v.reason) for v in result.plan.evictions] == [
+        (old.digest, "rule 1: unused for 0s, past maxUnusedAge 0s")
+    ]
+    assert stays(empty_ccr_client, CI, new)

@@ -47,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-unused-age",
         type=_duration,
         metavar="DURATION",
-        help="override retention.maxUnusedAge (seconds, or 90s, 30m, 168h, 7d); 0: unused now is enough",
+        help="override retention.maxUnusedAge and every rule's (seconds, or 90s, 30m, 168h, 7d); "
+        "0: unused now is enough",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
     parser.add_argument(
