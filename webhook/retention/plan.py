@@ -137,11 +137,11 @@ def _over_budget(
 ) -> dict[ImageKey, str]:
     """Take images kept only by keepNewest or maxUnusedAge out of `reasons`, least recently used first, until the
     unique blob bytes of those left fit `max_bytes`; the reasons of the ones taken."""
-    references: Counter[str] = Counter()
+    references: Counter[str] = Counter()  # how many kept images hold each blob
     sizes: dict[str, int] = {}
     for image in images:
         if _key(image) in reasons:
-            references.update(image.blobs)
+            references.update(image.blobs.keys())
             sizes.update(image.blobs)
     kept = sum(sizes[blob] for blob in references)
     taken: dict[ImageKey, str] = {}
@@ -152,7 +152,7 @@ def _over_budget(
     for image in candidates:
         if kept <= max_bytes:
             break
-        references.subtract(image.blobs)
+        references.subtract(image.blobs.keys())
         for blob in image.blobs:
             if references[blob] == 0:
                 kept -= sizes[blob]
