@@ -9,9 +9,10 @@ of what it holds. A real ScheduledRetention (the warmer's loop, leader, watching
 each at once, `retention.interval` apart (60 s, the least the configuration allows), and the script waits
 for the first run, then reads each CCR again. It prints bytes before and after, the budget, how long until
 under it, what was evicted (least recently used first) and that none of it was in use or kept by a pattern;
-then runs the registry's garbage collection on the candidate and shows the disk before and after.
+then runs the registry's garbage collection on the candidate and shows the disk before and after. Last, how
+long one run takes over `--scale` small images, the first time and the next, against the interval.
 
-    ./dev bench retention_budget [--images 10] [--layer-mib 2] [--budget 0.5]   (python -m bench.retention_budget)
+    ./dev bench retention_budget [--images 10] [--layer-mib 2] [--budget 0.5] [--scale 200]
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from webhook.registry.client import RegistryClient
 from webhook.retention.inventory import read_inventory
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.plan import format_bytes, unique_bytes
+from webhook.retention.run import Retention
 from webhook.retention.schedule import ScheduledRetention
+from webhook.retention.usage import UsageTracker
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.processes import REGISTRY_BINARY, RegistryServer
 from webhook.testing.sample_image import PushedImage, push_sample_image
@@ -111,6 +114,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--layer-mib", type=float, default=2.0)
     parser.add_argument("--budget", type=float, default=0.5, help="the candidate's maxBytes, a share of what it holds")
+    parser.add_argument("--scale", type=int, default=200, help="images of the run-time measure (0: skip it)")
     args = parser.parse_args()
     if args.images < 10:
         parser.error("--images must be at least 10 (three in use, three recently used, the rest unused)")
@@ -202,6 +206,34 @@ def main() -> None:
         )
         for client in clients.values():
             client.close()
+    if args.scale:
+        measure_run_time(args.scale, args.budget)
+        print(f"load average after: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+
+
+def measure_run_time(count: int, share: float) -> None:
+    """How long one run takes over `count` small images in 20 repositories, with a budget: the first run (every
+    build time read from its config) and the next (build times remembered), against the 60 s interval."""
+    with RegistryServer() as ccr:
+        client = RegistryClient(ccr.url, insecure=True, connect_timeout=2, read_timeout=60, max_connections=4)
+        for n in range(count):
+            created = f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}Z"
+            push_sample_image(client, f"{REPOSITORY}-{n % 20}", f"1.{n}.0", [1024, 512], n, created=created)
+        held = unique_bytes(read_inventory(client, ["mirror/up"]))
+        config = settings(ccr, count, int(held * share))
+        tracker = UsageTracker(config)
+        retention = Retention(config, client, tracker, tracker.in_use)
+        seconds = []
+        for _ in range(2):
+            started = time.perf_counter()
+            result = retention.run(dry_run=True)
+            seconds.append(time.perf_counter() - started)
+        client.close()
+    print(
+        f"\none dry run over {count} images in 20 repositories, {len(result.plan.evictions)} evicted for the budget: "
+        f"{seconds[0]:.2f} s the first time (build times read), {seconds[1]:.2f} s the next (remembered); "
+        f"interval {INTERVAL_SECONDS:g} s"
+    )
 
 
 def _history(n: int) -> str:
