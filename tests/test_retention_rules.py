@@ -193,6 +193,12 @@ def test_over_the_budget_the_least_recently_used_go_first_until_under():
     assert sum(v.freed_bytes for v in result.evictions) == 2020
 
 
+def test_among_images_last_used_at_the_same_moment_the_budget_takes_the_oldest_build_first():
+    images = [image(name, created=created) for name, created in (("b", 2.0), ("c", 3.0), ("z", 1.0))]
+    result = plan(images, with_rules(keep_newest=3, max_bytes=2020))  # never named: all last used at 0
+    assert [v.image.digest for v in result.evictions] == [digest("z")]  # not the first digest, "b"
+
+
 def test_the_budget_counts_shared_blobs_once_and_evicts_every_image_sharing_one_to_free_it():
     base = {digest("base"): 3000}
     images = [

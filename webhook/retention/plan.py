@@ -70,7 +70,7 @@ def plan_evictions(
     """The verdict for every image; `last_used(repository, reference)` is when a workload last named it."""
     book = RuleBook(rules)
     reasons: dict[ImageKey, str] = {}
-    yielding: dict[ImageKey, float] = {}  # kept by keepNewest or maxUnusedAge only: when last used
+    yielding: dict[ImageKey, tuple[float, float]] = {}  # kept by keepNewest or maxUnusedAge only: last used, built
     evicting: dict[ImageKey, str] = {}
     for group in _by_repository(images):
         rule = book.for_repository(group[0].repository)
@@ -92,10 +92,10 @@ def plan_evictions(
                 reasons[_key(image)] = f"{rule.label} keeps tags matching {kept_tag[1]} ({kept_tag[0]})"
             elif rank < rule.keep_newest:
                 reasons[_key(image)] = f"{rule.label}: among the newest {rule.keep_newest} by {rule.ranking}"
-                yielding[_key(image)] = last
+                yielding[_key(image)] = last, _built(image, first_seen, now)
             elif now - last < rule.max_unused_age_seconds:
                 reasons[_key(image)] = f"{rule.label}: unused for {unused}, within maxUnusedAge {age}"
-                yielding[_key(image)] = last
+                yielding[_key(image)] = last, _built(image, first_seen, now)
             else:
                 evicting[_key(image)] = f"{rule.label}: unused for {unused}, past maxUnusedAge {age}"
     _keep_manifests_of_kept(images, reasons)
@@ -131,12 +131,13 @@ def plan_evictions(
 def _over_budget(
     images: Sequence[StoredImage],
     reasons: dict[ImageKey, str],
-    yielding: Mapping[ImageKey, float],
+    yielding: Mapping[ImageKey, tuple[float, float]],
     max_bytes: int,
     now: float,
 ) -> dict[ImageKey, str]:
-    """Take images kept only by keepNewest or maxUnusedAge out of `reasons`, least recently used first, until the
-    unique blob bytes of those left fit `max_bytes`; the reasons of the ones taken."""
+    """Take images kept only by keepNewest or maxUnusedAge out of `reasons`, least recently used first (the oldest
+    build first among those last used at once), until the unique blob bytes of those left fit `max_bytes`; the
+    reasons of the ones taken."""
     references: Counter[str] = Counter()  # how many kept images hold each blob
     sizes: dict[str, int] = {}
     for image in images:
@@ -159,7 +160,7 @@ def _over_budget(
                 del references[blob]
         taken[_key(image)] = (
             f"over the storage budget of {format_bytes(max_bytes)}, least recently used first: "
-            f"last used {format_duration(now - yielding[_key(image)])} ago ({reasons.pop(_key(image))})"
+            f"last used {format_duration(now - yielding[_key(image)][0])} ago ({reasons.pop(_key(image))})"
         )
     return taken
 
