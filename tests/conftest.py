@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support import tally
+from tests.support.local_registry import client as registry_client
 from tests.support.workloads import namespace
+from webhook.registry.client import RegistryClient
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.processes import RegistryServer
 
@@ -47,6 +49,14 @@ def empty_ccr() -> Iterator[RegistryServer]:
     """A CCR of its own for one test, empty at the start."""
     with RegistryServer() as server:
         yield server
+
+
+@pytest.fixture
+def empty_ccr_client(empty_ccr: RegistryServer) -> Iterator[RegistryClient]:
+    """A client of `empty_ccr`."""
+    client = registry_client(empty_ccr.url)
+    yield client
+    client.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -23,6 +23,8 @@ def test_every_declared_key_has_a_row_with_its_full_path():
         assert f"### `{section}" in tables
     for path in ("webhook.listen", "webhook.maxRequestBytes", "upstreams[].redirectHosts", "retention.maxUnusedAge"):
         assert f"| `{path}` |" in tables
+    for path in ("retention.rules[].keep", "retention.rules[].maxUnusedAge"):  # a list of sections inside a section
+        assert f"| `{path}` |" in tables
 
 
 def test_writing_replaces_only_the_generated_part():

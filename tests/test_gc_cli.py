@@ -8,10 +8,9 @@ import re
 import pytest
 import yaml
 
-from tests.support.local_registry import client as registry_client
 from tests.support.workloads import pod
 from webhook.cli import main
-from webhook.commands.gc_images import format_bytes
+from webhook.retention.plan import format_bytes
 from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
@@ -19,10 +18,8 @@ REPOSITORY = "mirror/up/app"
 
 
 @pytest.fixture
-def client(empty_ccr):
-    client = registry_client(empty_ccr.url)
-    yield client
-    client.close()
+def client(empty_ccr_client):
+    return empty_ccr_client
 
 
 @pytest.fixture
@@ -53,10 +50,13 @@ def images(client, cluster):
 
 def test_without_an_age_override_a_fresh_process_evicts_nothing(args, images, client, capsys):
     assert main(args) == 0
-    assert (
-        capsys.readouterr().out.strip()
-        == "evicted 0 image(s), 0 B to be freed by the registry's garbage collection; kept 3"
-    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [re.sub(r"@sha256:[0-9a-f]{12} ", "@… ", line) for line in lines] == [
+        f"kept          {REPOSITORY}@… v3 6.2 KiB (the default rule: among the newest 1 by build time)",
+        f"kept          {REPOSITORY}@… v2 6.2 KiB (the default rule: unused for 0s, within maxUnusedAge 7d)",
+        f"kept          {REPOSITORY}@… v1 6.2 KiB (in use)",
+        "evicted 0 image(s), 0 B to be freed by the registry's garbage collection; kept 3",
+    ]
 
 
 def test_dry_run_prints_what_it_would_delete_with_sizes_and_deletes_nothing(args, images, client, capsys):
@@ -64,32 +64,30 @@ def test_dry_run_prints_what_it_would_delete_with_sizes_and_deletes_nothing(args
     lines = capsys.readouterr().out.strip().splitlines()
     size = format_bytes(images[1].total_bytes)  # every blob of it is its own: all of it is freed
     unused = re.fullmatch(
-        rf"would delete  {REPOSITORY}@{images[1].digest[:19]} v2 {size} \(unused for (\d+)s\)", lines[0]
+        rf"would delete  {REPOSITORY}@{images[1].digest[:19]} v2 {size} "
+        r"\(the default rule: unused for (\d+)s, past maxUnusedAge 0s\)",
+        lines[1],
     )
     assert unused, lines  # the age is however long the run took on this machine, a second or so
-    assert lines[1:] == [f"would evict 1 image(s), {size} to be freed by the registry's garbage collection; kept 2"]
+    assert lines[0].startswith(f"kept          {REPOSITORY}@{images[2].digest[:19]} v3")
+    assert lines[2].startswith(f"kept          {REPOSITORY}@{images[0].digest[:19]} v1")
+    assert lines[3:] == [f"would evict 1 image(s), {size} to be freed by the registry's garbage collection; kept 2"]
     assert client.has_manifest(REPOSITORY, images[1].digest)
 
 
 def test_deletes_and_reports_as_json(args, images, client, capsys):
     assert main([*args, "--max-unused-age", "0s", "-o", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    states = {image["tags"][0]: (image["state"], re.sub(r"\d+s$", "Ns", image["reason"])) for image in report["images"]}
+    states = {
+        image["tags"][0]: (image["state"], re.sub(r"\d+s,", "Ns,", image["reason"])) for image in report["images"]
+    }
     assert states == {
         "v1": ("kept", "in use"),
-        "v2": ("deleted", "unused for Ns"),
-        "v3": ("kept", "among the newest 1 of its repository"),
+        "v2": ("deleted", "the default rule: unused for Ns, past maxUnusedAge 0s"),
+        "v3": ("kept", "the default rule: among the newest 1 by build time"),
     }
     assert not client.has_manifest(REPOSITORY, images[1].digest)
     assert sorted(client.list_tags(REPOSITORY)) == ["v1", "v3"]
-
-
-@pytest.mark.parametrize(
-    ("size", "text"),
-    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**4, "3.0 TiB")],
-)
-def test_format_bytes(size, text):
-    assert format_bytes(size) == text
 
 
 def test_exit_codes_for_configuration_ccr_and_cluster_failures(args, images, empty_ccr, cluster, capsys, tmp_path):
@@ -104,3 +102,34 @@ def test_exit_codes_for_configuration_ccr_and_cluster_failures(args, images, emp
     cluster.stop()
     assert main([*args[:-1], "1"]) == 1
     assert "could not list the cluster's workloads" in capsys.readouterr().err
+
+
+def test_dry_run_names_the_rule_behind_every_image_and_the_bytes_against_the_budget(args, images, client, capsys):
+    path = args[args.index("--config") + 1]
+    with open(path) as handle:
+        raw = yaml.safe_load(handle)
+    size = images[0].total_bytes
+    raw["retention"]["rules"] = [
+        {"name": "releases", "repositories": ["mirror/up/*"], "keep": ["^v3$"], "keepNewest": 0}
+    ]
+    raw["retention"]["maxBytes"] = 2 * size
+    with open(path, "w") as handle:
+        yaml.safe_dump(raw, handle)
+    assert main([*args, "--dry-run"]) == 0
+    lines = [re.sub(r"@sha256:[0-9a-f]{12} ", "@… ", line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert (
+        lines[0]
+        == f"kept          {REPOSITORY}@… v3 {format_bytes(size)} (rule 1 (releases) keeps tags matching ^v3$ (v3))"
+    )
+    assert re.fullmatch(
+        rf"would delete  {REPOSITORY}@… v2 {format_bytes(size)} \(over the storage budget of {format_bytes(2 * size)}, "
+        r"least recently used first: last used \ds ago "
+        r"\(rule 1 \(releases\): unused for \ds, within maxUnusedAge 7d\)\)",
+        lines[1],
+    ), lines[1]
+    assert lines[2:] == [
+        f"kept          {REPOSITORY}@… v1 {format_bytes(size)} (in use)",
+        f"would evict 1 image(s), {format_bytes(size)} to be freed by the registry's garbage collection; kept 2",
+        f"storage: {format_bytes(3 * size)} before, {format_bytes(2 * size)} after, budget {format_bytes(2 * size)}",
+    ]
+    assert client.has_manifest(REPOSITORY, images[1].digest)

@@ -33,6 +33,8 @@ METRICS = {
     "ccr_webhook_evicted_bytes_total",
     "ccr_webhook_in_use_digests",
     "ccr_webhook_tls_certificate_expiry_timestamp_seconds",
+    "ccr_webhook_storage_bytes",
+    "ccr_webhook_storage_budget_bytes",
 }
 
 

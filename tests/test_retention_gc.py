@@ -104,10 +104,10 @@ def test_evicts_unused_images_past_the_age_keeps_newest_and_in_use_and_recently_
     result = Retention(config, clients.ccr, usage.tracker, usage.confirm, metrics=metrics, clock=clock).run()
     reasons = {verdict.image.tags: (verdict.evict, verdict.reason) for verdict in result.plan.verdicts}
     assert reasons == {
-        ("v4",): (False, "among the newest 1 of its repository"),
+        ("v4",): (False, "the default rule: among the newest 1 by build time"),
         ("v1",): (False, "in use"),
-        ("v2",): (False, "unused for 12h, less than maxUnusedAge 7d"),
-        ("v3",): (True, "unused for 8d"),
+        ("v2",): (False, "the default rule: unused for 12h, within maxUnusedAge 7d"),
+        ("v3",): (True, "the default rule: unused for 8d, past maxUnusedAge 7d"),
     }
     assert [outcome.deleted for outcome in result.outcomes] == [(v3.digest,)]
     assert not clients.ccr.has_manifest(REPOSITORY, v3.digest)

@@ -6,7 +6,7 @@ import pytest
 
 from webhook.config import RetentionConfig
 from webhook.retention.inventory import StoredImage
-from webhook.retention.plan import bytes_by_repository, format_duration, plan_evictions
+from webhook.retention.plan import bytes_by_repository, format_bytes, format_duration, plan_evictions, unique_bytes
 from webhook.retention.usage import InUse
 
 HOUR, DAY = 3600.0, 86400.0
@@ -170,10 +170,10 @@ def test_reasons_say_why():
     ]
     result = plan(images, in_use(("up.io/app", "b")), {digest("c"): NOW - 3 * HOUR, digest("d"): NOW - 8 * DAY})
     assert verdicts(result) == {
-        digest("a"): (False, "among the newest 1 of its repository"),
+        digest("a"): (False, "the default rule: among the newest 1 by build time"),
         digest("b"): (False, "in use"),
-        digest("c"): (False, "unused for 3h, less than maxUnusedAge 7d"),
-        digest("d"): (True, "unused for 8d"),
+        digest("c"): (False, "the default rule: unused for 3h, within maxUnusedAge 7d"),
+        digest("d"): (True, "the default rule: unused for 8d, past maxUnusedAge 7d"),
     }
 
 
@@ -191,3 +191,16 @@ def test_bytes_by_repository_counts_each_blob_once():
 )
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**4, "3.0 TiB")],
+)
+def test_format_bytes(size, text):
+    assert format_bytes(size) == text
+
+
+def test_unique_bytes_counts_a_blob_shared_across_repositories_once():
+    images = [image("x", blobs={digest("l"): 100}), image("y", "up.io/b", blobs={digest("l"): 100})]
+    assert unique_bytes(images) == 10 + 10 + 100

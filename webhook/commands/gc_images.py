@@ -3,8 +3,9 @@
 Usage comes from the cluster (the service account in a Pod, else the kubeconfig), the CCR from the
 configuration. This process has just started, so it counts every image unused now as last used now:
 with the configured maxUnusedAge nothing is old enough yet. Pass `--max-unused-age 0` to evict every
-image unused right now (the newest keepNewest of each repository still stay), or let the warmer's
-scheduled run, which has watched the cluster for longer, do it.
+image unused right now (for every rule: tags a rule keeps and the newest keepNewest of each repository
+still stay), or let the warmer's scheduled run, which has watched the cluster for longer, do it. Every
+image is printed with the rule that keeps or evicts it, and why.
 
 Exit codes: 0 done (or nothing to do), 1 a delete failed or the CCR or cluster could not be read,
 2 unreadable configuration.
@@ -24,8 +25,9 @@ from webhook.commands import add_config_argument, configuration, registries_of
 from webhook.config import parse_duration
 from webhook.kube.client import kubernetes_client
 from webhook.registry.errors import RegistryError
+from webhook.retention.plan import format_bytes, unique_bytes
 
-if TYPE_CHECKING:  # imported in run(): retention brings prometheus_client, which must not be loaded before
+if TYPE_CHECKING:  # imported in run(): retention.run brings prometheus_client, which must not be loaded before
     # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI
     from webhook.retention.run import Outcome, RunResult
 
@@ -44,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-unused-age",
         type=_duration,
         metavar="DURATION",
-        help="override retention.maxUnusedAge (seconds, or 90s, 30m, 168h, 7d); 0: unused now is enough",
+        help="override retention.maxUnusedAge and every rule's (seconds, or 90s, 30m, 168h, 7d); "
+        "0: unused now is enough",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
     parser.add_argument(
@@ -99,16 +102,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(result: RunResult) -> str:
-    """One line per eviction (what it would do, did, or why it stopped), then a summary."""
+    """One line per image: kept (and by which rule), or what its eviction would do, did, or why it stopped; then
+    a summary with the CCR's bytes against the budget."""
     outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
     lines = []
-    for verdict in result.plan.evictions:
+    for verdict in result.plan.verdicts:
         image = verdict.image
         outcome = outcomes.get((image.repository, image.digest))
         why = (outcome and (outcome.error or outcome.spared)) or verdict.reason
+        state = _state(outcome, result.dry_run) if verdict.evict else "kept"
+        size = verdict.freed_bytes if verdict.evict else unique_bytes([image])
         lines.append(
-            f"{_state(outcome, result.dry_run):<13} {image.repository}@{image.digest[:19]} "
-            f"{','.join(image.tags) or '-'} {format_bytes(verdict.freed_bytes)} ({why})"
+            f"{state:<13} {image.repository}@{image.digest[:19]} "
+            f"{','.join(image.tags) or '-'} {format_bytes(size)} ({why})"
         )
     kept = len(result.plan.verdicts) - len(result.plan.evictions)
     evicted = [o for o in result.outcomes if o.deleted and not o.error]
@@ -122,6 +128,13 @@ def render(result: RunResult) -> str:
     lines.append(
         f"{verb} {count} image(s), {format_bytes(freed)} to be freed by the registry's garbage collection; kept {kept}"
     )
+    plan = result.plan
+    if plan.max_bytes is not None:
+        lines.append(
+            f"storage: {format_bytes(plan.stored_bytes)} before, {format_bytes(plan.kept_bytes)} after, "
+            f"budget {format_bytes(plan.max_bytes)}"
+            + (" (still over: the rest is in use or kept by a pattern)" if plan.over_budget else "")
+        )
     return "\n".join(lines)
 
 
@@ -130,6 +143,9 @@ def report_json(result: RunResult) -> dict[str, Any]:
     outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
     return {
         "dryRun": result.dry_run,
+        "storedBytes": result.plan.stored_bytes,
+        "keptBytes": result.plan.kept_bytes,
+        "maxBytes": result.plan.max_bytes,
         "images": [
             {
                 "repository": v.image.repository,
@@ -153,14 +169,3 @@ def _state(outcome: Outcome | None, dry_run: bool) -> str:
     if outcome.error:
         return "failed"
     return "spared" if outcome.spared else "deleted"
-
-
-def format_bytes(size: int) -> str:
-    """`512 B`, `31.4 KiB`, `1.2 GiB`."""
-    if size < 1024:
-        return f"{size} B"
-    units = ("KiB", "MiB", "GiB", "TiB")
-    value, index = size / 1024, 0
-    while value >= 1024 and index < len(units) - 1:
-        value, index = value / 1024, index + 1
-    return f"{value:.1f} {units[index]}"

@@ -133,6 +133,24 @@ def below_webhook_limit(value: float) -> float:
     return value
 
 
+def tag_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Regular expressions a whole tag is matched against (`^v?[0-9]+$`, `stable`); each must compile."""
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise Invalid(f"{pattern!r} is not a regular expression: {err}") from None
+    return value
+
+
+def repository_globs(value: tuple[str, ...]) -> tuple[str, ...]:
+    """CCR repository globs (`docker.io/library/*`, `ghcr.io/**`): `*` stays within a path segment, `**` does not."""
+    for pattern in value:
+        if not pattern or not re.fullmatch(r"[a-z0-9._/*?-]+", pattern):
+            raise Invalid(f"{pattern!r} is not a repository glob (lowercase path, `*`, `**`, `?`)")
+    return value
+
+
 def none_if_empty(value: str) -> str | None:
     """An empty string switches the feature off."""
     return value or None

@@ -26,30 +26,30 @@ def render() -> str:
     parts: list[str] = []
     hints = typing.get_type_hints(Config)
     for field, declared in declared_keys(Config):
-        _render_section(parts, hints[field.name], yaml_name(field, declared), declared.doc)
+        parts.extend(_tables(hints[field.name], yaml_name(field, declared), declared.doc))
     return "\n".join(parts)
 
 
-def _render_section(parts: list[str], hint: Any, path: str, doc: str) -> None:
-    """The table of one section at `path`, then the tables of the lists of sections inside it (`policy.verify[]`)."""
+def _tables(hint: Any, path: str, doc: str) -> list[str]:
+    """The table of one section, then the tables of the lists of sections among its keys (`retention.rules[]`)."""
     section = _section_of(hint)
     if typing.get_origin(hint) is tuple:
         path += "[]"
-    parts.append(f"### `{path}`\n\n{doc}\n")
-    parts.append("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |")
+    parts = [f"### `{path}`\n\n{doc}\n", "| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |"]
+    nested: list[str] = []
     section_hints = typing.get_type_hints(section)
-    nested: list[tuple[Any, str, str]] = []
     for key_field, key in declared_keys(section):
-        name = f"{path}.{yaml_name(key_field, key)}"
-        key_hint = section_hints[key_field.name]
+        key_hint, key_path = section_hints[key_field.name], f"{path}.{yaml_name(key_field, key)}"
         kind = _kind(key_hint, key) + _bounds(key)
-        if typing.get_origin(key_hint) is tuple and dataclasses.is_dataclass(typing.get_args(key_hint)[0]):
-            kind = f"list ([`{name}[]`](#{name.replace('.', '')}))"
-            nested.append((key_hint, name, key.doc))
-        parts.append(f"| `{name}` | {kind} | {_default(key_field, key)} | {key.doc} |")
-    parts.append("")
-    for key_hint, name, key_doc in nested:
-        _render_section(parts, key_hint, name, key_doc)
+        parts.append(f"| `{key_path}` | {kind} | {_default(key_field, key)} | {key.doc} |")
+        if _is_section_list(key_hint):
+            nested.extend(_tables(key_hint, key_path, key.doc))
+    return [*parts, "", *nested]
+
+
+def _is_section_list(hint: Any) -> bool:
+    """Whether a key holds a list of sections (each entry a table of keys of its own)."""
+    return typing.get_origin(hint) is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0])
 
 
 def replace_block(document: str, block: str) -> str:
@@ -80,6 +80,8 @@ def _kind(hint: Any, key: Key) -> str:
         return "duration"
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return " or ".join(f"`{member.value}`" for member in hint)
+    if _is_section_list(hint):
+        return "list of entries (keys below)"
     if typing.get_origin(hint) is tuple:
         return "list of strings"
     names = {bool: "boolean", int: "integer", float: "number", str: "string"}

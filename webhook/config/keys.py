@@ -386,6 +386,53 @@ class CopyConfig:
     )
 
 
+class RankBy(str, enum.Enum):
+    """How a retention rule tells which images of a repository are the newest."""
+
+    BUILD_TIME = "buildTime"  # the `created` time in the image's config
+    SEMVER = "semver"  # the highest semantic version among its tags; images without one by build time, after
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """One retention rule: the repositories it covers, the tags it keeps forever, how many newest it keeps."""
+
+    name: str | None = key(None, doc="What `gc --dry-run` and the logs call it (`releases`).")
+    repositories: tuple[str, ...] = key(
+        ("**",),
+        check=checks.repository_globs,
+        shown='`["**"]` (every repository)',
+        doc="CCR repositories it covers, as globs (`docker.io/library/*`, `ghcr.io/acme/**`): `*` stays within "
+        "one path segment, `**` crosses them. The first rule that covers a repository is the only one applied.",
+    )
+    keep: tuple[str, ...] = key(
+        (),
+        check=checks.tag_patterns,
+        doc="Regular expressions matched against whole tags (`^v?[0-9]+$`, `stable`, `lts`): an image with a "
+        "matching tag stays for as long as the tag points at it, even over `maxBytes`.",
+    )
+    keep_newest: int | None = key(
+        None,
+        minimum=0,
+        shown="`retention.keepNewest`",
+        doc="Images of each repository kept whatever their use (unless over `maxBytes`), newest first by `by`.",
+    )
+    by: RankBy = key(
+        RankBy.BUILD_TIME,
+        doc="`buildTime` (the `created` time in the image's config) or `semver`: the highest semantic version "
+        "among its tags (`v1.2.3`, `1.2`, pre-releases below their release); images with no such tag rank "
+        "after those with one, by build time.",
+    )
+    max_unused_age_seconds: float | None = key(
+        None,
+        name="maxUnusedAge",
+        minimum=0,
+        duration=True,
+        shown="`retention.maxUnusedAge`",
+        doc="How long no workload may have named an image before it goes.",
+    )
+
+
 @dataclass(frozen=True)
 class RetentionConfig:
     """What the CCR keeps: images unused for `maxUnusedAge` go, the newest `keepNewest` per repository stay."""
@@ -407,11 +454,26 @@ class RetentionConfig:
     keep_newest: int = key(
         3,
         minimum=0,
-        doc="Images kept per repository whatever their use, newest first by the build time their configs state.",
+        doc="Images kept per repository whatever their use (unless over `maxBytes`), newest first by the build "
+        "time their configs state.",
     )
     dry_run: bool = key(False, doc="Log what would go; delete nothing.")
     interval_seconds: float = key(
         3600.0, name="interval", minimum=60, duration=True, shown="`1h`", doc="Time between runs."
+    )
+    rules: tuple[RetentionRule, ...] = key(
+        (),
+        doc="Rules tried in order for each repository; the first whose `repositories` cover it applies, and a "
+        "repository no rule covers follows `keepNewest` and `maxUnusedAge` (the default rule). "
+        "[operations.md](operations.md#retention-rules).",
+    )
+    max_bytes: int | None = key(
+        None,
+        minimum=0,
+        shown="none (no budget)",
+        doc="The storage budget: the unique blob bytes of the mirrored images. Above it, each run also evicts the "
+        "least recently used images no workload uses (beyond `keepNewest` and `maxUnusedAge`, never a `keep` tag) "
+        "until under ([operations.md](operations.md#the-storage-budget)).",
     )
 
 
@@ -564,7 +626,8 @@ class Config:
     retention: RetentionConfig = key(
         factory=RetentionConfig,
         doc="What the CCR keeps: images no workload has named for `maxUnusedAge` go, the newest `keepNewest` per "
-        "repository stay ([operations.md](operations.md#retention-keeping-the-ccr-lean)).",
+        "repository stay, `rules` say otherwise per repository, `maxBytes` caps the whole "
+        "([operations.md](operations.md#retention-keeping-the-ccr-lean)).",
     )
     front: FrontConfig = key(
         factory=FrontConfig,

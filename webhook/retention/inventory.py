@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +26,7 @@ from webhook.registry.streams import BlobStream
 log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_BUILD_TIMES = 65536  # configs remembered; far more than a CCR's images, and a few MiB at most
 _FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
 
 
@@ -70,11 +72,40 @@ class StoredImage:
         return {digest: size for blobs in self.manifests.values() for digest, size in blobs.items()}
 
 
-def read_inventory(ccr: CCRReader, prefixes: Iterable[str], known: Iterable[tuple[str, str]] = ()) -> list[StoredImage]:
+class BuildTimes:
+    """The `created` time of image configs by config digest, each read from the CCR once: a config never changes.
+
+    Bounded: past `max_entries` the least recently asked is forgotten (and read again if asked again).
+    """
+
+    def __init__(self, max_entries: int = MAX_BUILD_TIMES) -> None:
+        self._max_entries = max_entries
+        self._times: OrderedDict[str, float | None] = OrderedDict()
+
+    def created(self, ccr: CCRReader, repository: str, config: Descriptor) -> float | None:
+        """The `created` time of `config`, from memory or from the CCR (None when absent or unreadable)."""
+        if config.digest in self._times:
+            self._times.move_to_end(config.digest)
+            return self._times[config.digest]
+        when = _created(ccr, repository, config)
+        self._times[config.digest] = when
+        if len(self._times) > self._max_entries:
+            self._times.popitem(last=False)
+        return when
+
+
+def read_inventory(
+    ccr: CCRReader,
+    prefixes: Iterable[str],
+    known: Iterable[tuple[str, str]] = (),
+    build_times: BuildTimes | None = None,
+) -> list[StoredImage]:
     """Every tagged image under `prefixes` in the CCR, and each untagged (repository, digest) of `known` there.
 
-    An untagged image that is a child of a tagged one is read with its parent, not on its own.
+    An untagged image that is a child of a tagged one is read with its parent, not on its own. Build times come
+    from `build_times` when it knows the config (pass the same one run after run), else from the CCR.
     """
+    build_times = build_times or BuildTimes()
     images: list[StoredImage] = []
     mirrored = tuple(prefix.strip("/") + "/" for prefix in prefixes)
     extra: dict[str, set[str]] = {}
@@ -83,10 +114,14 @@ def read_inventory(ccr: CCRReader, prefixes: Iterable[str], known: Iterable[tupl
     repositories = {repository for repository in {*ccr.catalog(), *extra} if repository.startswith(mirrored)}
     for repository in sorted(repositories):
         tags_by_digest = _tags_by_digest(ccr, repository)
-        found = [_read_image(ccr, repository, digest, tuple(tags)) for digest, tags in tags_by_digest.items()]
+        found = [
+            _read_image(ccr, repository, digest, tuple(tags), build_times) for digest, tags in tags_by_digest.items()
+        ]
         seen = {digest for image in found if image is not None for digest in image.manifests}
         for digest in sorted(extra.get(repository, set()) - seen):
-            image = _read_image(ccr, repository, digest, ()) if ccr.has_manifest(repository, digest) else None
+            image = (
+                _read_image(ccr, repository, digest, (), build_times) if ccr.has_manifest(repository, digest) else None
+            )
             if image is not None:
                 found.append(image)
                 seen.update(image.manifests)
@@ -109,7 +144,9 @@ def _tags_by_digest(ccr: CCRReader, repository: str) -> dict[str, list[str]]:
     return found
 
 
-def _read_image(ccr: CCRReader, repository: str, digest: str, tags: tuple[str, ...]) -> StoredImage | None:
+def _read_image(
+    ccr: CCRReader, repository: str, digest: str, tags: tuple[str, ...], build_times: BuildTimes
+) -> StoredImage | None:
     """The image at `repository@digest` with its manifests, blobs and build time; None if gone or unreadable."""
     try:
         top = ccr.get_manifest(repository, digest)
@@ -124,7 +161,7 @@ def _read_image(ccr: CCRReader, repository: str, digest: str, tags: tuple[str, .
                 continue
             config, *layers = image_blobs(manifest)
             blobs.update({blob.digest: blob.size for blob in (config, *layers)})
-            when = _created(ccr, repository, config)
+            when = build_times.created(ccr, repository, config)
             if when is not None:
                 created.append(when)
     except NotFound:

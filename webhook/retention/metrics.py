@@ -24,6 +24,16 @@ class RetentionMetrics:
             "Blob bytes released by evictions (freed by the registry's garbage collection).",
             registry=self.registry,
         )
+        self.storage_bytes = Gauge(
+            "ccr_webhook_storage_bytes",
+            "Unique blob bytes of the mirrored images in the CCR (each blob once), as of the last retention run.",
+            registry=self.registry,
+        )
+        self.storage_budget_bytes = Gauge(
+            "ccr_webhook_storage_budget_bytes",
+            "retention.maxBytes, the CCR's storage budget (0: none).",
+            registry=self.registry,
+        )
         self.in_use_digests = Gauge(
             "ccr_webhook_in_use_digests",
             "CCR digests named by live workloads, as of the last retention run.",
@@ -36,6 +46,11 @@ class RetentionMetrics:
         for repository, size in bytes_by_repository.items():
             self.ccr_bytes.labels(repository).set(size)
         self.in_use_digests.set(in_use_digests)
+
+    def set_storage(self, stored_bytes: int, max_bytes: int | None) -> None:
+        """The CCR's bytes after a run, and the budget they are held to."""
+        self.storage_bytes.set(stored_bytes)
+        self.storage_budget_bytes.set(max_bytes or 0)
 
     def count_eviction(self, freed_bytes: int) -> None:
         """One image evicted, releasing `freed_bytes`."""

@@ -1,21 +1,31 @@
 """Which CCR images to evict: a pure function of the inventory, what is in use, when each was last used, and the rules.
 
-Per repository, images are ranked newest first by the `created` time of their configs (the build time),
-or, when no config says, by when retention first saw them in the CCR. An image stays when it is in use
-(its digest, one of its tags or one of its child manifests is named by a live workload), when it is
-among the newest `keepNewest` of its repository, when it was last used less than `maxUnusedAge` ago, or
-when it is a manifest of an image that stays (a platform manifest of a kept index). Any other goes: its
-top manifest, then the children no kept image shares.
+Each repository follows the first of `retention.rules` covering it, else the default rule (`keepNewest`,
+`maxUnusedAge`; webhook.retention.rules). An image stays when it is in use (its digest, one of its tags or
+one of its child manifests is named by a live workload), when one of its tags matches a `keep` pattern of
+its rule, when it is among the newest `keepNewest` of its repository (by build time or semantic version,
+as its rule ranks), when it was last used less than `maxUnusedAge` ago, or when it is a manifest of an
+image that stays (a platform manifest of a kept index). Any other goes: its top manifest, then the
+children no kept image shares.
+
+With a storage budget (`maxBytes`), when the unique blob bytes of the images that stay exceed it, the ones
+kept only by `keepNewest` or `maxUnusedAge` go too, least recently used first, until the rest fits. An
+image in use or kept by a `keep` pattern never goes for the budget; if those alone exceed it, the plan
+says so (`over_budget`) and the metrics show it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from webhook.config import RetentionConfig
 from webhook.retention.inventory import StoredImage
+from webhook.retention.rules import RuleBook
 from webhook.retention.usage import InUse
+
+ImageKey = tuple[str, str]  # (repository, top manifest digest)
 
 
 @dataclass(frozen=True)
@@ -31,47 +41,69 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every image's verdict: kept ones and evictions."""
+    """Every image's verdict, and the CCR's bytes before and after it against the budget."""
 
     verdicts: tuple[Verdict, ...]
+    stored_bytes: int = 0  # unique blob bytes of every image read
+    kept_bytes: int = 0  # unique blob bytes of the images that stay
+    max_bytes: int | None = None  # the budget, if one is set
 
     @property
     def evictions(self) -> tuple[Verdict, ...]:
         """The verdicts that evict."""
         return tuple(verdict for verdict in self.verdicts if verdict.evict)
 
+    @property
+    def over_budget(self) -> bool:
+        """Whether what stays still exceeds the budget (everything else is in use or kept by a pattern)."""
+        return self.max_bytes is not None and self.kept_bytes > self.max_bytes
+
 
 def plan_evictions(
     images: Sequence[StoredImage],
     in_use: InUse,
     last_used: Callable[[str, str], float],
-    first_seen: Mapping[tuple[str, str], float],
+    first_seen: Mapping[ImageKey, float],
     rules: RetentionConfig,
     now: float,
 ) -> Plan:
     """The verdict for every image; `last_used(repository, reference)` is when a workload last named it."""
-    reasons: dict[tuple[str, str], str] = {}
-    idle: dict[tuple[str, str], float] = {}
+    book = RuleBook(rules)
+    reasons: dict[ImageKey, str] = {}
+    yielding: dict[ImageKey, tuple[float, float]] = {}  # kept by keepNewest or maxUnusedAge only: last used, built
+    evicting: dict[ImageKey, str] = {}
     for group in _by_repository(images):
-        ranked = sorted(group, key=lambda image: (_built(image, first_seen, now), image.digest), reverse=True)
+        rule = book.for_repository(group[0].repository)
+        ranked = sorted(
+            group,
+            key=lambda image: rule.rank_key(image.tags, _built(image, first_seen, now), image.digest),
+            reverse=True,
+        )
+        age = format_duration(rule.max_unused_age_seconds)
         for rank, image in enumerate(ranked):
-            unused = now - max(
+            last = max(
                 last_used(image.repository, reference) for reference in (image.digest, *image.tags, *image.children)
             )
+            unused = format_duration(now - last)
+            kept_tag = rule.kept_tag(image.tags)
             if named(image, in_use):
                 reasons[_key(image)] = "in use"
-            elif rank < rules.keep_newest:
-                reasons[_key(image)] = f"among the newest {rules.keep_newest} of its repository"
-            elif unused < rules.max_unused_age_seconds:
-                reasons[_key(image)] = (
-                    f"unused for {format_duration(unused)}, "
-                    f"less than maxUnusedAge {format_duration(rules.max_unused_age_seconds)}"
-                )
+            elif kept_tag is not None:
+                reasons[_key(image)] = f"{rule.label} keeps tags matching {kept_tag[1]} ({kept_tag[0]})"
+            elif rank < rule.keep_newest:
+                reasons[_key(image)] = f"{rule.label}: among the newest {rule.keep_newest} by {rule.ranking}"
+                yielding[_key(image)] = last, _built(image, first_seen, now)
+            elif now - last < rule.max_unused_age_seconds:
+                reasons[_key(image)] = f"{rule.label}: unused for {unused}, within maxUnusedAge {age}"
+                yielding[_key(image)] = last, _built(image, first_seen, now)
             else:
-                idle[_key(image)] = unused
+                evicting[_key(image)] = f"{rule.label}: unused for {unused}, past maxUnusedAge {age}"
+    _keep_manifests_of_kept(images, reasons)
+    if rules.max_bytes is not None:
+        evicting.update(_over_budget(images, reasons, yielding, rules.max_bytes, now))
     kept_manifests = _keep_manifests_of_kept(images, reasons)
     kept_blobs = {blob for image in images if _key(image) in reasons for blob in image.blobs}
-    deleted: set[tuple[str, str]] = set()
+    deleted: set[ImageKey] = set()
     counted: set[str] = set()
     verdicts: list[Verdict] = []
     for image in sorted(images, key=lambda image: (image.repository, -_built(image, first_seen, now), image.digest)):
@@ -91,10 +123,54 @@ def plan_evictions(
             if blob not in kept_blobs and blob not in counted
         }
         counted.update(freed)
-        verdicts.append(
-            Verdict(image, True, f"unused for {format_duration(idle[_key(image)])}", delete, sum(freed.values()))
+        verdicts.append(Verdict(image, True, evicting[_key(image)], delete, sum(freed.values())))
+    kept = [image for image in images if _key(image) in reasons]
+    return Plan(tuple(verdicts), unique_bytes(images), unique_bytes(kept), rules.max_bytes)
+
+
+def _over_budget(
+    images: Sequence[StoredImage],
+    reasons: dict[ImageKey, str],
+    yielding: Mapping[ImageKey, tuple[float, float]],
+    max_bytes: int,
+    now: float,
+) -> dict[ImageKey, str]:
+    """Take images kept only by keepNewest or maxUnusedAge out of `reasons`, least recently used first (the oldest
+    build first among those last used at once), until the unique blob bytes of those left fit `max_bytes`; the
+    reasons of the ones taken."""
+    references: Counter[str] = Counter()  # how many kept images hold each blob
+    sizes: dict[str, int] = {}
+    for image in images:
+        if _key(image) in reasons:
+            references.update(image.blobs.keys())
+            sizes.update(image.blobs)
+    kept = sum(sizes[blob] for blob in references)
+    taken: dict[ImageKey, str] = {}
+    candidates = sorted(
+        (image for image in images if _key(image) in yielding and _key(image) in reasons),
+        key=lambda image: (yielding[_key(image)], image.repository, image.digest),
+    )
+    for image in candidates:
+        if kept <= max_bytes:
+            break
+        references.subtract(image.blobs.keys())
+        for blob in image.blobs:
+            if references[blob] == 0:
+                kept -= sizes[blob]
+                del references[blob]
+        taken[_key(image)] = (
+            f"over the storage budget of {format_bytes(max_bytes)}, least recently used first: "
+            f"last used {format_duration(now - yielding[_key(image)][0])} ago ({reasons.pop(_key(image))})"
         )
-    return Plan(tuple(verdicts))
+    return taken
+
+
+def unique_bytes(images: Iterable[StoredImage]) -> int:
+    """The bytes of every distinct blob of `images`: what they hold in the registry, each blob once."""
+    sizes: dict[str, int] = {}
+    for image in images:
+        sizes.update(image.blobs)
+    return sum(sizes.values())
 
 
 def bytes_by_repository(images: Iterable[StoredImage]) -> dict[str, int]:
@@ -116,7 +192,18 @@ def format_duration(seconds: float) -> str:
     return "".join(parts[:2])
 
 
-def _key(image: StoredImage) -> tuple[str, str]:
+def format_bytes(size: int) -> str:
+    """`512 B`, `31.4 KiB`, `1.2 GiB`."""
+    if size < 1024:
+        return f"{size} B"
+    units = ("KiB", "MiB", "GiB", "TiB")
+    value, index = size / 1024, 0
+    while value >= 1024 and index < len(units) - 1:
+        value, index = value / 1024, index + 1
+    return f"{value:.1f} {units[index]}"
+
+
+def _key(image: StoredImage) -> ImageKey:
     return image.repository, image.digest
 
 
@@ -127,7 +214,7 @@ def _by_repository(images: Iterable[StoredImage]) -> list[list[StoredImage]]:
     return list(groups.values())
 
 
-def _built(image: StoredImage, first_seen: Mapping[tuple[str, str], float], now: float) -> float:
+def _built(image: StoredImage, first_seen: Mapping[ImageKey, float], now: float) -> float:
     """When the image was made: its configs' `created`, else when retention first saw it."""
     return image.created if image.created is not None else first_seen.get((image.repository, image.digest), now)
 
@@ -139,7 +226,7 @@ def named(image: StoredImage, in_use: InUse) -> bool:
     )
 
 
-def _keep_manifests_of_kept(images: Sequence[StoredImage], reasons: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
+def _keep_manifests_of_kept(images: Sequence[StoredImage], reasons: dict[ImageKey, str]) -> set[ImageKey]:
     """Every manifest of a kept image; an image that is one of those is kept too (added to `reasons`)."""
     kept = {(image.repository, digest) for image in images if _key(image) in reasons for digest in image.manifests}
     changed = True

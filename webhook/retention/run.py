@@ -17,9 +17,9 @@ from typing import Protocol
 
 from webhook.config import Config
 from webhook.registry.errors import NotFound, RegistryError
-from webhook.retention.inventory import CCRReader, read_inventory
+from webhook.retention.inventory import BuildTimes, CCRReader, read_inventory
 from webhook.retention.metrics import RetentionMetrics
-from webhook.retention.plan import Plan, Verdict, bytes_by_repository, named, plan_evictions
+from webhook.retention.plan import Plan, Verdict, bytes_by_repository, named, plan_evictions, unique_bytes
 from webhook.retention.usage import InUse, UsageTracker
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class RunResult:
 
 
 class Retention:
-    """Runs retention against one CCR with live usage; remembers when it first saw each image, for ranking."""
+    """Runs retention against one CCR with live usage; remembers when it first saw each image, for ranking, and
+    the build time of each config it read."""
 
     def __init__(
         self,
@@ -77,15 +78,20 @@ class Retention:
         self._on_evicted = on_evicted or (lambda repository, digest: None)
         self._clock = clock
         self._first_seen: dict[tuple[str, str], float] = {}
+        self._build_times = BuildTimes()
 
     def run(self, *, dry_run: bool | None = None, max_unused_age: float | None = None) -> RunResult:
         """Plan and evict (unless `dry_run`, default retention.dryRun); `max_unused_age` overrides the age."""
         rules = self._config.retention
-        if max_unused_age is not None:
-            rules = dataclasses.replace(rules, max_unused_age_seconds=max_unused_age)
+        if max_unused_age is not None:  # for every rule: each one's own age gives way to it
+            rules = dataclasses.replace(
+                rules,
+                max_unused_age_seconds=max_unused_age,
+                rules=tuple(dataclasses.replace(rule, max_unused_age_seconds=None) for rule in rules.rules),
+            )
         dry_run = rules.dry_run if dry_run is None else dry_run
         prefixes = [upstream.prefix for upstream in self._config.upstreams]
-        images = read_inventory(self._ccr, prefixes, self._tracker.seen_digests())
+        images = read_inventory(self._ccr, prefixes, self._tracker.seen_digests(), self._build_times)
         now = self._clock()
         self._first_seen = {
             (image.repository, image.digest): self._first_seen.get((image.repository, image.digest), now)
@@ -97,10 +103,17 @@ class Retention:
         if not dry_run and plan.evictions:
             confirmed = self._confirm()
             outcomes = tuple(self._evict(verdict, confirmed) for verdict in plan.evictions)
+        gone = {(o.verdict.image.repository, o.verdict.image.digest) for o in outcomes if o.deleted and not o.error}
+        remaining = [v.image for v in plan.verdicts if (v.image.repository, v.image.digest) not in gone]
+        if plan.over_budget:
+            log.warning(
+                "retention: %d bytes stay, over retention.maxBytes %d: the rest is in use or kept by a pattern",
+                plan.kept_bytes,
+                plan.max_bytes,
+            )
         if self._metrics is not None:
-            gone = {(o.verdict.image.repository, o.verdict.image.digest) for o in outcomes if o.deleted and not o.error}
-            remaining = [v.image for v in plan.verdicts if (v.image.repository, v.image.digest) not in gone]
             self._metrics.set_holdings(bytes_by_repository(remaining), len(in_use.digests))
+            self._metrics.set_storage(unique_bytes(remaining), rules.max_bytes)
         return RunResult(plan, outcomes, dry_run)
 
     def _evict(self, verdict: Verdict, confirmed: InUse) -> Outcome:
