@@ -429,6 +429,13 @@ class FrontConfig:
         shown="`21474836480` (20 GiB)",
         doc="The spool's cap. A fetch that would not fit is refused with 503 and `Retry-After`.",
     )
+    registry_storage_dir: str | None = key(
+        None,
+        shown="none (held blobs stream through the registry)",
+        doc="The CCR registry's filesystem storage (its `storage.filesystem.rootdirectory`) as mounted in the "
+        "front's container, read-only: a held blob the registry allows (asked as a HEAD) is sent from its file "
+        "with sendfile(2). A blob not found there (another driver, S3) streams through the registry as before.",
+    )
     max_concurrent_fetches: int = key(
         8, minimum=1, doc="Upstream blob transfers at once; more wait for a slot (and their readers with them)."
     )

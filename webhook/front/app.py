@@ -17,12 +17,14 @@ import socket
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
+from typing import BinaryIO
 
 import urllib3
 
 from webhook.config import Config
 from webhook.front.commit import ImageCommits, commit_blob
 from webhook.front.flights import CHUNK_BYTES, Flight, FlightFailed, Flights, Spool, SpoolFull
+from webhook.front.held import HeldBlobs, send_file
 from webhook.front.metrics import FrontMetrics
 from webhook.front.peers import Membership, Peers
 from webhook.front.splice import relay
@@ -81,6 +83,7 @@ class Front:
         if self.peers is not None:
             self.peers.membership.start()
         self.commits = ImageCommits(ccr, self.flights, self.manifests)
+        self.held = HeldBlobs(settings.registry_storage_dir, _RELAYED_ANSWER) if settings.registry_storage_dir else None
         self._ccr_pool = urllib3.PoolManager(
             maxsize=max_connections, block=False, ca_certs=config.ccr.ca_file or None, headers={}
         )
@@ -95,6 +98,13 @@ class Front:
         if not path.startswith("/v2/"):
             return request.oci_error(404, "NOT_FOUND", "not an OCI distribution path")
         manifest, blob = _MANIFEST.match(path), _BLOB.match(path)
+        if (
+            blob
+            and request.command == "GET"
+            and self.held is not None
+            and self.held.serve(request, blob["name"], blob["digest"], lambda: self._ask_ccr(request, True, "HEAD"))
+        ):
+            return None  # a held blob, sent from the registry's files (front/held.py)
         found = manifest or blob
         if self._pass_through(request, missable=found is not None) or found is None:
             return None
@@ -141,14 +151,17 @@ class Front:
             release(response, complete)
         return True
 
-    def _ask_ccr(self, request: FrontRequestHandler, content: bool) -> urllib3.BaseHTTPResponse:
-        """The CCR registry's answer to `request`. A 5xx for content is asked again, briefly: the filesystem driver
-        answers 500 for an object another replica is committing at that moment (its writes are not atomic)."""
+    def _ask_ccr(
+        self, request: FrontRequestHandler, content: bool, method: str | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """The CCR registry's answer to `request` (asked as `method`, by default its own). A 5xx for content is
+        asked again, briefly: the filesystem driver answers 500 for an object another replica is committing at
+        that moment (its writes are not atomic)."""
         headers = {name: request.headers[name] for name in _FORWARDED_REQUEST if request.headers.get(name)}
         attempt = 1
         while True:  # at most CCR_ATTEMPTS times
             response = self._ccr_pool.request(
-                request.command,
+                method or request.command,
                 self.config.ccr.endpoint + _origin_form(request.path),
                 headers=headers,
                 preload_content=False,
@@ -159,7 +172,7 @@ class Front:
             )
             if response.status < 500 or not content or attempt == CCR_ATTEMPTS:
                 return response
-            log.info("the CCR registry answered %s %d; asking again", request.command, response.status)
+            log.info("the CCR registry answered %s %d; asking again", method or request.command, response.status)
             response.read(MAX_MANIFEST_BYTES)  # the small error body, so the connection can be reused
             release(response, True)
             time.sleep(CCR_RETRY_SECONDS * 2 ** (attempt - 1))
@@ -218,7 +231,7 @@ class Front:
             self.follow(request, flight, spool)
         return None
 
-    def follow(self, request: FrontRequestHandler, flight: Flight, spool: object) -> None:
+    def follow(self, request: FrontRequestHandler, flight: Flight, spool: BinaryIO) -> None:
         """Send the flight's bytes (the requested range) as they arrive; cut the answer if the fetch fails."""
         size = flight.size
         assert size is not None
@@ -233,7 +246,7 @@ class Front:
         self.metrics.flight_readers.inc()
         try:
             for offset, count in flight.follow(start, end, self.flights.reader_timeout):
-                request.send_file(spool, offset, count)
+                request.send_file(spool, offset, count, "flight")
         except FlightFailed as err:
             log.warning("a reader of blob %s is cut off: %s", flight.digest, err)
             request.cut()
@@ -324,12 +337,10 @@ class FrontRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         return True
 
-    def send_file(self, spool: object, offset: int, count: int) -> None:
-        """`count` bytes of the spool file at `offset` (sendfile where the socket allows it)."""
-        self._sent(count, "flight")
-        sent = self.connection.sendfile(spool, offset, count)  # type: ignore[arg-type]
-        if sent != count:
-            raise OSError(f"sent {sent} of {count} bytes")
+    def send_file(self, file: BinaryIO, offset: int, count: int, source: str) -> None:
+        """`count` bytes of `file` at `offset` (sendfile where the socket allows it, large pieces over TLS)."""
+        self._sent(count, source)
+        send_file(self.connection, file, offset, count)
 
     def _sent(self, count: int, source: str) -> None:
         if not self._first_byte and count:
