@@ -63,8 +63,13 @@ class Replicas:
 
     started: ClassVar[list[RegistryServer]] = []  # stopped after each test, once its fronts are
 
-    def __init__(self, of: Scene, directory: Path, count: int, peer_tls: bool = False) -> None:
+    def __init__(self, of: Scene, directory: Path, count: int, peer_tls: bool = False, redirect: bool = False) -> None:
         self.scene, self.directory = of, directory
+        storage = of.ccr_server.storage
+        assert storage is not None, "the scene's CCR is on the bucket"
+        # With `redirect`, each registry answers a blob GET with a 307 to a presigned URL on the bucket.
+        self.storage = {**storage, "redirect": {"disable": not redirect}}
+        self.ccr: dict[str, object] = {"redirectHosts": ["127.0.0.1"]} if redirect else {}
         self.registries: dict[str, RegistryServer] = {}  # each replica's own, on the bucket
         (directory / "secret").write_text(SECRET + "\n")
         self.tls: dict[str, str] = {}
@@ -83,11 +88,11 @@ class Replicas:
     def start(self, address: str) -> LocalFront:
         """Start (or start again) the replica at `address` with the current membership, on its own registry."""
         if address not in self.registries:
-            self.registries[address] = RegistryServer(storage=self.scene.ccr_server.storage)
+            self.registries[address] = RegistryServer(storage=self.storage)
             Replicas.started.append(self.registries[address])
             self.registries[address].start()
         front = self.scene.front(
-            ccr_endpoint=self.registries[address].url,
+            ccr={"endpoint": self.registries[address].url, **self.ccr},
             peers=self.addresses,
             peerListen=address,
             peerAddress=address,
@@ -170,6 +175,34 @@ def test_one_image_pulled_through_every_replica_at_once_is_committed_once_whole_
             assert again.complete and sha256(bytes(again.received)) == blob
     assert [scene.blob_gets(blob) for blob in pushed.blobs] == [1] * len(pushed.blobs)
     assert replicas_served_from_ccr(fronts) > 0
+
+
+def test_with_storage_redirects_the_front_sends_nodes_to_the_bucket_and_still_commits_what_it_fetched(
+    scene: Scene,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    bucket: S3Server,
+) -> None:
+    """`storage.redirect` on: the registry answers a held blob with a 307 to a presigned URL. The front passes it
+    on unchanged (nodes fetch from the bucket, no byte through the CCR's Pods); its own commits follow such
+    redirects through the egress check (`ccr.redirectHosts`), so a cold image still ends up committed."""
+    pushed = scene.push([MiB, 2 * MiB], seed=260)
+    fronts = Replicas(scene, tmp_path, 2, redirect=True).start_all()
+    accept = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    manifest = get(fronts[0], f"/v2/{scene.target}/manifests/v1", accept)
+    assert manifest.complete and manifest.answer["Docker-Content-Digest"] == pushed.digest
+    for blob in pushed.blobs:  # cold: streamed from the flight, never redirected
+        cold = get(fronts[1], blob_path(scene, blob))
+        assert cold.status == 200 and cold.complete and sha256(bytes(cold.received)) == blob
+    wait_until(lambda: scene.ccr_tag("v1") == pushed.digest, 60, "the image committed through redirecting registries")
+    for front in fronts:
+        for blob in pushed.blobs:
+            sent = urllib3.request("GET", front.url + blob_path(scene, blob), redirect=False, retries=False, timeout=30)
+            location = sent.headers.get("Location", "")
+            assert sent.status == 307 and location.startswith(f"{bucket.url}/{bucket.bucket}/"), location[:80]
+            fetched = urllib3.request("GET", location, retries=False, timeout=30)  # as containerd follows it
+            assert fetched.status == 200 and sha256(fetched.data) == blob
+    assert [scene.blob_gets(blob) for blob in pushed.blobs] == [1] * len(pushed.blobs)
+    assert sum(metric(front, 'ccr_front_served_bytes_total{source="ccr"}') for front in fronts) < 10_000
 
 
 def test_the_peer_endpoint_refuses_a_request_without_the_secret(scene: Scene, tmp_path: Path) -> None:  # noqa: F811 - the fixture
