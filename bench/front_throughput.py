@@ -9,10 +9,12 @@ cost) read it at once from each path in turn, the order rotating every round:
 - `registry`: the CCR registry directly;
 - `front`: through a front that streams held blobs through the registry (splice);
 - `front+held`: through a front with `front.registryStorageDir`, sending them from the registry's files;
-- with `--tls`, the same two fronts on a TLS port (`tls`, `tls+held`), where sendfile is impossible.
+- with `--tls`, the same two fronts on a TLS port (`tls`, `tls+held`), where sendfile is impossible,
+  compared to a registry serving TLS itself from the same storage (`registry-tls`).
 
 CPU is the utime+stime (/proc/PID/stat) the registry and the front spent during the round, per GB
-delivered. The table shows medians and the ratios to `registry` (targets: throughput >= 0.9, CPU <= 1.2).
+delivered. The table shows medians and the ratios to the registry on the same transport (targets:
+throughput >= 0.9, CPU <= 1.2).
 """
 
 from __future__ import annotations
@@ -89,13 +91,14 @@ def read_blob(port: int, path: str, context: ssl.SSLContext | None, digest: Call
 
 
 @dataclass
-class Path_:
-    """One way to the blob: a port, TLS or not, and the processes whose CPU it costs."""
+class Way:
+    """One way to the blob: a port, TLS or not, the processes whose CPU it costs, the registry it is compared to."""
 
     name: str
     port: int
     pids: list[int]
     context: ssl.SSLContext | None = None
+    baseline: Way | None = None  # None: it is a registry itself
     rates: list[float] = field(default_factory=list)  # bytes per second
     cpu: list[float] = field(default_factory=list)  # CPU seconds per GB
 
@@ -131,27 +134,38 @@ class Path_:
 
 
 @contextlib.contextmanager
-def fronts(ccr: RegistryServer, with_tls: bool) -> Iterator[list[tuple[str, LocalFront, bool]]]:
-    """The fronts to measure (name, process, TLS): streaming and held, on plain ports and with `with_tls` on TLS."""
+def testbed(ccr: RegistryServer, with_tls: bool) -> Iterator[list[Way]]:
+    """Every way to measure: the registry, the fronts (streaming, held) and, `with_tls`, their TLS twins beside a
+    second registry serving TLS from the same storage (the baseline of a TLS port)."""
+    client_tls = ssl.create_default_context()
+    client_tls.check_hostname, client_tls.verify_mode = False, ssl.CERT_NONE  # a throwaway certificate
     settings = {
         "ccr": {"registry": "ccr.bench", "endpoint": ccr.url, "insecure": True},
         "upstreams": [{"registry": "upstream.bench", "endpoint": "http://127.0.0.1:9", "insecure": True}],
     }
-    with tempfile.TemporaryDirectory(prefix="ccr-bench-tls-") as directory:
-        cert, key = Path(directory) / "front.crt", Path(directory) / "front.key"
+    assert ccr.process is not None
+    registry = Way("registry", ccr.port, [ccr.process.pid])
+    with tempfile.TemporaryDirectory(prefix="ccr-bench-tls-") as directory, contextlib.ExitStack() as stack:
+        cert, key = Path(directory) / "tls.crt", Path(directory) / "tls.key"
         tls.issue_serving_cert(tls.generate_ca("bench"), ["localhost"], ["127.0.0.1"]).write(cert, key)
         served = {"tlsCert": str(cert), "tlsKey": str(key)}
         held = {"registryStorageDir": str(ccr.root)}
-        kinds = [("front", {}, False), ("front+held", held, False)]
+        kinds: list[tuple[str, dict[str, str], Way]] = [("front", {}, registry), ("front+held", held, registry)]
+        ways = [registry]
         if with_tls:
-            kinds += [("tls", served, True), ("tls+held", {**served, **held}, True)]
-        with contextlib.ExitStack() as stack:
-            started = []
-            for name, front, secure in kinds:
-                process = LocalFront({**settings, "front": front})
-                stack.callback(process.cleanup)
-                started.append((name, process.start(), secure))
-            yield started
+            secure = stack.enter_context(RegistryServer(root=ccr.root, tls=(cert, key)))
+            assert secure.process is not None
+            secure_registry = Way("registry-tls", secure.port, [secure.process.pid], client_tls)
+            ways.append(secure_registry)
+            kinds += [("tls", served, secure_registry), ("tls+held", {**served, **held}, secure_registry)]
+        for name, front, baseline in kinds:
+            process = LocalFront({**settings, "front": front})
+            stack.callback(process.cleanup)
+            process.start()
+            assert process.process is not None
+            pids = [ccr.process.pid, process.process.pid]
+            ways.append(Way(name, process.port, pids, baseline.context, baseline))
+        yield ways
 
 
 def main() -> None:
@@ -161,40 +175,30 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=3, help="concurrent readers per round (default 3)")
     parser.add_argument("--tls", action="store_true", help="measure fronts on a TLS port too")
     args = parser.parse_args()
-    client_tls = ssl.create_default_context()
-    client_tls.check_hostname, client_tls.verify_mode = False, ssl.CERT_NONE  # a throwaway certificate
     with RegistryServer() as ccr:
         client = RegistryClient(ccr.url, insecure=True, connect_timeout=2, read_timeout=60, max_connections=8)
         pushed = push_sample_image(client, REPOSITORY, "v1", [args.size * MiB], seed=7)
         blob = pushed.blobs[0]  # the layer (the config comes after it)
         path = f"/v2/{REPOSITORY}/blobs/{blob}"
-        assert ccr.process is not None
-        with fronts(ccr, args.tls) as started:
-            paths = [Path_("registry", ccr.port, [ccr.process.pid])]
-            for name, front, secure in started:
-                assert front.process is not None
-                paths.append(
-                    Path_(name, front.port, [ccr.process.pid, front.process.pid], client_tls if secure else None)
-                )
-            for way in paths:
+        with testbed(ccr, args.tls) as ways:
+            for way in ways:
                 way.verify(path, blob)
             for run in range(args.runs):
-                for way in paths[run % len(paths) :] + paths[: run % len(paths)]:
+                for way in ways[run % len(ways) :] + ways[: run % len(ways)]:
                     way.round(path, args.readers)
-    report(paths, args)
+    report(ways, args)
 
 
-def report(paths: list[Path_], args: argparse.Namespace) -> None:
-    """The table: median throughput and CPU per GB of every path, and their ratios to the registry's."""
-    base_rate, base_cpu = statistics.median(paths[0].rates), statistics.median(paths[0].cpu)
+def report(ways: list[Way], args: argparse.Namespace) -> None:
+    """The table: median throughput and CPU per GB of every way, and their ratios to their registry's."""
     print(f"{args.readers} readers of a {args.size} MiB held blob, {args.runs} rounds, load {os.getloadavg()[0]:.2f}")
-    print(f"{'path':<11} {'GB/s':>6} {'x registry':>10} {'CPU-s/GB':>9} {'x registry':>10}   GB/s per round")
-    for way in paths:
+    print(f"{'path':<13} {'GB/s':>6} {'x registry':>10} {'CPU-s/GB':>9} {'x registry':>10}   GB/s per round")
+    for way in ways:
         rate, cpu = statistics.median(way.rates), statistics.median(way.cpu)
+        base = way.baseline or way
+        ratio, cpu_ratio = rate / statistics.median(base.rates), cpu / statistics.median(base.cpu)
         rounds = " ".join(f"{value / GB:.2f}" for value in way.rates)
-        print(
-            f"{way.name:<11} {rate / GB:>6.2f} {rate / base_rate:>10.2f} {cpu:>9.3f} {cpu / base_cpu:>10.2f}   {rounds}"
-        )
+        print(f"{way.name:<13} {rate / GB:>6.2f} {ratio:>10.2f} {cpu:>9.3f} {cpu_ratio:>10.2f}   {rounds}")
 
 
 if __name__ == "__main__":

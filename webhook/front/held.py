@@ -23,7 +23,7 @@ import urllib3
 
 from webhook.registry.streams import release
 
-COPY_BYTES = 4 * 1024 * 1024  # one read and one TLS write at a time, where sendfile cannot be used
+COPY_BYTES = 256 * 1024  # where sendfile cannot be used (TLS): one read, then one write; 512 connections: 128 MiB
 # A repository name as distribution writes it to disk (its grammar): never `..`, never an absolute path.
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _DIGEST = re.compile(r"^sha256:(?P<hex>[0-9a-f]{64})$")
