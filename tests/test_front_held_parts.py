@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 import urllib3
 
-from webhook.front.held import HeldBlobs, _body_span, send_file
+from webhook.front.held import HeldBlobs, body_span, send_file
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -65,7 +65,7 @@ class Answer:
 
 
 def span(status: int, size: int = 100, **headers: str) -> tuple[int, int] | None:
-    return _body_span(cast(urllib3.BaseHTTPResponse, Answer(status, **headers)), DIGEST, size)
+    return body_span(cast(urllib3.BaseHTTPResponse, Answer(status, **headers)), DIGEST, size)
 
 
 def test_the_file_serves_only_the_answer_it_matches() -> None:

@@ -31,7 +31,7 @@ _CONTENT_RANGE = re.compile(r"^bytes (?P<first>[0-9]+)-(?P<last>[0-9]+)/(?P<size
 
 
 class HeldAnswer(Protocol):
-    """What the front's request handler gives this module: the request's headers, and ways to answer it."""
+    """What the front's request handler offers this module: the ways to answer its request."""
 
     def send_head(self, status: int, headers: dict[str, str]) -> None: ...
 
@@ -100,7 +100,7 @@ class HeldBlobs:
                 return False  # the pass-through asks again, and answers for the registry if it is down
             try:
                 response.read()  # none, as for any HEAD: it marks the connection free for the next request
-                span = _body_span(response, digest, os.fstat(file.fileno()).st_size)
+                span = body_span(response, digest, os.fstat(file.fileno()).st_size)
                 answer = {name: response.headers[name] for name in self._relayed if name in response.headers}
             finally:
                 release(response, True)
@@ -117,7 +117,7 @@ class HeldBlobs:
         return True
 
 
-def _body_span(response: urllib3.BaseHTTPResponse, digest: str, file_size: int) -> tuple[int, int] | None:
+def body_span(response: urllib3.BaseHTTPResponse, digest: str, file_size: int) -> tuple[int, int] | None:
     """(offset, count) of the file the registry's HEAD answer promises as the GET's body; None unless it is sure."""
     headers = response.headers
     length = headers.get("Content-Length", "")
