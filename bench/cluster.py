@@ -1,5 +1,6 @@
 """ccr-webhook installed in the emulated cluster: an empty CCR, the webhook over TLS, the warmer sidecar, an API server,
-and (for the scenarios that have it) the CCR front that nodes pull through.
+and (for the scenarios that have it) the CCR front that nodes pull through. Several front replicas run as
+production runs them: each with a registry of its own, every registry on one S3 bucket (moto on loopback).
 
 The API server is the package's in-memory one: admission is the webhook's real /mutate over HTTPS, and
 each admitted Pod is then stored there, so the warmer's Pod watch sees it as it would in a cluster.
@@ -19,6 +20,7 @@ from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.review_client import admitted_pod, pod_object, pod_review, send_review
+from webhook.testing.s3 import S3Server
 from webhook.testing.warmer_process import LocalWarmer
 from webhook.testing.webhook_process import LocalWebhook
 
@@ -36,14 +38,19 @@ class CcrCluster:
         front: bool = False,
         replicas: int = 1,
     ) -> None:
-        self.ccr = RegistryServer()
+        self.s3 = S3Server() if front and replicas > 1 else None
+        storage = self.s3.storage() if self.s3 is not None else None
+        self.ccr = RegistryServer(storage=storage)  # the warmer's and the webhook's; replica 0's with one replica
         self.settings = ccr_settings(self.ccr, upstream_registry, policy)
+        self.registries = [RegistryServer(storage=storage) for _ in range(replicas)] if self.s3 is not None else []
         self.fronts: list[LocalFront] = []
         self.front: LocalFront | None = None
         self._peers_dir = tempfile.TemporaryDirectory(prefix="ccr-bench-peers-")
         if front:  # nodes reach the front as ccr.registry; it and the warmer reach the registry at ccr.endpoint
+            endpoints = [registry.url for registry in self.registries] or [self.ccr.url]
             self.fronts = [
-                LocalFront({**self.settings, "front": front_settings}) for front_settings in self._peering(replicas)
+                LocalFront({**self.settings, "ccr": {**self.settings["ccr"], "endpoint": endpoint}, "front": settings})
+                for endpoint, settings in zip(endpoints, self._peering(replicas), strict=True)
             ]
             self.front = self.fronts[0]
             self.settings["ccr"] = {**self.settings["ccr"], "registry": self.front.host, "endpoint": self.ccr.url}
@@ -56,7 +63,11 @@ class CcrCluster:
     def __enter__(self) -> CcrCluster:
         with contextlib.ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccr-bench-")))
+            if self.s3 is not None:
+                stack.enter_context(self.s3)
             stack.enter_context(self.ccr)
+            for registry in self.registries:
+                stack.enter_context(registry)
             stack.callback(self._peers_dir.cleanup)
             for replica in self.fronts:
                 stack.callback(replica.cleanup)
@@ -79,8 +90,8 @@ class CcrCluster:
 
     def _peering(self, replicas: int) -> list[dict[str, Any]]:
         """The `front:` settings of each replica: none for one, a static peer list and a shared secret for more."""
-        if replicas == 1:
-            return [{}]
+        if replicas == 1:  # on the filesystem, as the base install: held blobs are sent from its files
+            return [{"registryStorageDir": str(self.ccr.root)}]
         secret = Path(self._peers_dir.name) / "secret"
         secret.write_text("bench-peers\n")
         addresses = [f"127.0.0.1:{free_port()}" for _ in range(replicas)]

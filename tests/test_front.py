@@ -53,9 +53,10 @@ class Scene:
     def push(self, layer_sizes: list[int], seed: int, platforms: int = 1) -> PushedImage:
         return push_sample_image(make_client(self.upstream.url), self.repository, "v1", layer_sizes, seed, platforms)
 
-    def front(self, **front: object) -> LocalFront:
+    def front(self, ccr: dict[str, object] | None = None, **front: object) -> LocalFront:
+        """A front on the CCR registry, `front` its settings; `ccr` overrides the CCR's (a replica's own registry)."""
         settings = {
-            "ccr": {"registry": "ccr.test", "endpoint": self.ccr_server.url, "insecure": True},
+            "ccr": {"registry": "ccr.test", "endpoint": self.ccr_server.url, "insecure": True, **(ccr or {})},
             "upstreams": [
                 {"registry": "upstream.test", "endpoint": self.proxy.url, "insecure": True, "prefix": PREFIX}
             ],

@@ -1,17 +1,20 @@
 """Several CCR front replicas sharing their misses: one owner per blob digest fetches it from upstream once,
 the others stream it from the owner while it arrives, and whatever is committed is served by every one.
 
-Three (then four) real front processes on loopback share ONE real distribution registry as the CCR, as
-the production replicas share one S3 bucket through the registry: the storage is shared and a blob one
-replica commits is visible to all at once, which is what lets the owner commit alone. (One registry per
-front over a shared directory would model the same, with more processes and nothing more to learn.) The
-upstream sits behind tests/support/registry_proxy.py, which counts its blob downloads.
+Three (then four) real front processes on loopback, each with a real distribution registry of its own,
+every registry on ONE S3 bucket (moto on loopback, webhook/testing/s3.py), as production runs them: a blob
+one replica's registry commits must be seen through every other registry (the owner commits alone, the
+others ask their own registry), and commits of one image by several replicas race across registries.
+The scene's own CCR client reads the bucket through yet another registry. The upstream sits behind
+tests/support/registry_proxy.py, which counts its blob downloads.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import urllib3
@@ -22,19 +25,52 @@ from webhook import tls
 from webhook.config import parse_config
 from webhook.front.owners import rank
 from webhook.front.peers import Membership
+from webhook.registry.client import MANIFEST_MEDIA_TYPES
 from webhook.testing.apiserver import LocalAPIServer, Resource
 from webhook.testing.front_process import LocalFront
-from webhook.testing.processes import free_port
+from webhook.testing.processes import RegistryServer, free_port
+from webhook.testing.s3 import S3Server
 
 pytestmark = pytest.mark.integration
 SECRET = "peers-share-this"
 
 
-class Replicas:
-    """Front replicas of one Scene that know each other by their peer endpoints (a static list)."""
+@pytest.fixture(scope="module")
+def bucket() -> Iterator[S3Server]:
+    """The one S3 bucket every CCR registry of this module stores into."""
+    with S3Server() as server:
+        yield server
 
-    def __init__(self, of: Scene, directory: Path, count: int, peer_tls: bool = False) -> None:
+
+@pytest.fixture(scope="module")
+def ccr(bucket: S3Server) -> Iterator[RegistryServer]:
+    """The registry the scene checks the CCR through: one more on the bucket, none of the replicas' own."""
+    with RegistryServer(storage=bucket.storage()) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _replica_registries() -> Iterator[None]:
+    """Every replica's registry stopped after the test (set up before the scene, so torn down after it)."""
+    yield
+    while Replicas.started:
+        Replicas.started.pop().cleanup()
+
+
+class Replicas:
+    """Front replicas of one Scene that know each other by their peer endpoints (a static list), each on a
+    registry of its own on the scene's bucket."""
+
+    started: ClassVar[list[RegistryServer]] = []  # stopped after each test, once its fronts are
+
+    def __init__(self, of: Scene, directory: Path, count: int, peer_tls: bool = False, redirect: bool = False) -> None:
         self.scene, self.directory = of, directory
+        storage = of.ccr_server.storage
+        assert storage is not None, "the scene's CCR is on the bucket"
+        # With `redirect`, each registry answers a blob GET with a 307 to a presigned URL on the bucket.
+        self.storage = {**storage, "redirect": {"disable": not redirect}}
+        self.ccr: dict[str, object] = {"redirectHosts": ["127.0.0.1"]} if redirect else {}
+        self.registries: dict[str, RegistryServer] = {}  # each replica's own, on the bucket
         (directory / "secret").write_text(SECRET + "\n")
         self.tls: dict[str, str] = {}
         if peer_tls:
@@ -50,8 +86,13 @@ class Replicas:
         self.fronts: dict[str, LocalFront] = {}
 
     def start(self, address: str) -> LocalFront:
-        """Start (or start again) the replica at `address` with the current membership."""
+        """Start (or start again) the replica at `address` with the current membership, on its own registry."""
+        if address not in self.registries:
+            self.registries[address] = RegistryServer(storage=self.storage)
+            Replicas.started.append(self.registries[address])
+            self.registries[address].start()
         front = self.scene.front(
+            ccr={"endpoint": self.registries[address].url, **self.ccr},
             peers=self.addresses,
             peerListen=address,
             peerAddress=address,
@@ -104,6 +145,64 @@ def test_concurrent_readers_over_three_replicas_get_verified_bytes_from_one_upst
         again = get(front, blob_path(scene, layers[1]))
         assert again.complete and sha256(bytes(again.received)) == layers[1]
     assert [scene.blob_gets(layer) for layer in layers] == [1, 1, 1]
+
+
+def test_one_image_pulled_through_every_replica_at_once_is_committed_once_whole_on_the_bucket(
+    scene: Scene,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    bucket: S3Server,
+) -> None:
+    """Each replica commits the image into its own registry at the same moment: the commits race across
+    registries on one bucket, and what every registry shows afterwards is the one verified image."""
+    pushed = scene.push([MiB, 2 * MiB], seed=250)
+    fronts = Replicas(scene, tmp_path, 3).start_all()
+    accept = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    manifests = [Reader(front, f"/v2/{scene.target}/manifests/v1", accept) for front in fronts]
+    for reader in manifests:
+        reader.start()
+    for reader in manifests:
+        assert reader.finish().complete and reader.answer["Docker-Content-Digest"] == pushed.digest
+    wait_until(lambda: scene.ccr_tag("v1") == pushed.digest, 60, "the image committed and tagged")
+    wait_until(lambda: all(scene.ccr_has_blob(blob) for blob in pushed.blobs), 60, "every blob on the bucket")
+    assert [scene.blob_gets(blob) for blob in pushed.blobs] == [1] * len(pushed.blobs), "one owner per blob"
+    keys = bucket.objects(f"ccr/docker/registry/v2/repositories/{scene.target}/")
+    assert any(key.endswith("_manifests/tags/v1/current/link") for key in keys)
+    for front in fronts:  # committed: each serves it through its own registry, from the bucket
+        held = get(front, f"/v2/{scene.target}/manifests/{pushed.digest}", accept)
+        assert held.complete and sha256(bytes(held.received)) == pushed.digest
+        for blob in pushed.blobs:
+            again = get(front, blob_path(scene, blob))
+            assert again.complete and sha256(bytes(again.received)) == blob
+    assert [scene.blob_gets(blob) for blob in pushed.blobs] == [1] * len(pushed.blobs)
+    assert replicas_served_from_ccr(fronts) > 0
+
+
+def test_with_storage_redirects_the_front_sends_nodes_to_the_bucket_and_still_commits_what_it_fetched(
+    scene: Scene,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    bucket: S3Server,
+) -> None:
+    """`storage.redirect` on: the registry answers a held blob with a 307 to a presigned URL. The front passes it
+    on unchanged (nodes fetch from the bucket, no byte through the CCR's Pods); its own commits follow such
+    redirects through the egress check (`ccr.redirectHosts`), so a cold image still ends up committed."""
+    pushed = scene.push([MiB, 2 * MiB], seed=260)
+    fronts = Replicas(scene, tmp_path, 2, redirect=True).start_all()
+    accept = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    manifest = get(fronts[0], f"/v2/{scene.target}/manifests/v1", accept)
+    assert manifest.complete and manifest.answer["Docker-Content-Digest"] == pushed.digest
+    for blob in pushed.blobs:  # cold: streamed from the flight, never redirected
+        cold = get(fronts[1], blob_path(scene, blob))
+        assert cold.status == 200 and cold.complete and sha256(bytes(cold.received)) == blob
+    wait_until(lambda: scene.ccr_tag("v1") == pushed.digest, 60, "the image committed through redirecting registries")
+    for front in fronts:
+        for blob in pushed.blobs:
+            sent = urllib3.request("GET", front.url + blob_path(scene, blob), redirect=False, retries=False, timeout=30)
+            location = sent.headers.get("Location", "")
+            assert sent.status == 307 and location.startswith(f"{bucket.url}/{bucket.bucket}/"), location[:80]
+            fetched = urllib3.request("GET", location, retries=False, timeout=30)  # as containerd follows it
+            assert fetched.status == 200 and sha256(fetched.data) == blob
+    assert [scene.blob_gets(blob) for blob in pushed.blobs] == [1] * len(pushed.blobs)
+    assert sum(metric(front, 'ccr_front_served_bytes_total{source="ccr"}') for front in fronts) < 10_000
 
 
 def test_the_peer_endpoint_refuses_a_request_without_the_secret(scene: Scene, tmp_path: Path) -> None:  # noqa: F811 - the fixture
@@ -244,6 +343,11 @@ def test_a_corrupt_upstream_blob_cuts_every_reader_on_every_replica_and_is_fetch
         assert not reader.finish().complete, "a reader must never get a whole blob with wrong bytes"
     assert scene.blob_gets(layer) == 1, "the owner is still up: its followers fail with it, nobody fetches again"
     assert not scene.ccr_has_blob(layer)
+
+
+def replicas_served_from_ccr(fronts: list[LocalFront]) -> float:
+    """Bytes the replicas sent from their own CCR registry."""
+    return sum(metric(front, 'ccr_front_served_bytes_total{source="ccr"}') for front in fronts)
 
 
 def endpoint_slice(name: str, addresses: list[tuple[str, bool]], port: int = 5003) -> dict[str, object]:

@@ -88,6 +88,14 @@ class CCRConfig:
         doc="A PEM CA bundle to trust for the CCR instead of the system CAs (see below).",
         shown="none (the system CAs)",
     )
+    redirect_hosts: tuple[str, ...] | None = key(
+        None,
+        doc="The storage hosts the CCR registry may redirect its own blob downloads to (S3 with "
+        "`storage.redirect` on): names or globs, judged like an upstream's. The front passes such a redirect "
+        "on to the nodes unchanged; ccr-webhook follows it when it copies or commits.",
+        check=checks.host_patterns,
+        shown="none (any name resolving to public addresses)",
+    )
 
     cross_checks: ClassVar[CrossChecks] = (_plain_http_needs_insecure,)
 
@@ -566,6 +574,13 @@ class FrontConfig:
     peer_tls_key: str | None = key(None, doc="Its private key (PEM); set both or neither.")
     peer_ca_file: str | None = key(
         None, doc="The CA (PEM) that issued every replica's peer certificate; peers are trusted by it alone."
+    )
+    registry_storage_dir: str | None = key(
+        None,
+        shown="none (held blobs stream through the registry)",
+        doc="The CCR registry's filesystem storage (its `storage.filesystem.rootdirectory`) as mounted in the "
+        "front's container, read-only: a held blob the registry allows (asked as a HEAD) is sent from its file "
+        "with sendfile(2). A blob not found there (another driver, S3) streams through the registry as before.",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_tls_pair, _peering_complete)

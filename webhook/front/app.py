@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import urllib3
 
@@ -31,6 +31,7 @@ from webhook.front.answers import (
 )
 from webhook.front.commit import ImageCommits, commit_blob
 from webhook.front.flights import Flight, FlightFailed, Flights, Spool
+from webhook.front.held import HeldBlobs
 from webhook.front.metrics import FrontMetrics
 from webhook.front.peers import Membership, Peers
 from webhook.front.routes import Route, checked, route_of
@@ -92,6 +93,7 @@ class Front:
         if self.peers is not None:
             self.peers.membership.start()
         self.commits = ImageCommits(ccr, self.flights, self.manifests)
+        self.held = HeldBlobs(settings.registry_storage_dir, _RELAYED_ANSWER) if settings.registry_storage_dir else None
         self._ccr_pool = urllib3.PoolManager(
             maxsize=max_connections, block=False, ca_certs=config.ccr.ca_file or None, headers={}
         )
@@ -105,6 +107,15 @@ class Front:
             return request.reply(200, self.metrics.exposition(), self.metrics.content_type)
         if route.name == "healthz":
             return request.reply(200, b"ok\n", "text/plain")
+        if (
+            route.name == "blob"
+            and request.command == "GET"
+            and self.held is not None
+            and self.held.serve(
+                request, route.repository, route.reference, lambda: self._ask_ccr(request, route, True, "HEAD")
+            )
+        ):
+            return None  # a held blob, sent from the registry's files (front/held.py)
         missable = route.name in ("manifest", "blob")
         if self._pass_through(request, route, missable) or not missable:
             return None
@@ -156,15 +167,17 @@ class Front:
             release(response, complete)
         return True
 
-    def _ask_ccr(self, request: FrontRequestHandler, route: Route, content: bool) -> urllib3.BaseHTTPResponse:
-        """The CCR registry's answer to `request` (for `route`'s checked target). A 5xx for content is asked again,
-        briefly: the filesystem driver answers 500 for an object another replica is committing at that moment
-        (its writes are not atomic)."""
+    def _ask_ccr(
+        self, request: FrontRequestHandler, route: Route, content: bool, method: str | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """The CCR registry's answer to `request` (for `route`'s checked target, asked as `method`, by default the
+        request's own). A 5xx for content is asked again, briefly: the filesystem driver answers 500 for an object
+        another replica is committing at that moment (its writes are not atomic)."""
         headers = {name: request.headers[name] for name in _FORWARDED_REQUEST if request.headers.get(name)}
         attempt = 1
         while True:  # at most CCR_ATTEMPTS times
             response = self._ccr_pool.request(
-                request.command,
+                method or request.command,
                 self.config.ccr.endpoint + route.target,
                 headers=headers,
                 preload_content=False,
@@ -175,7 +188,7 @@ class Front:
             )
             if response.status < 500 or not content or attempt == CCR_ATTEMPTS:
                 return response
-            log.info("the CCR registry answered %s %d; asking again", request.command, response.status)
+            log.info("the CCR registry answered %s %d; asking again", method or request.command, response.status)
             response.read(MAX_MANIFEST_BYTES)  # the small error body, so the connection can be reused
             release(response, True)
             time.sleep(CCR_RETRY_SECONDS * 2 ** (attempt - 1))
@@ -237,7 +250,7 @@ class Front:
         with os.fdopen(descriptor, "rb") as spool:
             self.follow(request, flight, spool)
 
-    def follow(self, request: FrontRequestHandler, flight: Flight, spool: object) -> None:
+    def follow(self, request: FrontRequestHandler, flight: Flight, spool: BinaryIO) -> None:
         """Send the flight's bytes (the requested range) as they arrive; cut the answer if the fetch fails."""
         size = flight.size
         assert size is not None
@@ -252,7 +265,7 @@ class Front:
         self.metrics.flight_readers.inc()
         try:
             for offset, count in flight.follow(start, end, self.flights.reader_timeout):
-                request.send_file(spool, offset, count)
+                request.send_file(spool, offset, count, "flight")
         except FlightFailed as err:
             log.warning("a reader of blob %s is cut off: %s", flight.digest, err)
             request.cut()

@@ -3,8 +3,9 @@
 The server builds a handler class per port with the Front set on it (`front`): FrontRequestHandler on the
 port nodes use, PeerRequestHandler on the peer port. The handler is the Front's only way to the socket:
 heads (each counted by route and status), bodies from memory, from the CCR (spliced in the kernel where it
-can be), or from a spool file (sendfile), and `fail`, which answers an error through the one table
-(`answers.ANSWERS`) or, once a head has gone out, cuts the connection so the client sees a broken download.
+can be), or from a file, the spool's or the registry's own (sendfile), and `fail`, which answers an error
+through the one table (`answers.ANSWERS`) or, once a head has gone out, cuts the connection so the client
+sees a broken download.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import socket
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
+from typing import BinaryIO
 
 import urllib3
 
 from webhook.front.answers import PullOnly, answer_for, answer_headers, error_body
 from webhook.front.app import Front
 from webhook.front.flights import CHUNK_BYTES
+from webhook.front.held import send_file
 from webhook.front.peer_server import handle_peer
 from webhook.front.splice import relay
 
@@ -99,12 +102,10 @@ class FrontRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         return True
 
-    def send_file(self, spool: object, offset: int, count: int) -> None:
-        """`count` bytes of the spool file at `offset` (sendfile where the socket allows it)."""
-        self._sent(count, "flight")
-        sent = self.connection.sendfile(spool, offset, count)  # type: ignore[arg-type]
-        if sent != count:
-            raise OSError(f"sent {sent} of {count} bytes")
+    def send_file(self, file: BinaryIO, offset: int, count: int, source: str) -> None:
+        """`count` bytes of `file` at `offset` (sendfile where the socket allows it, large pieces over TLS)."""
+        self._sent(count, source)
+        send_file(self.connection, file, offset, count)
 
     def _sent(self, count: int, source: str) -> None:
         if not self._first_byte and count:

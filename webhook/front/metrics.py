@@ -50,7 +50,10 @@ class FrontMetrics:
             "ccr_front_upstream_bytes", "Blob bytes received from upstream registries.", registry=self.registry
         )
         self.served_bytes = Counter(
-            "ccr_front_served_bytes", "Body bytes sent to clients, by source.", ["source"], registry=self.registry
+            "ccr_front_served_bytes",
+            "Body bytes sent to clients, by source (ccr: through the registry, held: from its files; flight, peer).",
+            ["source"],
+            registry=self.registry,
         )
         self.flight_readers = Gauge(
             "ccr_front_flight_readers", "Clients reading a blob that is still being fetched.", registry=self.registry
@@ -81,7 +84,7 @@ class FrontMetrics:
             ["route", "status"],
             registry=self.registry,
         )
-        for source in ("ccr", "flight", "peer"):
+        for source in ("ccr", "held", "flight", "peer"):
             self.served_bytes.labels(source)
         for outcome in FETCH_OUTCOMES:
             self.fetches.labels(outcome)

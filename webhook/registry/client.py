@@ -797,7 +797,7 @@ class Registries:
             )
 
         ccr = config.ccr
-        self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file)
+        self.ccr = client(ccr.endpoint, ccr.credentials, ccr.insecure, ccr.ca_file, ccr.redirect_hosts)
         # What nodes pull from (the CCR front), with the CCR's account and CA, when the warmer reads through it.
         self.front = (
             client(

@@ -87,17 +87,24 @@ class RegistryServer:
 
     `auth` is None (open), or a dict placed as the registry's `auth:` section (htpasswd, token).
     `tls` is None (plain HTTP), or the paths of a PEM certificate and key to serve HTTPS with.
+    `storage` is None (the filesystem driver under `root`), or the `storage:` section to use instead
+    (`webhook.testing.s3.S3Server.storage()`: several registries on one bucket, as production's replicas).
     Restartable: stop() then start() keeps the storage and the port.
     """
 
     def __init__(
-        self, auth: dict | None = None, root: Path | None = None, tls: tuple[str | Path, str | Path] | None = None
+        self,
+        auth: dict | None = None,
+        root: Path | None = None,
+        tls: tuple[str | Path, str | Path] | None = None,
+        storage: dict[str, Any] | None = None,
     ) -> None:
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="ccr-registry-"))
         self.root = root or self.workdir / "storage"
         self.auth = auth
         self.tls = tls
+        self.storage = storage
         self.process: subprocess.Popen | None = None
         self.log_path = self.workdir / "registry.log"
 
@@ -114,7 +121,10 @@ class RegistryServer:
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True}},
+            "storage": {
+                **(self.storage or {"filesystem": {"rootdirectory": str(self.root)}}),
+                "delete": {"enabled": True},
+            },
             "http": {"addr": self.host, "secret": "ccr-webhook-tests"},
         }
         if self.auth:
@@ -131,8 +141,10 @@ class RegistryServer:
 
     def start(self) -> RegistryServer:
         config = self._write_config()
+        # The machine's AWS settings (a CA bundle, a profile) are not for a local registry: its S3 is on loopback.
+        env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(self.command(config), stdout=log, stderr=log)
+            self.process = subprocess.Popen(self.command(config), stdout=log, stderr=log, env=env)
         wait_for_port(self.port, self.process)
         return self
 
