@@ -1,19 +1,28 @@
-"""The warmer's small HTTP server (hint, metrics and health ports) against clients that mean harm: silent
-connections, floods of them, and Content-Length headers that lie. Real sockets on 127.0.0.1."""
+"""The bounded server of every port (the warmer's hint and metrics ports, the front's) against clients that mean
+harm: silent and trickling connections, floods of them from one address, a full server, and Content-Length
+headers that lie. Real sockets on 127.0.0.1 (the flood on 127.0.0.2)."""
 
 from __future__ import annotations
 
+import http.client
+import re
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.support.waiting import wait_until
-from webhook.http_service import HTTPService, Reply
+from tests.support.waiting import deadline_ceiling, wait_until
+from webhook import tls
+from webhook.http_service import BoundedServer, HTTPService, Reply
+from webhook.testing.slow_clients import SlowClients
+from webhook.tls import reloading_ssl_context
 
 pytestmark = pytest.mark.integration
 MAX_BODY = 4096
+FLOODER = "127.0.0.2"  # another address of this host: the flood's; the clients served beside it use 127.0.0.1
 
 
 @pytest.fixture
@@ -45,22 +54,139 @@ def exchange(service: HTTPService, request: bytes) -> bytes:
         return answer
 
 
-def test_a_silent_client_is_dropped_and_a_flood_of_them_holds_a_bounded_number_of_threads(service):
-    threads_before = threading.active_count()
-    silent = [connect(service) for _ in range(4)]  # every slot taken, nothing sent
-    wait_until(lambda: threading.active_count() >= threads_before + 4, what="the silent connections served")
-    flood = [connect(service) for _ in range(40)]
+def test_silent_and_trickling_connections_hold_no_thread_and_are_cut_at_the_head_deadline():
+    """A client whose head never ends is cut at the head deadline however often it sends a byte, and while a
+    flood of them is open (and reopened) the one worker thread still answers a client from another address."""
+    routes = {("GET", "/healthz"): lambda request: Reply(200, b"ok\n")}
+    service = HTTPService("127.0.0.1:0", routes, max_connections=1, per_address=1000, head_seconds=1.0).start()
+    threads = threading.active_count()
+    flood = SlowClients("127.0.0.1", service.port, 0, 0, idle=40, heads=40, source=FLOODER, interval=0.2)
     try:
-        for connection in flood:  # turned away at once, with no thread of their own
-            assert connection.recv(4096).startswith(b"HTTP/1.1 503")
-        assert threading.active_count() <= threads_before + 4
-        for connection in silent:  # dropped by the server after its 2 s timeout (the client would wait 10 s)
-            assert connection.recv(4096) == b""
-        answer = exchange(service, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n")
+        with flood:
+            assert flood.open_connections == 80
+            for _ in range(3):  # more than the worker threads there are
+                answer = exchange(service, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n")
+            assert threading.active_count() <= threads + 2  # the one worker, and the flood's own thread
+            wait_until(lambda: len(flood.lifetimes) >= 80, what="every flood connection cut once")
     finally:
-        for connection in silent + flood:
+        service.stop()
+    first = sorted(flood.lifetimes)[:80]
+    assert first[0] >= 0.9 and first[-1] <= deadline_ceiling(1.0), first  # the deadline, not per byte, not never
+
+
+def test_an_address_over_its_cap_is_closed_at_once_while_others_are_served():
+    routes = {("GET", "/healthz"): lambda request: Reply(200, b"ok\n")}
+    service = HTTPService("127.0.0.1:0", routes, per_address=3, head_seconds=5.0).start()
+    held = [socket.create_connection(("127.0.0.1", service.port), 5, (FLOODER, 0)) for _ in range(3)]
+    try:
+        wait_until(lambda: service.open_connections == 3, what="the three connections counted")
+        with socket.create_connection(("127.0.0.1", service.port), 5, (FLOODER, 0)) as refused:
+            assert _closed(refused)
+        for connection in held:  # the first three stay open: only the fourth was refused
+            connection.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                connection.recv(1)
+        answer = exchange(service, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        for connection in held:
             connection.close()
+        service.stop()
+
+
+def test_when_every_worker_is_busy_a_request_gets_503_and_probes_are_answered_by_the_loop():
+    release = threading.Event()
+    routes = {
+        ("GET", "/hold"): lambda request: Reply(200, b"held\n") if release.wait(10) else Reply(500, b""),
+        ("GET", "/healthz"): lambda request: Reply(200, b"ok\n"),
+        ("GET", "/other"): lambda request: Reply(200, b"other\n"),
+    }
+    service = HTTPService("127.0.0.1:0", routes, max_connections=1, probes=("/healthz",)).start()
+    holder = threading.Thread(target=exchange, args=(service, b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"))
+    try:
+        holder.start()
+        wait_until(lambda: service.busy == 1, what="the one worker busy")
+        busy = exchange(service, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert busy.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in busy and b"Connection: close" in busy
+        probe = exchange(service, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert probe.startswith(b"HTTP/1.1 200") and probe.endswith(b"ok\n")
+    finally:
+        release.set()
+        holder.join(10)
+        service.stop()
+
+
+def test_a_kept_alive_connection_waits_without_its_thread_and_serves_its_next_request():
+    routes = {("GET", "/n"): lambda request: Reply(200, request.query.get("n", "").encode())}
+    service = HTTPService("127.0.0.1:0", routes, max_connections=1).start()
+    try:
+        with connect(service) as kept:
+            kept.sendall(b"GET /n?n=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(kept).endswith(b"\r\n\r\n1")
+            other = exchange(service, b"GET /n?n=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert other.startswith(b"HTTP/1.1 200") and other.endswith(b"2")  # the one worker was free
+            kept.sendall(b"GET /n?n=3 HTTP/1.1\r\nHost: x\r\n\r\nGET /n?n=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(kept).endswith(b"3") and _answer(kept).endswith(b"4")  # pipelined: both, in order
+    finally:
+        service.stop()
+
+
+def test_the_busy_answer_on_a_tls_port_is_tls(tmp_path):
+    ca = tls.generate_ca("test CA")
+    tls.issue_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    release = threading.Event()
+
+    class Holding(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(10)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = BoundedServer(
+        "127.0.0.1:0", Holding, tls=reloading_ssl_context(tmp_path / "tls.crt", tmp_path / "tls.key"), threads=1
+    )
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    try:
+        holder = http.client.HTTPSConnection("localhost", server.port, context=context, timeout=10)
+        holder.request("GET", "/")  # takes the one worker
+        wait_until(lambda: server.busy == 1, what="the one worker busy")
+        turned_away = http.client.HTTPSConnection("localhost", server.port, context=context, timeout=10)
+        turned_away.request("GET", "/")
+        answer = turned_away.getresponse()
+        assert answer.status == 503 and answer.getheader("Retry-After") == "1"
+        release.set()
+        assert holder.getresponse().status == 200
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        loop.join(10)
+
+
+def _closed(connection: socket.socket) -> bool:
+    """Whether the server closed `connection` (within 2 s) without a byte."""
+    connection.settimeout(2)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """One answer with a Content-Length from a kept-alive connection."""
+    connection.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(1)
+    length = int(re.search(rb"Content-Length: ([0-9]+)", data).group(1))  # type: ignore[union-attr]
+    while len(data) < data.index(b"\r\n\r\n") + 4 + length:
+        data += connection.recv(1)
+    return data
 
 
 @pytest.mark.parametrize(

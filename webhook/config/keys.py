@@ -483,6 +483,20 @@ class FrontConfig:
     peer_ca_file: str | None = key(
         None, doc="The CA (PEM) that issued every replica's peer certificate; peers are trusted by it alone."
     )
+    head_timeout_seconds: float = key(
+        10.0,
+        minimum=1,
+        maximum=120,
+        doc="A connection's whole request head (TLS handshake included) must arrive within this, not per byte; "
+        "a kept-alive connection's from its next request's first byte. Then it is closed (both ports).",
+    )
+    max_connections_per_address: int = key(
+        64,
+        minimum=1,
+        maximum=65536,
+        doc="Connections one client address may hold open on a port; further ones are closed at once while "
+        "other addresses are served. Above what one node opens (a few per pull, kubelet probes).",
+    )
 
     cross_checks: ClassVar[CrossChecks] = (_tls_pair, _peering_complete)
 

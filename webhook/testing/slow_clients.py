@@ -1,9 +1,11 @@
-"""Slow-connection attackers for the webhook's TLS port, for the tests and `bench/slowloris.py`.
+"""Slow-connection attackers for our ports, for the tests, `bench/slowloris.py` and `bench/front_flood.py`.
 
-Three kinds of connection that open and stall: one trickles a real TLS ClientHello a byte at a time and
-never finishes the handshake; one completes the handshake and trickles an HTTP request whose body never
-arrives; one announces a body of a gigabyte and trickles it. All are reopened when the server closes
-them, as a persistent attacker would.
+Kinds of connection that open and stall: one trickles a real TLS ClientHello a byte at a time and never
+finishes the handshake; one completes the handshake and trickles an HTTP request whose body never
+arrives; one announces a body of a gigabyte and trickles it; one sends nothing at all; one sends
+`GET /v2/` and then a header byte at a time (over TLS or not). All are reopened when the server closes
+them, as a persistent attacker would, from one source address if asked; how long each lived before the
+server closed it is kept.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 
 _PARTIAL_BODY_BYTES = 4096
@@ -40,20 +43,28 @@ def partial_request(length: int = _PARTIAL_BODY_BYTES) -> bytes:
     return head.encode() + b'{"apiVersion": "admission.k8s.io/v1", ' + b" " * _PARTIAL_BODY_BYTES
 
 
+def endless_head() -> bytes:
+    """A pull's request line and a first header, then a header that goes on for as long as it is trickled."""
+    return b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * _PARTIAL_BODY_BYTES
+
+
 @dataclass
 class _Stalled:
     """One attacking connection: what it sends, how far it got."""
 
     tls: bool  # handshake first, then trickle `payload` inside TLS
     payload: bytes
+    first: int = 0  # how many bytes of `payload` go at once when it opens
     sock: socket.socket | None = None
     sent: int = 0
+    opened: float = 0.0
 
 
 @dataclass
 class SlowClients:
     """`trickled` connections sending a ClientHello, `partial` ones a request, `oversized` ones a request announcing
-    a gigabyte: one byte each per `interval`.
+    a gigabyte, `idle` ones nothing, `heads` ones a request head that never ends (over TLS with `heads_tls`):
+    one byte each per `interval`, from `source` (an address of this host) when given.
 
     A context manager: the connections are opened on entry and held (reopened when closed by the server,
     counted in `reopened`) by one thread until exit.
@@ -64,9 +75,14 @@ class SlowClients:
     trickled: int
     partial: int
     oversized: int = 0
+    idle: int = 0
+    heads: int = 0
+    heads_tls: bool = False
+    source: str | None = None
     interval: float = 0.25
     connect_timeout: float = 1.0
     reopened: int = 0
+    lifetimes: list[float] = field(default_factory=list)  # seconds each connection lived until the server closed it
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _connections: list[_Stalled] = field(default_factory=list)
@@ -76,6 +92,12 @@ class SlowClients:
         self._connections = [_Stalled(False, hello) for _ in range(self.trickled)]
         self._connections += [_Stalled(True, request) for _ in range(self.partial)]
         self._connections += [_Stalled(True, huge) for _ in range(self.oversized)]
+        self._connections += [_Stalled(False, b"") for _ in range(self.idle)]
+        head = endless_head()
+        self._connections += [_Stalled(self.heads_tls, head, head.index(b"X-Slow")) for _ in range(self.heads)]
+        for connection in self._connections:
+            if connection.tls and connection.payload is not head:
+                connection.first = connection.payload.index(b"\r\n\r\n") + 4
         for connection in self._connections:
             self._open(connection)
         self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
@@ -101,12 +123,14 @@ class SlowClients:
                     self.reopened += 1
                     self._open(connection)
                 elif not self._trickle(connection):
+                    self.lifetimes.append(time.monotonic() - connection.opened)
                     self._close(connection)
 
     def _open(self, connection: _Stalled) -> None:
         """Connect (and for `tls`, handshake) within the connect timeout; on failure the next tick tries again."""
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            source = (self.source, 0) if self.source else None
+            sock = socket.create_connection((self.host, self.port), self.connect_timeout, source)
         except OSError:
             return
         if connection.tls:
@@ -118,9 +142,9 @@ class SlowClients:
             except (OSError, ssl.SSLError):
                 sock.close()
                 return
-        connection.sock, connection.sent = sock, 0
-        # The request's head goes at once (the server sees a request start), then the body a byte at a time.
-        if connection.tls and not self._send(connection, connection.payload.index(b"\r\n\r\n") + 4):
+        connection.sock, connection.sent, connection.opened = sock, 0, time.monotonic()
+        # The head (or the request line) goes at once: the server sees a request start; then a byte at a time.
+        if connection.first and not self._send(connection, connection.first):
             self._close(connection)
 
     def _trickle(self, connection: _Stalled) -> bool:
