@@ -82,12 +82,16 @@ class SlowClients:
     interval: float = 0.25
     connect_timeout: float = 1.0
     reopened: int = 0
+    refused: int = 0  # connections that failed to open (a TLS handshake the server cut, among others)
     lifetimes: list[float] = field(default_factory=list)  # seconds each connection lived until the server closed it
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _connections: list[_Stalled] = field(default_factory=list)
+    _tls: ssl.SSLContext = field(default_factory=ssl.create_default_context)
 
     def __enter__(self) -> SlowClients:
+        self._tls.check_hostname = False
+        self._tls.verify_mode = ssl.CERT_NONE
         hello, request, huge = client_hello(), partial_request(), partial_request(_OVERSIZED_BODY_BYTES)
         self._connections = [_Stalled(False, hello) for _ in range(self.trickled)]
         self._connections += [_Stalled(True, request) for _ in range(self.partial)]
@@ -132,14 +136,13 @@ class SlowClients:
             source = (self.source, 0) if self.source else None
             sock = socket.create_connection((self.host, self.port), self.connect_timeout, source)
         except OSError:
+            self.refused += 1
             return
         if connection.tls:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
             try:
-                sock = context.wrap_socket(sock, server_hostname="localhost")
+                sock = self._tls.wrap_socket(sock, server_hostname="localhost")
             except (OSError, ssl.SSLError):
+                self.refused += 1
                 sock.close()
                 return
         connection.sock, connection.sent, connection.opened = sock, 0, time.monotonic()
