@@ -162,7 +162,7 @@ class SlowClients:
         assert sock is not None
         try:
             sock.settimeout(0)
-            if sock.recv(1) == b"":  # EOF: the server closed it
+            if sock.recv(65536) == b"":  # EOF: the server closed it (an answer it sent first is read and dropped)
                 return False
         except (ssl.SSLWantReadError, BlockingIOError):
             pass  # nothing from the server: still open
