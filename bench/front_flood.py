@@ -30,6 +30,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from bench.slowloris import alternate
 from webhook.registry.client import RegistryClient
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer
@@ -84,36 +85,23 @@ def pull(port: int, path: str, connection: http.client.HTTPConnection | None) ->
 
 
 def drive(port: int, paths: dict[str, str], clients: int, seconds: float) -> Tally:
-    """`clients` threads pulling each size in turn for `seconds`, alternating fresh and kept-alive connections;
+    """`clients` threads pulling each size in turn for `seconds`, on a fresh and a kept-alive connection in turn;
     one more thread asking `/healthz` every 0.5 s."""
     tally = Tally()
-    stop = time.monotonic() + seconds
+    sizes = list(SIZES)
 
-    def client(index: int) -> None:
-        kept: http.client.HTTPConnection | None = None
-        turn = index
-        while time.monotonic() < stop:
-            size = list(SIZES)[turn % len(SIZES)]
-            fresh = turn % 2 == 0
-            turn += 1
-            started = time.monotonic()
-            try:
-                used = pull(port, paths[size], None if fresh else kept)
-                took = time.monotonic() - started
-                if fresh:
-                    used.close()
-                else:
-                    kept = used
-                with tally.lock:
-                    tally.seconds[size].append(took)
-            except (OSError, ValueError, http.client.HTTPException):
-                with tally.lock:
-                    tally.failures += 1
-                if kept is not None:
-                    kept.close()
-                kept = None
+    def send(kept: http.client.HTTPConnection | None, turn: int) -> http.client.HTTPConnection:
+        return pull(port, paths[sizes[turn // 2 % len(sizes)]], kept)
+
+    def record(turn: int, took: float | None) -> None:
+        with tally.lock:
+            if took is None:
+                tally.failures += 1
+            else:
+                tally.seconds[sizes[turn // 2 % len(sizes)]].append(took)
 
     def probe() -> None:
+        stop = time.monotonic() + seconds
         while time.monotonic() < stop:
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -127,12 +115,10 @@ def drive(port: int, paths: dict[str, str], clients: int, seconds: float) -> Tal
                 tally.probe_failures += not ok
             time.sleep(0.5)
 
-    threads = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(clients)]
-    threads.append(threading.Thread(target=probe, daemon=True))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + CLIENT_TIMEOUT_SECONDS + 5)
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    alternate(send, record, clients, seconds)
+    prober.join(seconds + 5)
     return tally
 
 
