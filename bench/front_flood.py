@@ -62,13 +62,17 @@ class Flood:
 
     lifetimes: list[float]
     refused: int
+    answered: int
     still_open: int
 
     def row(self) -> str:
         held = sorted(lived for lived in self.lifetimes if lived >= LET_IN_SECONDS)
         refused = self.refused + len(self.lifetimes) - len(held)
         cut = f"{len(held)} cut after p50 {statistics.median(held):.1f} s, max {held[-1]:.1f} s" if held else "none cut"
-        return f"{cut}; {refused} refused or closed at once; {self.still_open} open at the end"
+        return (
+            f"{cut}; {refused} closed at once; {self.answered} answered 503 and closed; "
+            f"{self.still_open} open at the end"
+        )
 
 
 def pull(port: int, path: str, connection: http.client.HTTPConnection | None) -> http.client.HTTPConnection:
@@ -128,7 +132,7 @@ def _flood(port: int, kind: str, count: int, interval: float, ready: Event, done
     with SlowClients("127.0.0.1", port, 0, 0, idle=idle, heads=heads, source=FLOODER, interval=interval) as flood:
         ready.set()
         done.wait(600)
-        results.put((flood.lifetimes, flood.refused, flood.open_connections))
+        results.put((flood.lifetimes, flood.refused, flood.answered, flood.open_connections))
 
 
 def flooded(port: int, kind: str, count: int, interval: float, phase: Callable[[], Tally]) -> tuple[Tally, Flood]:
@@ -142,14 +146,14 @@ def flooded(port: int, kind: str, count: int, interval: float, phase: Callable[[
             raise RuntimeError("the flood did not open its connections within 120 s")
         tally = phase()
         done.set()
-        lifetimes, refused, still_open = results.get(timeout=60)
+        lifetimes, refused, answered, still_open = results.get(timeout=60)
     finally:
         done.set()
         process.join(30)
         if process.is_alive():
             process.kill()
             process.join()
-    return tally, Flood(lifetimes, refused, still_open)
+    return tally, Flood(lifetimes, refused, answered, still_open)
 
 
 def _percentile(values: list[float], fraction: float) -> float:

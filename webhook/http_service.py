@@ -156,7 +156,8 @@ class Gathering:
                 self.sock.do_handshake()  # type: ignore[attr-defined]
                 self.handshaken = True
             while (state := request_state(self.data, max_body_bytes, chunked)) is Arrived.PARTIAL:
-                chunk = self.sock.recv(_READ_BYTES)
+                room = HEADER_LIMIT_BYTES + 4 + max_body_bytes - len(self.data)  # so a buffer stays within that
+                chunk = self.sock.recv(max(1, min(_READ_BYTES, room)))
                 if not chunk:
                     return Want.GONE
                 self.data += chunk
@@ -277,7 +278,7 @@ class BoundedServer:
         )
         self._tls = tls
         self.threads, self.per_address = threads, per_address
-        self.max_open = max_open if max_open is not None else max(8 * threads, 4 * per_address)
+        self.max_open = max_open if max_open is not None else 4 * max(threads, per_address)
         self.head_seconds, self.idle_seconds, self.max_body = head_seconds, idle_seconds, max_body
         self._probes = dict(probes or {})
         self.name = name
@@ -319,7 +320,10 @@ class BoundedServer:
         try:
             while not self._stopping.is_set():
                 for key, _events in self._selector.select(timeout=min(poll_interval, _TICK_SECONDS)):
-                    key.data(key.fileobj)
+                    try:
+                        key.data(key.fileobj)
+                    except Exception:  # a bug must not stop the port: that connection is lost, the rest served
+                        log.exception("%s: the event loop failed on one connection", self.name)
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + min(poll_interval, _TICK_SECONDS)
@@ -429,12 +433,21 @@ class BoundedServer:
             self._answer_here(connection, _probe_answer(probe, connection.gathering.data))
         elif self._busy >= self.threads:
             self._answer_here(connection, _BUSY)
-        else:
+        elif self._workers > self._busy or self._start_worker():
             self._busy += 1
-            if self._workers < self._busy:
-                self._workers += 1
-                threading.Thread(target=self._worker, name=f"{self.name}-worker", daemon=True).start()
             self._work.put(connection)
+        else:
+            self._answer_here(connection, _BUSY)
+
+    def _start_worker(self) -> bool:
+        """One more worker thread; False if none can be started now (the request is answered busy)."""
+        try:
+            threading.Thread(target=self._worker, name=f"{self.name}-worker", daemon=True).start()
+        except RuntimeError as err:
+            log.warning("%s: no worker thread started: %s", self.name, err)
+            return False
+        self._workers += 1
+        return True
 
     def _probe(self, data: bytearray) -> Probe | None:
         if not self._probes:
@@ -517,6 +530,9 @@ class BoundedServer:
         while (connection := self._work.get()) is not None:
             try:
                 self._handler(connection, connection.client_address, self)
+            except OSError as err:  # the client went away, or stopped reading
+                log.debug("%s: answering %s ended early: %s", self.name, connection.peer, err)
+                connection.keep = False
             except Exception:
                 log.exception("%s: answering %s failed", self.name, connection.peer)
                 connection.keep = False

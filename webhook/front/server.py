@@ -32,6 +32,7 @@ class FrontServer:
             "threads": MAX_CONNECTIONS,
             "per_address": settings.max_connections_per_address,
             "head_seconds": settings.head_timeout_seconds,
+            "max_body": 0,  # pulls only: a request with a body is answered (405) as soon as its head is in
         }
         cert, key = settings.tls_cert, settings.tls_key
         self.server = BoundedServer(

@@ -59,6 +59,7 @@ class _Stalled:
     sock: socket.socket | None = None
     sent: int = 0
     opened: float = 0.0
+    answered: bool = False  # the server sent something (a busy answer) before it closed
 
 
 @dataclass
@@ -84,7 +85,8 @@ class SlowClients:
     connect_timeout: float = 1.0
     reopened: int = 0
     refused: int = 0  # connections that failed to open (a TLS handshake the server cut, among others)
-    lifetimes: list[float] = field(default_factory=list)  # seconds each connection lived until the server closed it
+    lifetimes: list[float] = field(default_factory=list)  # seconds each lived until the server closed it silently
+    answered: int = 0  # connections the server answered (503) and closed
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _connections: list[_Stalled] = field(default_factory=list)
@@ -133,7 +135,10 @@ class SlowClients:
                         self.reopened += 1
                         self._open(connection)
                 elif not self._trickle(connection, send=act):
-                    self.lifetimes.append(time.monotonic() - connection.opened)
+                    if connection.answered:
+                        self.answered += 1
+                    else:
+                        self.lifetimes.append(time.monotonic() - connection.opened)
                     self._close(connection)
 
     def _open(self, connection: _Stalled) -> None:
@@ -151,7 +156,7 @@ class SlowClients:
                 self.refused += 1
                 sock.close()
                 return
-        connection.sock, connection.sent, connection.opened = sock, 0, time.monotonic()
+        connection.sock, connection.sent, connection.opened, connection.answered = sock, 0, time.monotonic(), False
         # The head (or the request line) goes at once: the server sees a request start; then a byte at a time.
         if connection.first and not self._send(connection, connection.first):
             self._close(connection)
@@ -162,8 +167,10 @@ class SlowClients:
         assert sock is not None
         try:
             sock.settimeout(0)
-            if sock.recv(65536) == b"":  # EOF: the server closed it (an answer it sent first is read and dropped)
+            data = sock.recv(65536)
+            if not data:  # EOF: the server closed it
                 return False
+            connection.answered = True
         except (ssl.SSLWantReadError, BlockingIOError):
             pass  # nothing from the server: still open
         except OSError:
