@@ -184,6 +184,7 @@ class Connection:
     registered: int = 0  # the selector events it is registered for (0: not registered)
     keep: bool = False  # the handler left it open for the next request
     whole: bool = True  # its request arrived whole (not only enough to refuse it: then it closes after the answer)
+    max_body: int | None = None  # the server's own unless set
 
     @property
     def sock(self) -> socket.socket:
@@ -260,6 +261,7 @@ class BoundedServer:
         idle_seconds: float = IDLE_SECONDS,
         max_body: int = 64 * 1024,
         probes: Mapping[str, Probe] | None = None,
+        bodies_from: Callable[[str], bool] | None = None,
         name: str = "http",
     ) -> None:
         host, port = split_listen(listen)
@@ -281,6 +283,7 @@ class BoundedServer:
         self.max_open = max_open if max_open is not None else 4 * max(threads, per_address)
         self.head_seconds, self.idle_seconds, self.max_body = head_seconds, idle_seconds, max_body
         self._probes = dict(probes or {})
+        self._bodies_from = bodies_from  # None: every address; else the others' requests go on at their head
         self.name = name
         self._selector = selectors.DefaultSelector()
         self._wake_reader, self._wake_writer = socket.socketpair()
@@ -385,6 +388,8 @@ class BoundedServer:
                     _discard(client)
                     continue
             connection = Connection(Gathering(sock, self._tls is None), address, time.monotonic() + self.head_seconds)
+            if self._bodies_from is not None and not self._bodies_from(peer):
+                connection.max_body = 0  # handed on as soon as its head is in, to be refused without its body
             self._gather(connection)
 
     def _gather(self, connection: Connection) -> None:
@@ -394,7 +399,8 @@ class BoundedServer:
     def _progress(self, connection: Connection, _fileobj: Any) -> None:
         """Advance the connection; hand it on once its request is whole (or refusable)."""
         had = len(connection.gathering.data)
-        state = connection.gathering.advance(self.max_body, chunked=False)
+        max_body = self.max_body if connection.max_body is None else connection.max_body
+        state = connection.gathering.advance(max_body, chunked=False)
         if connection.kept and len(connection.gathering.data) > had:  # its next request started: the deadline runs
             connection.kept = False
             connection.deadline = min(connection.deadline, time.monotonic() + self.head_seconds)
@@ -607,6 +613,7 @@ class HTTPService:
             head_seconds=head_seconds,
             max_body=max_body,
             probes=answered,
+            bodies_from=(lambda peer: is_loopback(peer)) if loopback_only else None,
             name=name,
         )
         self._name = name
