@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -132,6 +133,45 @@ def test_a_kept_alive_connection_waits_without_its_thread_and_serves_its_next_re
         service.stop()
 
 
+def test_a_kept_alive_connection_is_closed_when_idle_and_its_next_head_has_the_head_deadline():
+    class Answering(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = BoundedServer("127.0.0.1:0", Answering, head_seconds=1.0, idle_seconds=6.0)
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), 5) as idle,
+            socket.create_connection(("127.0.0.1", server.port), 5) as trickling,
+        ):
+            for connection in (idle, trickling):
+                connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _answer(connection).startswith(b"HTTP/1.1 200")
+            answered = time.monotonic()
+            time.sleep(0.3)
+            first_byte = time.monotonic()
+            trickling.settimeout(0.2)
+            for byte in b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 100:  # a byte every 0.2 s, never the end
+                trickling.send(bytes([byte]))
+                try:
+                    if trickling.recv(1) == b"":
+                        break
+                except TimeoutError:
+                    continue
+            cut = time.monotonic() - first_byte
+            assert 0.9 <= cut <= deadline_ceiling(1.0) and time.monotonic() - answered < 6.0, cut
+            assert _closed(idle, within=deadline_ceiling(6.0))  # kept alive with no next request: closed when idle
+            assert time.monotonic() - answered >= 5.9
+    finally:
+        server.shutdown()
+        server.server_close()
+        loop.join(10)
+
+
 def test_the_busy_answer_on_a_tls_port_is_tls(tmp_path):
     ca = tls.generate_ca("test CA")
     tls.issue_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
@@ -168,9 +208,9 @@ def test_the_busy_answer_on_a_tls_port_is_tls(tmp_path):
         loop.join(10)
 
 
-def _closed(connection: socket.socket) -> bool:
-    """Whether the server closed `connection` (within 2 s) without a byte."""
-    connection.settimeout(2)
+def _closed(connection: socket.socket, within: float = 2.0) -> bool:
+    """Whether the server closed `connection` (within `within` seconds) without a byte."""
+    connection.settimeout(within)
     try:
         return connection.recv(1) == b""
     except ConnectionResetError:
