@@ -8,10 +8,11 @@ many that send `GET /v2/` and a header byte every `--interval` seconds (each reo
 closes it; the flood runs in a process of its own so it does not share the pullers' interpreter). Prints
 p50/p99 of the pulls per phase and size, pulls and probes served/failed, how long the flood connections
 the front let in lived before it cut them (and how many it refused at once, or still held at the end).
-With `--baseline DIR` (a directory holding another tree's `webhook/` package, e.g.
+With `--tls` the front serves TLS (the idle flood then stalls in the handshake, the slowloris
+sends its head over TLS). With `--baseline DIR` (a directory holding another tree's `webhook/` package, e.g.
 `git archive c698d6c webhook | tar -x -C DIR`) the same phases run against that front too, side by side.
 
-    ./dev bench front_flood [--seconds 15] [--flood 2000] [--clients 4] [--baseline DIR]   (python -m bench.front_flood)
+    ./dev bench front_flood [--seconds 15] [--flood 2000] [--clients 4] [--tls] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import http.client
 import multiprocessing
 import os
 import resource
+import ssl
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +34,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from bench.slowloris import alternate
+from webhook import tls
 from webhook.registry.client import RegistryClient
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer
@@ -75,9 +79,23 @@ class Flood:
         )
 
 
-def pull(port: int, path: str, connection: http.client.HTTPConnection | None) -> http.client.HTTPConnection:
+@dataclass(frozen=True)
+class Endpoint:
+    """The front's port as the pullers reach it: plain, or TLS verified by `context`."""
+
+    port: int
+    context: ssl.SSLContext | None = None
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        """A new connection to it (not yet opened)."""
+        if self.context is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPSConnection("localhost", self.port, timeout=timeout, context=self.context)
+
+
+def pull(endpoint: Endpoint, path: str, connection: http.client.HTTPConnection | None) -> http.client.HTTPConnection:
     """GET `path` whole (on `connection`, or a fresh one) and return the connection; OSError or ValueError if failed."""
-    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT_SECONDS)
+    connection = connection or endpoint.connect(CLIENT_TIMEOUT_SECONDS)
     connection.request("GET", path)
     response = connection.getresponse()
     body = response.read()
@@ -88,14 +106,14 @@ def pull(port: int, path: str, connection: http.client.HTTPConnection | None) ->
     return connection
 
 
-def drive(port: int, paths: dict[str, str], clients: int, seconds: float) -> Tally:
+def drive(endpoint: Endpoint, paths: dict[str, str], clients: int, seconds: float) -> Tally:
     """`clients` threads pulling each size in turn for `seconds`, on a fresh and a kept-alive connection in turn;
     one more thread asking `/healthz` every 0.5 s."""
     tally = Tally()
     sizes = list(SIZES)
 
     def send(kept: http.client.HTTPConnection | None, turn: int) -> http.client.HTTPConnection:
-        return pull(port, paths[sizes[turn // 2 % len(sizes)]], kept)
+        return pull(endpoint, paths[sizes[turn // 2 % len(sizes)]], kept)
 
     def record(turn: int, took: float | None) -> None:
         with tally.lock:
@@ -108,7 +126,7 @@ def drive(port: int, paths: dict[str, str], clients: int, seconds: float) -> Tal
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection = endpoint.connect(2.0)
                 connection.request("GET", "/healthz")
                 ok = connection.getresponse().status == 200
                 connection.close()
@@ -126,20 +144,30 @@ def drive(port: int, paths: dict[str, str], clients: int, seconds: float) -> Tal
     return tally
 
 
-def _flood(port: int, kind: str, count: int, interval: float, ready: Event, done: Event, results: Queue) -> None:
+def _flood(
+    port: int, tls: bool, kind: str, count: int, interval: float, ready: Event, done: Event, results: Queue
+) -> None:
     """The flood process: open `count` connections of `kind` from FLOODER, hold them until `done`, report."""
     idle, heads = (count, 0) if kind == "idle" else (0, count)
-    with SlowClients("127.0.0.1", port, 0, 0, idle=idle, heads=heads, source=FLOODER, interval=interval) as flood:
+    with SlowClients(
+        "127.0.0.1", port, 0, 0, idle=idle, heads=heads, heads_tls=tls, source=FLOODER, interval=interval
+    ) as flood:
         ready.set()
         done.wait(600)
         results.put((flood.lifetimes, flood.refused, flood.answered, flood.open_connections))
 
 
-def flooded(port: int, kind: str, count: int, interval: float, phase: Callable[[], Tally]) -> tuple[Tally, Flood]:
+def flooded(
+    endpoint: Endpoint, kind: str, count: int, interval: float, phase: Callable[[], Tally]
+) -> tuple[Tally, Flood]:
     """Run `phase()` while the flood process holds its connections; its result and what the flood saw."""
     context = multiprocessing.get_context("fork")
     ready, done, results = context.Event(), context.Event(), context.Queue()
-    process = context.Process(target=_flood, args=(port, kind, count, interval, ready, done, results), daemon=True)
+    process = context.Process(
+        target=_flood,
+        args=(endpoint.port, endpoint.context is not None, kind, count, interval, ready, done, results),
+        daemon=True,
+    )
     process.start()
     try:
         if not ready.wait(120):
@@ -173,22 +201,21 @@ def print_phase(label: str, tally: Tally, flood: Flood | None, unloaded: Tally |
         print(f"{'':>20} flood: {flood.row()}")
 
 
-def run_front(settings: dict, source: Path | None, paths: dict[str, str], args: argparse.Namespace) -> None:
+def run_front(
+    settings: dict, source: Path | None, context: ssl.SSLContext | None, paths: dict[str, str], args: argparse.Namespace
+) -> None:
     front = LocalFront(settings)
     if source is not None:
         front.source_root = source
     front.start()
+    endpoint = Endpoint(front.port, context)
     try:
-        drive(front.port, paths, args.clients, 2.0)  # connections and caches warm
-        alone = drive(front.port, paths, args.clients, args.seconds)
+        drive(endpoint, paths, args.clients, 2.0)  # connections and caches warm
+        alone = drive(endpoint, paths, args.clients, args.seconds)
         print_phase("alone", alone, None, None)
         for kind in ("idle", "slowloris"):
             tally, flood = flooded(
-                front.port,
-                kind,
-                args.flood,
-                args.interval,
-                lambda: drive(front.port, paths, args.clients, args.seconds),
+                endpoint, kind, args.flood, args.interval, lambda: drive(endpoint, paths, args.clients, args.seconds)
             )
             print_phase(f"{args.flood} {kind}", tally, flood, alone)
     finally:
@@ -211,11 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between a slowloris's header bytes")
     parser.add_argument("--clients", type=int, default=4, help="threads pulling normally")
     parser.add_argument("--baseline", type=Path, help="a directory holding another tree's webhook/ to compare")
+    parser.add_argument("--tls", action="store_true", help="the front serves TLS; the slowloris heads come over TLS")
     args = parser.parse_args(argv)
     fds = raise_fd_limit()
     if fds < args.flood + 512:
         parser.error(f"the open-file limit is {fds}: too low for a flood of {args.flood}")
-    with RegistryServer() as ccr:
+    with RegistryServer() as ccr, tempfile.TemporaryDirectory(prefix="front-flood-") as directory:
         client = RegistryClient(ccr.url, insecure=True, connect_timeout=2, read_timeout=60, max_connections=4)
         pushed = push_sample_image(client, "up/bench/flood", "v1", list(SIZES.values()), seed=19)
         paths = {size: f"/v2/up/bench/flood/blobs/{digest}" for size, digest in zip(SIZES, pushed.blobs, strict=False)}
@@ -223,15 +251,22 @@ def main(argv: list[str] | None = None) -> int:
             "ccr": {"registry": "ccr.bench", "endpoint": ccr.url, "insecure": True},
             "upstreams": [{"registry": "upstream.bench", "endpoint": "http://127.0.0.1:9", "insecure": True}],
         }
+        context = None
+        if args.tls:
+            ca = tls.generate_ca("front-flood")
+            tls.issue_serving_cert(ca, ["localhost"], ["127.0.0.1"]).write(f"{directory}/f.crt", f"{directory}/f.key")
+            settings["front"] = {"tlsCert": f"{directory}/f.crt", "tlsKey": f"{directory}/f.key"}
+            context = ssl.create_default_context(cadata=ca.cert_pem.decode())
         fronts: list[tuple[str, Path | None]] = [("this tree", None)]
         if args.baseline is not None:
             fronts.append((f"baseline {args.baseline}", args.baseline.resolve()))
-        print(f"{args.clients} pullers, {args.seconds:g} s a phase, flood from {FLOODER}; open files {fds}")
+        over = "TLS" if args.tls else "plain HTTP"
+        print(f"{args.clients} pullers over {over}, {args.seconds:g} s a phase, flood from {FLOODER}; open files {fds}")
         print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
         for name, source in fronts:
             print(f"\n== front: {name}")
             print(f"{'':>20} {'size':>7} {'pulls':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99/alone':>9}")
-            run_front(settings, source, paths, args)
+            run_front(settings, source, context, paths, args)
         print(f"\nload average after: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     return 0
 
