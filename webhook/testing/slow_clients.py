@@ -10,6 +10,7 @@ server closed it is kept.
 
 from __future__ import annotations
 
+import selectors
 import socket
 import ssl
 import threading
@@ -91,6 +92,7 @@ class SlowClients:
     _thread: threading.Thread | None = None
     _connections: list[_Stalled] = field(default_factory=list)
     _tls: ssl.SSLContext = field(default_factory=ssl.create_default_context)
+    _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
 
     def __enter__(self) -> SlowClients:
         self._tls.check_hostname = False
@@ -117,6 +119,7 @@ class SlowClients:
             self._thread.join(timeout=10)
         for connection in self._connections:
             self._close(connection)
+        self._selector.close()
 
     @property
     def open_connections(self) -> int:
@@ -127,19 +130,43 @@ class SlowClients:
         """Every `interval`, a byte on each connection (or a reopening); every tick, which ones the server closed."""
         due = time.monotonic() + self.interval
         while not self._stop.wait(min(self.interval, _TICK_SECONDS)):
-            now = time.monotonic()
-            act, due = now >= due, due + self.interval if now >= due else due
+            for key, _events in self._selector.select(0):  # closed by the server, or answered
+                if not self._still_open(key.data):
+                    self._gone(key.data)
+            if time.monotonic() < due:
+                continue
+            due += self.interval
             for connection in self._connections:
                 if connection.sock is None:
-                    if act:
-                        self.reopened += 1
-                        self._open(connection)
-                elif not self._trickle(connection, send=act):
-                    if connection.answered:
-                        self.answered += 1
-                    else:
-                        self.lifetimes.append(time.monotonic() - connection.opened)
-                    self._close(connection)
+                    self.reopened += 1
+                    self._open(connection)
+                elif connection.sent < len(connection.payload) and not self._send(connection, 1):
+                    self._gone(connection)
+
+    def _gone(self, connection: _Stalled) -> None:
+        """The server closed `connection`: count how, and close our end (reopened at the next interval)."""
+        if connection.answered:
+            self.answered += 1
+        else:
+            self.lifetimes.append(time.monotonic() - connection.opened)
+        self._close(connection)
+
+    @staticmethod
+    def _still_open(connection: _Stalled) -> bool:
+        """Read what the server sent (and drop it); False once it has closed the connection."""
+        sock = connection.sock
+        if sock is None:
+            return False
+        try:
+            sock.settimeout(0)
+            if not sock.recv(65536):
+                return False
+            connection.answered = True
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass  # nothing from the server: still open
+        except OSError:
+            return False
+        return True
 
     def _open(self, connection: _Stalled) -> None:
         """Connect (and for `tls`, handshake) within the connect timeout; on failure the next tick tries again."""
@@ -160,22 +187,8 @@ class SlowClients:
         # The head (or the request line) goes at once: the server sees a request start; then a byte at a time.
         if connection.first and not self._send(connection, connection.first):
             self._close(connection)
-
-    def _trickle(self, connection: _Stalled, send: bool) -> bool:
-        """Send one more byte (if `send`) unless the server has closed the connection; False when it is gone."""
-        sock = connection.sock
-        assert sock is not None
-        try:
-            sock.settimeout(0)
-            data = sock.recv(65536)
-            if not data:  # EOF: the server closed it
-                return False
-            connection.answered = True
-        except (ssl.SSLWantReadError, BlockingIOError):
-            pass  # nothing from the server: still open
-        except OSError:
-            return False
-        return self._send(connection, 1) if send else True
+            return
+        self._selector.register(sock, selectors.EVENT_READ, connection)
 
     def _send(self, connection: _Stalled, count: int) -> bool:
         sock = connection.sock
@@ -191,9 +204,12 @@ class SlowClients:
         connection.sent += len(chunk)
         return True
 
-    @staticmethod
-    def _close(connection: _Stalled) -> None:
+    def _close(self, connection: _Stalled) -> None:
         if connection.sock is not None:
+            try:
+                self._selector.unregister(connection.sock)
+            except (KeyError, ValueError):
+                pass
             try:
                 connection.sock.close()
             except OSError:
