@@ -96,6 +96,36 @@ def test_an_address_over_its_cap_is_closed_at_once_while_others_are_served():
         service.stop()
 
 
+def test_when_the_server_is_full_the_oldest_connection_still_arriving_makes_room():
+    class Answering(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = BoundedServer("127.0.0.1:0", Answering, max_open=3, head_seconds=10.0)
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    silent = []
+    try:
+        for _ in range(3):  # the server is full of connections that send nothing
+            silent.append(socket.create_connection(("127.0.0.1", server.port), 5, (FLOODER, 0)))
+            wait_until(lambda: server.open_connections == len(silent), what="the silent connection counted")
+        with socket.create_connection(("127.0.0.1", server.port), 5) as newcomer:
+            newcomer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(newcomer).startswith(b"HTTP/1.1 200")
+        assert _closed(silent[0])  # the oldest made room, long before its head deadline
+        silent[1].settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            silent[1].recv(1)
+    finally:
+        for connection in silent:
+            connection.close()
+        server.shutdown()
+        server.server_close()
+        loop.join(10)
+
+
 def test_when_every_worker_is_busy_a_request_gets_503_and_probes_are_answered_by_the_loop():
     release = threading.Event()
     routes = {
