@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import ssl
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.admission import mirror_settings, push_images, realistic_review
@@ -59,44 +61,65 @@ def drive(hook: LocalWebhook, body: bytes, clients: int, seconds: float) -> Tall
     """`clients` threads sending `body` for `seconds`, alternating a fresh and a kept-alive connection."""
     tally = Tally()
     context = hook.client_ssl_context()
+
+    def send(kept: http.client.HTTPConnection | None, turn: int) -> http.client.HTTPConnection:
+        conn = kept or http.client.HTTPSConnection(
+            "127.0.0.1", hook.port, context=context, timeout=CLIENT_TIMEOUT_SECONDS
+        )
+        conn.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        data = reply.read()
+        if reply.status != 200 or "patch" not in json.loads(data)["response"]:
+            raise ValueError(f"HTTP {reply.status}")
+        return conn
+
+    def record(turn: int, took: float | None) -> None:
+        with tally.lock:
+            if took is None:
+                tally.failures += 1
+            else:
+                tally.seconds.append(took)
+
+    alternate(send, record, clients, seconds)
+    return tally
+
+
+def alternate(
+    send: Callable[[http.client.HTTPConnection | None, int], http.client.HTTPConnection],
+    record: Callable[[int, float | None], None],
+    clients: int,
+    seconds: float,
+) -> None:
+    """`clients` threads calling `send(connection, turn)` for `seconds`, on a fresh connection (None) and the
+    kept-alive one in turn; `record(turn, seconds)` each time, with None for a failure (the connection dropped)."""
     stop = time.monotonic() + seconds
 
     def client() -> None:
-        kept: http.client.HTTPSConnection | None = None
-        fresh = True
-        while time.monotonic() < stop:
+        kept: http.client.HTTPConnection | None = None
+        for turn in itertools.count():
+            if time.monotonic() >= stop:
+                return
+            fresh = turn % 2 == 0
             started = time.monotonic()
             try:
-                if fresh or kept is None:
-                    conn = http.client.HTTPSConnection(
-                        "127.0.0.1", hook.port, context=context, timeout=CLIENT_TIMEOUT_SECONDS
-                    )
-                else:
-                    conn = kept
-                conn.request("POST", "/mutate", body, {"Content-Type": "application/json"})
-                reply = conn.getresponse()
-                data = reply.read()
-                if reply.status != 200 or "patch" not in json.loads(data)["response"]:
-                    raise ValueError(f"HTTP {reply.status}")
-                took = time.monotonic() - started
-                if fresh:
-                    conn.close()
-                else:
-                    kept = conn
-                with tally.lock:
-                    tally.seconds.append(took)
+                used = send(None if fresh else kept, turn)
             except (OSError, ssl.SSLError, ValueError, http.client.HTTPException):
-                with tally.lock:
-                    tally.failures += 1
+                record(turn, None)
+                if kept is not None:
+                    kept.close()
                 kept = None
-            fresh = not fresh
+                continue
+            record(turn, time.monotonic() - started)
+            if fresh:
+                used.close()
+            else:
+                kept = used
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds + CLIENT_TIMEOUT_SECONDS + 5)
-    return tally
 
 
 def main(argv: list[str] | None = None) -> int:

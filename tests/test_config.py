@@ -198,6 +198,16 @@ def test_durations(text, seconds):
         ({**MINIMAL, "front": {"listen": "5000"}}, "front.listen: '5000' must be host:port"),
         ({**MINIMAL, "front": {"spoolMaxBytes": 1000}}, "front.spoolMaxBytes: must be at least 1048576"),
         ({**MINIMAL, "front": {"maxConcurrentFetches": 0}}, "front.maxConcurrentFetches: must be at least 1"),
+        ({**MINIMAL, "front": {"headTimeoutSeconds": 0.5}}, "front.headTimeoutSeconds: must be at least 1"),
+        ({**MINIMAL, "front": {"maxConnectionsPerAddress": 0}}, "front.maxConnectionsPerAddress: must be at least 1"),
+        (
+            {
+                **MINIMAL,
+                "front": {"peers": ["10.0.0.1:5003"], "peerAddress": "10.0.0.1", "peerSecret": "/s"}
+                | {"maxConcurrentFetches": 60, "maxConnectionsPerAddress": 64},
+            },
+            "front.maxConnectionsPerAddress: must be at least maxConcurrentFetches + 8 with peers",
+        ),
         ({**MINIMAL, "front": {"minBytesPerSecond": 1.5}}, "front.minBytesPerSecond: must be a whole number"),
         ({**MINIMAL, "front": {"spool": "/tmp"}}, "front.spool: unknown key"),
     ],

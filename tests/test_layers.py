@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "hints": {"config", "errors", "policy", "http_service"},
     "kube": {"config", "errors"},
     "tls": {"config", "errors", "kube"},
-    "admission": {"config", "errors", "version", "logs", "policy", "registry", "hints", "tls"},
+    "admission": {"config", "errors", "version", "logs", "policy", "registry", "hints", "http_service", "tls"},
     "retention": {"config", "errors", "logs", "policy", "registry", "kube"},
     "front": {"config", "errors", "version", "logs", "policy", "registry", "copier", "http_service", "tls", "kube"},
     "warmer": {

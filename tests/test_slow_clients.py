@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tests.support.waiting import wait_until
-from webhook.admission.worker import ARRIVAL_SECONDS, Arrived, request_state
+from webhook.admission.worker import ARRIVAL_SECONDS
+from webhook.http_service import Arrived, request_state
 from webhook.registry.client import RegistryClient
 from webhook.testing.processes import RegistryServer
 from webhook.testing.review_client import pod_object, pod_review

@@ -25,6 +25,7 @@ from webhook.policy.decide import WarmRequest
 from webhook.policy.reference import parse_image
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, NotFound, RegistryClient
 from webhook.testing.sample_image import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, push_sample_image
+from webhook.testing.slow_clients import SlowClients
 from webhook.warmer.events import FAILED
 from webhook.warmer.queue import JobState
 
@@ -190,3 +191,17 @@ def test_the_hint_port_refuses_a_foreign_peer_before_reading_its_body(scene, mon
     assert warmer.metrics.hints.labels("accepted")._value.get() == 0
     metrics = urllib3.request("GET", f"http://127.0.0.1:{warmer.metrics_server.port}/healthz", timeout=5)
     assert metrics.status == 200  # the metrics port serves any peer
+
+
+# -- 12. a flood from one address shuts neither warmer port -----------------------------------------------------
+
+
+def test_a_flood_from_one_address_shuts_neither_warmer_port(scene):
+    warmer = scene.start_warmer()
+    metrics = f"http://127.0.0.1:{warmer.metrics_server.port}"
+    for port in (warmer.hint_server.port, warmer.metrics_server.port):
+        with SlowClients("127.0.0.1", port, 0, 0, idle=100, heads=100, source="127.0.0.2", interval=0.5) as flood:
+            assert post_hints(warmer, [{"source": scene.source}])[0]["state"]  # answered (queued, present...)
+            for path in ("/healthz", "/readyz", "/metrics"):
+                assert urllib3.request("GET", metrics + path, timeout=5).status == 200
+            wait_until(lambda: flood.refused + len(flood.lifetimes) >= 200 - 64, what="the address's cap applied")

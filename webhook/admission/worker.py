@@ -14,7 +14,6 @@ by the event loop without blocking it (gunicorn's graceful close blocks the loop
 
 from __future__ import annotations
 
-import enum
 import errno
 import selectors
 import socket
@@ -28,12 +27,12 @@ from gunicorn import http, util
 from gunicorn.sock import ssl_context
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from webhook.http_service import HEADER_LIMIT_BYTES, Arrived, Gathering, Want
+
 ARRIVAL_SECONDS = 5.0  # from accepting a connection (or a kept-alive one's next byte) to a whole request
 SOCKET_TIMEOUT_SECONDS = 10.0  # any one blocking read or write in a thread, answering included
 DRAIN_SECONDS = 1.0  # for a body the application left unread: it was gathered whole, so this is a backstop
 LINGER_SECONDS = 2.0  # gunicorn's time for reading what a client still sends after the answer
-HEADER_LIMIT_BYTES = 64 * 1024  # past this without the end of the head, the request goes on to be refused
-_READ_BYTES = 64 * 1024
 
 
 class TimedSSLSocket(ssl.SSLSocket):
@@ -49,8 +48,7 @@ class _Arrival:
 
     conn: TConn
     deadline: float
-    handshaken: bool
-    data: bytearray
+    gathering: Gathering
     writing: bool = False  # the handshake waits to write, not to read
     registered: bool = False  # with the event loop's poller
 
@@ -181,34 +179,20 @@ class GuardedThreadWorker(ThreadWorker):
     # -- arrivals --------------------------------------------------------------------------------------
 
     def _gather(self, conn: TConn, handshaken: bool) -> None:
-        arrival = _Arrival(conn, time.monotonic() + ARRIVAL_SECONDS, handshaken, bytearray())
+        arrival = _Arrival(conn, time.monotonic() + ARRIVAL_SECONDS, Gathering(conn.sock, handshaken))
         self.arrivals[arrival] = None
         conn.sock.setblocking(False)
         self._progress(arrival, None)  # a kept-alive request (or a ClientHello) is usually there already
 
     def _progress(self, arrival: _Arrival, _fileobj: Any) -> None:
         """Advance the handshake and read what has come; hand the connection on once a request is whole."""
-        sock = arrival.conn.sock
-        try:
-            if not arrival.handshaken:
-                sock.do_handshake()
-                arrival.handshaken = True
-            while (state := request_state(arrival.data, self.max_body_bytes)) is Arrived.PARTIAL:
-                chunk = sock.recv(_READ_BYTES)
-                if not chunk:
-                    self._drop(arrival)
-                    return
-                arrival.data += chunk
-        except ssl.SSLWantReadError:
-            self._wait(arrival, writing=False)
-            return
-        except ssl.SSLWantWriteError:
-            self._wait(arrival, writing=True)
-            return
-        except (OSError, ValueError):
+        state = arrival.gathering.advance(self.max_body_bytes)
+        if state is Want.GONE:
             self._drop(arrival)
-            return
-        self._dispatch(arrival, state)
+        elif isinstance(state, Want):
+            self._wait(arrival, writing=state is Want.WRITE)
+        else:
+            self._dispatch(arrival, state)
 
     def _wait(self, arrival: _Arrival, writing: bool) -> None:
         """Have the event loop call `_progress` again once the socket can go on (read, or write for TLS)."""
@@ -226,7 +210,7 @@ class GuardedThreadWorker(ThreadWorker):
         conn.whole_request = state is Arrived.WHOLE
         if arrival.registered:
             self.poller.unregister(conn.sock)
-        conn.parser.unreader.unread(bytes(arrival.data))
+        conn.parser.unreader.unread(bytes(arrival.gathering.data))
         conn.data_ready = True
         self.enqueue_req(conn)
 
@@ -239,39 +223,3 @@ class GuardedThreadWorker(ThreadWorker):
                 pass
         self.nr_conns -= 1
         arrival.conn.close()
-
-
-class Arrived(enum.Enum):
-    """How much of a request has arrived, as far as handing it to a thread goes."""
-
-    PARTIAL = "partial"  # wait for more
-    WHOLE = "whole"  # the head and the whole body are buffered
-    REFUSABLE = "refusable"  # enough to refuse it (413, 400) without reading on; the connection closes after
-
-
-def request_state(data: bytes | bytearray, max_body_bytes: int) -> Arrived:
-    """Whether `data` holds a whole HTTP/1.1 request, or enough that a thread may refuse it at once.
-
-    Whole: the head and a Content-Length body, or a chunked body up to its last chunk. Refusable: a head
-    too long, a length that is not one, or a body declared (or sent) larger than the webhook accepts.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return Arrived.REFUSABLE if len(data) > HEADER_LIMIT_BYTES else Arrived.PARTIAL
-    body = len(data) - end - 4
-    headers = bytes(data[:end]).lower()
-    if b"\ntransfer-encoding:" in headers and b"chunked" in headers:
-        if body > max_body_bytes:
-            return Arrived.REFUSABLE
-        return Arrived.WHOLE if data.endswith(b"0\r\n\r\n") else Arrived.PARTIAL
-    for line in headers.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip() == b"content-length":
-            try:
-                length = int(value.strip())
-            except ValueError:
-                return Arrived.REFUSABLE  # gunicorn refuses it
-            if length < 0 or length > max_body_bytes:
-                return Arrived.REFUSABLE
-            return Arrived.WHOLE if body >= length else Arrived.PARTIAL
-    return Arrived.WHOLE

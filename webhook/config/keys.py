@@ -485,6 +485,9 @@ class RetentionConfig:
     )
 
 
+PEER_SPARE_CONNECTIONS = 8  # a peer's connections besides its fetches: joins' Flying-Only asks, health checks
+
+
 def _peering_complete(front: FrontConfig) -> None:
     """Peering needs a membership source, its own address, the shared secret, and TLS set whole."""
     if not front.peering:
@@ -498,6 +501,12 @@ def _peering_complete(front: FrontConfig) -> None:
         raise checks.Invalid("peerTlsCert and peerTlsKey go together; set both or neither", "peerTlsKey")
     if front.peer_tls_cert is not None and front.peer_ca_file is None:
         raise checks.Invalid("is required with peerTlsCert: peers are verified by it", "peerCaFile")
+    if front.max_connections_per_address < front.max_concurrent_fetches + PEER_SPARE_CONNECTIONS:
+        raise checks.Invalid(
+            f"must be at least maxConcurrentFetches + {PEER_SPARE_CONNECTIONS} with peers: a replica streams each "
+            "of its fetches from the owner on a connection of its own",
+            "maxConnectionsPerAddress",
+        )
 
 
 @dataclass(frozen=True)
@@ -581,6 +590,21 @@ class FrontConfig:
         doc="The CCR registry's filesystem storage (its `storage.filesystem.rootdirectory`) as mounted in the "
         "front's container, read-only: a held blob the registry allows (asked as a HEAD) is sent from its file "
         "with sendfile(2). A blob not found there (another driver, S3) streams through the registry as before.",
+    )
+    head_timeout_seconds: float = key(
+        10.0,
+        minimum=1,
+        maximum=120,
+        doc="A connection's whole request head (TLS handshake included) must arrive within this, not per byte; "
+        "a kept-alive connection's from its next request's first byte. Then it is closed (both ports).",
+    )
+    max_connections_per_address: int = key(
+        64,
+        minimum=1,
+        maximum=65536,
+        doc="Connections one client address may hold open on a port; further ones are closed at once while "
+        "other addresses are served. Above what one node opens (a few per pull, the kubelet's probes); with "
+        "peers at least `maxConcurrentFetches` + 8.",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_tls_pair, _peering_complete)

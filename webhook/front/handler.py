@@ -30,7 +30,7 @@ class FrontRequestHandler(BaseHTTPRequestHandler):
     """One connection's requests on the node-facing port; the Front is set on the class by the server."""
 
     protocol_version = "HTTP/1.1"
-    timeout = 120  # a client that neither sends nor reads for this long is dropped
+    timeout = 120  # a client that reads none of an answer for this long is dropped (its head was read by the loop)
     front: Front
     server_version = "ccr-front"
     route = "other"  # the metrics label of the request being answered, set once its route is known

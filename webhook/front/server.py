@@ -1,102 +1,82 @@
-"""The front's server: the standard library's threaded HTTP server, one thread per connection, bounded.
+"""The front's servers: the node-facing port and, with peers, the peer port, each one `http_service.BoundedServer`.
 
 Why this stack: single flight needs every reader of a blob in one process (gunicorn's several workers
 would each fetch it), and a reader is a long stream that mostly waits on the socket or on the flight,
-which threads do cheaply; sendfile moves spooled bytes without Python copying them. Connections beyond
-MAX_CONNECTIONS are answered 503 at once instead of queueing without bound; TLS handshakes happen in the
-connection's own thread, so a slow client never holds up accepting the next.
+which threads do cheaply; sendfile moves spooled bytes without Python copying them. The bounded server
+gathers each request (and does the TLS handshake) in its event loop, so only a whole request takes one of
+MAX_CONNECTIONS threads; `/healthz` is answered by the loop itself, so the kubelet's probe is answered
+however busy the threads are.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-import ssl
 import threading
-from http.server import ThreadingHTTPServer
-from typing import Any
 
 from webhook.config import Config
 from webhook.front.app import Front
 from webhook.front.handler import FrontRequestHandler, PeerRequestHandler
-from webhook.http_service import split_listen
+from webhook.http_service import BoundedServer, Reply
 from webhook.tls import reloading_ssl_context
 
-log = logging.getLogger("webhook.front")
-MAX_CONNECTIONS = 512
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
-_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+MAX_CONNECTIONS = 512  # requests answered at once on each port; a whole request beyond them gets 503 Retry-After: 1
 
 
-class FrontServer(ThreadingHTTPServer):
-    """Serves a Front on `config.front.listen`, over TLS when tlsCert and tlsKey are set.
+class FrontServer:
+    """Serves a Front on `config.front.listen` (TLS when tlsCert and tlsKey are set) and, with peers configured,
+    on `front.peerListen` (`peer_server`); `serve_forever`, `shutdown` and `server_close` drive both."""
 
-    With peers configured it also runs the peer endpoint, the same Front on `front.peerListen` (`peer`)."""
-
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, config: Config, front: Front | None = None, peer: bool = False) -> None:
+    def __init__(self, config: Config, front: Front | None = None) -> None:
         settings = config.front
-        listen, cert, key = (
-            (settings.peer_listen, settings.peer_tls_cert, settings.peer_tls_key)
-            if peer
-            else (settings.listen, settings.tls_cert, settings.tls_key)
-        )
-        host, port = split_listen(listen)
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.front = front or Front(config, MAX_CONNECTIONS)
-        base = PeerRequestHandler if peer else FrontRequestHandler
-        handler = type("Handler", (base,), {"front": self.front})
-        self._tls = reloading_ssl_context(cert, key) if cert and key else None
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__((host, port), handler)
-        self.peer_server = FrontServer(config, self.front, peer=True) if settings.peering and not peer else None
+        bounds = {
+            "threads": MAX_CONNECTIONS,
+            "per_address": settings.max_connections_per_address,
+            "head_seconds": settings.head_timeout_seconds,
+            "max_body": 0,  # pulls only: a request with a body is answered (405) as soon as its head is in
+        }
+        cert, key = settings.tls_cert, settings.tls_key
+        self.server = BoundedServer(
+            settings.listen,
+            type("FrontHandler", (FrontRequestHandler,), {"front": self.front}),
+            tls=reloading_ssl_context(cert, key) if cert and key else None,
+            probes={"/healthz": lambda: Reply(200, b"ok\n")},
+            name="front",
+            **bounds,  # type: ignore[arg-type]
+        )
+        self.peer_server: BoundedServer | None = None
+        if settings.peering:
+            cert, key = settings.peer_tls_cert, settings.peer_tls_key
+            self.peer_server = BoundedServer(
+                settings.peer_listen,
+                type("PeerHandler", (PeerRequestHandler,), {"front": self.front}),
+                tls=reloading_ssl_context(cert, key) if cert and key else None,
+                name="front-peers",
+                **bounds,  # type: ignore[arg-type]
+            )
         self._peer_thread: threading.Thread | None = None
 
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
+    @property
+    def port(self) -> int:
+        """The node-facing port."""
+        return self.server.port
+
+    def serve_forever(self, poll_interval: float = 0.25) -> None:
+        """Serve both ports until `shutdown()` (the peer port from a thread of its own)."""
         if self.peer_server is not None and self._peer_thread is None:
             self._peer_thread = threading.Thread(
                 target=self.peer_server.serve_forever, args=(poll_interval,), name="front-peers", daemon=True
             )
             self._peer_thread.start()
-        super().serve_forever(poll_interval)
+        self.server.serve_forever(poll_interval)
 
     def shutdown(self) -> None:
-        if self.peer_server is not None and self._peer_thread is not None:  # shutdown() waits for a loop that ran
+        """Stop both loops."""
+        if self.peer_server is not None and self._peer_thread is not None:
             self.peer_server.shutdown()
-        super().shutdown()
+        self.server.shutdown()
 
     def server_close(self) -> None:
+        """Close both listening sockets."""
         if self.peer_server is not None:
             self.peer_server.server_close()
-        super().server_close()
-
-    @property
-    def port(self) -> int:
-        """The port it listens on."""
-        return self.server_address[1]
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            if self._tls is not None:
-                request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
-                try:
-                    request = self._tls.wrap_socket(request, server_side=True)
-                except (OSError, ssl.SSLError) as err:
-                    log.debug("TLS handshake with %s failed: %s", client_address[0], err)
-                    self.shutdown_request(request)
-                    return
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+        self.server.server_close()

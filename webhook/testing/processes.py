@@ -185,14 +185,16 @@ class LocalCommand:
         self.config_path.write_text(yaml.safe_dump(settings))
         self.log_path = self.workdir / f"{command}.log"
         self.process: subprocess.Popen | None = None
+        self.source_root = Path(__file__).resolve().parents[2]  # the directory holding webhook/ (another: a baseline)
 
     def launch(self, *args: str) -> subprocess.Popen:
         """Start the command with `args` after `--config FILE`, its output going to the log."""
-        source_root = str(Path(__file__).resolve().parents[2])  # the directory holding webhook/
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [str(self.source_root), os.environ.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "webhook.cli", self.command, "--config", str(self.config_path), *args]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        with open(self.log_path, "ab") as log:  # from the source root: it is imported before an installed copy
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": path}, cwd=self.source_root
+            )
         return self.process
 
     def log(self) -> str:

@@ -90,6 +90,7 @@ class Warmer:
                 ("GET", "/readyz"): lambda request: Reply(200, b"ready\n"),
             },
             name="metrics",
+            probes=("/healthz", "/readyz"),  # answered by the server's loop: however busy its threads are
         )
         self._watch: PodWatch | None = None
         # The one Pod informer of this process: it lists and watches only while the leader's watch or retention listens.
