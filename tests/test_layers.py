@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"config", "errors", "logs", "policy", "registry", "hints", "tls"},
     "retention": {"config", "errors", "logs", "policy", "registry", "kube"},
     "front": {"config", "errors", "logs", "policy", "registry", "copier", "http_service", "tls", "kube"},
+    "node": {"config", "errors", "logs", "policy", "registry", "front", "http_service", "kube"},
     "warmer": {
         "config",
         "errors",
@@ -51,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "warmer",
         "retention",
         "front",
+        "node",
     },
     "cli": {"config", "errors", "commands"},
     "testing": set(),  # the harness sits on top: filled in below with every room

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "warmer",
     "gc_images",
     "front",
+    "node_agent",
 )
 
 

@@ -99,6 +99,9 @@ class _BoundedServer(ThreadingHTTPServer):
             self._slots.release()
 
 
+BoundedServer = _BoundedServer  # for a handler of its own that streams (the node agent's fallback)
+
+
 class HTTPService:
     """Serves `routes` on `listen` from daemon threads until stop()."""
 

@@ -492,6 +492,62 @@ class FrontConfig:
         return bool(self.peers) or self.peer_service is not None
 
 
+@dataclass(frozen=True)
+class NodeAgentConfig:
+    """The node agent DaemonSet (`ccr-webhook node-agent`): containerd's hosts.toml and CA, and the fallback."""
+
+    config_path: str = key(
+        "/etc/containerd/certs.d",
+        doc="containerd's `config_path` as the node sees it; the agent writes only `<configPath>/<ccr.registry>/`.",
+    )
+    host_dir: str = key(
+        "/host/etc/containerd/certs.d",
+        doc="Where the agent's container sees `configPath` (its one writable hostPath volume).",
+    )
+    containerd_config: str | None = key(
+        "/host/etc/containerd/config.toml",
+        check=checks.none_if_empty,
+        doc="containerd's main config as the agent sees it (read-only), to check that its `config_path` names "
+        "`configPath`; empty: not checked. The agent never edits it.",
+    )
+    service: str = key("ccr", check=checks.kubernetes_name, doc="The CCR Service whose ClusterIP nodes dial.")
+    service_namespace: str = key(
+        DEFAULT_LEASE_NAMESPACE, check=checks.kubernetes_name, from_env="POD_NAMESPACE", doc="Its namespace."
+    )
+    front_address: str | None = key(
+        None,
+        check=checks.none_if_empty,
+        shown="none (the Service's ClusterIP, the port of `ccr.registry`)",
+        doc="The `host:port` nodes dial for the front, instead of the Service's ClusterIP (tests, a NodePort).",
+    )
+    pull_credentials: str | None = key(
+        None,
+        doc="A docker config.json whose entry for `ccr.registry` is the nodes' pull account; sent to the front only.",
+    )
+    ca_overlap_seconds: float = key(
+        86400.0,
+        minimum=0,
+        duration=True,
+        shown="`24h`",
+        doc="How long a replaced CA (`ccr.caFile` changed) is still trusted beside the new one.",
+    )
+    fallback_listen: str | None = key(
+        "127.0.0.1:5010",
+        check=checks.none_if_empty,
+        doc="The node-local, pull-only fallback containerd tries after the front (digest-pinned pulls from "
+        "upstream, verified). Empty: no fallback, pulls stop while the CCR is down.",
+    )
+    listen: str = key(
+        "127.0.0.1:5011", check=checks.listen_address, doc="`/healthz`, `/readyz` and `/metrics` of the agent."
+    )
+    interval_seconds: float = key(
+        10.0,
+        minimum=0.1,
+        doc="How often the agent reads the Service and the CA again, rewrites what changed and checks the front.",
+    )
+    node_name: str | None = key(None, from_env="NODE_NAME", doc="The node it runs on, for its Events.")
+
+
 def _ccr_is_not_an_upstream(config: Config) -> None:
     """Mirroring the CCR into itself would loop."""
     for upstream in config.upstreams:
@@ -548,6 +604,11 @@ class Config:
         factory=FrontConfig,
         doc="The CCR front (`ccr-webhook front`): the pull endpoint that fetches a miss from upstream once "
         "([operations.md](operations.md#the-ccr-front)).",
+    )
+    node_agent: NodeAgentConfig = key(
+        factory=NodeAgentConfig,
+        doc="The node agent (`ccr-webhook node-agent`): containerd's `hosts.toml` and CA on every node, and the "
+        "upstream fallback while the CCR is down ([install.md](install.md#2-let-the-nodes-reach-the-ccr)).",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_upstreams_distinct, _ccr_is_not_an_upstream)

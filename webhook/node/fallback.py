@@ -1,0 +1,201 @@
+"""The node-local fallback: while the CCR is down, containerd pulls a pinned image from its upstream through here.
+
+containerd tries the hosts of `hosts.toml` in order and moves to the next when one is refused, times out or
+answers an error (remotes/docker/resolver.go and fetcher.go, containerd v1.6.20), so this endpoint, last in
+the list and on loopback, only sees what the front could not serve. It is pull-only and answers digest
+requests alone (`manifests/sha256:…`, `blobs/sha256:…`, GET and HEAD): `<prefix>/<repository>` is mapped back
+to its configured upstream with the front's own code (`origin_for`, `UpstreamManifests`) and registry clients
+(egress checks, credentials, redirects), a manifest is verified whole before it is sent, and a blob is
+streamed with its last piece held back until its sha256 matched: a tampered upstream breaks the pull, it
+never completes it. Tags are never resolved here, so a tag can never be served from anywhere but the CCR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import time
+from http.server import BaseHTTPRequestHandler
+
+from webhook.config import Config
+from webhook.front.app import blob_headers, byte_range
+from webhook.front.flights import RATE_WINDOW_SECONDS
+from webhook.front.upstream import Origin, UpstreamManifests, origin_for
+from webhook.http_service import BoundedServer, split_listen
+from webhook.node.metrics import NodeMetrics
+from webhook.registry.client import Registries
+from webhook.registry.errors import NotFound, RegistryError
+from webhook.registry.streams import BlobStream, MinimumRate
+
+log = logging.getLogger("webhook.node")
+MAX_CONNECTIONS = 64
+_DIGEST_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+class Fallback:
+    """Answers one pull request from upstream, digest-verified; `serve` runs it on `nodeAgent.fallbackListen`."""
+
+    def __init__(self, config: Config, metrics: NodeMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.registries = Registries(config)
+        self.manifests = UpstreamManifests()
+        front = config.front
+        self.pace = MinimumRate(
+            window_bytes=int(front.min_bytes_per_second * RATE_WINDOW_SECONDS),
+            window_seconds=RATE_WINDOW_SECONDS,
+            deadline_seconds=front.fetch_deadline_seconds,
+            setting="front.minBytesPerSecond, front.fetchDeadlineSeconds",
+        )
+
+    def serve(self, listen: str) -> BoundedServer:
+        """A server bound to `listen` (not yet serving) for this fallback."""
+        handler = type("Handler", (FallbackRequestHandler,), {"fallback": self})
+        return BoundedServer(split_listen(listen), handler, MAX_CONNECTIONS)
+
+    def handle(self, request: FallbackRequestHandler) -> None:
+        """Answer a GET or HEAD."""
+        found = _DIGEST_PATH.match(request.path.split("?", 1)[0])
+        if found is None:
+            self.metrics.fallback_requests.labels("other", "refused").inc()
+            return request.oci_error(404, "NAME_UNKNOWN", "the node fallback serves digest-pinned pulls only")
+        kind, digest = found.group("kind"), found.group("digest")
+        origin = origin_for(found.group("name"), self.config, self.registries)
+        if origin is None:
+            self.metrics.fallback_requests.labels(kind, "refused").inc()
+            return request.oci_error(404, "NAME_UNKNOWN", "not under a configured upstream's prefix")
+        try:
+            if kind == "manifests":
+                outcome = self._manifest(request, origin, digest)
+            elif request.command == "HEAD":
+                outcome = self._blob_head(request, origin, digest)
+            else:
+                outcome = self._blob(request, origin, digest)
+        except NotFound:
+            outcome = "not-found"
+            request.oci_error(404, "BLOB_UNKNOWN" if kind == "blobs" else "MANIFEST_UNKNOWN", f"{digest} not upstream")
+        except RegistryError as err:
+            log.warning("fallback %s %s of %s: %s", kind, digest, origin.target_repository, err)
+            outcome = "upstream-error"
+            request.oci_error(502, "UNAVAILABLE", f"upstream {origin.registry} did not serve {digest}")
+        self.metrics.fallback_requests.labels(kind, outcome).inc()
+        return None
+
+    def _manifest(self, request: FallbackRequestHandler, origin: Origin, digest: str) -> str:
+        manifest = self.manifests.fetch(origin, digest)  # checked against the digest before anything is sent
+        headers = {
+            "Content-Type": manifest.media_type,
+            "Content-Length": str(len(manifest.data)),
+            "Docker-Content-Digest": manifest.digest,
+        }
+        request.send_head(200, headers)
+        if request.command == "GET":
+            request.wfile.write(manifest.data)
+            self.metrics.fallback_bytes.inc(len(manifest.data))
+        return "served"
+
+    def _blob_head(self, request: FallbackRequestHandler, origin: Origin, digest: str) -> str:
+        size = origin.client.blob_size(origin.repository, digest)
+        if size is None:
+            request.oci_error(404, "BLOB_UNKNOWN", f"{digest} not upstream")
+            return "not-found"
+        request.send_head(200, blob_headers(digest, size))
+        return "served"
+
+    def _blob(self, request: FallbackRequestHandler, origin: Origin, digest: str) -> str:
+        stream = origin.client.open_blob(origin.repository, digest)
+        with stream:
+            if stream.size is None:
+                return _refuse_unsized(request, origin)
+            wanted = byte_range(request.headers.get("Range"), stream.size)
+            if wanted is None:
+                request.oci_error(416, "RANGE_INVALID", "unsatisfiable range", content_range=f"bytes */{stream.size}")
+                return "refused"
+            stream.hold_to(self.pace)
+            start, end = wanted
+            headers = blob_headers(digest, end - start)
+            if (start, end) != (0, stream.size):
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{stream.size}"
+            request.send_head(206 if "Content-Range" in headers else 200, headers)
+            try:
+                self._relay_verified(request, stream, start, end)
+            except RegistryError as err:
+                log.warning("fallback blob %s of %s cut off: %s", digest, origin.target_repository, err)
+                request.cut()
+                return "cut"
+            except OSError:  # the node went away
+                request.cut()
+                return "cut"
+        return "served"
+
+    def _relay_verified(self, request: FallbackRequestHandler, stream: BlobStream, start: int, end: int) -> None:
+        """Send bytes [start, end) of the blob, holding the last piece back until the whole blob verified."""
+        offset = 0  # where `held` starts in the blob
+        held = b""
+        while data := stream.read():  # raises on a broken transfer, a trickle, or (at the end) a wrong digest
+            self._send_window(request, held, offset, start, end)
+            offset += len(held)
+            held = data
+        self._send_window(request, held, offset, start, end)  # read() returned b"": verified
+
+    def _send_window(self, request: FallbackRequestHandler, data: bytes, offset: int, start: int, end: int) -> None:
+        low, high = max(start, offset), min(end, offset + len(data))
+        if low < high:
+            request.wfile.write(data[low - offset : high - offset])
+            self.metrics.fallback_bytes.inc(high - low)
+
+
+def _refuse_unsized(request: FallbackRequestHandler, origin: Origin) -> str:
+    request.oci_error(502, "UNAVAILABLE", f"upstream {origin.registry} sent a blob without a length")
+    return "upstream-error"
+
+
+class FallbackRequestHandler(BaseHTTPRequestHandler):
+    """One node connection to the fallback; `fallback` is set on the class by Fallback.serve."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # a client that neither sends nor reads for this long is dropped
+    server_version = "ccr-node-fallback"
+    fallback: Fallback
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.started = time.monotonic()
+        self.fallback.handle(self)
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        self.close_connection = True
+        self.oci_error(405, "UNSUPPORTED", "the node fallback serves pulls only")
+
+    do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def send_head(self, status: int, headers: dict[str, str]) -> None:
+        """The status line and headers."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def oci_error(self, status: int, code: str, message: str, content_range: str | None = None) -> None:
+        """An answer in the OCI distribution error format."""
+        body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        if content_range is not None:
+            headers["Content-Range"] = content_range
+        self.send_head(status, headers)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def cut(self) -> None:
+        """Close the connection before the promised Content-Length: the node sees a broken download."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
