@@ -522,6 +522,7 @@ class NodeAgentConfig:
     )
     pull_credentials: str | None = key(
         None,
+        check=checks.none_if_empty,
         doc="A docker config.json whose entry for `ccr.registry` is the nodes' pull account; sent to the front only.",
     )
     ca_overlap_seconds: float = key(
@@ -545,7 +546,9 @@ class NodeAgentConfig:
         minimum=0.1,
         doc="How often the agent reads the Service and the CA again, rewrites what changed and checks the front.",
     )
-    node_name: str | None = key(None, from_env="NODE_NAME", doc="The node it runs on, for its Events.")
+    node_name: str | None = key(
+        None, from_env="NODE_NAME", check=checks.none_if_empty, doc="The node it runs on, for its Events."
+    )
 
 
 def _ccr_is_not_an_upstream(config: Config) -> None:
