@@ -121,6 +121,9 @@ def front_config(objects) -> Any:
     return webhook_config(objects, "front", "ccr")
 
 
+CCR_CLUSTER_IP = "10.96.0.50"  # the CCR Service's ClusterIP the script is given
+
+
 @functools.cache
 def production_secrets() -> dict[str, dict[str, bytes]]:
     """The Secrets certs/make-production-secrets.sh makes (each validated), by name: their keys and bytes."""
@@ -136,6 +139,7 @@ def production_secrets() -> dict[str, dict[str, bytes]]:
             "PATH": path,
             "CCR_PULL_PASSWORD": "pull-pw",
             "CCR_PUSH_PASSWORD": "push-pw",
+            "CCR_CLUSTER_IP": CCR_CLUSTER_IP,
             "UPSTREAM_DOCKER_CONFIG": str(upstream),
         }
         result = subprocess.run(
