@@ -534,7 +534,7 @@ def test_nodes_reach_the_front_of_every_ccr_pod_and_the_front_reaches_the_regist
     assert (
         config.ccr.endpoint == "http://127.0.0.1:" + registry_config(objects, "ccr")["http"]["addr"].rpartition(":")[2]
     )
-    assert seen_by_webhook.policy.swap.value == "always" and seen_by_webhook.warmer.through_front
+    assert seen_by_webhook.policy.swap.value == "always" and seen_by_webhook.reads_through_front
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert front[probe]["httpGet"]["port"] == nodes_port["targetPort"]
         assert front[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if config.front.tls_cert else "HTTP")

@@ -81,7 +81,7 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
     assert (front.username, front.password) == ("ccr-push", "push-pw")
     assert front_config(objects).ccr.credentials == f"/etc/ccr-webhook-credentials/{CREDENTIALS_KEY}"
     config = webhook_config(objects, "warmer")
-    assert config.warmer.through_front
+    assert config.reads_through_front  # by default: nodes pull from the front, the warmer writes elsewhere
     through = load_credentials(config_json, f"https://{config.ccr.registry}")
     assert (through.username, through.password) == ("ccr-pull", "pull-pw")
     # the nodes' pull account, alone in a Secret of its own for the node agent

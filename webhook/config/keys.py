@@ -7,6 +7,7 @@ involve several keys of a section (each raises checks.Invalid naming the key at 
 from __future__ import annotations
 
 import enum
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -320,12 +321,13 @@ class WarmerConfig:
     event_pods_per_image: int = key(
         5, minimum=0, doc="...posted on at most this many of the Pods that use the image (`0`: no Events)."
     )
-    through_front: bool = key(
-        False,
-        shown="`false` (`true` in the shipped ConfigMap)",
+    through_front: bool | None = key(
+        None,
+        shown="auto: `true` when `ccr.registry` (the front) is not `ccr.endpoint`'s host:port",
         doc="Read the images it warms through the CCR front (`ccr.registry`, with `ccr.credentials` and "
         "`ccr.caFile`) instead of from their upstream, so the warm and the nodes share the front's one fetch: one "
-        "WAN copy per image. `false` for a CCR without a front.",
+        "WAN copy per image. Unset, it is on whenever nodes pull from somewhere else than where the warmer writes "
+        "(a front is deployed); `false` to read from upstream anyway.",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_backoff_ordered,)
@@ -615,6 +617,17 @@ class Config:
     )
 
     cross_checks: ClassVar[CrossChecks] = (_upstreams_distinct, _ccr_is_not_an_upstream)
+
+    @property
+    def reads_through_front(self) -> bool:
+        """Whether copies into the CCR read through its front: `warmer.throughFront`, or when unset, whether nodes
+        pull from another address than the registry the warmer writes to (that address is the front)."""
+        if self.warmer.through_front is not None:
+            return self.warmer.through_front
+        endpoint = urllib.parse.urlsplit(self.ccr.endpoint)
+        default_port = 80 if endpoint.scheme == "http" else 443
+        front = urllib.parse.urlsplit(f"//{self.ccr.registry}")
+        return (front.hostname, front.port or 443) != (endpoint.hostname, endpoint.port or default_port)
 
     def upstream_for(self, registry: str) -> UpstreamConfig | None:
         """The configured upstream for a normalized registry host, or None if it is not one."""

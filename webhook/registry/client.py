@@ -770,7 +770,7 @@ class Registries:
             client(
                 f"{'http' if ccr.insecure else 'https'}://{ccr.registry}", ccr.credentials, ccr.insecure, ccr.ca_file
             )
-            if config.warmer.through_front
+            if config.reads_through_front
             else None
         )
         self._upstreams = {
