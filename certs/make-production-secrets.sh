@@ -20,8 +20,10 @@
 # account under the CCR front's (the warmer reads cold images through the front), plus the `auths`
 # of UPSTREAM_DOCKER_CONFIG, a docker config.json of yours with the upstream accounts, if you set it
 # (docs/configuration.md).
-# ccr-node-pull holds a docker config.json with the pull account alone, under the CCR front's host:port:
-# the node agent writes it into each node's hosts.toml (an Authorization header for the front only).
+# ccr-node-pull (namespace ccr-nodes) holds a docker config.json with the pull account under the CCR
+# front's host:port, which the node agent writes into each node's hosts.toml (an Authorization header
+# for the front only), and the upstream accounts, which its fallback uses while the CCR is down; the
+# ConfigMap ccr-ca (namespace ccr-nodes) holds the CCR's CA certificate, which the agent gives to nodes.
 # ccr-front-peers holds what the CCR replicas share as peers: the secret a peer request must carry, and
 # a CA of the peers' own with one certificate it issued (peers check the chain, not the name: Pod IPs
 # change). The CA's key is not printed: it stays out of the cluster.
@@ -86,8 +88,9 @@ for host, user, password in ((push_host, "ccr-push", os.environ["PUSH_PASSWORD"]
     auths[host] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
 with open(out, "w", encoding="utf-8") as handle:
     json.dump({"auths": auths}, handle, indent=2)
-with open(out + ".pull", "w", encoding="utf-8") as handle:  # the nodes' pull account alone
-    json.dump({"auths": {front_host: auths[front_host]}}, handle, indent=2)
+nodes = {key: entry for key, entry in auths.items() if key not in (push_host, "127.0.0.1:5002")}
+with open(out + ".pull", "w", encoding="utf-8") as handle:  # never the push account
+    json.dump({"auths": nodes}, handle, indent=2)
 EOF
 
 secret generic ccr-registry-tls --type kubernetes.io/tls \
@@ -97,7 +100,9 @@ secret generic ccr-push-htpasswd --from-file=htpasswd="$work/push-htpasswd"
 secret generic ccr-registry --from-literal=http-secret="$http_secret"
 secret generic ccr-s3 --from-literal=accesskey="$s3_access_key" --from-literal=secretkey="$s3_secret_key"
 secret generic ccr-webhook-credentials --from-file=config.json="$work/config.json"
-secret generic ccr-node-pull --from-file=config.json="$work/config.json.pull"
+namespace=ccr-nodes secret generic ccr-node-pull --from-file=config.json="$work/config.json.pull"
+kubectl create configmap ccr-ca --namespace ccr-nodes --from-file=ca.crt="$work/tls/ca.crt" --dry-run=client -o yaml
+echo "---"
 secret generic ccr-front-peers --from-literal=secret="$peer_secret" \
   --from-file=ca.crt="$work/peers/ca.crt" --from-file=tls.crt="$work/peers/tls.crt" --from-file=tls.key="$work/peers/tls.key"
 

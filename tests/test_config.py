@@ -36,7 +36,7 @@ def test_defaults_are_the_safe_documented_ones():
 
 
 @pytest.mark.parametrize(
-    ("ccr", "warmer", "through"),
+    ("ccr_section", "warmer", "through"),
     [
         ({"registry": "ccr.ccr-system.svc:5000", "endpoint": "http://ccr.ccr-system.svc:5002"}, {}, True),
         ({"registry": "ccr.ccr-system.svc:5000", "endpoint": "https://ccr-push.ccr-system.svc:5000"}, {}, True),
@@ -50,8 +50,8 @@ def test_defaults_are_the_safe_documented_ones():
         ({"registry": "ccr.example.com"}, {"throughFront": True}, True),
     ],
 )
-def test_the_warmer_reads_through_the_front_whenever_nodes_pull_from_one(ccr, warmer, through):
-    config = parse_config({"ccr": {"insecure": True, **ccr}, "warmer": warmer})
+def test_the_warmer_reads_through_the_front_whenever_nodes_pull_from_one(ccr_section, warmer, through):
+    config = parse_config({"ccr": {"insecure": True, **ccr_section}, "warmer": warmer})
     assert config.reads_through_front is through
 
 

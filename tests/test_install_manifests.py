@@ -17,6 +17,7 @@ from tests.support.kustomize import (
     KUBERNETES_VERSIONS,
     MANIFESTS,
     NAMESPACE,
+    NODES_NAMESPACE,
     OVERLAYS,
     ROOT,
     SERVICE,
@@ -70,13 +71,16 @@ def test_overlay_renders_and_every_object_validates_strictly(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_namespaced_object_lives_in_ccr_system_and_names_are_unique(overlay):
+    """...but the node agent's, in ccr-nodes (the privileged Pod Security level its hostPath needs stays there)."""
     objects = render(overlay)
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
     seen = set()
     for obj in objects:
         meta = obj["metadata"]
         assert (meta.get("namespace") is None) == (obj["kind"] in cluster_scoped), f"{obj['kind']}/{meta['name']}"
-        assert meta.get("namespace") in (None, NAMESPACE)
+        assert meta.get("namespace") in (None, NAMESPACE, NODES_NAMESPACE)
+        if meta.get("namespace") == NODES_NAMESPACE:
+            assert meta["labels"].get("app.kubernetes.io/name") == "ccr-node-agent" or obj["kind"] == "ConfigMap"
         key = (obj["kind"], meta["name"])
         assert key not in seen, f"{key} twice"
         seen.add(key)
@@ -391,6 +395,8 @@ def test_rbac_is_least_privilege(overlay):
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     ]
     for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
+        if binding["metadata"]["name"].startswith("ccr-node-agent"):  # tests/test_node_manifests.py
+            continue
         account = "ccr" if binding["metadata"]["name"] == PEERS else SERVICE  # the CCR Pods read their peers
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
         assert f"{binding['roleRef']['kind']}/{binding['roleRef']['name']}" in roles

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def _settings(hosts_dir: Path, registry: str, **node_agent: Any) -> dict[str, Any]:
     return {
         "ccr": {"registry": registry, "endpoint": "http://127.0.0.1:1", "insecure": True},
-        "nodeAgent": {
+        "nodes": {
             "configPath": "/etc/containerd/certs.d",
             "hostDir": str(hosts_dir),
             "containerdConfig": "",

@@ -86,7 +86,7 @@ class NodeScene:
         self.settings = self._settings()
         config = parse_config(self.settings, environ={})
         self.agent = NodeAgent(config, self.metrics, None)
-        self.fallback = Fallback(config, self.metrics).serve(config.node_agent.fallback_listen or "")
+        self.fallback = Fallback(config, self.metrics).serve(config.nodes.fallback_listen or "")
         threading.Thread(target=self.fallback.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         self.node = ContainerdNode(repository.replace("/", "-")[:20]).start()
 
@@ -97,7 +97,7 @@ class NodeScene:
                 {"registry": "upstream.test", "endpoint": self.proxy.url, "insecure": True, "prefix": PREFIX}
             ],
             "resolver": {"readTimeoutSeconds": 30},
-            "nodeAgent": {
+            "nodes": {
                 "configPath": str(self.hosts_dir),
                 "hostDir": str(self.hosts_dir),
                 "containerdConfig": "",
@@ -203,9 +203,7 @@ def test_a_certificate_without_the_dialed_ip_is_caught_before_any_pull(scene: No
     scene.start_front()
     with LocalAPIServer() as cluster:
         agent = NodeAgent(
-            parse_config(
-                {**scene.settings, "nodeAgent": {**scene.settings["nodeAgent"], "nodeName": "node-1"}}, environ={}
-            ),
+            parse_config({**scene.settings, "nodes": {**scene.settings["nodes"], "nodeName": "node-1"}}, environ={}),
             scene.metrics,
             cluster.api_client(),
         )

@@ -84,12 +84,13 @@ def test_production_secrets_script_makes_every_secret_and_key_the_overlay_uses(t
     assert config.reads_through_front  # by default: nodes pull from the front, the warmer writes elsewhere
     through = load_credentials(config_json, f"https://{config.ccr.registry}")
     assert (through.username, through.password) == ("ccr-pull", "pull-pw")
-    # the nodes' pull account, alone in a Secret of its own for the node agent
+    # the node agent's Secret: the nodes' pull account and the upstream accounts (its fallback), never the push one
     node_pull = tmp_path / "node-pull.json"
     node_pull.write_bytes(secrets["ccr-node-pull"]["config.json"])
-    assert set(json.loads(node_pull.read_bytes())["auths"]) == {config.ccr.registry}
+    assert set(json.loads(node_pull.read_bytes())["auths"]) == {config.ccr.registry, "https://index.docker.io/v1/"}
     pull = load_credentials(node_pull, config.ccr.registry)
     assert (pull.username, pull.password) == ("ccr-pull", "pull-pw")
+    assert secrets["ccr-ca"]["ca.crt"] == tls_secret["ca.crt"]  # the CA nodes are given is the one that signed
 
 
 def test_production_secrets_script_refuses_to_issue_a_certificate_without_the_cluster_ip(tmp_path):

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.config.dictConfig(logging_config())
     config = configuration(args)
-    settings = config.node_agent
+    settings = config.nodes
     needs_api = settings.front_address is None or settings.node_name is not None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -513,8 +513,11 @@ class NodeAgentConfig:
         "`configPath`; empty: not checked. The agent never edits it.",
     )
     service: str = key("ccr", check=checks.kubernetes_name, doc="The CCR Service whose ClusterIP nodes dial.")
-    service_namespace: str = key(
-        DEFAULT_LEASE_NAMESPACE, check=checks.kubernetes_name, from_env="POD_NAMESPACE", doc="Its namespace."
+    service_namespace: str = key(DEFAULT_LEASE_NAMESPACE, check=checks.kubernetes_name, doc="Its namespace.")
+    event_namespace: str = key(
+        "ccr-nodes",
+        check=checks.kubernetes_name,
+        doc="Where the agent posts its Events about its Node (its own namespace).",
     )
     front_address: str | None = key(
         None,
@@ -610,9 +613,9 @@ class Config:
         doc="The CCR front (`ccr-webhook front`): the pull endpoint that fetches a miss from upstream once "
         "([operations.md](operations.md#the-ccr-front)).",
     )
-    node_agent: NodeAgentConfig = key(
+    nodes: NodeAgentConfig = key(
         factory=NodeAgentConfig,
-        doc="The node agent (`ccr-webhook node-agent`): containerd's `hosts.toml` and CA on every node, and the "
+        doc="The node side, `ccr-webhook node-agent` on every node: containerd's `hosts.toml` and CA, and the "
         "upstream fallback while the CCR is down ([install.md](install.md#2-let-the-nodes-reach-the-ccr)).",
     )
 

@@ -1,6 +1,6 @@
 """The node agent: keeps containerd's `hosts.toml` and CA for the CCR current on its node, and says when it cannot.
 
-Every `nodeAgent.intervalSeconds` one pass (`sync`): check that containerd reads `configPath` (its main config,
+Every `nodes.intervalSeconds` one pass (`sync`): check that containerd reads `configPath` (its main config,
 read-only; never edited), find the address nodes dial (the CCR Service's ClusterIP, read from the API, and the
 port of `ccr.registry`), take the CA (`ccr.caFile`, a mounted Secret key; a replaced CA stays trusted for
 `caOverlapSeconds`), write both atomically, then dial the front exactly as containerd will (that address, that
@@ -49,7 +49,7 @@ class NodeAgent:
 
     def __init__(self, config: Config, metrics: NodeMetrics, api_client: Any | None) -> None:
         self.config = config
-        self.settings = config.node_agent
+        self.settings = config.nodes
         self.metrics = metrics
         self.files = NodeFiles(self.settings.host_dir, config.ccr.registry)
         self.cas = TrustedCAs(datetime.timedelta(seconds=self.settings.ca_overlap_seconds))
@@ -192,7 +192,7 @@ class NodeAgent:
 
         now = datetime.datetime.now(datetime.UTC)
         event = {
-            "metadata": {"generateName": f"{node}.ccr-node-agent.", "namespace": self.settings.service_namespace},
+            "metadata": {"generateName": f"{node}.ccr-node-agent.", "namespace": self.settings.event_namespace},
             "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
             "reason": status.reason,
             "message": status.message[:MAX_EVENT_MESSAGE],
@@ -204,7 +204,7 @@ class NodeAgent:
         }
         try:
             # A plain dict is sent as it is; the client's stubs only name its model class.
-            CoreV1Api(self._api).create_namespaced_event(self.settings.service_namespace, event)  # type: ignore[arg-type]
+            CoreV1Api(self._api).create_namespaced_event(self.settings.event_namespace, event)  # type: ignore[arg-type]
         except Exception as err:  # an Event is best effort: the log and the metric carry the state anyway
             log.info("could not post the node Event %s: %s", status.reason, err)
 

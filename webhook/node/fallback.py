@@ -35,7 +35,7 @@ _DIGEST_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<dige
 
 
 class Fallback:
-    """Answers one pull request from upstream, digest-verified; `serve` runs it on `nodeAgent.fallbackListen`."""
+    """Answers one pull request from upstream, digest-verified; `serve` runs it on `nodes.fallbackListen`."""
 
     def __init__(self, config: Config, metrics: NodeMetrics) -> None:
         self.config = config

@@ -18,7 +18,7 @@ log = logging.getLogger("webhook.node")
 
 def run_node_agent(config: Config, api_client: Any | None, stop: threading.Event) -> None:
     """Serve the fallback and the probes, keep the node's files current until `stop`, then remove them."""
-    settings = config.node_agent
+    settings = config.nodes
     metrics = NodeMetrics()
     agent = NodeAgent(config, metrics, api_client)
 
