@@ -616,7 +616,8 @@ class Config:
     nodes: NodeAgentConfig = key(
         factory=NodeAgentConfig,
         doc="The node side, `ccr-webhook node-agent` on every node: containerd's `hosts.toml` and CA, and the "
-        "upstream fallback while the CCR is down ([install.md](install.md#2-let-the-nodes-reach-the-ccr-the-node-agent)).",
+        "upstream fallback while the CCR is down "
+        "([install.md](install.md#2-let-the-nodes-reach-the-ccr-the-node-agent)).",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_upstreams_distinct, _ccr_is_not_an_upstream)
