@@ -12,15 +12,11 @@ never completes it. Tags are never resolved here, so a tag can never be served f
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import socket
-import time
-from http.server import BaseHTTPRequestHandler
 
 from webhook.config import Config
-from webhook.front.app import blob_headers, byte_range
+from webhook.front.app import FrontRequestHandler, blob_headers, byte_range
 from webhook.front.flights import RATE_WINDOW_SECONDS
 from webhook.front.upstream import Origin, UpstreamManifests, origin_for
 from webhook.http_service import BoundedServer, split_listen
@@ -152,19 +148,14 @@ def _refuse_unsized(request: FallbackRequestHandler, origin: Origin) -> str:
     return "upstream-error"
 
 
-class FallbackRequestHandler(BaseHTTPRequestHandler):
-    """One node connection to the fallback; `fallback` is set on the class by Fallback.serve."""
+class FallbackRequestHandler(FrontRequestHandler):
+    """One node connection to the fallback: the front's connection handling (answers, errors, cutting an answer
+    short), routed to the Fallback set on the class by Fallback.serve."""
 
-    protocol_version = "HTTP/1.1"
-    timeout = 120  # a client that neither sends nor reads for this long is dropped
     server_version = "ccr-node-fallback"
     fallback: Fallback
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
     def do_GET(self) -> None:
-        self.started = time.monotonic()
         self.fallback.handle(self)
 
     do_HEAD = do_GET
@@ -174,28 +165,3 @@ class FallbackRequestHandler(BaseHTTPRequestHandler):
         self.oci_error(405, "UNSUPPORTED", "the node fallback serves pulls only")
 
     do_PUT = do_PATCH = do_DELETE = do_POST
-
-    def send_head(self, status: int, headers: dict[str, str]) -> None:
-        """The status line and headers."""
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-    def oci_error(self, status: int, code: str, message: str, content_range: str | None = None) -> None:
-        """An answer in the OCI distribution error format."""
-        body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-        if content_range is not None:
-            headers["Content-Range"] = content_range
-        self.send_head(status, headers)
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def cut(self) -> None:
-        """Close the connection before the promised Content-Length: the node sees a broken download."""
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
