@@ -57,9 +57,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--node-client",
-        choices=("skopeo", "containerd"),
+        choices=("skopeo", "containerd", "containerd-overlayfs"),
         default="skopeo",
-        help="what pulls on each node: skopeo, or a containerd daemon of its own (root; Debian's containerd)",
+        help="what pulls on each node: skopeo, or a containerd daemon of its own (root; Debian's containerd) "
+        "unpacking with the native snapshotter (copies, mounts nothing), or overlayfs (the CRI default; mounts)",
     )
     parser.add_argument("--results", type=Path, help="where to write the results (default: see above)")
     args = parser.parse_args()
@@ -70,8 +71,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(TITLES)}")
     if args.results is None:
         args.results = BENCH / "results" if args.scale == 1 else BENCH / "out" / f"results-scale-{args.scale:g}"
-        if args.node_client == "containerd":
-            args.results = args.results / "containerd"
+        if args.node_client != "skopeo":
+            args.results = args.results / args.node_client
     return args
 
 
@@ -118,7 +119,7 @@ def main() -> int:
     with Upstream(WORKDIR / "upstream", args.rtt_ms, args.mbit) as upstream:
         print("pushing the images to the upstream (layers already there are kept)", flush=True)
         images = push_bench_images(
-            upstream.direct_client(), args.sizes, args.scale, tar_layers=args.node_client == "containerd"
+            upstream.direct_client(), args.sizes, args.scale, tar_layers=args.node_client != "skopeo"
         )
         for image in images:
             for scenario in (s for s in SCENARIOS if s.name in args.scenarios):

@@ -203,8 +203,8 @@ def markdown_report(
         + (f"spread over {settings.ccr_replicas} CCR front replicas, " if settings.ccr_replicas > 1 else "")
         + (
             "pulling with containerd 1.6 (`ctr images pull --max-concurrent-downloads 3`, as its CRI plugin, through "
-            "a hosts.toml)"
-            if settings.node_client == "containerd"
+            f"a hosts.toml; unpacked by the {settings.node_client.partition('-')[2] or 'native'} snapshotter)"
+            if settings.node_client.startswith("containerd")
             else "pulling with skopeo "
             + (
                 "(layers in parallel, as node runtimes fetch them)"

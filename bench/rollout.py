@@ -39,9 +39,10 @@ def roll_out(
     at once or one at a time; or a containerd daemon of its own); verify every node."""
     directories = [workdir / f"node-{index + 1}" for index in range(nodes)]
     with contextlib.ExitStack() as daemons:
-        if node_client == "containerd":  # started before the clock: a node's runtime is up before its Pods come
+        if node_client.startswith("containerd"):  # started before the clock: a node's runtime is up before its Pods
+            snapshotter = node_client.partition("-")[2] or "native"
             runtimes = [daemons.enter_context(ContainerdNode(f"bench-{index + 1}")) for index in range(nodes)]
-            pulls_with = [functools.partial(containerd_pull, runtime) for runtime in runtimes]
+            pulls_with = [functools.partial(containerd_pull, runtime, snapshotter=snapshotter) for runtime in runtimes]
         else:
             pulls_with = [functools.partial(skopeo_pull, parallel=parallel_layers)] * nodes
         started = time.monotonic()
@@ -54,7 +55,7 @@ def roll_out(
 
         with ThreadPoolExecutor(nodes, thread_name_prefix="node") as pool:
             pulls = tuple(pool.map(node, range(nodes)))
-    if node_client == "containerd":  # containerd checked every blob's digest as it committed it
+    if node_client.startswith("containerd"):  # containerd checked every blob's digest as it committed it
         missing = [pull for pull in pulls if pull.held_at is None]
         if missing:
             raise RolloutFailed(f"{missing[0].node} gave up: {missing[0].attempts[-1].error}")

@@ -288,3 +288,13 @@ def test_with_every_ccr_pod_down_a_pinned_image_pulls_from_upstream_verified_and
     scene.pull(tampered)  # a cold image, now through the front again
     assert scene.fallback_served() == served_while_down
     assert _metric(scene.front_metrics(), "ccr_front_upstream_bytes_total") >= sum(LAYERS)
+
+
+def test_a_front_whose_registry_is_down_answers_5xx_and_containerd_moves_on_to_the_fallback(scene: NodeScene) -> None:
+    scene.start_front()
+    assert scene.agent.sync().ready
+    image = scene.push(seed=1901)
+    scene.ccr.stop()  # the front is up but cannot reach its registry: it answers 503 for content
+    scene.pull(image)
+    assert scene.fallback_served() >= 1 + len(LAYERS)
+    scene.ccr.start()

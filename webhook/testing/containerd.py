@@ -126,9 +126,17 @@ class ContainerdNode:
             return Pulled(-1, f"ctr {' '.join(args)}: no answer within {timeout} s\n{text}")
         return Pulled(done.returncode, done.stdout + done.stderr)
 
-    def pull(self, reference: str, hosts_dir: str | Path, timeout: float = 120.0, concurrency: int = 3) -> Pulled:
-        """Pull `reference` as containerd's CRI plugin would (3 layers at once, unpacked by the native snapshotter,
-        which mounts nothing that outlives the pull), configured by `hosts_dir` alone (containerd's `config_path`)."""
+    def pull(
+        self,
+        reference: str,
+        hosts_dir: str | Path,
+        timeout: float = 120.0,
+        concurrency: int = 3,
+        snapshotter: str = "native",
+    ) -> Pulled:
+        """Pull `reference` as containerd's CRI plugin would (3 layers at once, then unpacked: by the native
+        snapshotter, which mounts nothing; `overlayfs`, the CRI default, mounts while it unpacks), configured by
+        `hosts_dir` alone (containerd's `config_path`)."""
         return self._ctr(
             "images",
             "pull",
@@ -137,7 +145,7 @@ class ContainerdNode:
             "--max-concurrent-downloads",
             str(concurrency),
             "--snapshotter",
-            "native",
+            snapshotter,
             reference,
             timeout=timeout,
         )
