@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,31 @@ def test_a_node_whose_containerd_has_no_config_path_gets_nothing_written_and_an_
         assert event["type"] == "Warning" and event["involvedObject"]["name"] == "node-1"
         agent.sync()  # the same state again: no second Event
         assert len([event for event in cluster.objects("Event") if event["reason"] == "CCRNoConfigPath"]) == 1
+
+
+def test_a_stopping_agent_keeps_its_files_for_a_rollout_and_removes_them_when_its_daemonset_is_deleted(
+    tmp_path: Path, upstream: RegistryServer
+) -> None:
+    registry = "ccr.ccr-system.svc:5000"
+    daemon_set = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "ccr-node-agent", "namespace": "ccr-nodes"},
+        "spec": {},
+    }
+    with LocalAPIServer() as cluster:
+        cluster.create(daemon_set)
+        settings = _settings(tmp_path, registry, frontAddress=upstream.host)
+        agent = NodeAgent(parse_config(settings, environ={}), NodeMetrics(), cluster.api_client())
+        assert agent.sync().ready
+        stopped = threading.Event()
+        stopped.set()
+        agent.run(stopped)  # a rollout: the next agent takes over the same files
+        assert (tmp_path / registry / HOSTS_FILE).exists()
+
+        cluster.delete("DaemonSet", "ccr-node-agent", "ccr-nodes")
+        agent.run(stopped)  # uninstalled
+        assert not (tmp_path / registry).exists()
 
 
 def test_the_command_writes_its_files_answers_ready_and_removes_them_on_sigterm(

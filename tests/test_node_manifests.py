@@ -94,6 +94,11 @@ def test_the_agent_writes_where_containerd_reads_for_the_name_admission_rewrites
     assert agent["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": probe_port}
     namespace_env = next(e for e in agent["env"] if e["name"] == "CCR_WEBHOOK_NODES_EVENT_NAMESPACE")
     assert namespace_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    daemonset = _agent(objects)  # what a stopping agent asks about before it removes its files
+    assert (daemonset["metadata"]["name"], daemonset["metadata"]["namespace"]) == (
+        settings.daemon_set,
+        NODES_NAMESPACE,
+    )
 
 
 def test_production_nodes_get_tls_the_ccr_ca_and_the_pull_account_from_mounted_objects() -> None:
@@ -110,7 +115,7 @@ def test_production_nodes_get_tls_the_ccr_ca_and_the_pull_account_from_mounted_o
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_agent_may_read_one_service_and_post_events_only(overlay: str) -> None:
+def test_the_agent_may_read_one_service_and_its_daemonset_and_post_events_only(overlay: str) -> None:
     objects = render(overlay)
     roles = {
         (o["metadata"]["namespace"], o["metadata"]["name"]): o["rules"]
@@ -121,7 +126,10 @@ def test_the_agent_may_read_one_service_and_post_events_only(overlay: str) -> No
         (NAMESPACE, AGENT): [
             {"apiGroups": [""], "resources": ["services"], "resourceNames": ["ccr"], "verbs": ["get"]}
         ],
-        (NODES_NAMESPACE, f"{AGENT}-events"): [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+        (NODES_NAMESPACE, f"{AGENT}-self"): [
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [AGENT], "verbs": ["get"]},
+        ],
     }
     bindings = [o for o in find(objects, "RoleBinding") if o["metadata"]["name"].startswith(AGENT)]
     assert len(bindings) == 2

@@ -517,7 +517,13 @@ class NodeAgentConfig:
     event_namespace: str = key(
         "ccr-nodes",
         check=checks.kubernetes_name,
-        doc="Where the agent posts its Events about its Node (its own namespace).",
+        doc="The agent's own namespace: its Events about its Node go there, and its DaemonSet is there.",
+    )
+    daemon_set: str = key(
+        "ccr-node-agent",
+        check=checks.kubernetes_name,
+        doc="The agent's DaemonSet: when it is gone or being deleted, a stopping agent removes what it wrote "
+        "(a rollout keeps the files for the next agent).",
     )
     front_address: str | None = key(
         None,

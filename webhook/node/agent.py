@@ -7,7 +7,7 @@ port of `ccr.registry`), take the CA (`ccr.caFile`, a mounted Secret key; a repl
 CA, the address as the name to verify). A certificate that does not name the dialed address, or a node whose
 containerd has no `config_path`, makes the agent not ready and posts an Event on the Node, before any Pod meets
 it. A front that does not answer is no fault of the node: pulls go to the fallback meanwhile, and the agent
-stays ready. On SIGTERM (the DaemonSet deleted or rolled) it removes what it wrote.
+stays ready. On SIGTERM it removes what it wrote when its DaemonSet is being deleted (not for a rollout).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class NodeAgent:
             log.info("could not post the node Event %s: %s", status.reason, err)
 
     def run(self, stop: threading.Event) -> None:
-        """Pass after pass until `stop`, then remove what the agent wrote."""
+        """Pass after pass until `stop`; then remove what the agent wrote if it is being uninstalled."""
         try:
             while not stop.is_set():
                 try:
@@ -218,8 +218,28 @@ class NodeAgent:
                     log.exception("a node agent pass failed; the next one tries again")
                 stop.wait(self.settings.interval_seconds)
         finally:
-            self.files.remove()
-            log.info("removed %s", self.files.directory)
+            if self.uninstalling():
+                self.files.remove()
+                log.info("uninstalled: removed %s", self.files.directory)
+            else:
+                log.info("stopping; %s stays for the next agent on this node", self.files.directory)
+
+    def uninstalling(self) -> bool:
+        """Whether the agent's DaemonSet is gone or being deleted (a rollout or a node shutdown keeps the files, so
+        the node pulls on while no agent runs). Without an API client: True."""
+        if self._api is None:
+            return True
+        from kubernetes.client import AppsV1Api
+        from kubernetes.client.exceptions import ApiException
+
+        name, namespace = self.settings.daemon_set, self.settings.event_namespace
+        try:
+            daemon_set = AppsV1Api(self._api).read_namespaced_daemon_set(name, namespace)
+        except ApiException as err:
+            return err.status == 404
+        except (OSError, ValueError):  # the API is out of reach: keep the files, as a node shutdown would
+            return False
+        return daemon_set.metadata is not None and daemon_set.metadata.deletion_timestamp is not None
 
 
 def _is_ip(host: str) -> bool:
