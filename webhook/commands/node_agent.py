@@ -2,10 +2,11 @@
 
     ccr-webhook node-agent --config FILE [--kubeconfig FILE]
 
-Runs on every node (a DaemonSet, host network): writes `<nodeAgent.configPath>/<ccr.registry>/hosts.toml` and
+Runs on every node (a DaemonSet, host network): writes `<nodes.configPath>/<ccr.registry>/hosts.toml` and
 `ca.crt` and keeps them current (the Service's ClusterIP, a rotated CA), serves the node-local fallback
 containerd tries when the front does not answer (digest-pinned pulls from upstream, verified), and `/healthz`,
-`/readyz`, `/metrics` on `nodeAgent.listen`. On SIGTERM (or SIGINT) it removes what it wrote and exits.
+`/readyz`, `/metrics` on `nodes.listen`. On SIGTERM (or SIGINT) it exits, removing what it wrote when its
+DaemonSet is gone or being deleted (an uninstall; a rollout keeps the files for the next agent).
 """
 
 from __future__ import annotations
