@@ -80,6 +80,16 @@ def test_a_rotated_ca_is_trusted_beside_the_new_one_until_the_overlap_ends() -> 
     assert cas.bundle() == _pem("new")
 
 
+def test_a_bundle_is_taken_certificate_by_certificate() -> None:
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cas = TrustedCAs(datetime.timedelta(hours=1))
+    cas.update(_pem("old") + _pem("new"), start)  # a restarted agent finds both in its ca.crt
+    assert cas.update(_pem("new"), start)  # the mounted CA is the new one alone
+    assert cas.bundle() == _pem("new") + _pem("old")  # the old one is still trusted for the overlap
+    cas.update(_pem("new"), start + datetime.timedelta(hours=2))
+    assert cas.bundle() == _pem("new")
+
+
 def test_a_ca_that_comes_back_is_current_again_not_retired() -> None:
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     cas = TrustedCAs(datetime.timedelta(hours=1))

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from webhook.config import Config
-from webhook.node.hosts import CA_FILE, HOSTS_FILE, NodeFiles, TrustedCAs, containerd_config_paths, render_hosts_toml
+from webhook.node.hosts import (
+    CA_FILE,
+    HOSTS_FILE,
+    NodeFiles,
+    TrustedCAs,
+    certificates,
+    containerd_config_paths,
+    render_hosts_toml,
+)
 from webhook.node.metrics import NodeMetrics
 from webhook.registry.auth import load_credentials
 from webhook.registry.errors import RegistryError
@@ -53,6 +61,8 @@ class NodeAgent:
         self.metrics = metrics
         self.files = NodeFiles(self.settings.host_dir, config.ccr.registry)
         self.cas = TrustedCAs(datetime.timedelta(seconds=self.settings.ca_overlap_seconds))
+        # What an agent before this one trusted: a CA replaced during a rotation stays trusted after a restart.
+        self.cas.update(self.files.read(CA_FILE), datetime.datetime.now(datetime.UTC))
         self.status = Status(False, "Starting", "the first pass has not run yet")
         self._api = api_client
         self._address: str | None = None  # the last address the API gave
@@ -86,6 +96,8 @@ class NodeAgent:
                 pem = Path(self.config.ccr.ca_file or "").read_text()
             except OSError as err:
                 return Status(False, "CCRCAUnreadable", f"cannot read the CCR's CA (ccr.caFile): {err.strerror}")
+            if not certificates(pem):  # keep trusting what was trusted; write nothing new
+                return Status(False, "CCRCAUnreadable", "the CCR's CA (ccr.caFile) holds no PEM certificate")
             self.cas.update(pem, now)
             if self.files.write(CA_FILE, self.cas.bundle()):
                 self.metrics.writes.labels(CA_FILE).inc()

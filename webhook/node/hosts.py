@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 
 HOSTS_FILE = "hosts.toml"
 CA_FILE = "ca.crt"
-_PEM_END = "-----END CERTIFICATE-----"
+_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def _quoted(text: str) -> str:
@@ -55,30 +56,34 @@ def containerd_config_paths(config_text: str) -> tuple[str, ...] | None:
     return None
 
 
+def certificates(pem: str) -> list[str]:
+    """The PEM certificate blocks of a bundle, each normalized to end with one newline."""
+    return [block.strip() + "\n" for block in _PEM_BLOCK.findall(pem)]
+
+
 @dataclass
 class TrustedCAs:
-    """The CA bundle nodes trust for the front: the current CA, plus each replaced one until its overlap ends."""
+    """The CA bundle nodes trust for the front: the current CAs, plus each replaced one until its overlap ends."""
 
     overlap: datetime.timedelta
-    current: str | None = None
+    current: list[str] = field(default_factory=list)
     retired: dict[str, datetime.datetime] = field(default_factory=dict)  # CA PEM -> until when it is still trusted
 
     def update(self, pem: str, now: datetime.datetime) -> bool:
-        """Take `pem` as the current CA (a bundle is fine); True when the bundle to write changed."""
+        """Take the certificates of `pem` (one CA or a bundle) as current; a CA no longer in it is trusted on for the
+        overlap. True when the bundle to write changed."""
         before = self.bundle()
-        if pem != self.current:
-            if self.current is not None:
-                self.retired[self.current] = now + self.overlap
-            self.retired.pop(pem, None)
-            self.current = pem
-        self.retired = {old: until for old, until in self.retired.items() if until > now}
+        fresh = certificates(pem)
+        for old in self.current:
+            if old not in fresh:
+                self.retired[old] = now + self.overlap
+        self.current = fresh
+        self.retired = {old: until for old, until in self.retired.items() if until > now and old not in fresh}
         return self.bundle() != before
 
     def bundle(self) -> str:
-        """Every trusted CA, the current one first, in one PEM file."""
-        parts = [self.current] if self.current is not None else []
-        parts += [old for old in self.retired if old != self.current]
-        return "".join(part.strip() + "\n" for part in parts if _PEM_END in part)
+        """Every trusted CA, the current ones first, in one PEM file."""
+        return "".join(self.current + list(self.retired))
 
 
 class NodeFiles:
@@ -87,14 +92,18 @@ class NodeFiles:
     def __init__(self, host_dir: str | Path, registry: str) -> None:
         self.directory = Path(host_dir) / registry
 
+    def read(self, name: str) -> str:
+        """What file `name` holds now ('' when it does not exist)."""
+        try:
+            return (self.directory / name).read_text()
+        except OSError:
+            return ""
+
     def write(self, name: str, text: str) -> bool:
         """Replace file `name` with `text` unless it holds that already; True when it was written."""
+        if self.read(name) == text:
+            return False
         path = self.directory / name
-        try:
-            if path.read_text() == text:
-                return False
-        except OSError:
-            pass
         self.directory.mkdir(mode=0o755, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.")
         try:
