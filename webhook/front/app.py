@@ -62,7 +62,7 @@ class Front:
 
     def __init__(self, config: Config, max_connections: int) -> None:
         self.config = config
-        self.registries = Registries(config)
+        self.registries = Registries(config, through_front=False)  # the front is what others read through
         self.metrics = FrontMetrics()
         settings = config.front
         ccr = self.registries.ccr

@@ -36,7 +36,7 @@ class Fallback:
     def __init__(self, config: Config, metrics: NodeMetrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.registries = Registries(config)
+        self.registries = Registries(config, through_front=False)  # upstreams only: the front is what failed
         self.manifests = UpstreamManifests()
         front = config.front
         self.pace = MinimumRate(
