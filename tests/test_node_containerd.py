@@ -271,19 +271,24 @@ def test_with_every_ccr_pod_down_a_pinned_image_pulls_from_upstream_verified_and
     assert status.ready and status.reason == "CCRFrontUnreachable", status
 
     scene.pull(image)  # from upstream through the node-local fallback
-    assert scene.fallback_served() >= 1 + len(LAYERS)
+    wait_until(lambda: scene.fallback_served() >= 1 + len(LAYERS), 10, "the fallback's answers counted")
 
     scene.proxy.corrupt_blobs = True  # an upstream serving other bytes than the digest names
     failed = scene.node.pull(scene.reference(tampered), scene.hosts_dir, timeout=60)
     assert not failed.ok
-    text = scene.metrics.exposition().decode()
-    assert _metric(text, "ccr_node_fallback_requests_total", kind="blobs", outcome="cut") >= 1
+    wait_until(
+        lambda: _metric(
+            scene.metrics.exposition().decode(), "ccr_node_fallback_requests_total", kind="blobs", outcome="cut"
+        ),
+        10,
+        "the fallback to cut the tampered blob",
+    )
     scene.proxy.corrupt_blobs = False
 
-    served_while_down = scene.fallback_served()
     scene.ccr.start()  # the CCR is back: its registry (same storage, same port), then its front
     scene.start_front()
     assert scene.agent.sync().reason == "CCRNodeReady"
+    served_while_down = scene.fallback_served()  # read after the restarts: every answer of the outage counted
     scene.node.forget()
     scene.pull(tampered)  # a cold image, now through the front again
     assert scene.fallback_served() == served_while_down
@@ -296,5 +301,5 @@ def test_a_front_whose_registry_is_down_answers_5xx_and_containerd_moves_on_to_t
     image = scene.push(seed=1901)
     scene.ccr.stop()  # the front is up but cannot reach its registry: it answers 503 for content
     scene.pull(image)
-    assert scene.fallback_served() >= 1 + len(LAYERS)
+    wait_until(lambda: scene.fallback_served() >= 1 + len(LAYERS), 10, "the fallback's answers counted")
     scene.ccr.start()
