@@ -31,7 +31,7 @@ from webhook.node.fallback import Fallback
 from webhook.node.hosts import CA_FILE, HOSTS_FILE
 from webhook.node.metrics import NodeMetrics
 from webhook.testing.apiserver import LocalAPIServer
-from webhook.testing.containerd import ContainerdNode, containerd_unavailable
+from webhook.testing.containerd import ContainerdNode, Pulled, containerd_unavailable
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer, free_port
 from webhook.testing.sample_image import PushedImage, push_sample_image
@@ -229,19 +229,33 @@ def test_a_rotated_ca_is_trusted_beside_the_old_one_and_pulls_keep_going_through
     front = scene.start_front()
     assert scene.agent.sync().ready
     old_ca = scene.certs.ca
-    images = [scene.push(seed=1700 + index, repository=f"{scene.repository}-{index}") for index in range(3)]
+    images = [scene.push(seed=1700 + index, repository=f"{scene.repository}-{index}") for index in range(6)]
     scene.pull(images[0])
+    results: list[Pulled] = []
+    rotated = threading.Event()
 
+    def pull_meanwhile() -> None:  # one cold pull after another while the CA and the certificate change
+        for image in images[1:]:
+            scene.node.forget()
+            results.append(scene.node.pull(scene.reference(image), scene.hosts_dir))
+            if rotated.is_set():
+                break
+
+    puller = threading.Thread(target=pull_meanwhile, daemon=True)
+    puller.start()
     new_ca = tls.generate_ca("ccr CA 2")
     scene.certs.ca_file.write_bytes(new_ca.cert_pem)  # the CA first, as the Secret changes
     assert scene.agent.sync().ready  # the old certificate still verifies: both CAs are trusted
     bundle = (scene.hosts_dir / REGISTRY / CA_FILE).read_bytes()
     assert old_ca.cert_pem.strip() in bundle and new_ca.cert_pem.strip() in bundle
-    scene.pull(images[1])
-
     scene.certs.issue(new_ca, ip_san=True)  # then the front's certificate, reloaded without a restart
     wait_until(lambda: scene.agent.sync().ready and _serves_new(front, new_ca), 30, "the front to serve the new cert")
-    scene.pull(images[2])
+    rotated.set()
+    puller.join(300)
+    assert not puller.is_alive()
+    assert results and all(pulled.ok for pulled in results), [pulled.output[-500:] for pulled in results]
+    scene.node.forget()
+    scene.pull(images[-1])  # after the rotation
     assert scene.fallback_served() == 0  # every pull went through the front
 
 
