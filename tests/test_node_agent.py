@@ -12,9 +12,10 @@ import pytest
 import urllib3
 
 from tests.support.waiting import wait_until
+from webhook import tls
 from webhook.config import parse_config
 from webhook.node.agent import NodeAgent
-from webhook.node.hosts import HOSTS_FILE
+from webhook.node.hosts import CA_FILE, HOSTS_FILE
 from webhook.node.metrics import NodeMetrics
 from webhook.testing.apiserver import LocalAPIServer
 from webhook.testing.processes import LocalCommand, RegistryServer, free_port
@@ -122,6 +123,39 @@ def test_a_stopping_agent_keeps_its_files_for_a_rollout_and_removes_them_when_it
         cluster.delete("DaemonSet", "ccr-node-agent", "ccr-nodes")
         agent.run(stopped)  # uninstalled
         assert not (tmp_path / registry).exists()
+
+
+def test_a_ca_changed_in_its_configmap_reaches_the_node_within_seconds_not_at_the_next_interval(
+    tmp_path: Path, upstream: RegistryServer
+) -> None:
+    registry = "ccr.ccr-system.svc:5000"
+    first, second = tls.generate_ca("ccr CA 1").cert_pem.decode(), tls.generate_ca("ccr CA 2").cert_pem.decode()
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ccr-ca", "namespace": "ccr-nodes"},
+        "data": {"ca.crt": first},
+    }
+    settings = {
+        **_settings(tmp_path, registry, frontAddress=upstream.host, caConfigMap="ccr-ca", intervalSeconds=300),
+        "ccr": {"registry": registry, "endpoint": "https://127.0.0.1:1"},  # TLS: the CA is written
+    }
+    ca_file = tmp_path / registry / CA_FILE
+    with LocalAPIServer() as cluster:
+        cluster.create(configmap)
+        agent = NodeAgent(parse_config(settings, environ={}), NodeMetrics(), cluster.api_client())
+        stop = threading.Event()
+        running = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+        running.start()
+        try:
+            wait_until(lambda: ca_file.exists() and first.strip() in ca_file.read_text(), 20, "the first CA")
+            cluster.update({**configmap, "data": {"ca.crt": second}})
+            wait_until(lambda: second.strip() in ca_file.read_text(), 20, "the rotated CA, long before 300 s")
+            assert first.strip() in ca_file.read_text()  # trusted beside it for the overlap
+        finally:
+            stop.set()
+            running.join(10)
+        assert not running.is_alive()
 
 
 def test_the_command_writes_its_files_answers_ready_and_removes_them_on_sigterm(

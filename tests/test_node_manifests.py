@@ -101,12 +101,11 @@ def test_the_agent_writes_where_containerd_reads_for_the_name_admission_rewrites
     )
 
 
-def test_production_nodes_get_tls_the_ccr_ca_and_the_pull_account_from_mounted_objects() -> None:
+def test_production_nodes_get_tls_the_ccr_ca_from_its_configmap_and_the_pull_account_mounted() -> None:
     objects = render("overlays/production")
     config = agent_config(objects)
     assert not config.ccr.insecure  # https:// in hosts.toml, with the CA beside it
-    mount, volume = _mount(objects, config.ccr.ca_file)
-    assert volume["configMap"]["name"] == "ccr-ca" and config.ccr.ca_file.endswith("/ca.crt")
+    assert config.nodes.ca_config_map == "ccr-ca"  # watched in the agent's namespace, where the script makes it
     mount, volume = _mount(objects, config.nodes.pull_credentials)
     assert volume["secret"]["secretName"] == "ccr-node-pull" and mount["readOnly"]
     assert "ccr-webhook-credentials" not in {
@@ -129,6 +128,7 @@ def test_the_agent_may_read_one_service_and_its_daemonset_and_post_events_only(o
         (NODES_NAMESPACE, f"{AGENT}-self"): [
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
             {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [AGENT], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]},
         ],
     }
     bindings = [o for o in find(objects, "RoleBinding") if o["metadata"]["name"].startswith(AGENT)]

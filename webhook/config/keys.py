@@ -536,12 +536,19 @@ class NodeAgentConfig:
         check=checks.none_if_empty,
         doc="A docker config.json whose entry for `ccr.registry` is the nodes' pull account; sent to the front only.",
     )
+    ca_config_map: str | None = key(
+        None,
+        check=checks.none_if_empty,
+        shown="none (`ccr.caFile`)",
+        doc="A ConfigMap in the agent's namespace whose `ca.crt` is the CCR's CA, watched through the API so a "
+        "rotation reaches the node within seconds; instead of the mounted `ccr.caFile`.",
+    )
     ca_overlap_seconds: float = key(
         86400.0,
         minimum=0,
         duration=True,
         shown="`24h`",
-        doc="How long a replaced CA (`ccr.caFile` changed) is still trusted beside the new one.",
+        doc="How long a replaced CA (`caConfigMap` or `ccr.caFile` changed) is still trusted beside the new one.",
     )
     fallback_listen: str | None = key(
         "127.0.0.1:5010",

@@ -13,16 +13,19 @@ stays ready. On SIGTERM it removes what it wrote when its DaemonSet is being del
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import logging
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from webhook.config import Config
+from webhook.kube.informer import Informer
 from webhook.node.hosts import (
     CA_FILE,
     HOSTS_FILE,
@@ -38,6 +41,8 @@ from webhook.registry.errors import RegistryError
 
 log = logging.getLogger("webhook.node")
 DIAL_TIMEOUT_SECONDS = 5.0
+MIN_PASS_SECONDS = 1.0
+STOP_CHECK_SECONDS = 0.5  # how soon a waiting agent notices stop
 EVENT_COMPONENT = "ccr-webhook-node-agent"
 MAX_EVENT_MESSAGE = 1024
 
@@ -67,6 +72,8 @@ class NodeAgent:
         self._api = api_client
         self._address: str | None = None  # the last address the API gave
         self._address_problem = "no address for the front yet"
+        self.wake = threading.Event()  # set to run the next pass now (the CA changed)
+        self.ca_watch = CAWatch(self.settings.ca_config_map, self.wake) if self.settings.ca_config_map else None
 
     @property
     def tls(self) -> bool:
@@ -92,12 +99,9 @@ class NodeAgent:
             return Status(False, "CCRServiceUnknown", self._address_problem)
         ca_path = None
         if self.tls:
-            try:
-                pem = Path(self.config.ccr.ca_file or "").read_text()
-            except OSError as err:
-                return Status(False, "CCRCAUnreadable", f"cannot read the CCR's CA (ccr.caFile): {err.strerror}")
+            pem, source = self._ca()
             if not certificates(pem):  # keep trusting what was trusted; write nothing new
-                return Status(False, "CCRCAUnreadable", "the CCR's CA (ccr.caFile) holds no PEM certificate")
+                return Status(False, "CCRCAUnreadable", f"the CCR's CA ({source}) holds no PEM certificate")
             self.cas.update(pem, now)
             if self.files.write(CA_FILE, self.cas.bundle()):
                 self.metrics.writes.labels(CA_FILE).inc()
@@ -111,6 +115,15 @@ class NodeAgent:
         if self.files.write(HOSTS_FILE, render_hosts_toml(front_url, ca_path, fallback, authorization)):
             self.metrics.writes.labels(HOSTS_FILE).inc()
         return self._dial(address)
+
+    def _ca(self) -> tuple[str, str]:
+        """The CCR's CA as PEM text ('' when unreadable), and where it comes from."""
+        if self.ca_watch is not None:
+            return self.ca_watch.pem, f"ConfigMap {self.settings.event_namespace}/{self.ca_watch.name}, key ca.crt"
+        try:
+            return Path(self.config.ccr.ca_file or "").read_text(), "ccr.caFile"
+        except OSError as err:
+            return "", f"ccr.caFile, unreadable: {err.strerror}"
 
     def _config_path_problem(self) -> str | None:
         """Why containerd on this node would not read what the agent writes, or None."""
@@ -221,20 +234,44 @@ class NodeAgent:
             log.info("could not post the node Event %s: %s", status.reason, err)
 
     def run(self, stop: threading.Event) -> None:
-        """Pass after pass until `stop`; then remove what the agent wrote if it is being uninstalled."""
+        """Pass after pass until `stop` (one every intervalSeconds, or at once when the CA changes); then remove what
+        the agent wrote if it is being uninstalled."""
+        informer = self._watch_ca()
         try:
             while not stop.is_set():
+                self.wake.clear()
                 try:
                     self.sync()
                 except Exception:
                     log.exception("a node agent pass failed; the next one tries again")
-                stop.wait(self.settings.interval_seconds)
+                self._pause(stop)
         finally:
+            if informer is not None:
+                informer.stop()
             if self.uninstalling():
                 self.files.remove()
                 log.info("uninstalled: removed %s", self.files.directory)
             else:
                 log.info("stopping; %s stays for the next agent on this node", self.files.directory)
+
+    def _pause(self, stop: threading.Event) -> None:
+        """Until the next pass: intervalSeconds, or less when the CA changed (at least MIN_PASS_SECONDS), or stop."""
+        if stop.wait(MIN_PASS_SECONDS):  # a CA that changes again and again costs at most one pass a second
+            return
+        deadline = time.monotonic() + self.settings.interval_seconds - MIN_PASS_SECONDS
+        while not stop.is_set() and not self.wake.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.wake.wait(min(left, STOP_CHECK_SECONDS))
+
+    def _watch_ca(self) -> Informer | None:
+        """The ConfigMap informer feeding the CA watch, started (None without a CA ConfigMap or an API client)."""
+        if self.ca_watch is None or self._api is None:
+            return None
+        from kubernetes.client import CoreV1Api
+
+        listing = functools.partial(CoreV1Api(self._api).list_namespaced_config_map, self.settings.event_namespace)
+        informer = Informer(listing, kind="ConfigMap", api_version="v1")
+        informer.add_handler(self.ca_watch)
+        return informer.start()
 
     def uninstalling(self) -> bool:
         """Whether the agent's DaemonSet is gone or being deleted (a rollout or a node shutdown keeps the files, so
@@ -252,6 +289,28 @@ class NodeAgent:
         except (OSError, ValueError):  # the API is out of reach: keep the files, as a node shutdown would
             return False
         return daemon_set.metadata is not None and daemon_set.metadata.deletion_timestamp is not None
+
+
+class CAWatch:
+    """The `ca.crt` of one ConfigMap, kept current by the informer; a change wakes the agent's loop."""
+
+    def __init__(self, name: str, wake: threading.Event) -> None:
+        self.name, self.wake = name, wake
+        self.pem = ""
+
+    def listed(self, objects: list[dict[str, Any]]) -> None:
+        found = [obj for obj in objects if obj.get("metadata", {}).get("name") == self.name]
+        self._take(found[0] if found else None)
+
+    def changed(self, event_type: str, obj: dict[str, Any]) -> None:
+        if obj.get("metadata", {}).get("name") == self.name:
+            self._take(None if event_type == "DELETED" else obj)
+
+    def _take(self, configmap: dict[str, Any] | None) -> None:
+        pem = str(((configmap or {}).get("data") or {}).get("ca.crt") or "")
+        if pem != self.pem:
+            self.pem = pem
+            self.wake.set()
 
 
 def _is_ip(host: str) -> bool:
