@@ -54,7 +54,6 @@ class CcrCluster:
             ]
             self.front = self.fronts[0]
             self.settings["ccr"] = {**self.settings["ccr"], "registry": self.front.host, "endpoint": self.ccr.url}
-            self.settings["warmer"] = {"throughFront": True}
         self.deadline_seconds = deadline_seconds
         self.api = LocalAPIServer()
         self._stack = contextlib.ExitStack()

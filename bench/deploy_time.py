@@ -2,11 +2,14 @@
 
     ./dev bench deploy_time [--scale 0.05] [--rtt-ms 110] [--mbit 200] [--nodes 3] [--replicas 1]
                             [--sizes 133,670,1210,2230] [--scenarios baseline,...] [--layers-one-at-a-time]
-                            [--resume]
+                            [--node-client skopeo|containerd] [--resume]
 
 An upstream registry sits behind an emulated WAN (webhook/testing/wan.py). For each published image size, every
 scenario rolls the image out to N nodes; each node pulls with skopeo like a kubelet (back-off 10 s doubling
-to 300 s), its layers at once as node runtimes fetch them (--layers-one-at-a-time: one after the other).
+to 300 s), its layers at once as node runtimes fetch them (--layers-one-at-a-time: one after the other), or
+with --node-client containerd a real containerd daemon per node pulls with `ctr images pull
+--max-concurrent-downloads 3` (its CRI plugin's default) through a hosts.toml, the images' layers then tar
+archives it can unpack.
 Each result is printed as it comes and saved (JSON, a markdown table, a PNG plot) under bench/results/
 for full-size runs, bench/out/results-scale-<scale>/ otherwise. --resume keeps the results already saved
 under the same settings and runs only the missing ones.
@@ -52,6 +55,13 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="nodes fetch one layer at a time (skopeo's dir: layout) instead of all at once as node runtimes do",
     )
+    parser.add_argument(
+        "--node-client",
+        choices=("skopeo", "containerd", "containerd-overlayfs"),
+        default="skopeo",
+        help="what pulls on each node: skopeo, or a containerd daemon of its own (root; Debian's containerd) "
+        "unpacking with the native snapshotter (copies, mounts nothing), or overlayfs (the CRI default; mounts)",
+    )
     parser.add_argument("--results", type=Path, help="where to write the results (default: see above)")
     args = parser.parse_args()
     args.sizes = [int(size) for size in args.sizes.split(",")]
@@ -61,6 +71,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(TITLES)}")
     if args.results is None:
         args.results = BENCH / "results" if args.scale == 1 else BENCH / "out" / f"results-scale-{args.scale:g}"
+        if args.node_client != "skopeo":
+            args.results = args.results / args.node_client
     return args
 
 
@@ -94,6 +106,7 @@ def main() -> int:
         scale=args.scale,
         ccr_replicas=args.replicas,
         parallel_layers=not args.layers_one_at_a_time,
+        node_client=args.node_client,
     )
     results = load_results(args.results / "deploy_time.json", settings) if args.resume else []
     done = {(result.scenario, result.size_mb) for result in results}
@@ -105,7 +118,9 @@ def main() -> int:
     )
     with Upstream(WORKDIR / "upstream", args.rtt_ms, args.mbit) as upstream:
         print("pushing the images to the upstream (layers already there are kept)", flush=True)
-        images = push_bench_images(upstream.direct_client(), args.sizes, args.scale)
+        images = push_bench_images(
+            upstream.direct_client(), args.sizes, args.scale, tar_layers=args.node_client != "skopeo"
+        )
         for image in images:
             for scenario in (s for s in SCENARIOS if s.name in args.scenarios):
                 if (scenario.name, image.size_mb) in done:
@@ -120,6 +135,7 @@ def main() -> int:
                         args.give_up_after,
                         args.replicas,
                         settings.parallel_layers,
+                        settings.node_client,
                     )
                 except Exception as error:  # one failed scenario must not cost the others; --resume runs it again
                     print(f"{scenario.name:<14} {image.size_mb:>5} MB  FAILED: {error}", flush=True)

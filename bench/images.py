@@ -37,13 +37,17 @@ class BenchImage:
         return f"{registry}/{self.pushed.repository}:{self.pushed.tag}"
 
 
-def push_bench_images(client: RegistryClient, sizes_mb: Sequence[int], scale: float) -> list[BenchImage]:
-    """Push one image per size, scaled by `scale`; layers already there are not uploaded again."""
+def push_bench_images(
+    client: RegistryClient, sizes_mb: Sequence[int], scale: float, tar_layers: bool = False
+) -> list[BenchImage]:
+    """Push one image per size, scaled by `scale`; layers already there are not uploaded again. `tar_layers`: layers
+    a runtime can unpack (containerd nodes), under a tag of their own."""
     images = []
     for size_mb in sizes_mb:
         total = max(len(LAYER_SHARES), round(size_mb * MB * scale))
+        tag = f"scale-{scale:g}" + ("-tar" if tar_layers else "")
         pushed = push_sample_image(
-            client, f"bench/app-{size_mb}mb", f"scale-{scale:g}", layer_sizes(total), seed=size_mb
+            client, f"bench/app-{size_mb}mb", tag, layer_sizes(total), seed=size_mb, tar_layers=tar_layers
         )
         images.append(BenchImage(size_mb, pushed))
     return images

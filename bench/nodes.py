@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from webhook.node.hosts import HOSTS_FILE, render_hosts_toml
 from webhook.policy.reference import parse_image
+from webhook.testing.containerd import ContainerdNode
 
 BACKOFF_INITIAL_SECONDS = 10.0  # the kubelet's image-pull back-off (pkg/kubelet: backOffPeriod)
 BACKOFF_MAX_SECONDS = 300.0  # and its cap (MaxContainerBackOff)
@@ -75,6 +77,22 @@ def skopeo_pull(image: str, destination: Path, parallel: bool = True) -> str | N
     lines = completed.stderr.strip().splitlines() or [f"skopeo exited with {completed.returncode}"]
     message = _SKOPEO_MESSAGE.search(lines[-1])  # time="..." level=fatal msg="what went wrong"
     return message.group(1) if message else lines[-1]
+
+
+def containerd_pull(node: ContainerdNode, image: str, destination: Path, snapshotter: str = "native") -> str | None:
+    """Pull `image` with `node`'s containerd (`ctr images pull --max-concurrent-downloads 3`, unpacked by
+    `snapshotter`), configured by a hosts.toml for its registry as the node agent writes one (plain HTTP on
+    loopback here); None on success."""
+    reference = pullable_reference(image)
+    host = parse_image(reference).registry
+    hosts_dir = destination.parent / "certs.d"
+    (hosts_dir / host).mkdir(parents=True, exist_ok=True)
+    (hosts_dir / host / HOSTS_FILE).write_text(render_hosts_toml(f"http://{host}", None, None, None))
+    pulled = node.pull(reference, hosts_dir, timeout=3600.0, snapshotter=snapshotter)
+    if pulled.ok:
+        return None
+    lines = [line for line in pulled.output.strip().splitlines() if line.strip()] or [f"ctr exited {pulled.returncode}"]
+    return lines[-1][-300:]
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,17 @@ def markdown_report(
         "",
         f"WAN {settings.rtt_ms:g} ms RTT, {settings.mbit:g} Mbit/s shared by the cluster; {settings.nodes} nodes "
         + (f"spread over {settings.ccr_replicas} CCR front replicas, " if settings.ccr_replicas > 1 else "")
-        + "pulling with skopeo "
-        + ("(layers in parallel, as node runtimes fetch them)" if settings.parallel_layers else "(one layer at a time)")
+        + (
+            "pulling with containerd 1.6 (`ctr images pull --max-concurrent-downloads 3`, as its CRI plugin, through "
+            f"a hosts.toml; unpacked by the {settings.node_client.partition('-')[2] or 'native'} snapshotter)"
+            if settings.node_client.startswith("containerd")
+            else "pulling with skopeo "
+            + (
+                "(layers in parallel, as node runtimes fetch them)"
+                if settings.parallel_layers
+                else "(one layer at a time)"
+            )
+        )
         + f", retried on the kubelet's back-off (10 s doubling to 300 s); {scale}. "
         f"{measured_note(results)}",
         "",

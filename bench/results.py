@@ -27,6 +27,7 @@ class Settings:
     scale: float
     ccr_replicas: int = 1  # CCR front replicas, the nodes spread over them
     parallel_layers: bool = False  # nodes fetch an image's layers at once (files saved before this: one at a time)
+    node_client: str = "skopeo"  # what pulls on a node: skopeo, or a containerd daemon with ctr
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ def load_results(path: Path, settings: Settings) -> list[ScenarioResult]:
         saved = json.loads(path.read_text())
     except FileNotFoundError:
         return []
-    older = {"ccr_replicas": 1, "parallel_layers": False}  # what files saved before these settings existed ran
+    older = {
+        "ccr_replicas": 1,
+        "parallel_layers": False,
+        "node_client": "skopeo",
+    }  # what files saved before these settings existed ran
     if {**older, **saved.get("settings", {})} != dataclasses.asdict(settings):
         return []
     return [result_from_json(item) for item in saved["results"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import time
@@ -10,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.nodes import ImageNotHeld, NodePull, image_held, pull_like_kubelet, skopeo_pull
+from bench.nodes import ImageNotHeld, NodePull, containerd_pull, image_held, pull_like_kubelet, skopeo_pull
+from webhook.testing.containerd import ContainerdNode
 
 
 @dataclass(frozen=True)
@@ -26,22 +28,38 @@ class RolloutFailed(Exception):
 
 
 def roll_out(
-    nodes: int, workdir: Path, admit: Callable[[int], str], give_up_after: float, parallel_layers: bool = True
+    nodes: int,
+    workdir: Path,
+    admit: Callable[[int], str],
+    give_up_after: float,
+    parallel_layers: bool = True,
+    node_client: str = "skopeo",
 ) -> Rollout:
-    """Admit one Pod per node (`admit(i)` returns the image it runs) and have each node pull it (its layers at
-    once, or one at a time); verify every node."""
-    pull = functools.partial(skopeo_pull, parallel=parallel_layers)
+    """Admit one Pod per node (`admit(i)` returns the image it runs) and have each node pull it (skopeo, its layers
+    at once or one at a time; or a containerd daemon of its own); verify every node."""
     directories = [workdir / f"node-{index + 1}" for index in range(nodes)]
-    started = time.monotonic()
+    with contextlib.ExitStack() as daemons:
+        if node_client.startswith("containerd"):  # started before the clock: a node's runtime is up before its Pods
+            snapshotter = node_client.partition("-")[2] or "native"
+            runtimes = [daemons.enter_context(ContainerdNode(f"bench-{index + 1}")) for index in range(nodes)]
+            pulls_with = [functools.partial(containerd_pull, runtime, snapshotter=snapshotter) for runtime in runtimes]
+        else:
+            pulls_with = [functools.partial(skopeo_pull, parallel=parallel_layers)] * nodes
+        started = time.monotonic()
 
-    def node(index: int) -> NodePull:
-        image = admit(index)
-        return pull_like_kubelet(
-            f"node-{index + 1}", image, directories[index] / "image", started, give_up_after, pull=pull
-        )
+        def node(index: int) -> NodePull:
+            image = admit(index)
+            return pull_like_kubelet(
+                f"node-{index + 1}", image, directories[index] / "image", started, give_up_after, pull=pulls_with[index]
+            )
 
-    with ThreadPoolExecutor(nodes, thread_name_prefix="node") as pool:
-        pulls = tuple(pool.map(node, range(nodes)))
+        with ThreadPoolExecutor(nodes, thread_name_prefix="node") as pool:
+            pulls = tuple(pool.map(node, range(nodes)))
+    if node_client.startswith("containerd"):  # containerd checked every blob's digest as it committed it
+        missing = [pull for pull in pulls if pull.held_at is None]
+        if missing:
+            raise RolloutFailed(f"{missing[0].node} gave up: {missing[0].attempts[-1].error}")
+        return Rollout(pulls, max(pull.held_at or 0.0 for pull in pulls))
     try:
         missing = [pull for pull in pulls if pull.held_at is None]
         if missing:

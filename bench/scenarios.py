@@ -39,7 +39,8 @@ SCENARIOS = (
     Scenario(
         "front",
         "CCR front",
-        "the default policy (swap: always, copy: delayed, warmer.throughFront) with the CCR front: admission "
+        "the code's default policy (swap: always, copy: delayed; the warmer reads through the front by itself) with "
+        "the CCR front: admission "
         "rewrites to the CCR at once, the nodes pull through the front, which fetches each blob from upstream once "
         "and streams it to every node (and to the warm) as it arrives.",
         {},
@@ -102,6 +103,7 @@ def run_scenario(
     give_up_after: float,
     replicas: int = 1,
     parallel_layers: bool = True,
+    node_client: str = "skopeo",
 ) -> ScenarioResult:
     """Roll `image` out to `nodes` nodes as `scenario` says (through `replicas` front replicas, nodes spread over
     them round robin; each node fetching its layers at once or one at a time); count the bytes that crossed the
@@ -114,7 +116,7 @@ def run_scenario(
             scenario,
             image,
             upstream,
-            roll_out(nodes, workdir, lambda index: reference, give_up_after, parallel_layers),
+            roll_out(nodes, workdir, lambda index: reference, give_up_after, parallel_layers, node_client),
             {},
             load,
         )
@@ -139,6 +141,7 @@ def run_scenario(
                 lambda index: cluster.node_image(cluster.admit(f"app-{index + 1}", reference), index),
                 give_up_after,
                 parallel_layers,
+                node_client,
             )
             # a warm still running when the nodes are done crosses the WAN too: wait for it before counting
             details["ccr_held_at"] = watch.wait(give_up_after)

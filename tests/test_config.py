@@ -31,7 +31,28 @@ def test_defaults_are_the_safe_documented_ones():
     assert config.webhook.deadline_seconds == 2
     assert config.ccr.endpoint == "https://ccr.ccr-system.svc:5000"
     assert config.upstreams == ()
-    assert config.warmer.through_front is False  # without a front there is nothing to read through
+    assert config.warmer.through_front is None
+    assert not config.reads_through_front  # nodes pull from the registry itself: there is no front to read through
+
+
+@pytest.mark.parametrize(
+    ("ccr_section", "warmer", "through"),
+    [
+        ({"registry": "ccr.ccr-system.svc:5000", "endpoint": "http://ccr.ccr-system.svc:5002"}, {}, True),
+        ({"registry": "ccr.ccr-system.svc:5000", "endpoint": "https://ccr-push.ccr-system.svc:5000"}, {}, True),
+        ({"registry": "ccr.ccr-system.svc:5000", "endpoint": "https://ccr.ccr-system.svc:5000"}, {}, False),
+        ({"registry": "ccr.example.com", "endpoint": "https://ccr.example.com:443"}, {}, False),
+        (
+            {"registry": "ccr.ccr-system.svc:5000", "endpoint": "http://ccr.ccr-system.svc:5002"},
+            {"throughFront": False},
+            False,
+        ),
+        ({"registry": "ccr.example.com"}, {"throughFront": True}, True),
+    ],
+)
+def test_the_warmer_reads_through_the_front_whenever_nodes_pull_from_one(ccr_section, warmer, through):
+    config = parse_config({"ccr": {"insecure": True, **ccr_section}, "warmer": warmer})
+    assert config.reads_through_front is through
 
 
 def test_upstream_defaults():

@@ -19,6 +19,7 @@ from tests.support.kustomize import (
     KUBERNETES_VERSIONS,
     MANIFESTS,
     NAMESPACE,
+    NODES_NAMESPACE,
     OVERLAYS,
     ROOT,
     SERVICE,
@@ -74,13 +75,16 @@ def test_overlay_renders_and_every_object_validates_strictly(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_namespaced_object_lives_in_ccr_system_and_names_are_unique(overlay):
+    """...but the node agent's, in ccr-nodes (the privileged Pod Security level its hostPath needs stays there)."""
     objects = render(overlay)
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "PriorityClass"}
     seen = set()
     for obj in objects:
         meta = obj["metadata"]
         assert (meta.get("namespace") is None) == (obj["kind"] in cluster_scoped), f"{obj['kind']}/{meta['name']}"
-        assert meta.get("namespace") in (None, NAMESPACE)
+        assert meta.get("namespace") in (None, NAMESPACE, NODES_NAMESPACE)
+        if meta.get("namespace") == NODES_NAMESPACE:
+            assert meta["labels"].get("app.kubernetes.io/name") == "ccr-node-agent" or obj["kind"] == "ConfigMap"
         key = (obj["kind"], meta["name"])
         assert key not in seen, f"{key} twice"
         seen.add(key)
@@ -395,6 +399,8 @@ def test_rbac_is_least_privilege(overlay):
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     ]
     for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
+        if binding["metadata"]["name"].startswith("ccr-node-agent"):  # tests/test_node_manifests.py
+            continue
         account = "ccr" if binding["metadata"]["name"] == PEERS else SERVICE  # the CCR Pods read their peers
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
         assert f"{binding['roleRef']['kind']}/{binding['roleRef']['name']}" in roles
@@ -538,7 +544,7 @@ def test_nodes_reach_the_front_of_every_ccr_pod_and_the_front_reaches_the_regist
     assert (
         config.ccr.endpoint == "http://127.0.0.1:" + registry_config(objects, "ccr")["http"]["addr"].rpartition(":")[2]
     )
-    assert seen_by_webhook.policy.swap.value == "always" and seen_by_webhook.warmer.through_front
+    assert seen_by_webhook.policy.swap.value == "always" and seen_by_webhook.reads_through_front
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert front[probe]["httpGet"]["port"] == nodes_port["targetPort"]
         assert front[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if config.front.tls_cert else "HTTP")
@@ -694,7 +700,9 @@ def test_the_priority_override_in_the_install_guide_renders(tmp_path):
     assert result.returncode == 0, result.stderr
     objects = [o for o in yaml.safe_load_all(result.stdout) if o]
     assert find(objects, "PriorityClass") == []
-    assert {spec["priorityClassName"] for _, spec in pod_specs(objects)} == {"system-cluster-critical"}
+    classes = {name: spec["priorityClassName"] for name, spec in pod_specs(objects)}
+    assert classes.pop("DaemonSet/ccr-node-agent") == "system-node-critical"  # a node's own, left alone
+    assert set(classes.values()) == {"system-cluster-critical"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

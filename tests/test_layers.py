@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "admission": {"config", "errors", "version", "logs", "policy", "registry", "hints", "http_service", "tls"},
     "retention": {"config", "errors", "logs", "policy", "registry", "kube"},
     "front": {"config", "errors", "version", "logs", "policy", "registry", "copier", "http_service", "tls", "kube"},
+    "node": {"config", "errors", "version", "logs", "policy", "registry", "front", "http_service", "kube"},
     "warmer": {
         "config",
         "errors",
@@ -56,6 +57,7 @@ ALLOWED: dict[str, set[str]] = {
         "warmer",
         "retention",
         "front",
+        "node",
     },
     "cli": {"config", "errors", "version", "registry", "copier", "commands"},
     "testing": set(),  # the harness sits on top: filled in below with every room

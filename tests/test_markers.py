@@ -18,6 +18,7 @@ STARTERS = {
     "LocalWebhook",
     "LocalWarmer",
     "LocalAPIServer",  # the in-memory Kubernetes API server
+    "ContainerdNode",  # a containerd daemon
     "LoopbackServer",
     "RegistryProxy",
     "TokenIssuer",

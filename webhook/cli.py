@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "warmer",
     "gc_images",
     "front",
+    "node_agent",
 )
 
 

@@ -28,6 +28,7 @@ KUBERNETES_VERSIONS = [
     "1.37.0",
 ]  # the oldest we support (native sidecars, preStop sleep) and the newest schema
 NAMESPACE, SERVICE, CONFIGURATION = "ccr-system", "ccr-webhook", "ccr-webhook"
+NODES_NAMESPACE = "ccr-nodes"  # the node agent's own namespace: the privileged Pod Security level
 WORKLOADS = ("Deployment", "StatefulSet")
 CREDENTIALS_SECRET, CREDENTIALS_KEY = "ccr-webhook-credentials", "config.json"
 DOWNWARD_EXAMPLES = {"metadata.namespace": NAMESPACE, "metadata.name": "ccr-0", "status.podIP": "10.244.1.7"}
@@ -121,9 +122,13 @@ def front_config(objects) -> Any:
     return webhook_config(objects, "front", "ccr")
 
 
+CCR_CLUSTER_IP = "10.96.0.50"  # the CCR Service's ClusterIP the script is given
+
+
 @functools.cache
 def production_secrets() -> dict[str, dict[str, bytes]]:
-    """The Secrets certs/make-production-secrets.sh makes (each validated), by name: their keys and bytes."""
+    """The Secrets (and the ConfigMap ccr-ca) certs/make-production-secrets.sh makes, each validated, by name:
+    their keys and bytes."""
     # this interpreter first on PATH, so the script's python3 has the test dependencies
     path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(kubectl()).parent), os.environ.get("PATH", "")])
     with tempfile.TemporaryDirectory(prefix="ccr-upstream-auths-") as scratch:
@@ -136,6 +141,7 @@ def production_secrets() -> dict[str, dict[str, bytes]]:
             "PATH": path,
             "CCR_PULL_PASSWORD": "pull-pw",
             "CCR_PUSH_PASSWORD": "push-pw",
+            "CCR_CLUSTER_IP": CCR_CLUSTER_IP,
             "UPSTREAM_DOCKER_CONFIG": str(upstream),
         }
         result = subprocess.run(
@@ -146,5 +152,6 @@ def production_secrets() -> dict[str, dict[str, bytes]]:
     for doc in yaml.safe_load_all(result.stdout):
         if doc:
             kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
-            secrets[doc["metadata"]["name"]] = {key: base64.b64decode(value) for key, value in doc["data"].items()}
+            decode = base64.b64decode if doc["kind"] == "Secret" else str.encode  # the ConfigMap ccr-ca: plain text
+            secrets[doc["metadata"]["name"]] = {key: decode(value) for key, value in doc["data"].items()}
     return secrets

@@ -7,6 +7,7 @@ involve several keys of a section (each raises checks.Invalid naming the key at 
 from __future__ import annotations
 
 import enum
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -350,12 +351,13 @@ class WarmerConfig:
     event_pods_per_image: int = key(
         5, minimum=0, doc="...posted on at most this many of the Pods that use the image (`0`: no Events)."
     )
-    through_front: bool = key(
-        False,
-        shown="`false` (`true` in the shipped ConfigMap)",
+    through_front: bool | None = key(
+        None,
+        shown="auto: `true` when `ccr.registry` (the front) is not `ccr.endpoint`'s host:port",
         doc="Read the images it warms through the CCR front (`ccr.registry`, with `ccr.credentials` and "
         "`ccr.caFile`) instead of from their upstream, so the warm and the nodes share the front's one fetch: one "
-        "WAN copy per image. `false` for a CCR without a front.",
+        "WAN copy per image. Unset, it is on whenever nodes pull from somewhere else than where the warmer writes "
+        "(a front is deployed); `false` to read from upstream anyway.",
     )
 
     cross_checks: ClassVar[CrossChecks] = (_backoff_ordered,)
@@ -615,6 +617,81 @@ class FrontConfig:
         return bool(self.peers) or self.peer_service is not None
 
 
+@dataclass(frozen=True)
+class NodeAgentConfig:
+    """The node agent DaemonSet (`ccr-webhook node-agent`): containerd's hosts.toml and CA, and the fallback."""
+
+    config_path: str = key(
+        "/etc/containerd/certs.d",
+        doc="containerd's `config_path` as the node sees it; the agent writes only `<configPath>/<ccr.registry>/`.",
+    )
+    host_dir: str = key(
+        "/host/etc/containerd/certs.d",
+        doc="Where the agent's container sees `configPath` (its one writable hostPath volume).",
+    )
+    containerd_config: str | None = key(
+        "/host/etc/containerd/config.toml",
+        check=checks.none_if_empty,
+        doc="containerd's main config as the agent sees it (read-only), to check that its `config_path` names "
+        "`configPath`; empty: not checked. The agent never edits it.",
+    )
+    service: str = key("ccr", check=checks.kubernetes_name, doc="The CCR Service whose ClusterIP nodes dial.")
+    service_namespace: str = key(DEFAULT_LEASE_NAMESPACE, check=checks.kubernetes_name, doc="Its namespace.")
+    event_namespace: str = key(
+        "ccr-nodes",
+        check=checks.kubernetes_name,
+        doc="The agent's own namespace: its Events about its Node go there, and its DaemonSet is there.",
+    )
+    daemon_set: str = key(
+        "ccr-node-agent",
+        check=checks.kubernetes_name,
+        doc="The agent's DaemonSet: when it is gone or being deleted, a stopping agent removes what it wrote "
+        "(a rollout keeps the files for the next agent).",
+    )
+    front_address: str | None = key(
+        None,
+        check=checks.none_if_empty,
+        shown="none (the Service's ClusterIP, the port of `ccr.registry`)",
+        doc="The `host:port` nodes dial for the front, instead of the Service's ClusterIP (tests, a NodePort).",
+    )
+    pull_credentials: str | None = key(
+        None,
+        check=checks.none_if_empty,
+        doc="A docker config.json whose entry for `ccr.registry` is the nodes' pull account; sent to the front only.",
+    )
+    ca_config_map: str | None = key(
+        None,
+        check=checks.none_if_empty,
+        shown="none (`ccr.caFile`)",
+        doc="A ConfigMap in the agent's namespace whose `ca.crt` is the CCR's CA, watched through the API so a "
+        "rotation reaches the node within seconds; instead of the mounted `ccr.caFile`.",
+    )
+    ca_overlap_seconds: float = key(
+        86400.0,
+        minimum=0,
+        duration=True,
+        shown="`24h`",
+        doc="How long a replaced CA (`caConfigMap` or `ccr.caFile` changed) is still trusted beside the new one.",
+    )
+    fallback_listen: str | None = key(
+        "127.0.0.1:5010",
+        check=checks.none_if_empty,
+        doc="The node-local, pull-only fallback containerd tries after the front (digest-pinned pulls from "
+        "upstream, verified). Empty: no fallback, pulls stop while the CCR is down.",
+    )
+    listen: str = key(
+        "127.0.0.1:5011", check=checks.listen_address, doc="`/healthz`, `/readyz` and `/metrics` of the agent."
+    )
+    interval_seconds: float = key(
+        10.0,
+        minimum=0.1,
+        doc="How often the agent reads the Service and the CA again, rewrites what changed and checks the front.",
+    )
+    node_name: str | None = key(
+        None, from_env="NODE_NAME", check=checks.none_if_empty, doc="The node it runs on, for its Events."
+    )
+
+
 def _ccr_is_not_an_upstream(config: Config) -> None:
     """Mirroring the CCR into itself would loop."""
     for upstream in config.upstreams:
@@ -673,8 +750,25 @@ class Config:
         doc="The CCR front (`ccr-webhook front`): the pull endpoint that fetches a miss from upstream once "
         "([operations.md](operations.md#the-ccr-front)).",
     )
+    nodes: NodeAgentConfig = key(
+        factory=NodeAgentConfig,
+        doc="The node side, `ccr-webhook node-agent` on every node: containerd's `hosts.toml` and CA, and the "
+        "upstream fallback while the CCR is down "
+        "([install.md](install.md#2-let-the-nodes-reach-the-ccr-the-node-agent)).",
+    )
 
     cross_checks: ClassVar[CrossChecks] = (_upstreams_distinct, _ccr_is_not_an_upstream)
+
+    @property
+    def reads_through_front(self) -> bool:
+        """Whether copies into the CCR read through its front: `warmer.throughFront`, or when unset, whether nodes
+        pull from another address than the registry the warmer writes to (that address is the front)."""
+        if self.warmer.through_front is not None:
+            return self.warmer.through_front
+        endpoint = urllib.parse.urlsplit(self.ccr.endpoint)
+        default_port = 80 if endpoint.scheme == "http" else 443
+        front = urllib.parse.urlsplit(f"//{self.ccr.registry}")
+        return (front.hostname, front.port or 443) != (endpoint.hostname, endpoint.port or default_port)
 
     def upstream_for(self, registry: str) -> UpstreamConfig | None:
         """The configured upstream for a normalized registry host, or None if it is not one."""

@@ -72,7 +72,7 @@ class Front:
 
     def __init__(self, config: Config, max_connections: int) -> None:
         self.config = config
-        self.registries = Registries(config)
+        self.registries = Registries(config, through_front=False)  # the front is what others read through
         settings = config.front
         self.metrics = FrontMetrics({"serving": settings.tls_cert, "peer": settings.peer_tls_cert})
         spool = Spool(settings.spool_dir, settings.spool_max_bytes)

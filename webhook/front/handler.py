@@ -79,13 +79,17 @@ class FrontRequestHandler(BaseHTTPRequestHandler):
     def send_head(self, status: int, headers: dict[str, str]) -> None:
         """The status line and headers, with `Connection: close` when this answer ends the connection."""
         self._head_sent = True
-        self.front.metrics.count_request(self.route, status)
+        self.count(status)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         if self.close_connection and "Connection" not in headers:
             self.send_header("Connection", "close")
         self.end_headers()
+
+    def count(self, status: int) -> None:
+        """Count the answer by route and status (`ccr_front_requests_total`)."""
+        self.front.metrics.count_request(self.route, status)
 
     def send_body(self, data: bytes, source: str) -> None:
         """A body held in memory."""

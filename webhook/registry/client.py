@@ -773,7 +773,9 @@ def _authorized(headers: Mapping[str, str] | None, authorization: str | None) ->
 class Registries:
     """The registry clients of one configuration, created once: the CCR, and each configured upstream only."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, through_front: bool | None = None) -> None:
+        """`through_front`: whether copies read through the CCR front (default: `config.reads_through_front`); the
+        front itself and the node agent's fallback never do."""
         resolver = config.resolver
 
         def client(
@@ -803,7 +805,7 @@ class Registries:
             client(
                 f"{'http' if ccr.insecure else 'https'}://{ccr.registry}", ccr.credentials, ccr.insecure, ccr.ca_file
             )
-            if config.warmer.through_front
+            if (config.reads_through_front if through_front is None else through_front)
             else None
         )
         self._upstreams = {

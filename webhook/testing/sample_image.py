@@ -3,8 +3,9 @@
 Layers are incompressible bytes drawn from a seed, generated again on every pass instead of being kept:
 a first streaming pass computes a layer's digest, a second one uploads it, so layers of many gigabytes
 need no more memory than one chunk. The same seed and sizes always give the same digests. The layers are
-raw bytes, not tar archives: registries and the copy engine never look inside, but a runtime could not
-unpack them. Blobs are pushed before manifests, child manifests before the index, and the tag last.
+raw bytes by default: registries and the copy engine never look inside. With `tar_layers` each layer
+is a tar archive holding one file of those bytes, which a runtime (containerd in the node tests) can
+unpack. Blobs are pushed before manifests, child manifests before the index, and the tag last.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import hashlib
 import json
 import random
+import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +50,23 @@ class GeneratedLayer:
         for chunk in self:
             hasher.update(chunk)
         return f"sha256:{hasher.hexdigest()}"
+
+
+class TarLayer(GeneratedLayer):
+    """A GeneratedLayer of `content_size` bytes wrapped as the one file of an uncompressed tar archive, streamed."""
+
+    def __init__(self, seed: str, content_size: int) -> None:
+        info = tarfile.TarInfo("ccr-sample-data")
+        info.size, info.mode, info.mtime = content_size, 0o644, 0
+        self._header = info.tobuf(format=tarfile.GNU_FORMAT)
+        self._content = GeneratedLayer(seed, content_size)
+        self._padding = -content_size % tarfile.BLOCKSIZE
+        super().__init__(seed, len(self._header) + content_size + self._padding + 2 * tarfile.BLOCKSIZE)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._header
+        yield from self._content
+        yield b"\0" * (self._padding + 2 * tarfile.BLOCKSIZE)
 
 
 @dataclass(frozen=True)
@@ -91,20 +110,21 @@ def push_sample_image(
     seed: int,
     platforms: int = 1,
     created: str = "1970-01-01T00:00:00Z",
+    tar_layers: bool = False,
 ) -> PushedImage:
     """Push a generated image (an OCI manifest, or a linux/amd64 + linux/arm64 index when `platforms` is 2).
 
-    `created` is the build time its configs state (RFC 3339), which retention ranks images by.
+    `created` is the build time its configs state (RFC 3339), which retention ranks images by; `tar_layers`
+    makes layers a runtime can unpack (a layer size is then its file's size, the archive a little larger).
     """
+    kind = TarLayer if tar_layers else GeneratedLayer
     if not 1 <= platforms <= len(PLATFORMS):
         raise ValueError(f"platforms must be 1 to {len(PLATFORMS)}, got {platforms}")
     blobs: list[str] = []
     children: list[tuple[dict, bytes]] = []
     total = 0
     for os_name, architecture in PLATFORMS[:platforms]:
-        layers = [
-            GeneratedLayer(f"ccr-sample:{seed}:{architecture}:{index}", size) for index, size in enumerate(layer_sizes)
-        ]
+        layers = [kind(f"ccr-sample:{seed}:{architecture}:{index}", size) for index, size in enumerate(layer_sizes)]
         for layer in layers:
             _push_blob_if_missing(client, repository, layer.digest, layer.size, layer)
         config = _canonical_json(
