@@ -168,7 +168,7 @@ def test_over_budget_the_least_recently_used_unused_images_go_first_until_under(
     assert evicted[("v3",)].startswith(f"over the storage budget of {format_bytes(budget)}, least recently used")
     assert all("last used" in verdict.reason for verdict in result.plan.evictions)
     assert stays(empty_ccr_client, APP, in_use) and stays(empty_ccr_client, APP, images[2])
-    stored = unique_bytes(read_inventory(empty_ccr_client, ["mirror/up"]))
+    stored = unique_bytes(read_inventory(empty_ccr_client, ["mirror/up"]).images)
     assert stored == result.plan.kept_bytes == 2 * per_image <= budget < result.plan.stored_bytes
     sample = metrics.registry.get_sample_value
     assert sample("ccr_webhook_storage_bytes") == stored
