@@ -189,6 +189,9 @@ def test_an_image_in_use_stays_with_its_signature_when_the_rules_keep_nothing(
     cluster.create(pod("runs-old", f"{empty_ccr.host}/{REPOSITORY}@{signed['old']}"))
     wait_until(lambda: (REPOSITORY, signed["old"]) in usage.tracker.in_use().digests)
     old_attached, new_attached = (attached(empty_ccr_client, signed[name]) for name in ("old", "new"))
+    for references in (old_attached, new_attached):  # a signed referrer (a signed SBOM): attached to an attachment
+        sign_image(empty_ccr_client, REPOSITORY, references[2], KEY)
+        references.append(signature_tag(references[2]))
     clock.now = START + DAY
     retention = Retention(
         configure(empty_ccr, keepNewest=0), empty_ccr_client, usage.tracker, usage.confirm, clock=clock
@@ -200,7 +203,8 @@ def test_an_image_in_use_stays_with_its_signature_when_the_rules_keep_nothing(
     ]
     assert all(held(empty_ccr_client, reference) for reference in (signed["old"], *old_attached))
     assert not any(held(empty_ccr_client, reference) for reference in (signed["new"], *new_attached))
-    assert not result.plan.orphans  # the signature of an image in use is no orphan
+    assert not result.plan.orphans  # the signature of an image in use is no orphan, nor that of its referrer
+    assert [len(v.image.attachments) for v in result.plan.verdicts] == [3, 3]
     verdict = check_signatures(empty_ccr_client, REPOSITORY, signed["old"], public_keys([public_pem(KEY)]), 5.0)
     assert verdict.valid, verdict.reason
 
