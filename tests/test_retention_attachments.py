@@ -11,17 +11,15 @@ import pytest
 
 from tests.support.clock import Clock
 from tests.support.local_registry import client as make_client
+from tests.support.retention import retention_config, watched_usage
 from tests.support.waiting import wait_until
 from tests.support.workloads import pod
 from webhook.commands.gc_images import render, report_json
-from webhook.config import parse_config
 from webhook.copier.engine import copy_image
 from webhook.policy.signatures import attachment_of, public_keys, referrers_tag, signature_tag
 from webhook.registry.errors import NotFound
 from webhook.registry.signatures import check_signatures
 from webhook.retention.run import Retention
-from webhook.retention.usage import UsageTracker
-from webhook.retention.watch import ClusterUsage
 from webhook.testing.cosign import new_key, public_pem, sign_image
 from webhook.testing.sample_image import push_sample_image
 
@@ -33,28 +31,12 @@ REPOSITORY = "mirror/up/team/app"
 KEY = new_key("ecdsa")
 
 
-def configure(ccr, **retention):
-    return parse_config(
-        {
-            "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
-            "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
-            "retention": {"enabled": True, "maxUnusedAge": 0, "keepNewest": 1, **retention},
-        }
-    )
-
-
 @pytest.fixture
-def clock():
-    return Clock(START)
-
-
-@pytest.fixture
-def usage(cluster, empty_ccr, clock):
-    config = configure(empty_ccr)
-    usage = ClusterUsage(cluster.api_client(), config, UsageTracker(config, clock=clock), watch_seconds=2).start()
-    assert usage.wait_synced(5)
-    yield usage
-    usage.stop()
+def watch(cluster, empty_ccr):
+    """The cluster's usage, watched on a clock the test moves, and the clock."""
+    clock = Clock(START)
+    with watched_usage(cluster, empty_ccr, clock) as usage:
+        yield usage, clock
 
 
 @pytest.fixture
@@ -120,11 +102,14 @@ def everything(ccr_client, digest: str) -> dict[str, int]:
 
 
 def test_keep_newest_keeps_the_newest_image_with_its_signature_and_evicts_the_older_with_its(
-    empty_ccr, empty_ccr_client, signed, usage, clock
+    empty_ccr, empty_ccr_client, signed, watch
 ):
+    usage, clock = watch
     gone = orphan(empty_ccr_client)
     old_blobs, new_blobs = (everything(empty_ccr_client, signed[name]) for name in ("old", "new"))
-    retention = Retention(configure(empty_ccr), empty_ccr_client, usage.tracker, usage.confirm, clock=clock)
+    retention = Retention(
+        retention_config(empty_ccr, maxUnusedAge=0), empty_ccr_client, usage.tracker, usage.confirm, clock=clock
+    )
     clock.now = START + DAY
 
     preview = retention.run(dry_run=True)
@@ -184,8 +169,9 @@ def test_keep_newest_keeps_the_newest_image_with_its_signature_and_evicts_the_ol
 
 
 def test_an_image_in_use_stays_with_its_signature_when_the_rules_keep_nothing(
-    empty_ccr, empty_ccr_client, cluster, signed, usage, clock
+    empty_ccr, empty_ccr_client, cluster, signed, watch
 ):
+    usage, clock = watch
     cluster.create(pod("runs-old", f"{empty_ccr.host}/{REPOSITORY}@{signed['old']}"))
     wait_until(lambda: (REPOSITORY, signed["old"]) in usage.tracker.in_use().digests)
     old_attached, new_attached = (attached(empty_ccr_client, signed[name]) for name in ("old", "new"))
@@ -194,7 +180,11 @@ def test_an_image_in_use_stays_with_its_signature_when_the_rules_keep_nothing(
         references.append(signature_tag(references[2]))
     clock.now = START + DAY
     retention = Retention(
-        configure(empty_ccr, keepNewest=0), empty_ccr_client, usage.tracker, usage.confirm, clock=clock
+        retention_config(empty_ccr, maxUnusedAge=0, keepNewest=0),
+        empty_ccr_client,
+        usage.tracker,
+        usage.confirm,
+        clock=clock,
     )
     result = retention.run()
     assert [(v.image.tags, v.evict, v.reason) for v in result.plan.verdicts] == [
@@ -209,12 +199,13 @@ def test_an_image_in_use_stays_with_its_signature_when_the_rules_keep_nothing(
     assert verdict.valid, verdict.reason
 
 
-def test_the_budget_counts_an_images_attachments_with_it(empty_ccr, empty_ccr_client, signed, usage, clock):
+def test_the_budget_counts_an_images_attachments_with_it(empty_ccr, empty_ccr_client, signed, watch):
+    usage, clock = watch
     new_blobs = everything(empty_ccr_client, signed["new"])
     old_image, old_blobs = stored_blobs(empty_ccr_client, signed["old"]), everything(empty_ccr_client, signed["old"])
     budget = sum({**new_blobs, **old_image}.values())  # both images fit; not with the older one's attachments too
     assert sum({**new_blobs, **old_blobs}.values()) > budget
-    config = configure(empty_ccr, keepNewest=2, maxUnusedAge="7d", maxBytes=budget)
+    config = retention_config(empty_ccr, keepNewest=2, maxBytes=budget)
     clock.now = START + DAY
     result = Retention(config, empty_ccr_client, usage.tracker, usage.confirm, clock=clock).run()
     (evicted,) = result.plan.evictions

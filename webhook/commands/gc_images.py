@@ -31,7 +31,7 @@ from webhook.retention.plan import Verdict, format_attachments, format_bytes, un
 if TYPE_CHECKING:  # imported in run(): retention.run brings prometheus_client, which must not be loaded before
     # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI
     from webhook.retention.inventory import Attachment
-    from webhook.retention.run import OrphanOutcome, Outcome, RunResult
+    from webhook.retention.run import Outcome, RunResult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,7 +107,7 @@ def render(result: RunResult) -> str:
     """One line per image: kept (and by which rule), or what its eviction would do, did, or why it stopped, with
     the attachments that go or stay with it; one per orphan attachment; then a summary with the CCR's bytes
     against the budget."""
-    outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
+    outcomes = {(o.planned.image.repository, o.planned.image.digest): o for o in result.outcomes}
     lines = []
     for verdict in result.plan.verdicts:
         image = verdict.image
@@ -119,7 +119,7 @@ def render(result: RunResult) -> str:
             f"{state:<13} {image.repository}@{image.digest[:19]} "
             f"{','.join(image.tags) or '-'} {format_bytes(size)}{_with(verdict)} ({why})"
         )
-    orphans = {o.attachment.digest: o for o in result.orphan_outcomes}
+    orphans = {o.planned.digest: o for o in result.orphan_outcomes}
     for orphan in result.plan.orphans:
         done = orphans.get(orphan.digest)
         why = (done and (done.error or done.spared)) or _orphaned(orphan)
@@ -135,7 +135,7 @@ def render(result: RunResult) -> str:
         else sum(1 for o in result.orphan_outcomes if o.deleted and not (o.error or o.spared))
     )
     freed = (
-        sum(o.verdict.freed_bytes for o in evicted)
+        sum(o.planned.freed_bytes for o in evicted)
         if not result.dry_run
         else sum(v.freed_bytes for v in result.plan.evictions)
     ) + (result.plan.orphan_bytes if gone == len(result.plan.orphans) else 0)
@@ -158,8 +158,8 @@ def render(result: RunResult) -> str:
 
 def report_json(result: RunResult) -> dict[str, Any]:
     """The run as data: every verdict with its attachments, the orphan attachments, and what happened to each."""
-    outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
-    orphans = {o.attachment.digest: o for o in result.orphan_outcomes}
+    outcomes = {(o.planned.image.repository, o.planned.image.digest): o for o in result.outcomes}
+    orphans = {o.planned.digest: o for o in result.orphan_outcomes}
     return {
         "dryRun": result.dry_run,
         "storedBytes": result.plan.stored_bytes,
@@ -215,7 +215,7 @@ def _orphaned(orphan: Attachment) -> str:
     return f"an orphan: the {orphan.kind.noun} of {orphan.subject[:19]}, which the CCR no longer holds{listed}"
 
 
-def _state(outcome: Outcome | OrphanOutcome | None, dry_run: bool) -> str:
+def _state(outcome: Outcome[Any] | None, dry_run: bool) -> str:
     if dry_run or outcome is None:
         return "would delete"
     if outcome.error:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from webhook.config import Config
 from webhook.registry.errors import NotFound, RegistryError
@@ -33,23 +33,17 @@ class CCRWriter(CCRReader, Protocol):
     def delete_manifest(self, repository: str, digest: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one planned eviction: the manifests deleted, and why it stopped short if it did."""
-
-    verdict: Verdict
-    deleted: tuple[str, ...]
-    spared: str | None = None  # it turned out to be in use: kept
-    error: str | None = None  # a delete failed
+Planned = TypeVar("Planned", Verdict, Attachment)
 
 
 @dataclass(frozen=True)
-class OrphanOutcome:
-    """What happened to one orphan attachment: the manifests deleted, and why it stopped short if it did."""
+class Outcome(Generic[Planned]):
+    """What happened to one planned delete, an eviction or an orphan attachment: the manifests deleted, and why it
+    stopped short if it did."""
 
-    attachment: Attachment
+    planned: Planned
     deleted: tuple[str, ...]
-    spared: str | None = None  # its subject is back in the CCR: kept
+    spared: str | None = None  # it turned out to be in use (an orphan: its subject is back): kept
     error: str | None = None  # a delete failed
 
 
@@ -58,9 +52,9 @@ class RunResult:
     """A retention run: the plan, and (unless a dry run) what each eviction and orphan delete did."""
 
     plan: Plan
-    outcomes: tuple[Outcome, ...]
+    outcomes: tuple[Outcome[Verdict], ...]
     dry_run: bool
-    orphan_outcomes: tuple[OrphanOutcome, ...] = ()
+    orphan_outcomes: tuple[Outcome[Attachment], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -113,14 +107,14 @@ class Retention:
         }
         in_use = self._tracker.in_use()
         plan = plan_evictions(images, in_use, self._tracker.last_seen, self._first_seen, rules, now, inventory.orphans)
-        outcomes: tuple[Outcome, ...] = ()
-        orphan_outcomes: tuple[OrphanOutcome, ...] = ()
+        outcomes: tuple[Outcome[Verdict], ...] = ()
+        orphan_outcomes: tuple[Outcome[Attachment], ...] = ()
         if not dry_run and plan.evictions:
             confirmed = self._confirm()
             outcomes = tuple(self._evict(verdict, confirmed) for verdict in plan.evictions)
         if not dry_run:
             orphan_outcomes = tuple(self._delete_orphan(orphan) for orphan in plan.orphans)
-        gone = {(o.verdict.image.repository, o.verdict.image.digest) for o in outcomes if o.deleted and not o.error}
+        gone = {(o.planned.image.repository, o.planned.image.digest) for o in outcomes if o.deleted and not o.error}
         remaining = [v.image for v in plan.verdicts if (v.image.repository, v.image.digest) not in gone]
         if plan.over_budget:
             log.warning(
@@ -133,7 +127,7 @@ class Retention:
             self._metrics.set_storage(unique_bytes(remaining), rules.max_bytes)
         return RunResult(plan, outcomes, dry_run, orphan_outcomes)
 
-    def _evict(self, verdict: Verdict, confirmed: InUse) -> Outcome:
+    def _evict(self, verdict: Verdict, confirmed: InUse) -> Outcome[Verdict]:
         """Delete the manifests of one eviction, top first, each only if still unused right before its DELETE."""
         image = verdict.image
         deleted: list[str] = []
@@ -164,20 +158,20 @@ class Retention:
         )
         return Outcome(verdict, tuple(deleted))
 
-    def _delete_orphan(self, orphan: Attachment) -> OrphanOutcome:
+    def _delete_orphan(self, orphan: Attachment) -> Outcome[Attachment]:
         """Delete an attachment whose subject is gone, top manifest first, unless its subject came back meanwhile
         (a copy brings the image before its signatures)."""
         deleted: list[str] = []
         for digest in orphan.manifests:
             if self._ccr.has_manifest(orphan.repository, orphan.subject):
-                return OrphanOutcome(orphan, tuple(deleted), spared=f"its subject {orphan.subject} is back")
+                return Outcome(orphan, tuple(deleted), spared=f"its subject {orphan.subject} is back")
             try:
                 self._ccr.delete_manifest(orphan.repository, digest)
             except NotFound:
                 pass  # gone already
             except RegistryError as err:
                 log.warning("retention: deleting orphan %s@%s failed: %s", orphan.repository, digest, err)
-                return OrphanOutcome(orphan, tuple(deleted), error=str(err))
+                return Outcome(orphan, tuple(deleted), error=str(err))
             deleted.append(digest)
         log.info(
             "retention: deleted the orphan %s %s@%s (its subject %s is gone)",
@@ -186,4 +180,4 @@ class Retention:
             orphan.digest,
             orphan.subject,
         )
-        return OrphanOutcome(orphan, tuple(deleted))
+        return Outcome(orphan, tuple(deleted))
