@@ -16,7 +16,7 @@ from tests.support.waiting import wait_until
 from tests.support.workloads import pod
 from webhook.commands.gc_images import render, report_json
 from webhook.copier.engine import copy_image
-from webhook.policy.signatures import attachment_of, public_keys, referrers_tag, signature_tag
+from webhook.policy.signatures import Attached, attachment_of, public_keys, referrers_tag, signature_tag
 from webhook.registry.errors import NotFound
 from webhook.registry.signatures import check_signatures
 from webhook.retention.run import Retention
@@ -216,3 +216,28 @@ def test_the_budget_counts_an_images_attachments_with_it(empty_ccr, empty_ccr_cl
     assert result.plan.kept_bytes == sum(new_blobs.values()) <= budget and not result.plan.over_budget
     assert evicted.freed_bytes == sum(size for blob, size in old_blobs.items() if blob not in new_blobs)
     assert not held(empty_ccr_client, signature_tag(signed["old"]))
+
+
+def test_an_orphan_whose_image_comes_back_before_its_delete_stays(empty_ccr, empty_ccr_client, watch):
+    usage, clock = watch
+    gone = orphan(empty_ccr_client)
+
+    class CopiedBackMeanwhile:  # the image is copied back between the inventory and the orphan's delete
+        def __getattr__(self, name):
+            return getattr(empty_ccr_client, name)
+
+        def has_manifest(self, repository, digest):
+            if digest == gone and not empty_ccr_client.has_manifest(repository, digest):
+                push_sample_image(empty_ccr_client, REPOSITORY, "gone", [3000], seed=7, created="2020-01-01T00:00:00Z")
+            return empty_ccr_client.has_manifest(repository, digest)
+
+    config = retention_config(empty_ccr, keepNewest=5)
+    result = Retention(config, CopiedBackMeanwhile(), usage.tracker, usage.confirm, clock=clock).run()
+    assert len(result.plan.orphans) == 2 and not result.failed
+    assert [o.spared for o in result.orphan_outcomes] == [f"its subject {gone} is back"] * 2
+    assert held(empty_ccr_client, signature_tag(gone)) and held(empty_ccr_client, referrers_tag(gone))
+    assert render(result).splitlines()[-1].startswith("evicted 0 image(s), ")  # no orphan counted as deleted
+    again = Retention(config, empty_ccr_client, usage.tracker, usage.confirm, clock=clock).run(dry_run=True)
+    (back,) = again.plan.verdicts  # the image is back: its signature and referrers are attached to it again
+    assert {a.kind for a in back.image.attachments} == {Attached.SIGNATURE, Attached.REFERRERS}
+    assert not again.plan.orphans
