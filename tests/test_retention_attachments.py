@@ -19,6 +19,7 @@ from webhook.copier.engine import copy_image
 from webhook.policy.signatures import Attached, attachment_of, public_keys, referrers_tag, signature_tag
 from webhook.registry.errors import NotFound
 from webhook.registry.signatures import check_signatures
+from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.run import Retention
 from webhook.testing.cosign import new_key, public_pem, sign_image
 from webhook.testing.sample_image import push_sample_image
@@ -232,11 +233,14 @@ def test_an_orphan_whose_image_comes_back_before_its_delete_stays(empty_ccr, emp
             return empty_ccr_client.has_manifest(repository, digest)
 
     config = retention_config(empty_ccr, keepNewest=5)
-    result = Retention(config, CopiedBackMeanwhile(), usage.tracker, usage.confirm, clock=clock).run()
+    metrics = RetentionMetrics()
+    result = Retention(config, CopiedBackMeanwhile(), usage.tracker, usage.confirm, clock=clock, metrics=metrics).run()
     assert len(result.plan.orphans) == 2 and not result.failed
     assert [o.spared for o in result.orphan_outcomes] == [f"its subject {gone} is back"] * 2
     assert held(empty_ccr_client, signature_tag(gone)) and held(empty_ccr_client, referrers_tag(gone))
     assert render(result).splitlines()[-1].startswith("evicted 0 image(s), ")  # no orphan counted as deleted
+    # what stays is counted, the orphans that stayed included
+    assert metrics.registry.get_sample_value("ccr_webhook_storage_bytes") == result.plan.stored_bytes
     again = Retention(config, empty_ccr_client, usage.tracker, usage.confirm, clock=clock).run(dry_run=True)
     (back,) = again.plan.verdicts  # the image is back: its signature and referrers are attached to it again
     assert {a.kind for a in back.image.attachments} == {Attached.SIGNATURE, Attached.REFERRERS}

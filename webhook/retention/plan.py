@@ -205,7 +205,7 @@ def unique_bytes(images: Iterable[StoredImage | Attachment]) -> int:
     return sum(sizes.values())
 
 
-def bytes_by_repository(images: Iterable[StoredImage]) -> dict[str, int]:
+def bytes_by_repository(images: Iterable[StoredImage | Attachment]) -> dict[str, int]:
     """Unique blob bytes per repository of `images`."""
     blobs: dict[str, dict[str, int]] = {}
     for image in images:

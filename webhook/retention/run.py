@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from webhook.config import Config
 from webhook.registry.errors import NotFound, RegistryError
-from webhook.retention.inventory import Attachment, BuildTimes, CCRReader, read_inventory
+from webhook.retention.inventory import Attachment, BuildTimes, CCRReader, StoredImage, read_inventory
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.plan import Plan, Verdict, bytes_by_repository, named, plan_evictions, unique_bytes
 from webhook.retention.usage import InUse, UsageTracker
@@ -115,7 +115,11 @@ class Retention:
         if not dry_run:
             orphan_outcomes = tuple(self._delete_orphan(orphan) for orphan in plan.orphans)
         gone = {(o.planned.image.repository, o.planned.image.digest) for o in outcomes if o.deleted and not o.error}
-        remaining = [v.image for v in plan.verdicts if (v.image.repository, v.image.digest) not in gone]
+        orphans_gone = {o.planned.digest for o in orphan_outcomes if not (o.error or o.spared)}
+        remaining: list[StoredImage | Attachment] = [
+            *(v.image for v in plan.verdicts if (v.image.repository, v.image.digest) not in gone),
+            *(orphan for orphan in plan.orphans if orphan.digest not in orphans_gone),
+        ]
         if plan.over_budget:
             log.warning(
                 "retention: %d bytes stay, over retention.maxBytes %d: the rest is in use or kept by a pattern",
