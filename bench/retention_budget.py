@@ -125,7 +125,7 @@ def main() -> None:
             for name, server in (("baseline", baseline_ccr), ("budget", budget_ccr))
         }
         pushed = {name: push(client, args.images, int(args.layer_mib * MiB)) for name, client in clients.items()}
-        held = unique_bytes(read_inventory(clients["budget"], ["mirror/up"]))
+        held = unique_bytes(read_inventory(clients["budget"], ["mirror/up"]).images)
         budget = int(held * args.budget)
         configs = {
             "baseline": settings(baseline_ccr, args.images, None),
@@ -181,7 +181,7 @@ def main() -> None:
         print("| CCR | maxBytes | bytes before | bytes after | under budget | first run done after | evicted |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for name, client in clients.items():
-            remaining = read_inventory(client, ["mirror/up"])
+            remaining = read_inventory(client, ["mirror/up"]).images
             left = {image.digest for image in remaining}
             gone = [image for image in pushed[name] if image.digest not in left]
             in_use_gone = [
@@ -219,7 +219,7 @@ def measure_run_time(count: int, share: float) -> None:
         for n in range(count):
             created = f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}Z"
             push_sample_image(client, f"{REPOSITORY}-{n % 20}", f"1.{n}.0", [1024, 512], n, created=created)
-        held = unique_bytes(read_inventory(client, ["mirror/up"]))
+        held = unique_bytes(read_inventory(client, ["mirror/up"]).images)
         config = settings(ccr, count, int(held * share))
         tracker = UsageTracker(config)
         retention = Retention(config, client, tracker, tracker.in_use)

@@ -17,10 +17,17 @@ from webhook.config import parse_config
 from webhook.copier.engine import copy_image
 from webhook.copier.signatures import MAX_REFERRERS
 from webhook.policy.decide import plan_image
-from webhook.policy.signatures import MAX_SIGNATURES, Failure, public_keys, simple_signing_payload
+from webhook.policy.signatures import (
+    MAX_SIGNATURES,
+    Failure,
+    public_keys,
+    referrers_tag,
+    signature_tag,
+    simple_signing_payload,
+)
 from webhook.registry.client import Registries, RegistryClient
 from webhook.registry.resolver import Resolver
-from webhook.registry.signatures import check_signatures, referrers_tag, signature_tag
+from webhook.registry.signatures import check_signatures
 from webhook.testing.cosign import (
     classic_layer,
     new_key,

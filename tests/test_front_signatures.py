@@ -7,10 +7,10 @@ import urllib3
 
 from tests.support.local_registry import client as make_client
 from tests.support.waiting import wait_until
-from webhook.policy.signatures import public_keys
+from webhook.policy.signatures import public_keys, referrers_tag, signature_tag
 from webhook.registry.client import MANIFEST_MEDIA_TYPES, NotFound
 from webhook.registry.errors import RegistryServerError
-from webhook.registry.signatures import check_signatures, referrers_tag, signature_tag
+from webhook.registry.signatures import check_signatures
 from webhook.testing.cosign import new_key, public_pem, sign_image
 from webhook.testing.front_process import LocalFront
 from webhook.testing.processes import RegistryServer

@@ -11,6 +11,7 @@ import yaml
 from tests.support.workloads import pod
 from webhook.cli import main
 from webhook.retention.plan import format_bytes
+from webhook.testing.cosign import new_key, sign_image
 from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,25 @@ def test_dry_run_prints_what_it_would_delete_with_sizes_and_deletes_nothing(args
     assert lines[2].startswith(f"kept          {REPOSITORY}@{images[0].digest[:19]} v1")
     assert lines[3:] == [f"would evict 1 image(s), {size} to be freed by the registry's garbage collection; kept 2"]
     assert client.has_manifest(REPOSITORY, images[1].digest)
+
+
+def test_dry_run_says_which_signatures_and_referrers_go_or_stay_with_each_image(args, images, client, capsys):
+    key = new_key()
+    for image in images:
+        sign_image(client, REPOSITORY, image.digest, key)
+        sign_image(client, REPOSITORY, image.digest, key, bundle=True)
+    assert main([*args, "--dry-run", "--max-unused-age", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert (
+        [line.split()[:2] for line in lines[:3]]
+        == [  # three images: no signature listed as one
+            ["kept", f"{REPOSITORY}@{images[2].digest[:19]}"],
+            ["would", "delete"],
+            ["kept", f"{REPOSITORY}@{images[0].digest[:19]}"],
+        ]
+    )
+    assert all(" with its signature and 1 referrer (" in line for line in lines[:3])
+    assert lines[3].startswith("would evict 1 image(s), ")
 
 
 def test_deletes_and_reports_as_json(args, images, client, capsys):

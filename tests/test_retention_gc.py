@@ -180,7 +180,7 @@ def test_each_delete_checks_the_live_watch_again(config, clients, cluster, usage
             wait_until(lambda: (REPOSITORY, other.digest) in usage.tracker.in_use().digests)
 
     result = Retention(config, PodAppearsAfterTheFirstDelete(), usage.tracker, usage.confirm, clock=clock).run()
-    assert [(o.verdict.image.digest, o.spared) for o in result.outcomes] == [
+    assert [(o.planned.image.digest, o.spared) for o in result.outcomes] == [
         (old.digest, None),
         (older.digest, "in use since planning"),
     ]

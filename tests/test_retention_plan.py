@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from webhook.config import RetentionConfig
-from webhook.retention.inventory import StoredImage
-from webhook.retention.plan import bytes_by_repository, format_bytes, format_duration, plan_evictions, unique_bytes
+from webhook.policy.signatures import Attached, attachment_tag
+from webhook.retention.inventory import Attachment, StoredImage
+from webhook.retention.plan import (
+    bytes_by_repository,
+    format_attachments,
+    format_bytes,
+    format_duration,
+    plan_evictions,
+    unique_bytes,
+)
 from webhook.retention.usage import InUse
 
 HOUR, DAY = 3600.0, 86400.0
@@ -48,9 +58,24 @@ def in_use(*pairs: tuple[str, str]) -> InUse:
     )
 
 
-def plan(images, used=NOTHING_USED, last_used=None, rules=RULES, first_seen=None):
+def plan(images, used=NOTHING_USED, last_used=None, rules=RULES, first_seen=None, orphans=()):
     last_used = last_used or {}
-    return plan_evictions(images, used, lambda repository, ref: last_used.get(ref, 0.0), first_seen or {}, rules, NOW)
+    return plan_evictions(
+        images, used, lambda repository, ref: last_used.get(ref, 0.0), first_seen or {}, rules, NOW, orphans
+    )
+
+
+def attachment(subject: str, kind: Attached = Attached.SIGNATURE, referrers: int = 0, name: str = "") -> Attachment:
+    """An attachment of `subject` (a digest): its manifest and a payload of its own, and `referrers` referrers."""
+    label = f"{name or kind.value}-of-{subject[7:15]}"  # short: digest() keeps 32 characters
+    top, payload = digest(label), digest(f"p{label}")
+    listed = {digest(f"r{n}{label}"): {digest(f"r{n}{label}"): 300} for n in range(referrers)}
+    manifests = {top: {top: 100, digest("empty-config"): 2, payload: 400}, **listed}
+    return Attachment("up.io/app", top, (attachment_tag(subject, kind),), subject, kind, manifests)
+
+
+def signed(stored: StoredImage, *attachments: Attachment) -> StoredImage:
+    return dataclasses.replace(stored, attachments=attachments)
 
 
 def verdicts(result) -> dict[str, tuple[bool, str]]:
@@ -204,3 +229,61 @@ def test_format_bytes(size, text):
 def test_unique_bytes_counts_a_blob_shared_across_repositories_once():
     images = [image("x", blobs={digest("l"): 100}), image("y", "up.io/b", blobs={digest("l"): 100})]
     assert unique_bytes(images) == 10 + 10 + 100
+
+
+def test_attachments_are_deleted_right_after_their_image_and_their_bytes_count_with_it():
+    old, new = image("old", created=1.0), image("new", created=2.0)
+    old_signature, old_referrers = attachment(old.digest), attachment(old.digest, Attached.REFERRERS, referrers=2)
+    new_signature = attachment(new.digest)
+    result = plan([signed(old, old_signature, old_referrers), signed(new, new_signature)])
+    (evicted,) = result.evictions
+    assert evicted.delete == (old.digest, old_signature.digest, *old_referrers.manifests)  # each top first
+    assert evicted.attachments_going == (old_signature, old_referrers) and not evicted.attachments_staying
+    assert evicted.freed_bytes == 1010 + 500 + 500 + 2 * 300  # the empty config stays with the kept signature
+    assert result.kept_bytes == 1010 + 502
+    assert result.stored_bytes == unique_bytes([signed(old, old_signature, old_referrers), signed(new, new_signature)])
+
+
+def test_the_attachment_of_a_child_a_kept_index_shares_stays():
+    old = image("old-index", created=1.0, children=("amd64", "arm64"))
+    new = image("new-index", created=2.0, children=("amd64",))
+    of_shared, of_own = attachment(digest("amd64")), attachment(digest("arm64"))
+    result = plan([signed(old, of_shared, of_own), new])
+    (evicted,) = result.evictions
+    assert evicted.attachments_going == (of_own,) and evicted.attachments_staying == (of_shared,)
+    assert of_shared.digest not in evicted.delete and of_own.digest in evicted.delete
+
+
+def test_the_attachments_of_an_image_in_use_stay_and_orphans_go():
+    old, new = image("old", created=1.0), image("new", created=2.0)
+    orphan = attachment(digest("gone"))
+    kept_signature = attachment(old.digest)
+    result = plan(
+        [signed(old, kept_signature), new],
+        in_use(("up.io/app", old.digest)),
+        rules=dataclasses.replace(RULES, keep_newest=0),
+        orphans=[orphan],
+    )
+    assert [v.image.digest for v in result.evictions] == [new.digest]
+    assert result.orphans == (orphan,)
+    assert result.orphan_bytes == 100 + 400  # its manifest and payload; the empty config a kept signature holds
+    assert result.stored_bytes == unique_bytes([old, new, kept_signature, orphan])
+
+
+@pytest.mark.parametrize(
+    ("kinds", "words"),
+    [
+        ([], ""),
+        ([(Attached.SIGNATURE, 0)], "its signature"),
+        ([(Attached.REFERRERS, 1)], "1 referrer"),
+        ([(Attached.SIGNATURE, 0), (Attached.REFERRERS, 2)], "its signature and 2 referrers"),
+        ([(Attached.SIGNATURE, 0), (Attached.SIGNATURE, 0)], "2 signatures"),
+        (
+            [(Attached.SIGNATURE, 0), (Attached.ATTESTATION, 0), (Attached.SBOM, 0), (Attached.REFERRERS, 3)],
+            "its signature, its attestation, its SBOM and 3 referrers",
+        ),
+    ],
+)
+def test_format_attachments(kinds, words):
+    found = [attachment(digest("x"), kind, referrers, name=str(n)) for n, (kind, referrers) in enumerate(kinds)]
+    assert format_attachments(found) == words

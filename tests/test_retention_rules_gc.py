@@ -10,17 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.clock import Clock
+from tests.support.retention import retention_config, watched_usage
 from tests.support.waiting import wait_until
 from tests.support.workloads import deployment, pod
-from webhook.config import parse_config
 from webhook.registry.errors import RegistryUnavailable
 from webhook.retention.budget import StoredBytes, budget_refusal
 from webhook.retention.inventory import read_inventory
 from webhook.retention.metrics import RetentionMetrics
 from webhook.retention.plan import format_bytes, unique_bytes
 from webhook.retention.run import Retention
-from webhook.retention.usage import UsageTracker
-from webhook.retention.watch import ClusterUsage
 from webhook.testing.sample_image import push_sample_image
 
 pytestmark = pytest.mark.integration
@@ -36,23 +34,10 @@ def clock():
     return Clock(START)
 
 
-def configure(ccr, **retention):
-    return parse_config(
-        {
-            "ccr": {"registry": ccr.host, "endpoint": ccr.url, "insecure": True},
-            "upstreams": [{"registry": "up.io", "prefix": "mirror/up"}],
-            "retention": {"enabled": True, "maxUnusedAge": "7d", "keepNewest": 1, **retention},
-        }
-    )
-
-
 @pytest.fixture
 def usage(cluster, empty_ccr, clock):
-    config = configure(empty_ccr)
-    usage = ClusterUsage(cluster.api_client(), config, UsageTracker(config, clock=clock), watch_seconds=2).start()
-    assert usage.wait_synced(5)
-    yield usage
-    usage.stop()
+    with watched_usage(cluster, empty_ccr, clock) as usage:
+        yield usage
 
 
 def push(client, repository, tags, year, seed):
@@ -82,7 +67,7 @@ def test_rules_keep_release_tags_forever_the_newest_versions_and_prune_ci_builds
     rc = push(empty_ccr_client, APP, ["2.2.0-rc.1"], 2024, seed=5)
     backport = push(empty_ccr_client, APP, ["1.9.1"], 2025, seed=6)  # built last, an old version
     builds = [push(empty_ccr_client, CI, [f"main-{n}"], 2020 + n, seed=10 + n) for n in range(4)]
-    config = configure(
+    config = retention_config(
         empty_ccr,
         rules=[
             {"name": "ci", "repositories": ["mirror/up/ci/**"], "keepNewest": 2, "maxUnusedAge": "1d"},
@@ -131,7 +116,7 @@ def test_with_rules_that_keep_nothing_an_image_a_pod_or_workload_uses_still_stay
     cluster.create(deployment("scaled-to-zero", f"{empty_ccr.host}/{CI}@{by_template.digest}", replicas=0))
     cluster.create(pod("by-tag", f"{empty_ccr.host}/{CI}:main-2"))
     wait_until(lambda: len(usage.tracker.in_use().digests) == 2 and usage.tracker.in_use().tags)
-    config = configure(
+    config = retention_config(
         empty_ccr,
         rules=[{"repositories": ["**"], "keepNewest": 0, "maxUnusedAge": 0}],
         maxBytes=0,  # and a budget nothing fits
@@ -159,7 +144,7 @@ def test_over_budget_the_least_recently_used_unused_images_go_first_until_under(
         wait_until(lambda image=image: (APP, image.digest) not in usage.tracker.in_use().digests)
     # v4: the newest, never named since retention started (last used: START)
     budget = 2 * per_image + per_image // 2  # room for two and a half images: three must go
-    config = configure(empty_ccr, keepNewest=5, maxBytes=budget)
+    config = retention_config(empty_ccr, keepNewest=5, maxBytes=budget)
     clock.now = START + 4 * DAY  # every one within maxUnusedAge: only the budget evicts
     metrics = RetentionMetrics()
     result = run(config, empty_ccr_client, usage, clock, metrics=metrics)
@@ -168,7 +153,7 @@ def test_over_budget_the_least_recently_used_unused_images_go_first_until_under(
     assert evicted[("v3",)].startswith(f"over the storage budget of {format_bytes(budget)}, least recently used")
     assert all("last used" in verdict.reason for verdict in result.plan.evictions)
     assert stays(empty_ccr_client, APP, in_use) and stays(empty_ccr_client, APP, images[2])
-    stored = unique_bytes(read_inventory(empty_ccr_client, ["mirror/up"]))
+    stored = unique_bytes(read_inventory(empty_ccr_client, ["mirror/up"]).images)
     assert stored == result.plan.kept_bytes == 2 * per_image <= budget < result.plan.stored_bytes
     sample = metrics.registry.get_sample_value
     assert sample("ccr_webhook_storage_bytes") == stored
@@ -188,7 +173,9 @@ def test_build_times_are_read_once_per_config(empty_ccr, empty_ccr_client, usage
             opened.append(digest)
             return empty_ccr_client.open_blob(repository, digest)
 
-    retention = Retention(configure(empty_ccr, keepNewest=5), CountingCCR(), usage.tracker, usage.confirm, clock=clock)
+    retention = Retention(
+        retention_config(empty_ccr, keepNewest=5), CountingCCR(), usage.tracker, usage.confirm, clock=clock
+    )
     retention.run(dry_run=True)
     assert len(opened) == 3
     retention.run(dry_run=True)
@@ -256,7 +243,7 @@ def test_an_age_override_reaches_every_rule(empty_ccr, empty_ccr_client, usage, 
     old, new = (push(empty_ccr_client, CI, [f"main-{n}"], 2020 + n, seed=n) for n in range(2))
     rules = [{"repositories": ["mirror/up/ci/**"], "keepNewest": 1, "maxUnusedAge": "30d"}]
     retention = Retention(
-        configure(empty_ccr, rules=rules), empty_ccr_client, usage.tracker, usage.confirm, clock=clock
+        retention_config(empty_ccr, rules=rules), empty_ccr_client, usage.tracker, usage.confirm, clock=clock
     )
     assert not retention.run(dry_run=True).plan.evictions  # unused for 0 s of the rule's 30 days
     result = retention.run(dry_run=True, max_unused_age=0)  # gc --max-unused-age 0

@@ -13,10 +13,11 @@ from webhook.policy.signatures import (
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING,
     public_keys,
+    signature_tag,
 )
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, Manifest, digest_of
 from webhook.registry.errors import NotFound, RegistryProtocolError, RegistryUnavailable
-from webhook.registry.signatures import check_signatures, signature_tag
+from webhook.registry.signatures import check_signatures
 from webhook.testing.cosign import classic_layer, new_key, public_pem
 
 D1 = "sha256:" + "1" * 64

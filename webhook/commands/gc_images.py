@@ -5,7 +5,8 @@ configuration. This process has just started, so it counts every image unused no
 with the configured maxUnusedAge nothing is old enough yet. Pass `--max-unused-age 0` to evict every
 image unused right now (for every rule: tags a rule keeps and the newest keepNewest of each repository
 still stay), or let the warmer's scheduled run, which has watched the cluster for longer, do it. Every
-image is printed with the rule that keeps or evicts it, and why.
+image is printed with the rule that keeps or evicts it, and why, and the attachments (cosign signatures,
+referrers) that stay or go with it; then the orphan attachments, whose image is gone, which go.
 
 Exit codes: 0 done (or nothing to do), 1 a delete failed or the CCR or cluster could not be read,
 2 unreadable configuration.
@@ -25,10 +26,11 @@ from webhook.commands import add_config_argument, configuration, registries_of
 from webhook.config import parse_duration
 from webhook.kube.client import kubernetes_client
 from webhook.registry.errors import RegistryError
-from webhook.retention.plan import format_bytes, unique_bytes
+from webhook.retention.plan import Verdict, format_attachments, format_bytes, unique_bytes
 
 if TYPE_CHECKING:  # imported in run(): retention.run brings prometheus_client, which must not be loaded before
     # `serve` has set PROMETHEUS_MULTIPROC_DIR, and every command module is imported to build the CLI
+    from webhook.retention.inventory import Attachment
     from webhook.retention.run import Outcome, RunResult
 
 
@@ -102,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(result: RunResult) -> str:
-    """One line per image: kept (and by which rule), or what its eviction would do, did, or why it stopped; then
-    a summary with the CCR's bytes against the budget."""
-    outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
+    """One line per image: kept (and by which rule), or what its eviction would do, did, or why it stopped, with
+    the attachments that go or stay with it; one per orphan attachment; then a summary with the CCR's bytes
+    against the budget."""
+    outcomes = {(o.planned.image.repository, o.planned.image.digest): o for o in result.outcomes}
     lines = []
     for verdict in result.plan.verdicts:
         image = verdict.image
@@ -114,19 +117,34 @@ def render(result: RunResult) -> str:
         size = verdict.freed_bytes if verdict.evict else unique_bytes([image])
         lines.append(
             f"{state:<13} {image.repository}@{image.digest[:19]} "
-            f"{','.join(image.tags) or '-'} {format_bytes(size)} ({why})"
+            f"{','.join(image.tags) or '-'} {format_bytes(size)}{_with(verdict)} ({why})"
+        )
+    orphans = {o.planned.digest: o for o in result.orphan_outcomes}
+    for orphan in result.plan.orphans:
+        done = orphans.get(orphan.digest)
+        why = (done and (done.error or done.spared)) or _orphaned(orphan)
+        lines.append(
+            f"{_state(done, result.dry_run):<13} {orphan.repository}@{orphan.digest[:19]} "
+            f"{','.join(orphan.tags)} ({why})"
         )
     kept = len(result.plan.verdicts) - len(result.plan.evictions)
     evicted = [o for o in result.outcomes if o.deleted and not o.error]
+    gone = (
+        len(result.plan.orphans)
+        if result.dry_run
+        else sum(1 for o in result.orphan_outcomes if o.deleted and not (o.error or o.spared))
+    )
     freed = (
-        sum(o.verdict.freed_bytes for o in evicted)
+        sum(o.planned.freed_bytes for o in evicted)
         if not result.dry_run
         else sum(v.freed_bytes for v in result.plan.evictions)
-    )
+    ) + (result.plan.orphan_bytes if gone == len(result.plan.orphans) else 0)
     verb = "would evict" if result.dry_run else "evicted"
     count = len(result.plan.evictions) if result.dry_run else len(evicted)
+    orphaned = f" and {gone} orphan attachment(s)" if gone else ""
     lines.append(
-        f"{verb} {count} image(s), {format_bytes(freed)} to be freed by the registry's garbage collection; kept {kept}"
+        f"{verb} {count} image(s){orphaned}, {format_bytes(freed)} to be freed by the registry's garbage collection; "
+        f"kept {kept}"
     )
     plan = result.plan
     if plan.max_bytes is not None:
@@ -139,8 +157,9 @@ def render(result: RunResult) -> str:
 
 
 def report_json(result: RunResult) -> dict[str, Any]:
-    """The run as data: every verdict, and for evictions what happened."""
-    outcomes = {(o.verdict.image.repository, o.verdict.image.digest): o for o in result.outcomes}
+    """The run as data: every verdict with its attachments, the orphan attachments, and what happened to each."""
+    outcomes = {(o.planned.image.repository, o.planned.image.digest): o for o in result.outcomes}
+    orphans = {o.planned.digest: o for o in result.orphan_outcomes}
     return {
         "dryRun": result.dry_run,
         "storedBytes": result.plan.stored_bytes,
@@ -157,13 +176,46 @@ def report_json(result: RunResult) -> dict[str, Any]:
                 "state": _state(outcomes.get((v.image.repository, v.image.digest)), result.dry_run)
                 if v.evict
                 else "kept",
+                "attachments": [
+                    {**_attachment_json(a), "evict": a in v.attachments_going} for a in v.image.attachments
+                ],
             }
             for v in result.plan.verdicts
+        ],
+        "orphans": [
+            {**_attachment_json(a), "state": _state(orphans.get(a.digest), result.dry_run)} for a in result.plan.orphans
         ],
     }
 
 
-def _state(outcome: Outcome | None, dry_run: bool) -> str:
+def _attachment_json(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "repository": attachment.repository,
+        "digest": attachment.digest,
+        "tags": list(attachment.tags),
+        "kind": attachment.kind.noun,
+        "subject": attachment.subject,
+        "referrers": attachment.referrers,
+    }
+
+
+def _with(verdict: Verdict) -> str:
+    """` with its signature and 2 referrers`: the attachments going with an evicted image (and any staying), or
+    staying with a kept one."""
+    if not verdict.evict:
+        staying = format_attachments(verdict.image.attachments)
+        return f" with {staying}" if staying else ""
+    going, staying = format_attachments(verdict.attachments_going), format_attachments(verdict.attachments_staying)
+    return (f" with {going}" if going else "") + (f", leaving {staying} (its subject stays)" if staying else "")
+
+
+def _orphaned(orphan: Attachment) -> str:
+    """Why an orphan attachment goes, in words."""
+    listed = f", listing {format_attachments([orphan])}" if orphan.referrers else ""
+    return f"an orphan: the {orphan.kind.noun} of {orphan.subject[:19]}, which the CCR no longer holds{listed}"
+
+
+def _state(outcome: Outcome[Any] | None, dry_run: bool) -> str:
     if dry_run or outcome is None:
         return "would delete"
     if outcome.error:

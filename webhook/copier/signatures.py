@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.policy.signatures import referrers_tag, signature_tag
 from webhook.registry.client import OCI_INDEX, Manifest, RegistryClient
 from webhook.registry.errors import NotFound, RegistryProtocolError
-from webhook.registry.signatures import referrers, referrers_tag, signature_tag
+from webhook.registry.signatures import referrers
 
 MAX_REFERRERS = 64
 

@@ -23,6 +23,7 @@ import enum
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ MAX_PAYLOAD_BYTES = 256 * 1024  # a payload or bundle larger than this is refuse
 MAX_SIGNATURES = 16  # signatures examined per digest (`.sig` layers and bundle referrers); the rest are not
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+_ATTACHMENT_TAG = re.compile(r"(sha256)-([0-9a-f]{64})(\.sig|\.att|\.sbom)?")
 
 
 class InvalidPublicKey(CCRWebhookError):
@@ -64,6 +66,52 @@ class Kind(str, enum.Enum):
 
     SIMPLE_SIGNING = "simple-signing"  # a layer of the `.sig` manifest: payload bytes plus annotation
     BUNDLE = "bundle"  # a sigstore bundle (JSON) from a referrer
+
+
+class Attached(str, enum.Enum):
+    """What a tag attached to a digest holds, by the tag's suffix (the value): cosign's, or the referrers index."""
+
+    SIGNATURE = ".sig"  # cosign's classic signatures
+    ATTESTATION = ".att"  # cosign's attestations
+    SBOM = ".sbom"  # cosign's attached SBOM
+    REFERRERS = ""  # the OCI referrers tag schema's index of the digest's referrers
+
+    @property
+    def noun(self) -> str:
+        """What people call one, in messages."""
+        return {".sig": "signature", ".att": "attestation", ".sbom": "SBOM", "": "referrers index"}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentTag:
+    """A tag that names an attachment of `subject` (a manifest digest) rather than an image of its own."""
+
+    subject: str
+    kind: Attached
+
+
+def attachment_tag(digest: str, kind: Attached) -> str:
+    """The tag an attachment of `digest` goes by: `sha256-<hex>` then the kind's suffix (`.sig`, `.att`, `.sbom`)."""
+    return digest.replace(":", "-", 1) + kind.value
+
+
+def signature_tag(digest: str) -> str:
+    """The tag cosign gives an image's classic signatures: `sha256-<hex>.sig`."""
+    return attachment_tag(digest, Attached.SIGNATURE)
+
+
+def referrers_tag(digest: str) -> str:
+    """The tag of the OCI referrers tag schema (and cosign's prefix): `sha256-<hex>`."""
+    return attachment_tag(digest, Attached.REFERRERS)
+
+
+def attachment_of(tag: str) -> AttachmentTag | None:
+    """Which digest `tag` is an attachment of, and what kind, as `attachment_tag` names them; None for any other tag."""
+    match = _ATTACHMENT_TAG.fullmatch(tag)
+    if match is None:
+        return None
+    algorithm, hexdigest, suffix = match.groups()
+    return AttachmentTag(f"{algorithm}:{hexdigest}", Attached(suffix or ""))
 
 
 @dataclass(frozen=True, slots=True)

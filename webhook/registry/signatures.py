@@ -27,6 +27,8 @@ from webhook.policy.signatures import (
     Kind,
     PublicKey,
     Verdict,
+    referrers_tag,
+    signature_tag,
     verify_digest,
 )
 from webhook.registry.client import Manifest
@@ -54,16 +56,6 @@ class Layer:
     size: int
     media_type: str
     annotations: dict[str, str]
-
-
-def signature_tag(digest: str) -> str:
-    """The tag cosign gives an image's classic signatures: `sha256-<hex>.sig`."""
-    return referrers_tag(digest) + ".sig"
-
-
-def referrers_tag(digest: str) -> str:
-    """The tag of the OCI referrers tag schema (and cosign's prefix): `sha256-<hex>`."""
-    return digest.replace(":", "-", 1)
 
 
 def referrers(

@@ -66,7 +66,8 @@ class StoredBytes:
             if self._stale():
                 with self._lock:
                     self._added_while_reading = 0
-                stored = unique_bytes(read_inventory(self._ccr, self._prefixes, build_times=self._build_times))
+                held = read_inventory(self._ccr, self._prefixes, build_times=self._build_times)
+                stored = unique_bytes([*held.images, *held.orphans])
                 with self._lock:  # a write added during the reading may be in it or not: counted, to be safe
                     self._bytes, self._read_at = stored + self._added_while_reading, self._clock()
         finally:

@@ -6,7 +6,9 @@ one of its child manifests is named by a live workload), when one of its tags ma
 its rule, when it is among the newest `keepNewest` of its repository (by build time or semantic version,
 as its rule ranks), when it was last used less than `maxUnusedAge` ago, or when it is a manifest of an
 image that stays (a platform manifest of a kept index). Any other goes: its top manifest, then the
-children no kept image shares.
+children no kept image shares, then its attachments (signatures, referrers) whose subject no kept image
+holds. Attachments are never images here: not ranked, not counted toward `keepNewest`; their bytes count
+with their image's. An orphan attachment (its subject no longer in the CCR) goes.
 
 With a storage budget (`maxBytes`), when the unique blob bytes of the images that stay exceed it, the ones
 kept only by `keepNewest` or `maxUnusedAge` go too, least recently used first, until the rest fits. An
@@ -21,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from webhook.config import RetentionConfig
-from webhook.retention.inventory import StoredImage
+from webhook.policy.signatures import Attached
+from webhook.retention.inventory import Attachment, StoredImage
 from webhook.retention.rules import RuleBook
 from webhook.retention.usage import InUse
 
@@ -30,23 +33,34 @@ ImageKey = tuple[str, str]  # (repository, top manifest digest)
 
 @dataclass(frozen=True)
 class Verdict:
-    """What retention does with one image, and why; `delete` lists the manifests to delete, top first."""
+    """What retention does with one image, and why; `delete` lists the manifests to delete, top first, then those
+    of the attachments going with it (`attachments_going`)."""
 
     image: StoredImage
     evict: bool
     reason: str
     delete: tuple[str, ...] = ()
     freed_bytes: int = 0  # blob bytes no kept image shares (a blob shared by several evictions counts once)
+    attachments_going: tuple[Attachment, ...] = ()
+
+    @property
+    def attachments_staying(self) -> tuple[Attachment, ...]:
+        """Its attachments that stay: all of a kept image's, and those of an evicted one whose subject a kept
+        image shares."""
+        return tuple(attachment for attachment in self.image.attachments if attachment not in self.attachments_going)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Every image's verdict, and the CCR's bytes before and after it against the budget."""
+    """Every image's verdict, the orphan attachments to delete, and the CCR's bytes before and after against the
+    budget."""
 
     verdicts: tuple[Verdict, ...]
-    stored_bytes: int = 0  # unique blob bytes of every image read
-    kept_bytes: int = 0  # unique blob bytes of the images that stay
+    stored_bytes: int = 0  # unique blob bytes of every image (and attachment) read
+    kept_bytes: int = 0  # unique blob bytes of the images that stay, with their attachments
     max_bytes: int | None = None  # the budget, if one is set
+    orphans: tuple[Attachment, ...] = ()  # attachments whose subject the CCR no longer holds: all go
+    orphan_bytes: int = 0  # their blob bytes no kept image shares
 
     @property
     def evictions(self) -> tuple[Verdict, ...]:
@@ -66,8 +80,10 @@ def plan_evictions(
     first_seen: Mapping[ImageKey, float],
     rules: RetentionConfig,
     now: float,
+    orphans: Sequence[Attachment] = (),
 ) -> Plan:
-    """The verdict for every image; `last_used(repository, reference)` is when a workload last named it."""
+    """The verdict for every image, and `orphans` to delete; `last_used(repository, reference)` is when a workload
+    last named it."""
     book = RuleBook(rules)
     reasons: dict[ImageKey, str] = {}
     yielding: dict[ImageKey, tuple[float, float]] = {}  # kept by keepNewest or maxUnusedAge only: last used, built
@@ -105,27 +121,43 @@ def plan_evictions(
     kept_blobs = {blob for image in images if _key(image) in reasons for blob in image.blobs}
     deleted: set[ImageKey] = set()
     counted: set[str] = set()
+
+    def _freed(manifests: Iterable[Mapping[str, int]]) -> dict[str, int]:
+        """The blobs of `manifests` no kept image holds and no eviction before counted, with their sizes."""
+        freed = {
+            blob: size
+            for blobs in manifests
+            for blob, size in blobs.items()
+            if blob not in kept_blobs and blob not in counted
+        }
+        counted.update(freed)
+        return freed
+
     verdicts: list[Verdict] = []
     for image in sorted(images, key=lambda image: (image.repository, -_built(image, first_seen, now), image.digest)):
         if _key(image) in reasons:
             verdicts.append(Verdict(image, False, reasons[_key(image)]))
             continue
+        going = tuple(a for a in image.attachments if (image.repository, a.subject) not in kept_manifests)
         delete = tuple(
             digest
-            for digest in (image.digest, *image.children)
+            for digest in (image.digest, *image.children, *(digest for a in going for digest in a.manifests))
             if (image.repository, digest) not in kept_manifests | deleted
         )
         deleted.update((image.repository, digest) for digest in delete)
-        freed = {
-            blob: size
-            for digest in delete
-            for blob, size in image.manifests[digest].items()
-            if blob not in kept_blobs and blob not in counted
-        }
-        counted.update(freed)
-        verdicts.append(Verdict(image, True, evicting[_key(image)], delete, sum(freed.values())))
+        manifests = {**image.manifests, **image.attached_manifests}
+        freed = _freed(manifests[digest] for digest in delete)
+        verdicts.append(Verdict(image, True, evicting[_key(image)], delete, sum(freed.values()), going))
     kept = [image for image in images if _key(image) in reasons]
-    return Plan(tuple(verdicts), unique_bytes(images), unique_bytes(kept), rules.max_bytes)
+    orphan_blobs = _freed(blobs for orphan in orphans for blobs in orphan.manifests.values())
+    return Plan(
+        tuple(verdicts),
+        unique_bytes([*images, *orphans]),
+        unique_bytes(kept),
+        rules.max_bytes,
+        tuple(orphans),
+        sum(orphan_blobs.values()),
+    )
 
 
 def _over_budget(
@@ -165,20 +197,35 @@ def _over_budget(
     return taken
 
 
-def unique_bytes(images: Iterable[StoredImage]) -> int:
-    """The bytes of every distinct blob of `images`: what they hold in the registry, each blob once."""
+def unique_bytes(images: Iterable[StoredImage | Attachment]) -> int:
+    """The bytes of every distinct blob of `images` (with their attachments): what they hold, each blob once."""
     sizes: dict[str, int] = {}
     for image in images:
         sizes.update(image.blobs)
     return sum(sizes.values())
 
 
-def bytes_by_repository(images: Iterable[StoredImage]) -> dict[str, int]:
+def bytes_by_repository(images: Iterable[StoredImage | Attachment]) -> dict[str, int]:
     """Unique blob bytes per repository of `images`."""
     blobs: dict[str, dict[str, int]] = {}
     for image in images:
         blobs.setdefault(image.repository, {}).update(image.blobs)
     return {repository: sum(sizes.values()) for repository, sizes in blobs.items()}
+
+
+def format_attachments(attachments: Sequence[Attachment]) -> str:
+    """`its signature and 2 referrers`: what is attached to an image, in words ("" when nothing is)."""
+    counts = Counter(attachment.kind for attachment in attachments)
+    counts[Attached.REFERRERS] = sum(attachment.referrers for attachment in attachments)
+    parts = [
+        f"its {kind.noun}" if counts[kind] == 1 else f"{counts[kind]} {kind.noun}s"
+        for kind in (Attached.SIGNATURE, Attached.ATTESTATION, Attached.SBOM)
+        if counts[kind]
+    ]
+    referrers = counts[Attached.REFERRERS]
+    if referrers:
+        parts.append(f"{referrers} referrer{'s' if referrers > 1 else ''}")
+    return f"{', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1 else "".join(parts)
 
 
 def format_duration(seconds: float) -> str:
@@ -228,7 +275,12 @@ def named(image: StoredImage, in_use: InUse) -> bool:
 
 def _keep_manifests_of_kept(images: Sequence[StoredImage], reasons: dict[ImageKey, str]) -> set[ImageKey]:
     """Every manifest of a kept image; an image that is one of those is kept too (added to `reasons`)."""
-    kept = {(image.repository, digest) for image in images if _key(image) in reasons for digest in image.manifests}
+    kept = {
+        (image.repository, digest)
+        for image in images
+        if _key(image) in reasons
+        for digest in (*image.manifests, *image.attached_manifests)
+    }
     changed = True
     while changed:
         changed = False

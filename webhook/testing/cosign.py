@@ -27,11 +27,12 @@ from webhook.policy.signatures import (
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING,
     dsse_pae,
+    referrers_tag,
+    signature_tag,
     simple_signing_payload,
 )
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, digest_of
 from webhook.registry.errors import NotFound
-from webhook.registry.signatures import referrers_tag, signature_tag
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 EMPTY_CONFIG = b"{}"
