@@ -143,7 +143,8 @@ class Front:
             self.budget.committed(flight.size)
 
     def origin(self, route: Route) -> Origin:
-        """The upstream `route`'s repository mirrors; ManifestUnknown or BlobUnknown when it is under no prefix."""
+        """The upstream `route`'s repository mirrors; ManifestUnknown, BlobUnknown or ReferrersUnsupported when it
+        is under no prefix."""
         origin = origin_for(route.repository, self.config, self.registries)
         if origin is None:
             unknown = {"manifest": ManifestUnknown, "referrers": ReferrersUnsupported}.get(route.name, BlobUnknown)
