@@ -22,7 +22,16 @@ D512 = "sha512:" + "b" * 128
         (f"/v2/up/x/blobs/{D}", "blob", f"/v2/up/x/blobs/{D}"),
         (f"/v2/up/x/blobs/{D512}", "blob", f"/v2/up/x/blobs/{D512}"),
         (f"/v2/up/x/blobs/{D}?ns=docker.io", "blob", f"/v2/up/x/blobs/{D}"),  # a mirror's ns: meaningless here
-        (f"/v2/up/x/referrers/{D}?artifactType=a%2Fb", "referrers", f"/v2/up/x/referrers/{D}"),
+        (f"/v2/up/x/referrers/{D}?artifactType=a%2Fb", "referrers", f"/v2/up/x/referrers/{D}?artifactType=a%2Fb"),
+        (
+            f"/v2/up/x/referrers/{D}?artifactType=a/b.c%2Bjson&x=1&artifactType=c/d",
+            "referrers",
+            f"/v2/up/x/referrers/{D}?artifactType=a%2Fb.c%2Bjson",
+        ),
+        (f"/v2/up/x/referrers/{D}?artifactType=a%2Fb%0d%0aX:%20y", "referrers", f"/v2/up/x/referrers/{D}"),  # dropped
+        (f"/v2/up/x/referrers/{D}?artifactType=a%2Fb%2F..%2Fc", "referrers", f"/v2/up/x/referrers/{D}"),
+        (f"/v2/up/x/referrers/{D}?artifactType=", "referrers", f"/v2/up/x/referrers/{D}"),
+        (f"/v2/up/x/manifests/{D}?artifactType=a%2Fb", "manifest", f"/v2/up/x/manifests/{D}"),
         ("/v2/up/x/tags/list?n=10&last=v1&x=%0d%0a", "tags", "/v2/up/x/tags/list?n=10&last=v1"),
         ("/v2/_catalog?n=5&last=up/x", "catalog", "/v2/_catalog?n=5&last=up%2Fx"),
         (f"http://ccr.test/v2/up/x/blobs/{D}", "blob", f"/v2/up/x/blobs/{D}"),  # absolute form

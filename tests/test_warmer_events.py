@@ -6,8 +6,11 @@ import pytest
 
 from tests.support.clock import Clock
 from tests.support.warm_requests import DIGEST, warm_request
-from webhook.copier.engine import CopyProgress, CopyResult
+from webhook.copier.engine import CopyError, CopyProgress, CopyResult
 from webhook.copier.eta import TimeLeft
+from webhook.front.answers import error_body
+from webhook.registry.errors import InsufficientStorage, RegistryServerError, error_for_status
+from webhook.retention.budget import budget_refusal
 from webhook.warmer.events import FAILED, FINISHED, PROGRESS, STARTED, WarmEvents, progress_message, scrub, warm_event
 from webhook.warmer.pods import PodIndex, PodRef, pod_images
 from webhook.warmer.queue import JobState, WarmJob, job_key
@@ -163,3 +166,24 @@ def test_progress_events_go_out_at_most_every_progress_interval():
     assert posted[0][1] == "CCR: pulling 1.2 GB from docker.io, 3% done, time left not known yet"  # no rate yet
     assert posted[1][1] == "CCR: pulling 1.2 GB from docker.io, 36% done, about 20 s left"  # 40 MB/s, 760 MB to go
     assert posted[-1][1] == "CCR: pulling 1.2 GB from docker.io, 100% done, a few seconds left"
+
+
+def test_a_warm_the_front_refused_for_the_storage_budget_says_so_first():
+    refusal = budget_refusal(9_000, 2_000, 10_000)
+    answer = error_for_status(
+        507, {}, error_body("DENIED", refusal), "GET blob sha256:ab", endpoint="https://front:5000", repository="up/a"
+    )
+    try:
+        try:
+            raise answer
+        except InsufficientStorage as err:
+            raise CopyError("front:5000/up/a@sha256:ab", "copy blob sha256:ab (2000 bytes)", err) from err
+    except CopyError as err:
+        failed, failure = job(JobState.FAILED, error=str(err)), err
+    failed.failure = failure
+    assert not failure.retryable  # retention frees room at its next run, not in the next seconds
+    reason, kind, message = warm_event(failed)
+    assert (reason, kind) == (FAILED, "Warning")
+    assert f"(1 attempt): the CCR is over its storage budget (retention.maxBytes): {refusal}; it stays" in message
+    failed.failure = RegistryServerError("GET blob sha256:ab: registry error, HTTP 500")
+    assert "storage budget" not in warm_event(failed)[2]  # any other failure is told as it was

@@ -22,19 +22,22 @@ this module holds the base and the map:
     │   ├── NotFound                   no such manifest, blob or repository (404)
     │   ├── RegistryProtocolError      an answer we cannot use (unexpected status, garbage, digest mismatch)
     │   │   └── CopyLimitExceeded        copier.engine: an image over a `copy` limit; names the key
+    │   ├── InsufficientStorage        no room to store it (507): the CCR front over its storage budget
     │   └── RegistryNotAllowed         a registry the configuration does not list; never contacted
     ├── EgressRefused                registry.egress: a redirect or token realm we may not contact, and why
     ├── BulkheadFull                 registry.bulkhead: too many lookups already wait for one registry; not queued
     ├── CopyError                    copier.engine: a copy failed; names the image and the step, says if retryable
     ├── CopyAborted                  copier.blobs: another part of the copy failed, so this blob stopped early
     ├── FlightFailed                 front.flights: a blob fetch of the CCR front failed; why, and the metrics outcome
-    │   └── SpoolFull                  the spool (or the table of fetches) has no room: try again later
+    │   ├── SpoolFull                  the spool (or the table of fetches) has no room: try again later
+    │   └── OverBudget                 the blob does not fit under the CCR's storage budget (retention.maxBytes)
     ├── PeerUnavailable              front.peers: the owning replica could not serve a blob; the next in rank is asked
     ├── Refused                      front.answers: a request the front answers with an error; its table gives each
     │   │                              subclass its status and OCI code
     │   ├── NotAPullPath, NameInvalid, TagInvalid, DigestInvalid, PaginationInvalid   outside the grammar (4xx)
     │   ├── PullOnly, PeerUnauthorized, Misdirected      a write, a peer without the secret, a peer that follows
     │   ├── ManifestUnknown, BlobUnknown, RangeNotSatisfiable   not there, or not that range
+    │   ├── ReferrersUnsupported                         no referrers API, in the CCR nor upstream (a 404)
     │   └── CCRUnreachable, UpstreamUnavailable          the CCR registry or an upstream did not answer properly
     ├── BadHints                     hints: a hint body that is not the protocol's JSON
     ├── NotWarmed                    warmer.sightings: an image the warmer does not copy, and why

@@ -9,7 +9,8 @@ downloads down, trickle chosen blobs a few bytes at a time, answer the next requ
 its own (`serve`: hostile ones no registry would take, made as they are sent). Blob downloads can also be
 paced (`blob_bytes_per_second`), held after their first half until `blob_gate` is set, or served with their
 last byte changed (`corrupt_blobs`: same length, wrong digest); manifest requests can be held until
-`manifest_gate` is set.
+`manifest_gate` is set. With `referrers_api` it lends the registry (distribution 2.8 has none) the OCI 1.1
+referrers API, answered from the registry's own `sha256-<hex>` tag index (an empty index without one).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from tests.support.loopback_server import LoopbackServer, QuietHandler
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 _BLOB_GET = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
 _MANIFEST = re.compile(r"^/v2/(.+)/manifests/([^/]+)$")
+_REFERRERS = re.compile(r"^/v2/(.+)/referrers/sha256:([0-9a-f]{64})$")
+_EMPTY_INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
 _SPACES = memoryview(b" " * 65536)
 DROP = -1  # a fault status: the connection closes mid-response
 
@@ -84,6 +87,7 @@ class RegistryProxy(LoopbackServer):
         self.corrupt_blobs = False
         self.manifest_gate: threading.Event | None = None  # when not None: manifest requests wait until it is set
         self.gate_seconds = 60.0  # a gate never set lets go after this, so a broken test cannot hang
+        self.referrers_api = False
         super().__init__(self._handler_class(), tls)
 
     def serve(self, repository: str, manifest: PaddedManifest, *tags: str) -> PaddedManifest:
@@ -122,6 +126,9 @@ class RegistryProxy(LoopbackServer):
                 if proxy.faults:
                     status, headers = proxy.faults.pop(0)
                     return self._drop() if status == DROP else self._reply(status, headers, b"")
+                listing = _REFERRERS.match(path) if proxy.referrers_api and self.command == "GET" else None
+                if listing:
+                    return self._referrers(*listing.groups())
                 served = _MANIFEST.match(path)
                 if served and proxy.manifest_gate is not None:
                     proxy.manifest_gate.wait(proxy.gate_seconds)
@@ -184,6 +191,13 @@ class RegistryProxy(LoopbackServer):
                     return response.status, answer, data
                 finally:
                     connection.close()
+
+            def _referrers(self, repository: str, hexdigest: str) -> None:
+                """The referrers list of a manifest: the registry's index of the referrers tag schema, or none."""
+                self.path = f"/v2/{repository}/manifests/sha256-{hexdigest}"
+                status, _, data = self._forward(b"")
+                index = data if status == 200 else json.dumps(_EMPTY_INDEX).encode()
+                self._reply(200, {"Content-Type": _EMPTY_INDEX["mediaType"]}, index)
 
             def _serve_manifest(self, manifest: PaddedManifest) -> None:
                 self.send_response(200)

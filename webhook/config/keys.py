@@ -483,7 +483,8 @@ class RetentionConfig:
         shown="none (no budget)",
         doc="The storage budget: the unique blob bytes of the mirrored images. Above it, each run also evicts the "
         "least recently used images no workload uses (beyond `keepNewest` and `maxUnusedAge`, never a `keep` tag) "
-        "until under ([operations.md](operations.md#the-storage-budget)).",
+        "until under; the CCR front refuses a cold blob that does not fit (507) "
+        "([operations.md](operations.md#the-storage-budget)).",
     )
 
 

@@ -6,6 +6,15 @@ the answer's head has gone out already. Codes are the spec's where it has one (N
 DIGEST_INVALID, MANIFEST_UNKNOWN, BLOB_UNKNOWN, UNAUTHORIZED, UNSUPPORTED), distribution's otherwise
 (UNAVAILABLE, RANGE_INVALID, PAGINATION_NUMBER_INVALID); an upstream that failed is a 502 UNAVAILABLE,
 never a 404 code.
+
+A cold blob over the CCR's storage budget (OverBudget) is a 507 Insufficient Storage with the spec's DENIED:
+containerd's fetcher (1.6, remotes/docker/fetcher.go `open`) tries the next host only on a 404 and retries
+nothing but 401, 408 and 429, so any other status fails the pull with "unexpected status code …: 507
+Insufficient Storage - Server message: denied: <why>", which kubelet shows in the Pod's event as it is and
+retries with its back-off. 507 says what happened (no room to store it) where a 503 would say "try again
+shortly" and a 404 would send a node with a fallback host past the CCR to upstream; DENIED is a code
+containerd knows by name (an unknown one prints as "unknown"). No Retry-After: room comes back only when
+retention evicts or the budget is raised.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import json
 from dataclasses import dataclass
 
 from webhook.errors import CCRWebhookError
-from webhook.front.flights import FlightFailed, SpoolFull
+from webhook.front.flights import FlightFailed, OverBudget, SpoolFull
 
 RETRY_AFTER_SECONDS = 10
 
@@ -59,6 +68,10 @@ class BlobUnknown(Refused):
     """No such blob: not in the CCR, and not upstream (or not under a configured upstream's prefix)."""
 
 
+class ReferrersUnsupported(Refused):
+    """No referrers API for this manifest: the CCR has none, nor its upstream (clients use the tag schema)."""
+
+
 class RangeNotSatisfiable(Refused):
     """A Range that starts past the end of a blob of `size` bytes."""
 
@@ -99,9 +112,11 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (PullOnly, Answer(405, "UNSUPPORTED")),
     (ManifestUnknown, Answer(404, "MANIFEST_UNKNOWN")),
     (BlobUnknown, Answer(404, "BLOB_UNKNOWN")),
+    (ReferrersUnsupported, Answer(404, "UNSUPPORTED")),
     (RangeNotSatisfiable, Answer(416, "RANGE_INVALID")),
     (Misdirected, Answer(421, "UNAVAILABLE")),
     (SpoolFull, Answer(503, "UNAVAILABLE", RETRY_AFTER_SECONDS)),
+    (OverBudget, Answer(507, "DENIED")),
     (CCRUnreachable, Answer(503, "UNAVAILABLE", RETRY_AFTER_SECONDS)),
     (FlightFailed, Answer(502, "UNAVAILABLE")),
     (UpstreamUnavailable, Answer(502, "UNAVAILABLE")),

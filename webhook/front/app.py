@@ -6,6 +6,7 @@ Authorization, so the CCR's access control stays as it is; its answer is passed 
 large pieces. Only a 404 for a repository under a configured upstream's prefix takes the miss path: the
 manifest from upstream (verified, one fetch however many ask), a blob from its flight (spooled, followed as
 it grows, cut short if the fetch fails) through `serve_flight`, the one path the peer endpoint uses too.
+A referrers list the CCR cannot give (it has no referrers API) is asked of that upstream (`referrers`).
 Anything else, and every write method (the front is pull-only), never reaches an upstream. Failures are
 raised as errors and answered by the handler through one table (`answers`).
 """
@@ -27,14 +28,17 @@ from webhook.front.answers import (
     CCRUnreachable,
     ManifestUnknown,
     RangeNotSatisfiable,
+    ReferrersUnsupported,
     UpstreamUnavailable,
 )
+from webhook.front.budget import FetchBudget
 from webhook.front.commit import ImageCommits, commit_blob
 from webhook.front.flights import Flight, FlightFailed, Flights, Spool
 from webhook.front.held import HeldBlobs
 from webhook.front.metrics import FrontMetrics
 from webhook.front.peers import Membership, Peers
-from webhook.front.routes import Route, checked, route_of
+from webhook.front.referrers import upstream_referrers
+from webhook.front.routes import Route, artifact_type, checked, route_of
 from webhook.front.upstream import Origin, UpstreamManifests, origin_for
 from webhook.policy.reference import is_digest
 from webhook.registry.client import MAX_MANIFEST_BYTES, Registries
@@ -61,6 +65,7 @@ _RELAYED_ANSWER = (
     "Link",
     "WWW-Authenticate",
     "Retry-After",
+    "OCI-Filters-Applied",
 )
 CCR_READ_TIMEOUT_SECONDS = 60.0
 CCR_ATTEMPTS = 4  # a content request the CCR answers with a 5xx is asked again, 0.1 + 0.2 + 0.4 s apart at most
@@ -79,6 +84,7 @@ class Front:
         self.metrics.watch_spool(lambda: spool.reserved, spool.max_bytes)
         ccr = self.registries.ccr
         self.manifests = UpstreamManifests()
+        self.budget = FetchBudget.of(config, ccr)
         self.peers = Peers(settings, Membership(settings), max_connections, self.metrics) if settings.peering else None
         self.flights = Flights(
             ccr,
@@ -87,8 +93,9 @@ class Front:
             max_concurrent_fetches=settings.max_concurrent_fetches,
             fetch_deadline_seconds=settings.fetch_deadline_seconds,
             min_bytes_per_second=settings.min_bytes_per_second,
-            commit_blob=lambda flight: commit_blob(ccr, flight),
+            commit_blob=self._commit_blob,
             open_blob=self.peers.open_blob if self.peers is not None else None,
+            admit=self.budget.admit if self.budget is not None else None,
         )
         if self.peers is not None:
             self.peers.membership.start()
@@ -116,22 +123,31 @@ class Front:
             )
         ):
             return None  # a held blob, sent from the registry's files (front/held.py)
-        missable = route.name in ("manifest", "blob")
+        missable = route.name in ("manifest", "blob", "referrers")
         if self._pass_through(request, route, missable) or not missable:
             return None
         origin = self.origin(route)
         if route.name == "manifest":
             return self._manifest_miss(request, origin, route.reference)
+        if route.name == "referrers":
+            return self._referrers_miss(request, origin, route)
         if request.command == "HEAD":
             return self._blob_head_miss(request, origin, route.reference)
         flight = self.flights.ensure(origin, route.reference)
         return self.serve_flight(request, flight, held=lambda: self._pass_through(request, route, missable=False))
 
+    def _commit_blob(self, flight: Flight) -> None:
+        """Upload a verified blob into the CCR, and count it against the storage budget."""
+        commit_blob(self.registries.ccr, flight)
+        if self.budget is not None and flight.size is not None:
+            self.budget.committed(flight.size)
+
     def origin(self, route: Route) -> Origin:
-        """The upstream `route`'s repository mirrors; ManifestUnknown or BlobUnknown when it is under no prefix."""
+        """The upstream `route`'s repository mirrors; ManifestUnknown, BlobUnknown or ReferrersUnsupported when it
+        is under no prefix."""
         origin = origin_for(route.repository, self.config, self.registries)
         if origin is None:
-            unknown = ManifestUnknown if route.name == "manifest" else BlobUnknown
+            unknown = {"manifest": ManifestUnknown, "referrers": ReferrersUnsupported}.get(route.name, BlobUnknown)
             raise unknown("not in the CCR, and not under a configured upstream's prefix")
         return origin
 
@@ -215,6 +231,16 @@ class Front:
         )
         if request.command == "GET":
             request.send_body(manifest.data, "flight")
+
+    def _referrers_miss(self, request: FrontRequestHandler, origin: Origin, route: Route) -> None:
+        """The referrers list from upstream, for a CCR without the referrers API; 404 if upstream has none either."""
+        listed = upstream_referrers(origin, route.reference, artifact_type(route))
+        if listed is None:
+            raise ReferrersUnsupported(f"neither the CCR nor {origin.registry} has the referrers API")
+        body, headers = listed
+        request.send_head(200, {**headers, "Content-Length": str(len(body))})
+        if request.command == "GET":
+            request.send_body(body, "flight")
 
     def _blob_head_miss(self, request: FrontRequestHandler, origin: Origin, digest: str) -> None:
         flight = self.flights.find(origin.target_repository, digest)

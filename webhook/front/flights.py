@@ -9,7 +9,8 @@ answer is cut short. A verified blob is uploaded from the spool into the CCR, an
 table: later readers get it from the CCR. A flight's state is named (FlightState: FETCHING, VERIFIED,
 COMMITTED; PRESENT, UNCOMMITTED, FAILED) and changed only by its own methods; readers wait on its
 condition with deadlines. The spool has a byte cap; a fetch that would not fit is refused (SpoolFull), not
-streamed unspooled, because late readers and the commit both need the bytes on disk.
+streamed unspooled, because late readers and the commit both need the bytes on disk. A blob that would take
+the CCR past its storage budget is refused (OverBudget) as soon as its size is known, before it is spooled.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ READER_SLACK_SECONDS = 60.0  # a reader waits at most the fetch deadline plus th
 
 
 class FlightFailed(CCRWebhookError):
-    """A blob fetch failed; `outcome` is the metrics label, the message says why (no upstream secrets)."""
+    """A blob fetch failed; `outcome` is the metrics label, the message says why (no upstream secrets), `fields`
+    go into the JSON log line of the failure."""
 
-    def __init__(self, message: str, outcome: str = "upstream-error") -> None:
+    def __init__(self, message: str, outcome: str = "upstream-error", fields: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.outcome = outcome
+        self.fields = fields or {}
 
 
 class SpoolFull(FlightFailed):
@@ -54,6 +57,13 @@ class SpoolFull(FlightFailed):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "spool-full")
+
+
+class OverBudget(FlightFailed):
+    """The blob does not fit under the CCR's storage budget (retention.maxBytes): refused before its first byte."""
+
+    def __init__(self, message: str, fields: dict[str, object]) -> None:
+        super().__init__(message, "over-budget", fields)
 
 
 class Spool:
@@ -300,7 +310,9 @@ class Flights:
         min_bytes_per_second: int,
         commit_blob: Callable[[Flight], None],
         open_blob: Callable[[Flight], BlobSource] | None = None,
+        admit: Callable[[Flight, int], None] | None = None,
     ) -> None:
+        """`admit(flight, size)` is asked before a blob's bytes are spooled (OverBudget: they do not fit)."""
         self._ccr, self._spool, self._metrics = ccr, spool, metrics
         self._slots = threading.BoundedSemaphore(max_concurrent_fetches)
         self.fetch_deadline_seconds = fetch_deadline_seconds
@@ -313,6 +325,7 @@ class Flights:
         )
         self._commit_blob = commit_blob
         self._open_blob = open_blob or open_upstream
+        self._admit = admit or (lambda flight, size: None)
         self._flights: dict[tuple[str, str], Flight] = {}
         self._lock = threading.Lock()
 
@@ -371,7 +384,8 @@ class Flights:
                     flight.mark_uncommitted()
         except FlightFailed as err:
             outcome = err.outcome
-            log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err)
+            fields = {"outcome": outcome, **err.fields}
+            log.warning("blob %s from %s: %s", flight.digest, flight.origin.registry, err, extra={"fields": fields})
             flight.fail(err)
         except RegistryError as err:
             outcome = _outcome_of(err)
@@ -387,6 +401,8 @@ class Flights:
     def _fetch(self, flight: Flight) -> None:
         """Stream the blob from upstream (or its owner) into the spool, verified; the readers hear of every chunk."""
         origin = flight.origin
+        if flight.expected_size is not None:  # known from the manifest: refused before upstream is even asked
+            self._admit(flight, flight.expected_size)
         with self._open_blob(flight) as stream:
             stream.hold_to(self._pace)
             if flight.source is None:
@@ -398,6 +414,8 @@ class Flights:
                     endpoint=origin.client.endpoint,
                     repository=origin.repository,
                 )
+            if flight.expected_size is None:  # known from upstream's answer now, before a byte is read
+                self._admit(flight, size)
             path = self._spool.reserve(size)
             flight.spooling(path, size)
             with open(path, "wb", buffering=0) as spool:

@@ -24,6 +24,7 @@ FETCH_OUTCOMES = (
     "invalid-content",
     "too-slow",
     "spool-full",
+    "over-budget",
     "commit-failed",
 )
 

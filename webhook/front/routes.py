@@ -5,8 +5,10 @@ and the tag or digest, each checked with `policy/reference` (the one grammar). A
 (an encoded separator, a dot-segment, CR/LF, a digest of another algorithm or length) raises the Refused
 error the answer table turns into a 4xx; it never reaches the CCR registry or an upstream. What is
 forwarded is rebuilt from the checked parts only: the CCR sees no byte of the target the grammar did not
-pass, and of the query only a listing's checked `n` and `last` (a mirror's `ns` and any other parameter
-mean nothing to the CCR and are dropped).
+pass, and of the query only a listing's checked `n` and `last` and a referrers list's `artifactType` when it
+is a media type by RFC 6838's grammar (a mirror's `ns` and any other parameter mean nothing to the CCR and
+are dropped; so is an `artifactType` outside the grammar: the answer then lacks `OCI-Filters-Applied` and
+the client filters, as the spec has it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
 _PEER_BLOB = re.compile(r"^/peer/v2/(?P<name>.+)/blobs/(?P<reference>[^/]*)$")
 _ALGORITHM = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:")  # what a digest starts with (a tag has no ':')
 _KINDS = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 MAX_PAGE = 100_000
 ROUTES = ("v2", "manifest", "blob", "referrers", "tags", "catalog", "metrics", "healthz", "peer_blob", "other")
 
@@ -69,7 +72,7 @@ def route_of(target: str, peer: bool = False) -> Route:
     if found := _TAGS.match(path):
         return Route("tags", found["name"], query=parts.query)
     if found := _CONTENT.match(path):
-        return Route(_KINDS[found["kind"]], found["name"], found["reference"])
+        return Route(_KINDS[found["kind"]], found["name"], found["reference"], parts.query)
     return Route("other")
 
 
@@ -96,7 +99,22 @@ def checked(route: Route) -> Route:
             raise TagInvalid("the tag is outside the distribution grammar")
     elif not is_digest(route.reference):
         raise DigestInvalid("the digest is not sha256 or sha512 in lower-case hex of its exact length")
-    return Route(route.name, route.repository, route.reference)
+    query = _artifact_type_query(route.query) if route.name == "referrers" else ""
+    return Route(route.name, route.repository, route.reference, query)
+
+
+def artifact_type(route: Route) -> str | None:
+    """The artifactType a checked referrers route filters by, if any."""
+    values = urllib.parse.parse_qs(route.query).get("artifactType")
+    return values[0] if values else None
+
+
+def _artifact_type_query(query: str) -> str:
+    """A referrers list's first `artifactType`, when it is a media type, as a query; anything else dropped."""
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name == "artifactType":
+            return urllib.parse.urlencode([(name, value)]) if _MEDIA_TYPE.fullmatch(value) else ""
+    return ""
 
 
 def _listing_query(query: str, valid_last: Callable[[str], bool], error: type[Exception]) -> str:

@@ -75,6 +75,16 @@ class RegistryProtocolError(RegistryError):
     """The registry answered something we cannot use: an unexpected status, garbage, a digest mismatch."""
 
 
+class InsufficientStorage(RegistryError):
+    """The registry has no room for what it was asked to store or fetch (507): the CCR front over its storage
+    budget says so. Not transient: room comes back when retention evicts or the budget is raised; `reason` is
+    what the registry said (redacted)."""
+
+    def __init__(self, detail: str, reason: str, *, endpoint: str | None = None, repository: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(detail, endpoint=endpoint, repository=repository)
+
+
 class RegistryNotAllowed(RegistryError):
     """A registry that the configuration does not list was asked for; ccr-webhook never contacts it."""
 
@@ -161,6 +171,9 @@ def error_for_status(
         return RateLimited(
             f"{what}: rate limited, HTTP 429{said}", parse_retry_after(headers.get("Retry-After")), **where
         )
+    if status == 507:
+        reason = codes.partition(": ")[2] or codes  # the registry's own words, without the error code
+        return InsufficientStorage(f"{what}: no room to store it, HTTP 507{said}", reason, **where)
     if status >= 500:
         return RegistryServerError(f"{what}: registry error, HTTP {status}{said}", **where)
     return RegistryProtocolError(f"{what}: unexpected HTTP {status}{said}", **where)

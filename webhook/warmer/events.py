@@ -8,6 +8,7 @@ Event of each reason every `interval` seconds (progress: every `progress_interva
 background thread from a bounded backlog (full: dropped), so a slow API server never slows a copy.
 Messages name images and registry answers only, never credentials (URL user info is cut out anyway).
 The time left is given once there is a rate to estimate it from (`copier.eta`), not in the first Event.
+A warm the CCR front refused for want of room (its 507: over retention.maxBytes) says so first, in those words.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from kubernetes.client import CoreV1Api
 from webhook.copier.engine import CopyProgress, CopyResult
 from webhook.copier.eta import TimeLeft, time_left_text
 from webhook.policy.decide import WarmRequest
+from webhook.registry.errors import InsufficientStorage
 from webhook.warmer.pods import PodRef
 from webhook.warmer.queue import JobState, WarmJob, job_key
 
 COMPONENT = "ccr-webhook-warmer"
+OVER_BUDGET = "the CCR is over its storage budget (retention.maxBytes)"
 STARTED, PROGRESS, FINISHED, FAILED = "CCRWarmStarted", "CCRWarmProgress", "CCRWarmFinished", "CCRWarmFailed"
 MAX_MESSAGE = 1024
 MAX_COPIES_FOLLOWED = 1024  # copies whose time left is estimated at once; the queue runs far fewer
@@ -61,12 +64,17 @@ def warm_event(job: WarmJob) -> tuple[str, str, str] | None:
         )
     if job.state is JobState.FAILED:
         tries = f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"
-        return (
-            FAILED,
-            "Warning",
-            f"could not copy {source} into the CCR ({tries}): {job.error}; it stays on its upstream",
-        )
+        no_room = _no_room(job.failure)
+        why = f"{OVER_BUDGET}: {no_room.reason or no_room}" if no_room is not None else job.error
+        return FAILED, "Warning", f"could not copy {source} into the CCR ({tries}): {why}; it stays on its upstream"
     return None
+
+
+def _no_room(error: BaseException | None) -> InsufficientStorage | None:
+    """The CCR's 507 (its front over the storage budget) behind a failed copy, if that is why it failed."""
+    while error is not None and not isinstance(error, InsufficientStorage):
+        error = error.__cause__
+    return error
 
 
 def progress_message(request: WarmRequest, progress: CopyProgress, seconds_left: float | None) -> str | None:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from webhook.copier.engine import CopyResult
 from webhook.registry.errors import (
+    InsufficientStorage,
     NotFound,
     RateLimited,
     RegistryAuthError,
@@ -27,6 +28,7 @@ from webhook.warmer.queue import JobState, WarmJob
 _DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (RegistryNotAllowed, "not-allowed"),
+    (InsufficientStorage, "no-room"),
     (NotFound, "not-found"),
     (RegistryAuthError, "auth"),
     (RateLimited, "rate-limited"),

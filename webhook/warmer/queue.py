@@ -35,6 +35,7 @@ class WarmJob:
     state: JobState = JobState.QUEUED
     attempts: int = 0
     error: str | None = None
+    failure: Exception | None = None  # the error behind `error`, for whoever explains it (the failure Event)
     result: object = None
     finished_at: float | None = None
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -202,12 +203,12 @@ class WarmQueue:
                 self._failed(job, err)
             else:
                 with self._lock:
-                    job.error = None
+                    job.error = job.failure = None
                     self._finish(job, JobState.DONE)
             self._on_change(job)
 
     def _failed(self, job: WarmJob, err: Exception) -> None:
-        job.error = str(err) or type(err).__name__
+        job.error, job.failure = str(err) or type(err).__name__, err
         with self._lock:
             retry = getattr(err, "retryable", True) and job.attempts < self._max_attempts and not self._stopping
             if retry:
