@@ -56,14 +56,24 @@ def test_workers_of_one_process_can_still_share_the_port_after_the_check() -> No
 
 @pytest.mark.parametrize(
     ("command", "section", "key"),
-    [("front", "front", "listen"), ("warmer", "warmer", "listen"), ("warmer", "warmer", "metricsListen")],
+    [
+        ("front", "front", "listen"),
+        ("warmer", "warmer", "listen"),
+        ("warmer", "warmer", "metricsListen"),
+        ("node-agent", "nodes", "listen"),
+        ("node-agent", "nodes", "fallbackListen"),
+    ],
 )
-def test_front_and_warmer_refuse_a_taken_port_in_one_line(tmp_path: Path, command: str, section: str, key: str) -> None:
+def test_front_warmer_and_node_agent_refuse_a_taken_port_in_one_line(
+    tmp_path: Path, command: str, section: str, key: str
+) -> None:
     port = free_port()
     settings = {"ccr": {"registry": "127.0.0.1:1", "insecure": True}}
     settings[section] = {"listen": f"127.0.0.1:{free_port()}", key: f"127.0.0.1:{port}"}
     if section == "warmer":
         settings[section].setdefault("metricsListen", f"127.0.0.1:{free_port()}")
+    if section == "nodes":
+        settings[section].setdefault("fallbackListen", f"127.0.0.1:{free_port()}")
     (tmp_path / "config.yaml").write_text(json.dumps(settings))
     with listener(port, reuse_port=True):
         done = subprocess.run(

@@ -12,12 +12,15 @@ DaemonSet is gone or being deleted (an uninstall; a rollout keeps the files for 
 from __future__ import annotations
 
 import argparse
-import logging.config
+import logging
 import signal
 import threading
 
 from webhook.commands import add_config_argument, configuration
-from webhook.logs import logging_config
+from webhook.config.view import effective_view
+from webhook.listen import ensure_free
+from webhook.logs import log_start, setup_logging
+from webhook.version import VERSION
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,9 +41,19 @@ def run(args: argparse.Namespace) -> int:
     from webhook.kube.client import kubernetes_client
     from webhook.node.service import run_node_agent
 
-    logging.config.dictConfig(logging_config())
+    setup_logging()
     config = configuration(args)
     settings = config.nodes
+    ensure_free(settings.listen, "nodes.listen")
+    if settings.fallback_listen:
+        ensure_free(settings.fallback_listen, "nodes.fallbackListen")
+    log_start(
+        logging.getLogger("webhook.node"),
+        VERSION,
+        effective_view(config),
+        listen=settings.listen,
+        fallback=settings.fallback_listen,
+    )
     needs_api = settings.front_address is None or settings.node_name is not None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

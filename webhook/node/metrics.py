@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from webhook.version import register_build_info
+
 FALLBACK_OUTCOMES = ("served", "not-found", "refused", "upstream-error", "cut")
 
 
@@ -19,6 +21,7 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        register_build_info(self.registry)
         self.ready = Gauge(
             "ccr_node_agent_ready",
             "1 when this node's hosts.toml and CA are written and the front verifies at the address written.",
