@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from webhook import tls
-from webhook.commands import UsageError, positive_int, read_input
+from webhook.commands import UsageError, positive_int, read_input, stop_on_signals
 from webhook.kube.client import kubernetes_client
 from webhook.logs import setup_logging
 
@@ -170,9 +168,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
             print(f"ccr-webhook: webhook configuration(s) not found: {', '.join(result.missing)}", file=sys.stderr)
             return 1
         return 0
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     tls.run_certificate_bootstrap(api_client, settings, stop, args.interval, on_pass=_report)
     return 0
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import ssl
 import threading
 
-from webhook.commands import add_config_argument, configuration
+from webhook.commands import add_config_argument, configuration, stop_on_signals
 from webhook.config import ConfigError
 from webhook.config.view import effective_view
 from webhook.listen import ensure_free
@@ -50,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as err:  # its addresses are free (above): a TLS pair that does not load
         raise ConfigError(f"front.tlsCert/tlsKey or front.peerTlsCert/peerTlsKey: cannot load: {err}") from None
     log_start(logging.getLogger("webhook.front"), VERSION, effective_view(config), listen=settings.listen)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="front", daemon=True)
     thread.start()
     logging.getLogger("webhook.front").info("serving on %s", config.front.listen)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 
-from webhook.commands import add_config_argument, configuration
+from webhook.commands import add_config_argument, configuration, stop_on_signals
 from webhook.config.view import effective_view
 from webhook.listen import ensure_free
 from webhook.logs import log_start, setup_logging
@@ -55,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
         fallback=settings.fallback_listen,
     )
     needs_api = settings.front_address is None or settings.node_name is not None
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     run_node_agent(config, kubernetes_client(args.kubeconfig) if needs_api else None, stop)
     return 0

@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
-import threading
 import uuid
 
-from webhook.commands import add_config_argument, configuration
+from webhook.commands import add_config_argument, configuration, stop_on_signals
 from webhook.config.view import effective_view
 from webhook.kube.client import kubernetes_client
 from webhook.listen import ensure_free
@@ -65,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     api = kubernetes_client(args.kubeconfig)
     log = logging.getLogger("webhook.warmer")
     log_start(log, VERSION, effective_view(config), identity=args.identity, listen=config.warmer.listen)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     warmer = Warmer(config, api, identity=args.identity).start()
     stop.wait()
     log.info("stopping")
